@@ -1,0 +1,41 @@
+//! Schema migrations of `background-tasks`.
+//!
+//! The tables are django-background-tasks' own (`background_task` and
+//! `background_task_completedtask`, 17 columns each, the same single-column
+//! indexes with the same names), so a database migrated here looks to Django
+//! like one migrated by Django, and the reverse.
+//!
+//! The migration history is kept in its own table,
+//! [`MIGRATION_TABLE`](Migrator::MIGRATION_TABLE), so that an application with
+//! its own SeaORM migrations (and its own `seaql_migrations` table) can run
+//! both migrators on one database without either seeing the other's rows.
+//!
+//! Run it as a library (`Migrator::up(&db, None)`), through `bgtasks migrate`,
+//! or as its own CLI: `cargo run -p background-tasks-migration -- up`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_create_seed_tables;
+mod m20261127_000002_add_claim_index;
+
+/// Every migration of the queue's schema, in order.
+pub struct Migrator;
+
+impl Migrator {
+    /// Name of the table that records which of these migrations ran.
+    pub const MIGRATION_TABLE: &'static str = "background_tasks_migrations";
+}
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261127_000001_create_seed_tables::Migration),
+            Box::new(m20261127_000002_add_claim_index::Migration),
+        ]
+    }
+
+    fn migration_table_name() -> DynIden {
+        Alias::new(Self::MIGRATION_TABLE).into_iden()
+    }
+}

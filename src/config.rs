@@ -1,0 +1,263 @@
+//! Settings of the queue and its runner, with the seed's names and defaults.
+//!
+//! Only the `bgtasks` binary reads environment variables (`MAX_ATTEMPTS`,
+//! `MAX_RUN_TIME`, `BACKGROUND_TASK_RUN_ASYNC`, ...); the library takes a
+//! [`Config`] built here and validated once, by [`ConfigBuilder::build`].
+
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+
+/// Default `MAX_ATTEMPTS`: a task fails permanently after this many attempts.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 25;
+/// Default `MAX_RUN_TIME`: seconds one execution may take.
+pub const DEFAULT_MAX_RUN_TIME: Duration = Duration::from_secs(3600);
+/// Default `--sleep`: seconds an idle runner waits between polls.
+pub const DEFAULT_SLEEP: Duration = Duration::from_secs(5);
+/// Longest allowed queue name (the column is `varchar(190)`).
+pub const MAX_QUEUE_NAME_LEN: usize = 190;
+
+/// Which priority runs first (`BACKGROUND_TASK_PRIORITY_ORDERING`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PriorityOrdering {
+    /// Highest priority first (the default, the seed's "DESC").
+    #[default]
+    Desc,
+    /// Lowest priority first: "niceness" order (the seed's exact string "ASC").
+    Asc,
+}
+
+impl PriorityOrdering {
+    /// Reads the seed's setting: exactly `"ASC"` means ascending, any other
+    /// value (including `"asc"`) means descending, as in django-background-tasks.
+    pub fn from_setting(value: &str) -> Self {
+        if value == "ASC" {
+            Self::Asc
+        } else {
+            Self::Desc
+        }
+    }
+}
+
+/// Settings of a queue and its runner. Build one with [`Config::builder`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) max_attempts: u32,
+    pub(crate) max_run_time: Duration,
+    pub(crate) run_async: bool,
+    pub(crate) async_threads: usize,
+    pub(crate) priority_ordering: PriorityOrdering,
+    pub(crate) sleep: Duration,
+    pub(crate) queue: Option<String>,
+    pub(crate) clock: Clock,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_run_time: DEFAULT_MAX_RUN_TIME,
+            run_async: false,
+            async_threads: num_cpus::get().max(1),
+            priority_ordering: PriorityOrdering::Desc,
+            sleep: DEFAULT_SLEEP,
+            queue: None,
+            clock: Clock::system(),
+        }
+    }
+}
+
+impl Config {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config::default(),
+        }
+    }
+
+    /// `MAX_ATTEMPTS` (default 25).
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// `MAX_RUN_TIME` (default 3600 s).
+    pub fn max_run_time(&self) -> Duration {
+        self.max_run_time
+    }
+
+    /// `BACKGROUND_TASK_RUN_ASYNC` (default false).
+    pub fn run_async(&self) -> bool {
+        self.run_async
+    }
+
+    /// `BACKGROUND_TASK_ASYNC_THREADS` (default: the CPU count).
+    pub fn async_threads(&self) -> usize {
+        self.async_threads
+    }
+
+    /// How many tasks run at once: `async_threads` in async mode, else 1.
+    pub fn concurrency(&self) -> usize {
+        if self.run_async {
+            self.async_threads
+        } else {
+            1
+        }
+    }
+
+    /// `BACKGROUND_TASK_PRIORITY_ORDERING` (default DESC).
+    pub fn priority_ordering(&self) -> PriorityOrdering {
+        self.priority_ordering
+    }
+
+    /// Idle poll interval, `--sleep` (default 5 s).
+    pub fn sleep(&self) -> Duration {
+        self.sleep
+    }
+
+    /// Only run this named queue, `--queue` (default: every queue).
+    pub fn queue(&self) -> Option<&str> {
+        self.queue.as_deref()
+    }
+
+    /// The clock the queue and runner read.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+}
+
+/// Builder of [`Config`]; every setter documents its unit and default.
+#[derive(Clone, Debug)]
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+impl ConfigBuilder {
+    /// Attempts before a failing task is failed permanently (`MAX_ATTEMPTS`,
+    /// default 25). 1 means no retry; 0 behaves like 1, as in the seed.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.config.max_attempts = attempts;
+        self
+    }
+
+    /// Longest time one execution may take (`MAX_RUN_TIME`, default 3600 s).
+    pub fn max_run_time(mut self, limit: Duration) -> Self {
+        self.config.max_run_time = limit;
+        self
+    }
+
+    /// Run several tasks at once (`BACKGROUND_TASK_RUN_ASYNC`, default false).
+    pub fn run_async(mut self, on: bool) -> Self {
+        self.config.run_async = on;
+        self
+    }
+
+    /// Executors in async mode (`BACKGROUND_TASK_ASYNC_THREADS`, default CPU count).
+    pub fn async_threads(mut self, threads: usize) -> Self {
+        self.config.async_threads = threads;
+        self
+    }
+
+    /// Priority order (`BACKGROUND_TASK_PRIORITY_ORDERING`, default DESC).
+    pub fn priority_ordering(mut self, ordering: PriorityOrdering) -> Self {
+        self.config.priority_ordering = ordering;
+        self
+    }
+
+    /// Idle poll interval (`--sleep`, default 5 s).
+    pub fn sleep(mut self, sleep: Duration) -> Self {
+        self.config.sleep = sleep;
+        self
+    }
+
+    /// Only run tasks of this queue (`--queue`, default: all queues).
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.config.queue = Some(queue.into());
+        self
+    }
+
+    /// The clock to read (default: the system clock).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.config.clock = clock;
+        self
+    }
+
+    /// Checks every value once and returns the config.
+    pub fn build(self) -> Result<Config> {
+        let c = &self.config;
+        if c.max_run_time.is_zero() {
+            return Err(Error::invalid("MAX_RUN_TIME", "must be at least 1 second"));
+        }
+        if c.async_threads == 0 {
+            return Err(Error::invalid(
+                "BACKGROUND_TASK_ASYNC_THREADS",
+                "must be at least 1",
+            ));
+        }
+        if let Some(queue) = &c.queue {
+            validate_queue_name(queue)?;
+        }
+        Ok(self.config)
+    }
+}
+
+/// A queue name is 1 to 190 characters (`None` is the default queue).
+pub(crate) fn validate_queue_name(queue: &str) -> Result<()> {
+    if queue.is_empty() {
+        return Err(Error::invalid(
+            "queue",
+            "an empty name is not a queue; leave the queue unset for the default queue",
+        ));
+    }
+    let len = queue.chars().count();
+    if len > MAX_QUEUE_NAME_LEN {
+        return Err(Error::invalid(
+            "queue",
+            format!("{len} characters; at most {MAX_QUEUE_NAME_LEN} are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_defaults() {
+        let c = Config::builder().build().unwrap();
+        assert_eq!(c.max_attempts(), 25);
+        assert_eq!(c.max_run_time(), Duration::from_secs(3600));
+        assert!(!c.run_async());
+        assert_eq!(c.async_threads(), num_cpus::get());
+        assert_eq!(c.priority_ordering(), PriorityOrdering::Desc);
+        assert_eq!(c.concurrency(), 1);
+    }
+
+    #[test]
+    fn only_exact_asc_is_ascending() {
+        assert_eq!(PriorityOrdering::from_setting("ASC"), PriorityOrdering::Asc);
+        assert_eq!(
+            PriorityOrdering::from_setting("asc"),
+            PriorityOrdering::Desc
+        );
+        assert_eq!(
+            PriorityOrdering::from_setting("DESC"),
+            PriorityOrdering::Desc
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_once_at_build() {
+        assert!(Config::builder().async_threads(0).build().is_err());
+        assert!(
+            Config::builder()
+                .max_run_time(Duration::ZERO)
+                .build()
+                .is_err()
+        );
+        assert!(Config::builder().queue("").build().is_err());
+        assert!(Config::builder().queue("q".repeat(191)).build().is_err());
+        assert!(Config::builder().queue("q".repeat(190)).build().is_ok());
+    }
+}

@@ -1,0 +1,215 @@
+//! Opening the queue's database: URL checks, per-backend connection
+//! settings, and migrations that are safe when several processes start at once.
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+};
+
+use crate::error::{Error, Result};
+
+/// File of the embedded SQLite database used when no URL is given,
+/// created in the working directory.
+pub const DEFAULT_SQLITE_FILE: &str = "background_tasks.sqlite3";
+
+/// How long a SQLite writer waits for another writer before giving up
+/// (SQLite's `busy_timeout`).
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long opening a connection to PostgreSQL or MySQL may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Key of the lock that serializes migrations between processes
+/// (`pg_advisory_xact_lock` on PostgreSQL, `GET_LOCK` on MySQL/MariaDB).
+const MIGRATION_LOCK_KEY: i64 = 0x0062_6774_6173_6b73; // "bgtasks" in ASCII
+const MIGRATION_LOCK_NAME: &str = "background_tasks_migrate";
+
+/// The URL of the embedded default database: [`DEFAULT_SQLITE_FILE`] in the
+/// working directory, created when missing.
+pub fn default_url() -> String {
+    format!("sqlite://{DEFAULT_SQLITE_FILE}?mode=rwc")
+}
+
+/// Connects to `url` (or the embedded SQLite file when `None`) and brings the
+/// schema up to date. This is what the runner and most applications want.
+pub async fn open(url: Option<&str>) -> Result<DatabaseConnection> {
+    let db = connect(url).await?;
+    migrate(&db).await?;
+    Ok(db)
+}
+
+/// Connects without touching the schema.
+///
+/// SQLite runs in WAL mode (readers never wait for the writer) with a busy
+/// timeout of [`SQLITE_BUSY_TIMEOUT`] and `synchronous = FULL`, so a committed
+/// task survives a power cut. PostgreSQL and MySQL connections time out after
+/// [`CONNECT_TIMEOUT`] instead of hanging on an unreachable host.
+pub async fn connect(url: Option<&str>) -> Result<DatabaseConnection> {
+    let url = match url {
+        Some(url) => normalize_url(url)?,
+        None => default_url(),
+    };
+    let mut options = ConnectOptions::new(url.clone());
+    options
+        .connect_timeout(CONNECT_TIMEOUT)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        });
+    Database::connect(options)
+        .await
+        .map_err(|source| Error::Connect {
+            url: redact(&url),
+            source,
+        })
+}
+
+/// Applies the pending migrations of the queue's tables.
+///
+/// Runs in one transaction holding a database-wide lock, so processes that
+/// start together (a web app and its runners) migrate once, one after the
+/// other, and never see a half-created schema.
+pub async fn migrate(db: &DatabaseConnection) -> Result<()> {
+    let backend = db.get_database_backend();
+    let options = TransactionOptions {
+        // SQLite: take the write lock at BEGIN, which is the migration lock.
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    };
+    let txn = db
+        .begin_with_options(options)
+        .await
+        .map_err(Error::Migrate)?;
+    match backend {
+        DbBackend::Postgres => {
+            txn.execute_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT pg_advisory_xact_lock($1)",
+                [MIGRATION_LOCK_KEY.into()],
+            ))
+            .await
+            .map_err(Error::Migrate)?;
+        }
+        DbBackend::MySql => {
+            // MySQL commits DDL implicitly, so its lock is a named session
+            // lock on the transaction's connection, released below.
+            txn.execute_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT GET_LOCK(?, 60)",
+                [MIGRATION_LOCK_NAME.into()],
+            ))
+            .await
+            .map_err(Error::Migrate)?;
+        }
+        _ => {}
+    }
+    let outcome = Migrator::up(&txn, None).await;
+    if backend == DbBackend::MySql {
+        txn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            "SELECT RELEASE_LOCK(?)",
+            [MIGRATION_LOCK_NAME.into()],
+        ))
+        .await
+        .map_err(Error::Migrate)?;
+    }
+    outcome.map_err(Error::Migrate)?;
+    txn.commit().await.map_err(Error::Migrate)
+}
+
+/// Checks the scheme and maps aliases; adds `mode=rwc` to SQLite file URLs
+/// so a missing file is created.
+fn normalize_url(url: &str) -> Result<String> {
+    let invalid = |reason: &str| Error::InvalidDatabaseUrl {
+        url: redact(url),
+        reason: reason.to_owned(),
+    };
+    let (scheme, rest) = url
+        .split_once("://")
+        .or_else(|| url.split_once(':'))
+        .ok_or_else(|| invalid("it has no scheme"))?;
+    match scheme {
+        "postgres" | "postgresql" | "mysql" => {
+            if rest.is_empty() {
+                return Err(invalid("it names no host"));
+            }
+            Ok(url.to_owned())
+        }
+        "mariadb" => Ok(format!("mysql://{rest}")),
+        "sqlite" => {
+            if rest.is_empty() {
+                return Err(invalid("it names no file"));
+            }
+            if rest.contains("mode=") || rest.starts_with(":memory:") {
+                Ok(url.to_owned())
+            } else if rest.contains('?') {
+                Ok(format!("{url}&mode=rwc"))
+            } else {
+                Ok(format!("{url}?mode=rwc"))
+            }
+        }
+        other => Err(invalid(&format!(
+            "the scheme {other:?} is not one of sqlite, postgres, mysql, mariadb"
+        ))),
+    }
+}
+
+/// The URL with its password replaced by `***`, for messages and logs.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_normalized() {
+        assert_eq!(
+            normalize_url("sqlite://x.db").unwrap(),
+            "sqlite://x.db?mode=rwc"
+        );
+        assert_eq!(
+            normalize_url("sqlite://x.db?a=b").unwrap(),
+            "sqlite://x.db?a=b&mode=rwc"
+        );
+        assert_eq!(normalize_url("sqlite::memory:").unwrap(), "sqlite::memory:");
+        assert_eq!(
+            normalize_url("mariadb://root@h/db").unwrap(),
+            "mysql://root@h/db"
+        );
+        assert!(normalize_url("redis://h").is_err());
+        assert!(normalize_url("no scheme").is_err());
+        assert!(normalize_url("postgres://").is_err());
+    }
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        let err = normalize_url("oracle://u:secret@h/db")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("secret"), "{err}");
+    }
+}

@@ -1,0 +1,72 @@
+//! # background-tasks
+//!
+//! A database-backed task queue for Rust services: what django-background-tasks
+//! does for Django, as an actix actor system on SeaORM, on SQLite (the embedded
+//! default), PostgreSQL and MySQL/MariaDB. The tables are the seed's own, so a
+//! Django project and Rust runners can share one queue.
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! use background_tasks::{Queue, Registry, Config, Task, TaskContext, TaskError, db};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Greeting { name: String }
+//!
+//! struct Greet;
+//!
+//! impl Task for Greet {
+//!     type Params = Greeting;
+//!     type Output = String;
+//!     fn name() -> &'static str { "greet" }
+//!     async fn run(&self, p: Greeting, _: TaskContext) -> Result<String, TaskError> {
+//!         Ok(format!("hello, {}", p.name))
+//!     }
+//! }
+//!
+//! # async fn demo() -> background_tasks::Result<()> {
+//! // No URL: background_tasks.sqlite3 in the working directory, created and migrated.
+//! let db = db::open(None).await?;
+//! let registry = Registry::new();
+//! registry.register(Greet);
+//! let queue = Queue::with_parts(db, registry, Config::default());
+//!
+//! // Stores a row; a runner executes it later.
+//! let stored = queue.enqueue::<Greet>(&Greeting { name: "Ada".into() }).schedule(60).await?;
+//! // Or run the body inline, writing nothing:
+//! assert_eq!(Greet.now(Greeting { name: "Ada".into() }).await.unwrap(), "hello, Ada");
+//! # Ok(()) }
+//! ```
+
+mod actors;
+pub mod cli;
+mod clock;
+mod config;
+pub mod db;
+pub mod entity;
+mod error;
+mod events;
+pub mod params;
+mod queries;
+mod queue;
+mod registry;
+mod schedule;
+mod store;
+mod task;
+
+pub use clock::Clock;
+pub use config::{
+    Config, ConfigBuilder, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RUN_TIME, DEFAULT_SLEEP,
+    MAX_QUEUE_NAME_LEN, PriorityOrdering,
+};
+pub use entity::{completed_task, task as task_row};
+pub use error::{Error, Result};
+pub use events::{Event, Events};
+pub use queries::{CompletedTaskQuery, TaskQuery};
+pub use queue::{
+    Creator, Enqueue, Enqueued, MAX_TASK_NAME_LEN, MAX_VERBOSE_NAME_LEN, Queue, TaskSpec,
+};
+pub use registry::Registry;
+pub use schedule::{Action, RunAt, Schedule, repeat};
+pub use task::{Task, TaskContext, TaskDefaults, TaskError};

@@ -1,0 +1,2028 @@
+//! Encoding and decoding of a task call's parameters, byte-compatible with
+//! django-background-tasks.
+//!
+//! # Storage format
+//!
+//! A call's parameters live in the `task_params` column as the two-element
+//! JSON array `[args, kwargs]`, written exactly as Python's
+//! `json.dumps([args, kwargs], sort_keys=True)` writes it:
+//!
+//! * separators `", "` and `": "`; `[]` and `{}` for empty containers;
+//! * `ensure_ascii=True`: `\"`, `\\`, `\n`, `\r`, `\t`, `\b` and `\f` use short
+//!   escapes, every other character outside `0x20..=0x7e` becomes a lowercase
+//!   `\uXXXX` escape (characters beyond the BMP as a UTF-16 surrogate pair);
+//! * dict keys sorted recursively, *before* they are turned into strings, so
+//!   integer keys sort numerically (`{2: .., 10: ..}` → `{"2": .., "10": ..}`)
+//!   and string keys by code point;
+//! * `true`/`false`/`null`, integers in decimal, floats as Python's
+//!   `repr(float)` (`1.0`, `1e-05`, `1e+16`, ...).
+//!
+//! `task_hash` is the lowercase hex SHA-1 of `task_name + task_params`; the
+//! bytes must match Python's for the hash to match, which is why this module
+//! writes the JSON itself instead of relying on `serde_json`'s formatter.
+//!
+//! # Layouts
+//!
+//! [`encode_call`] takes args and kwargs explicitly. [`encode_params`] maps
+//! one typed value onto the pair automatically:
+//!
+//! | the value serializes to      | stored as                 |
+//! |------------------------------|---------------------------|
+//! | a map or struct              | kwargs, `[[], {...}]`     |
+//! | a sequence or tuple          | args, `[[...], {}]`       |
+//! | unit or `None`               | no arguments, `[[], {}]`  |
+//! | a number, string or bool     | one argument, `[[x], {}]` |
+//!
+//! [`decode_params`] inverts that layout and [`decode_call`] returns the raw
+//! pair.
+//!
+//! # Deviations from Python
+//!
+//! * NaN and infinities are rejected with [`ParamsError::NonFiniteFloat`].
+//!   Python would write the non-standard tokens `NaN`/`Infinity`, which
+//!   strict JSON parsers (including `serde_json`) cannot read back.
+//! * Integers must fit in `i128`; larger `u128` values are rejected.
+
+use std::cmp::Ordering;
+
+use serde::de::DeserializeOwned;
+use serde::ser::{self, Impossible, Serialize};
+use serde_json::{Map, Value};
+use sha1::{Digest, Sha1};
+
+/// Why params could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParamsError {
+    /// A float was NaN or infinite; see the module docs for why this differs
+    /// from Python.
+    #[error(
+        "cannot encode the float {value}: NaN and infinities have no JSON form; \
+         pass a finite number or encode the value as a string"
+    )]
+    NonFiniteFloat {
+        /// The offending value.
+        value: f64,
+    },
+
+    /// An unsigned integer was larger than `i128::MAX`.
+    #[error(
+        "cannot encode the integer {value}: it is larger than i128::MAX; \
+         encode it as a string instead"
+    )]
+    IntegerOutOfRange {
+        /// The offending value.
+        value: u128,
+    },
+
+    /// One map mixed keys that Python cannot order against each other.
+    #[error(
+        "map keys of type {first} and {second} cannot be sorted together \
+         (Python's json.dumps(sort_keys=True) raises TypeError); use keys of one type"
+    )]
+    MixedKeyTypes {
+        /// Python type name of one key (`str`, `int`, `float`, `bool`, `None`).
+        first: &'static str,
+        /// Python type name of a key that cannot be compared with `first`.
+        second: &'static str,
+    },
+
+    /// A map key serialized to something JSON cannot use as a key.
+    #[error(
+        "a map key of type {kind} is not supported; keys must be strings, integers, \
+         floats, bools, unit/None or unit enum variants"
+    )]
+    UnsupportedKey {
+        /// What the key serialized to.
+        kind: &'static str,
+    },
+
+    /// The `args` given to [`encode_call`] did not serialize to a sequence.
+    #[error(
+        "args must serialize to a sequence or tuple (or `()` for none), but they \
+         serialized to {found}; wrap a single argument in a 1-tuple like `(value,)`"
+    )]
+    NotAnArgsList {
+        /// What the args serialized to.
+        found: &'static str,
+    },
+
+    /// The `kwargs` given to [`encode_call`] did not serialize to a map.
+    #[error(
+        "kwargs must serialize to a map or struct (or `()` for none), but they \
+         serialized to {found}"
+    )]
+    NotAKwargsMap {
+        /// What the kwargs serialized to.
+        found: &'static str,
+    },
+
+    /// The stored text is not the JSON array `[list, object]`.
+    #[error(
+        "stored task_params is not a JSON array [args, kwargs]: {reason}; \
+         it was not written by this library or by django-background-tasks"
+    )]
+    Malformed {
+        /// What is wrong with the text.
+        reason: String,
+    },
+
+    /// [`decode_params`] met a call with both positional and keyword arguments.
+    #[error(
+        "the call has {args} positional argument(s) and {kwargs} keyword argument(s), \
+         but the task's params type uses the automatic layout, which maps a call to \
+         only one of them; override the task's decode and use decode_call to read both"
+    )]
+    BothArgsAndKwargs {
+        /// Number of positional arguments.
+        args: usize,
+        /// Number of keyword arguments.
+        kwargs: usize,
+    },
+
+    /// The stored arguments did not fit the requested type.
+    #[error(
+        "the stored params do not fit the task's params type ({context}): {source}; \
+         check that the task was queued with the same params type"
+    )]
+    Decode {
+        /// Which part of the call was being decoded.
+        context: &'static str,
+        /// The error reported by `serde_json`.
+        source: serde_json::Error,
+    },
+
+    /// A `Serialize` implementation reported its own error.
+    #[error("could not serialize the params: {0}")]
+    Custom(String),
+}
+
+impl ser::Error for ParamsError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        Self::Custom(msg.to_string())
+    }
+}
+
+/// Encodes typed params with the automatic layout and returns the
+/// `task_params` text.
+///
+/// Layout: a value that serializes to a map/struct → kwargs (args = `[]`); to
+/// a sequence/tuple → positional args (kwargs = `{}`); to unit/`None` → no
+/// arguments (`[[], {}]`); any other scalar (number, string, bool) → one
+/// positional argument.
+pub fn encode_params<T: Serialize + ?Sized>(params: &T) -> Result<String, ParamsError> {
+    let (args, kwargs) = match params.serialize(ValueSerializer)? {
+        PyValue::Null => (Vec::new(), Vec::new()),
+        PyValue::List(items) => (items, Vec::new()),
+        PyValue::Dict(entries) => (Vec::new(), entries),
+        scalar => (vec![scalar], Vec::new()),
+    };
+    Ok(render_call(args, kwargs))
+}
+
+/// Encodes a call with an explicit layout and returns the `task_params` text.
+///
+/// `args` must serialize to a sequence or tuple, `kwargs` to a map or struct;
+/// either may serialize to unit (`()`, `None`) to mean "none".
+pub fn encode_call<A: Serialize + ?Sized, K: Serialize + ?Sized>(
+    args: &A,
+    kwargs: &K,
+) -> Result<String, ParamsError> {
+    let args = match args.serialize(ValueSerializer)? {
+        PyValue::Null => Vec::new(),
+        PyValue::List(items) => items,
+        other => {
+            return Err(ParamsError::NotAnArgsList {
+                found: other.kind(),
+            });
+        }
+    };
+    let kwargs = match kwargs.serialize(ValueSerializer)? {
+        PyValue::Null => Vec::new(),
+        PyValue::Dict(entries) => entries,
+        other => {
+            return Err(ParamsError::NotAKwargsMap {
+                found: other.kind(),
+            });
+        }
+    };
+    Ok(render_call(args, kwargs))
+}
+
+/// Returns Python's `json.dumps(value, sort_keys=True)` of any serializable
+/// value.
+pub fn to_python_json<T: Serialize + ?Sized>(value: &T) -> Result<String, ParamsError> {
+    let value = value.serialize(ValueSerializer)?;
+    let mut out = String::new();
+    write_value(&mut out, &value);
+    Ok(out)
+}
+
+/// Returns the lowercase hex SHA-1 of `task_name + task_params`, the value of
+/// the `task_hash` column.
+pub fn task_hash(task_name: &str, task_params: &str) -> String {
+    let mut hasher = Sha1::new();
+    hasher.update(task_name.as_bytes());
+    hasher.update(task_params.as_bytes());
+    let mut out = String::with_capacity(40);
+    for byte in hasher.finalize() {
+        push_hex_digit(&mut out, byte >> 4);
+        push_hex_digit(&mut out, byte & 0xf);
+    }
+    out
+}
+
+/// Parses stored `task_params` into `(args, kwargs)`.
+///
+/// Fails with [`ParamsError::Malformed`] unless the text is a two-element JSON
+/// array whose first element is an array and whose second is an object.
+pub fn decode_call(task_params: &str) -> Result<(Vec<Value>, Map<String, Value>), ParamsError> {
+    let parsed: Value = serde_json::from_str(task_params).map_err(|e| ParamsError::Malformed {
+        reason: format!("invalid JSON ({e})"),
+    })?;
+    let Value::Array(pair) = parsed else {
+        return Err(ParamsError::Malformed {
+            reason: format!("the top level is {}", json_kind(&parsed)),
+        });
+    };
+    let [args, kwargs]: [Value; 2] =
+        pair.try_into()
+            .map_err(|pair: Vec<Value>| ParamsError::Malformed {
+                reason: format!("the top-level array has {} elements, not 2", pair.len()),
+            })?;
+    match (args, kwargs) {
+        (Value::Array(args), Value::Object(kwargs)) => Ok((args, kwargs)),
+        (Value::Array(_), other) => Err(ParamsError::Malformed {
+            reason: format!("kwargs is {}, not an object", json_kind(&other)),
+        }),
+        (other, _) => Err(ParamsError::Malformed {
+            reason: format!("args is {}, not an array", json_kind(&other)),
+        }),
+    }
+}
+
+/// Decodes stored `task_params` into `T`, inverting [`encode_params`]'
+/// automatic layout:
+///
+/// * no args and no kwargs: `T` from `null`, then from `{}`, then from `[]`
+///   (the first that succeeds);
+/// * only kwargs: `T` from the kwargs object;
+/// * only args: `T` from the args array; if that fails and there is exactly
+///   one arg, `T` from that single arg;
+/// * both: [`ParamsError::BothArgsAndKwargs`]; such calls need
+///   [`decode_call`].
+pub fn decode_params<T: DeserializeOwned>(task_params: &str) -> Result<T, ParamsError> {
+    let (args, kwargs) = decode_call(task_params)?;
+    match (args.is_empty(), kwargs.is_empty()) {
+        (true, true) => {
+            if let Ok(value) = T::deserialize(&Value::Null) {
+                return Ok(value);
+            }
+            let empty_object = Value::Object(Map::new());
+            // Params types are usually structs, for which the `{}` attempt's
+            // error ("missing field ...") is the most telling, so that is the
+            // one reported when every attempt fails.
+            let object_error = match T::deserialize(&empty_object) {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            T::deserialize(&Value::Array(Vec::new())).map_err(|_| ParamsError::Decode {
+                context: "the call has no arguments",
+                source: object_error,
+            })
+        }
+        (true, false) => {
+            T::deserialize(&Value::Object(kwargs)).map_err(|source| ParamsError::Decode {
+                context: "keyword arguments",
+                source,
+            })
+        }
+        (false, true) => {
+            let args = Value::Array(args);
+            let array_error = match T::deserialize(&args) {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            match args.as_array().map(Vec::as_slice) {
+                Some([single]) => T::deserialize(single).map_err(|source| ParamsError::Decode {
+                    context: "the single positional argument",
+                    source,
+                }),
+                _ => Err(ParamsError::Decode {
+                    context: "positional arguments",
+                    source: array_error,
+                }),
+            }
+        }
+        (false, false) => Err(ParamsError::BothArgsAndKwargs {
+            args: args.len(),
+            kwargs: kwargs.len(),
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Value tree
+// ---------------------------------------------------------------------------
+
+/// A serialized value, already in the shape Python's encoder sees it.
+///
+/// Numbers are kept as their final text and dict keys as their final, sorted
+/// strings: both conversions can fail, and doing them while serializing keeps
+/// rendering infallible.
+#[derive(Debug)]
+enum PyValue {
+    Null,
+    Bool(bool),
+    /// Decimal integer or Python float `repr`.
+    Number(String),
+    Str(String),
+    List(Vec<PyValue>),
+    /// Entries sorted as `sort_keys=True` sorts them.
+    Dict(Vec<(String, PyValue)>),
+}
+
+impl PyValue {
+    /// Describes the value for error messages.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::Bool(_) => "a bool",
+            Self::Number(_) => "a number",
+            Self::Str(_) => "a string",
+            Self::List(_) => "a sequence",
+            Self::Dict(_) => "a map",
+        }
+    }
+}
+
+/// A dict key before conversion to a string, so it can be ordered the way
+/// Python orders it.
+#[derive(Debug)]
+enum PyKey {
+    Null,
+    Bool(bool),
+    Int(i128),
+    /// Always finite: non-finite keys are rejected when serialized.
+    Float(f64),
+    Str(String),
+}
+
+impl PyKey {
+    /// Python type name, for error messages.
+    fn type_name(&self) -> &'static str {
+        match self {
+            Self::Null => "None",
+            Self::Bool(_) => "bool",
+            Self::Int(_) => "int",
+            Self::Float(_) => "float",
+            Self::Str(_) => "str",
+        }
+    }
+
+    /// Whether Python's `<` accepts this pair of keys. `None` compares with
+    /// nothing, not even itself; bool, int and float compare numerically.
+    fn comparable_with(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Null, _) | (_, Self::Null) => false,
+            (Self::Str(_), Self::Str(_)) => true,
+            (Self::Str(_), _) | (_, Self::Str(_)) => false,
+            _ => true,
+        }
+    }
+
+    /// Orders two keys already known to be comparable.
+    fn python_cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (Self::Str(a), Self::Str(b)) => a.cmp(b),
+            (Self::Float(a), Self::Float(b)) => a.partial_cmp(b).unwrap_or(Ordering::Equal),
+            (Self::Float(a), b) => b
+                .as_int()
+                .map_or(Ordering::Equal, |b| cmp_int_float(b, *a).reverse()),
+            (a, Self::Float(b)) => a.as_int().map_or(Ordering::Equal, |a| cmp_int_float(a, *b)),
+            (a, b) => a.as_int().cmp(&b.as_int()),
+        }
+    }
+
+    /// The integer value of an int or bool key (Python's bool is an int).
+    fn as_int(&self) -> Option<i128> {
+        match self {
+            Self::Bool(b) => Some(i128::from(*b)),
+            Self::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The key as Python's encoder writes it.
+    fn into_key_string(self) -> String {
+        match self {
+            Self::Null => "null".to_owned(),
+            Self::Bool(b) => b.to_string(),
+            Self::Int(i) => i.to_string(),
+            Self::Float(f) => float_repr(f),
+            Self::Str(s) => s,
+        }
+    }
+}
+
+/// Compares an integer with a finite float exactly, as Python does (a plain
+/// `as f64` conversion would round large integers).
+fn cmp_int_float(int: i128, float: f64) -> Ordering {
+    // Rounding is monotonic, so a strict inequality after rounding the
+    // integer also holds for the exact integer.
+    match (int as f64).partial_cmp(&float) {
+        Some(Ordering::Less) => Ordering::Less,
+        Some(Ordering::Greater) => Ordering::Greater,
+        _ => {
+            // The float equals a rounded i128, so it is integral and within
+            // [-2^127, 2^127]; only 2^127 itself does not fit back into i128.
+            if float >= i128::MAX as f64 {
+                Ordering::Less
+            } else {
+                int.cmp(&(float as i128))
+            }
+        }
+    }
+}
+
+/// Sorts dict entries like `sorted(d.items())` and stringifies the keys.
+fn sort_entries(mut entries: Vec<(PyKey, PyValue)>) -> Result<PyValue, ParamsError> {
+    // Python's sort never compares a lone key, so a single key of any kind
+    // (even None) is fine; with two or more, every pair must be comparable.
+    if let Some(((first, _), rest)) = entries.split_first()
+        && let Some((other, _)) = rest.iter().find(|(key, _)| !first.comparable_with(key))
+    {
+        return Err(ParamsError::MixedKeyTypes {
+            first: first.type_name(),
+            second: other.type_name(),
+        });
+    }
+    // Stable, like Python's sort, for keys that compare equal (e.g. 1 and 1.0).
+    entries.sort_by(|(a, _), (b, _)| a.python_cmp(b));
+    Ok(PyValue::Dict(
+        entries
+            .into_iter()
+            .map(|(key, value)| (key.into_key_string(), value))
+            .collect(),
+    ))
+}
+
+// ---------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------
+
+/// Renders `[args, kwargs]`.
+fn render_call(args: Vec<PyValue>, kwargs: Vec<(String, PyValue)>) -> String {
+    let mut out = String::new();
+    write_value(
+        &mut out,
+        &PyValue::List(vec![PyValue::List(args), PyValue::Dict(kwargs)]),
+    );
+    out
+}
+
+fn write_value(out: &mut String, value: &PyValue) {
+    match value {
+        PyValue::Null => out.push_str("null"),
+        PyValue::Bool(true) => out.push_str("true"),
+        PyValue::Bool(false) => out.push_str("false"),
+        PyValue::Number(text) => out.push_str(text),
+        PyValue::Str(s) => write_str(out, s),
+        PyValue::List(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push_str(", ");
+                }
+                write_value(out, item);
+            }
+            out.push(']');
+        }
+        PyValue::Dict(entries) => {
+            out.push('{');
+            for (index, (key, item)) in entries.iter().enumerate() {
+                if index > 0 {
+                    out.push_str(", ");
+                }
+                write_str(out, key);
+                out.push_str(": ");
+                write_value(out, item);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// Writes a string literal the way `ensure_ascii=True` does.
+fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(c),
+            _ => {
+                // Python escapes UTF-16 code units, so astral characters
+                // become surrogate pairs.
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str("\\u");
+                    for shift in [12, 8, 4, 0] {
+                        // The mask keeps the value below 16, so it fits a u8.
+                        push_hex_digit(out, ((*unit >> shift) & 0xf) as u8);
+                    }
+                }
+            }
+        }
+    }
+    out.push('"');
+}
+
+/// Pushes one lowercase hex digit for a value below 16.
+fn push_hex_digit(out: &mut String, nibble: u8) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.push(char::from(DIGITS[usize::from(nibble & 0xf)]));
+}
+
+/// Python's `repr(float)` of a finite float.
+fn float_repr(value: f64) -> String {
+    let (digits, exponent) = shortest_digits(value.abs());
+
+    let mut out = String::new();
+    if value.is_sign_negative() {
+        out.push('-');
+    }
+    if !(-4..16).contains(&exponent) {
+        // `d[.ddd]e±XX`, without the `.0` that the plain form gets.
+        let (first, rest) = digits.split_at(1);
+        out.push_str(first);
+        if !rest.is_empty() {
+            out.push('.');
+            out.push_str(rest);
+        }
+        out.push('e');
+        out.push(if exponent < 0 { '-' } else { '+' });
+        let magnitude = exponent.unsigned_abs();
+        if magnitude < 10 {
+            out.push('0');
+        }
+        out.push_str(&magnitude.to_string());
+    } else if exponent >= 0 {
+        // The exponent is below 16 here, so the cast cannot truncate.
+        let int_len = exponent.unsigned_abs() as usize + 1;
+        if digits.len() > int_len {
+            out.push_str(&digits[..int_len]);
+            out.push('.');
+            out.push_str(&digits[int_len..]);
+        } else {
+            out.push_str(&digits);
+            out.extend(std::iter::repeat_n('0', int_len - digits.len()));
+            out.push_str(".0");
+        }
+    } else {
+        // The exponent is in -4..=-1 here: `0.` and up to three zeros.
+        out.push_str("0.");
+        let zeros = (exponent.unsigned_abs() - 1) as usize;
+        out.extend(std::iter::repeat_n('0', zeros));
+        out.push_str(&digits);
+    }
+    out
+}
+
+/// Splits a float's scientific form into its significant digits and decimal
+/// exponent, so that `value == 0.d1d2d3... * 10^(exponent + 1)`.
+fn split_scientific(scientific: &str) -> (String, i32) {
+    // std's `LowerExp` always writes `<mantissa>e<exponent>` with a decimal
+    // exponent, so the fallbacks are never taken.
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((scientific, "0"));
+    let digits = mantissa.chars().filter(char::is_ascii_digit).collect();
+    (digits, exponent.parse().unwrap_or(0))
+}
+
+/// The shortest digits that round-trip to a finite, non-negative `value`,
+/// with their decimal exponent, chosen as Python's `repr` chooses them.
+fn shortest_digits(value: f64) -> (String, i32) {
+    // `{:e}` yields the shortest round-tripping digits closest to the value,
+    // as Python does, e.g. `1.5e0` or `1e-5`.
+    let (digits, exponent) = split_scientific(&format!("{value:e}"));
+    match python_tie_break(value, &digits, exponent) {
+        Some(even) => (even, exponent),
+        None => (digits, exponent),
+    }
+}
+
+/// Python's repr (David Gay's dtoa) resolves an exact tie between two
+/// equally close shortest candidates to the even last digit, while Rust
+/// rounds the tie up (`982075422482557.25` is `...557.2` in Python but
+/// `...557.3` in Rust). Returns the even candidate when `digits` ends in an
+/// odd digit that lost such a tie.
+fn python_tie_break(value: f64, digits: &str, exponent: i32) -> Option<String> {
+    let (prefix, last) = digits.split_at(digits.len().checked_sub(1)?);
+    let last = last.parse::<u8>().ok()?;
+    if last % 2 == 0 {
+        return None;
+    }
+    // Both neighbours of an odd digit are even; a carry past 9 would shorten
+    // the digits, and then `{:e}` would already have chosen them.
+    let neighbours = [last.checked_sub(1), Some(last + 1).filter(|d| *d <= 9)];
+    for neighbour in neighbours.into_iter().flatten() {
+        let midpoint = format!("{prefix}{}5", neighbour.min(last));
+        if !is_exactly(value, &midpoint, exponent) {
+            continue;
+        }
+        let candidate = format!("{prefix}{neighbour}");
+        // Near a power of two the rounding interval is lopsided, so the even
+        // candidate is only usable if it still round-trips.
+        if parse_digits(&candidate, exponent) == Some(value) {
+            return Some(candidate);
+        }
+    }
+    None
+}
+
+/// Parses `d1.d2d3... * 10^exponent`.
+fn parse_digits(digits: &str, exponent: i32) -> Option<f64> {
+    let (first, rest) = digits.split_at(1.min(digits.len()));
+    format!("{first}.{rest}0e{exponent}").parse().ok()
+}
+
+/// Whether `value` is exactly `d1.d2d3... * 10^exponent`.
+fn is_exactly(value: f64, digits: &str, exponent: i32) -> bool {
+    // Cheap necessary condition first: an exact decimal parses to itself.
+    if parse_digits(digits, exponent) != Some(value) {
+        return false;
+    }
+    // Every f64 has at most 767 significant decimal digits, so this
+    // precision prints its exact expansion.
+    let (exact, exact_exponent) = split_scientific(&format!("{value:.800e}"));
+    let exact = exact.trim_end_matches('0');
+    let digits = digits.trim_end_matches('0');
+    match digits.strip_prefix('0') {
+        // A leading zero shifts the exponent down by one.
+        Some(shifted) => exact == shifted && exact_exponent == exponent - 1,
+        None => exact == digits && exact_exponent == exponent,
+    }
+}
+
+/// Describes a JSON value for error messages.
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a bool",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn finite(value: f64) -> Result<f64, ParamsError> {
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(ParamsError::NonFiniteFloat { value })
+    }
+}
+
+fn u128_to_i128(value: u128) -> Result<i128, ParamsError> {
+    i128::try_from(value).map_err(|_| ParamsError::IntegerOutOfRange { value })
+}
+
+// ---------------------------------------------------------------------------
+// Value serializer (mirrors serde_json::value::Serializer)
+// ---------------------------------------------------------------------------
+
+struct ValueSerializer;
+
+fn int_value(value: impl Into<i128>) -> PyValue {
+    PyValue::Number(value.into().to_string())
+}
+
+fn float_value(value: f64) -> Result<PyValue, ParamsError> {
+    finite(value).map(|value| PyValue::Number(float_repr(value)))
+}
+
+impl ser::Serializer for ValueSerializer {
+    type Ok = PyValue;
+    type Error = ParamsError;
+    type SerializeSeq = SeqSerializer;
+    type SerializeTuple = SeqSerializer;
+    type SerializeTupleStruct = SeqSerializer;
+    type SerializeTupleVariant = TupleVariantSerializer;
+    type SerializeMap = MapSerializer;
+    type SerializeStruct = MapSerializer;
+    type SerializeStructVariant = StructVariantSerializer;
+
+    fn serialize_bool(self, v: bool) -> Result<PyValue, ParamsError> {
+        Ok(PyValue::Bool(v))
+    }
+
+    fn serialize_i8(self, v: i8) -> Result<PyValue, ParamsError> {
+        Ok(int_value(v))
+    }
+
+    fn serialize_i16(self, v: i16) -> Result<PyValue, ParamsError> {
+        Ok(int_value(v))
+    }
+
+    fn serialize_i32(self, v: i32) -> Result<PyValue, ParamsError> {
+        Ok(int_value(v))
+    }
+
+    fn serialize_i64(self, v: i64) -> Result<PyValue, ParamsError> {
+        Ok(int_value(v))
+    }
+
+    fn serialize_i128(self, v: i128) -> Result<PyValue, ParamsError> {
+        Ok(int_value(v))
+    }
+
+    fn serialize_u8(self, v: u8) -> Result<PyValue, ParamsError> {
+        Ok(int_value(v))
+    }
+
+    fn serialize_u16(self, v: u16) -> Result<PyValue, ParamsError> {
+        Ok(int_value(v))
+    }
+
+    fn serialize_u32(self, v: u32) -> Result<PyValue, ParamsError> {
+        Ok(int_value(v))
+    }
+
+    fn serialize_u64(self, v: u64) -> Result<PyValue, ParamsError> {
+        Ok(int_value(v))
+    }
+
+    fn serialize_u128(self, v: u128) -> Result<PyValue, ParamsError> {
+        u128_to_i128(v).map(int_value)
+    }
+
+    fn serialize_f32(self, v: f32) -> Result<PyValue, ParamsError> {
+        float_value(f64::from(v))
+    }
+
+    fn serialize_f64(self, v: f64) -> Result<PyValue, ParamsError> {
+        float_value(v)
+    }
+
+    fn serialize_char(self, v: char) -> Result<PyValue, ParamsError> {
+        Ok(PyValue::Str(v.to_string()))
+    }
+
+    fn serialize_str(self, v: &str) -> Result<PyValue, ParamsError> {
+        Ok(PyValue::Str(v.to_owned()))
+    }
+
+    fn serialize_bytes(self, v: &[u8]) -> Result<PyValue, ParamsError> {
+        Ok(PyValue::List(v.iter().copied().map(int_value).collect()))
+    }
+
+    fn serialize_none(self) -> Result<PyValue, ParamsError> {
+        Ok(PyValue::Null)
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<PyValue, ParamsError> {
+        value.serialize(self)
+    }
+
+    fn serialize_unit(self) -> Result<PyValue, ParamsError> {
+        Ok(PyValue::Null)
+    }
+
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<PyValue, ParamsError> {
+        Ok(PyValue::Null)
+    }
+
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<PyValue, ParamsError> {
+        Ok(PyValue::Str(variant.to_owned()))
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<PyValue, ParamsError> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<PyValue, ParamsError> {
+        Ok(PyValue::Dict(vec![(
+            variant.to_owned(),
+            value.serialize(self)?,
+        )]))
+    }
+
+    fn serialize_seq(self, len: Option<usize>) -> Result<SeqSerializer, ParamsError> {
+        Ok(SeqSerializer {
+            items: Vec::with_capacity(len.unwrap_or(0)),
+        })
+    }
+
+    fn serialize_tuple(self, len: usize) -> Result<SeqSerializer, ParamsError> {
+        self.serialize_seq(Some(len))
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        len: usize,
+    ) -> Result<SeqSerializer, ParamsError> {
+        self.serialize_seq(Some(len))
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<TupleVariantSerializer, ParamsError> {
+        Ok(TupleVariantSerializer {
+            variant,
+            items: Vec::with_capacity(len),
+        })
+    }
+
+    fn serialize_map(self, len: Option<usize>) -> Result<MapSerializer, ParamsError> {
+        Ok(MapSerializer {
+            entries: Vec::with_capacity(len.unwrap_or(0)),
+            next_key: None,
+            token: None,
+        })
+    }
+
+    fn serialize_struct(
+        self,
+        name: &'static str,
+        len: usize,
+    ) -> Result<MapSerializer, ParamsError> {
+        Ok(MapSerializer {
+            entries: Vec::with_capacity(len),
+            next_key: None,
+            token: SerdeJsonToken::from_struct_name(name),
+        })
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<StructVariantSerializer, ParamsError> {
+        Ok(StructVariantSerializer {
+            variant,
+            fields: Vec::with_capacity(len),
+        })
+    }
+}
+
+struct SeqSerializer {
+    items: Vec<PyValue>,
+}
+
+impl ser::SerializeSeq for SeqSerializer {
+    type Ok = PyValue;
+    type Error = ParamsError;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ParamsError> {
+        self.items.push(value.serialize(ValueSerializer)?);
+        Ok(())
+    }
+
+    fn end(self) -> Result<PyValue, ParamsError> {
+        Ok(PyValue::List(self.items))
+    }
+}
+
+impl ser::SerializeTuple for SeqSerializer {
+    type Ok = PyValue;
+    type Error = ParamsError;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ParamsError> {
+        ser::SerializeSeq::serialize_element(self, value)
+    }
+
+    fn end(self) -> Result<PyValue, ParamsError> {
+        ser::SerializeSeq::end(self)
+    }
+}
+
+impl ser::SerializeTupleStruct for SeqSerializer {
+    type Ok = PyValue;
+    type Error = ParamsError;
+
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ParamsError> {
+        ser::SerializeSeq::serialize_element(self, value)
+    }
+
+    fn end(self) -> Result<PyValue, ParamsError> {
+        ser::SerializeSeq::end(self)
+    }
+}
+
+struct TupleVariantSerializer {
+    variant: &'static str,
+    items: Vec<PyValue>,
+}
+
+impl ser::SerializeTupleVariant for TupleVariantSerializer {
+    type Ok = PyValue;
+    type Error = ParamsError;
+
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ParamsError> {
+        self.items.push(value.serialize(ValueSerializer)?);
+        Ok(())
+    }
+
+    fn end(self) -> Result<PyValue, ParamsError> {
+        Ok(PyValue::Dict(vec![(
+            self.variant.to_owned(),
+            PyValue::List(self.items),
+        )]))
+    }
+}
+
+struct MapSerializer {
+    entries: Vec<(PyKey, PyValue)>,
+    next_key: Option<PyKey>,
+    /// Set when serde_json smuggles text through a magic struct.
+    token: Option<SerdeJsonToken>,
+}
+
+/// Magic struct names by which serde_json passes a number's text (feature
+/// `arbitrary_precision`) or raw JSON (feature `raw_value`) through any
+/// serializer. Either feature can be switched on by another crate in the
+/// build, so both are understood rather than written out as dicts.
+#[derive(Debug, Clone, Copy)]
+enum SerdeJsonToken {
+    Number,
+    RawValue,
+}
+
+impl SerdeJsonToken {
+    fn from_struct_name(name: &str) -> Option<Self> {
+        match name {
+            "$serde_json::private::Number" => Some(Self::Number),
+            "$serde_json::private::RawValue" => Some(Self::RawValue),
+            _ => None,
+        }
+    }
+
+    /// Converts the text carried by the magic struct into a value.
+    fn into_value(self, entries: Vec<(PyKey, PyValue)>) -> Result<PyValue, ParamsError> {
+        let text = match entries.as_slice() {
+            [(_, PyValue::Str(text))] => text,
+            _ => {
+                return Err(ParamsError::Custom(format!(
+                    "serde_json's {self:?} wrapper did not carry its text"
+                )));
+            }
+        };
+        match self {
+            Self::Number => {
+                if let Ok(int) = text.parse::<i128>() {
+                    Ok(int_value(int))
+                } else {
+                    let float = text.parse::<f64>().map_err(|_| {
+                        ParamsError::Custom(format!("serde_json number {text:?} is not a number"))
+                    })?;
+                    float_value(float)
+                }
+            }
+            Self::RawValue => serde_json::from_str::<Value>(text)
+                .map_err(|e| ParamsError::Custom(format!("invalid raw JSON value: {e}")))?
+                .serialize(ValueSerializer),
+        }
+    }
+}
+
+impl ser::SerializeMap for MapSerializer {
+    type Ok = PyValue;
+    type Error = ParamsError;
+
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), ParamsError> {
+        self.next_key = Some(key.serialize(KeySerializer)?);
+        Ok(())
+    }
+
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), ParamsError> {
+        let key = self.next_key.take().ok_or_else(|| {
+            ParamsError::Custom("serialize_value was called before serialize_key".to_owned())
+        })?;
+        self.entries.push((key, value.serialize(ValueSerializer)?));
+        Ok(())
+    }
+
+    fn end(self) -> Result<PyValue, ParamsError> {
+        sort_entries(self.entries)
+    }
+}
+
+impl ser::SerializeStruct for MapSerializer {
+    type Ok = PyValue;
+    type Error = ParamsError;
+
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), ParamsError> {
+        self.entries.push((
+            PyKey::Str(key.to_owned()),
+            value.serialize(ValueSerializer)?,
+        ));
+        Ok(())
+    }
+
+    fn end(self) -> Result<PyValue, ParamsError> {
+        match self.token {
+            Some(token) => token.into_value(self.entries),
+            None => sort_entries(self.entries),
+        }
+    }
+}
+
+struct StructVariantSerializer {
+    variant: &'static str,
+    fields: Vec<(PyKey, PyValue)>,
+}
+
+impl ser::SerializeStructVariant for StructVariantSerializer {
+    type Ok = PyValue;
+    type Error = ParamsError;
+
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), ParamsError> {
+        self.fields.push((
+            PyKey::Str(key.to_owned()),
+            value.serialize(ValueSerializer)?,
+        ));
+        Ok(())
+    }
+
+    fn end(self) -> Result<PyValue, ParamsError> {
+        Ok(PyValue::Dict(vec![(
+            self.variant.to_owned(),
+            sort_entries(self.fields)?,
+        )]))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Key serializer
+// ---------------------------------------------------------------------------
+
+/// Serializes a map key into a [`PyKey`], accepting what Python's encoder
+/// accepts as a key (str, int, float, bool, None).
+struct KeySerializer;
+
+fn unsupported_key<T>(kind: &'static str) -> Result<T, ParamsError> {
+    Err(ParamsError::UnsupportedKey { kind })
+}
+
+impl ser::Serializer for KeySerializer {
+    type Ok = PyKey;
+    type Error = ParamsError;
+    type SerializeSeq = Impossible<PyKey, ParamsError>;
+    type SerializeTuple = Impossible<PyKey, ParamsError>;
+    type SerializeTupleStruct = Impossible<PyKey, ParamsError>;
+    type SerializeTupleVariant = Impossible<PyKey, ParamsError>;
+    type SerializeMap = Impossible<PyKey, ParamsError>;
+    type SerializeStruct = Impossible<PyKey, ParamsError>;
+    type SerializeStructVariant = Impossible<PyKey, ParamsError>;
+
+    fn serialize_bool(self, v: bool) -> Result<PyKey, ParamsError> {
+        Ok(PyKey::Bool(v))
+    }
+
+    fn serialize_i8(self, v: i8) -> Result<PyKey, ParamsError> {
+        Ok(PyKey::Int(v.into()))
+    }
+
+    fn serialize_i16(self, v: i16) -> Result<PyKey, ParamsError> {
+        Ok(PyKey::Int(v.into()))
+    }
+
+    fn serialize_i32(self, v: i32) -> Result<PyKey, ParamsError> {
+        Ok(PyKey::Int(v.into()))
+    }
+
+    fn serialize_i64(self, v: i64) -> Result<PyKey, ParamsError> {
+        Ok(PyKey::Int(v.into()))
+    }
+
+    fn serialize_i128(self, v: i128) -> Result<PyKey, ParamsError> {
+        Ok(PyKey::Int(v))
+    }
+
+    fn serialize_u8(self, v: u8) -> Result<PyKey, ParamsError> {
+        Ok(PyKey::Int(v.into()))
+    }
+
+    fn serialize_u16(self, v: u16) -> Result<PyKey, ParamsError> {
+        Ok(PyKey::Int(v.into()))
+    }
+
+    fn serialize_u32(self, v: u32) -> Result<PyKey, ParamsError> {
+        Ok(PyKey::Int(v.into()))
+    }
+
+    fn serialize_u64(self, v: u64) -> Result<PyKey, ParamsError> {
+        Ok(PyKey::Int(v.into()))
+    }
+
+    fn serialize_u128(self, v: u128) -> Result<PyKey, ParamsError> {
+        u128_to_i128(v).map(PyKey::Int)
+    }
+
+    fn serialize_f32(self, v: f32) -> Result<PyKey, ParamsError> {
+        self.serialize_f64(f64::from(v))
+    }
+
+    fn serialize_f64(self, v: f64) -> Result<PyKey, ParamsError> {
+        finite(v).map(PyKey::Float)
+    }
+
+    fn serialize_char(self, v: char) -> Result<PyKey, ParamsError> {
+        Ok(PyKey::Str(v.to_string()))
+    }
+
+    fn serialize_str(self, v: &str) -> Result<PyKey, ParamsError> {
+        Ok(PyKey::Str(v.to_owned()))
+    }
+
+    fn serialize_bytes(self, _v: &[u8]) -> Result<PyKey, ParamsError> {
+        unsupported_key("bytes")
+    }
+
+    fn serialize_none(self) -> Result<PyKey, ParamsError> {
+        Ok(PyKey::Null)
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<PyKey, ParamsError> {
+        value.serialize(self)
+    }
+
+    fn serialize_unit(self) -> Result<PyKey, ParamsError> {
+        Ok(PyKey::Null)
+    }
+
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<PyKey, ParamsError> {
+        Ok(PyKey::Null)
+    }
+
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<PyKey, ParamsError> {
+        Ok(PyKey::Str(variant.to_owned()))
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<PyKey, ParamsError> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _value: &T,
+    ) -> Result<PyKey, ParamsError> {
+        unsupported_key("enum variant with data")
+    }
+
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq, ParamsError> {
+        unsupported_key("sequence")
+    }
+
+    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple, ParamsError> {
+        unsupported_key("tuple")
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleStruct, ParamsError> {
+        unsupported_key("tuple struct")
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleVariant, ParamsError> {
+        unsupported_key("enum variant with data")
+    }
+
+    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap, ParamsError> {
+        unsupported_key("map")
+    }
+
+    fn serialize_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStruct, ParamsError> {
+        unsupported_key("struct")
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStructVariant, ParamsError> {
+        unsupported_key("enum variant with data")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use serde::{Deserialize, Serialize, Serializer};
+    use serde_json::json;
+
+    use super::*;
+
+    /// Serializes its pairs as a map, so tests can build keys of any type and
+    /// in any order (including ones Rust maps cannot hold).
+    struct Pairs<K, V>(Vec<(K, V)>);
+
+    impl<K: Serialize, V: Serialize> Serialize for Pairs<K, V> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+        }
+    }
+
+    /// A key whose Python type varies per entry.
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum AnyKey {
+        Bool(bool),
+        Int(i128),
+        Float(f64),
+        Str(&'static str),
+        None(Option<i32>),
+    }
+
+    struct Bytes(&'static [u8]);
+
+    impl Serialize for Bytes {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_bytes(self.0)
+        }
+    }
+
+    fn py(value: &impl Serialize) -> String {
+        to_python_json(value).unwrap()
+    }
+
+    fn assert_vector(name: &str, params: &str, expected_params: &str, expected_hash: &str) {
+        assert_eq!(params, expected_params);
+        assert_eq!(task_hash(name, params), expected_hash);
+    }
+
+    // --- Python test vectors -------------------------------------------------
+
+    #[test]
+    fn vector_no_arguments() {
+        let expected = "[[], {}]";
+        let hash = "5cacd7d4f2c0115060ced6538a800cf0eb0bd0d1";
+        assert_vector("mytask", &encode_call(&(), &()).unwrap(), expected, hash);
+        assert_vector("mytask", &encode_params(&()).unwrap(), expected, hash);
+        let no_args: Vec<i32> = Vec::new();
+        let no_kwargs: BTreeMap<String, i32> = BTreeMap::new();
+        assert_vector(
+            "mytask",
+            &encode_call(&no_args, &no_kwargs).unwrap(),
+            expected,
+            hash,
+        );
+    }
+
+    #[test]
+    fn vector_single_int_arg() {
+        let name = "test_background_gets_scheduled";
+        let expected = "[[1], {}]";
+        let hash = "e34cb140774b599c32e2c256b9c47001cff167d8";
+        assert_vector(name, &encode_call(&(1,), &()).unwrap(), expected, hash);
+        assert_vector(name, &encode_params(&(1,)).unwrap(), expected, hash);
+        assert_vector(name, &encode_params(&1).unwrap(), expected, hash);
+    }
+
+    #[test]
+    fn vector_unicode_and_nested_kwargs() {
+        let params = encode_call(&(1, "é"), &json!({"b": 2, "a": {"z": 1, "y": 2}})).unwrap();
+        assert_vector(
+            "mytask",
+            &params,
+            r#"[[1, "\u00e9"], {"a": {"y": 2, "z": 1}, "b": 2}]"#,
+            "a642c3045f5b5c283081651418d872f74aad6e3e",
+        );
+    }
+
+    #[test]
+    fn vector_float_bool_none_kwargs() {
+        #[derive(Serialize)]
+        struct Kwargs {
+            x: Option<i32>,
+            ok: bool,
+            n: f64,
+        }
+        let expected = r#"[["a@b.c"], {"n": 1.5, "ok": true, "x": null}]"#;
+        let hash = "b13d70dae85a84d640c9f2d4c88b8843f6d276fa";
+        let typed = Kwargs {
+            x: None,
+            ok: true,
+            n: 1.5,
+        };
+        assert_vector(
+            "send",
+            &encode_call(&("a@b.c",), &typed).unwrap(),
+            expected,
+            hash,
+        );
+        let untyped = json!({"n": 1.5, "ok": true, "x": null});
+        assert_vector(
+            "send",
+            &encode_call(&["a@b.c"], &untyped).unwrap(),
+            expected,
+            hash,
+        );
+    }
+
+    #[test]
+    fn vector_int_keyed_dict_arg() {
+        let map: HashMap<u32, i32> = HashMap::from([(22222, 2), (11111, 1)]);
+        let expected = r#"[[{"11111": 1, "22222": 2}], {}]"#;
+        let hash = "b2eab0915d72f2527fe1102e2807d0b7379592ab";
+        assert_vector("k", &encode_call(&(&map,), &()).unwrap(), expected, hash);
+        assert_vector("k", &encode_params(&(&map,)).unwrap(), expected, hash);
+    }
+
+    #[test]
+    fn vector_cjk_and_astral() {
+        let params = encode_call(&("日本",), &BTreeMap::from([("emoji", "😀")])).unwrap();
+        assert_vector(
+            "u",
+            &params,
+            r#"[["\u65e5\u672c"], {"emoji": "\ud83d\ude00"}]"#,
+            "1972653ac92a1a21f2ad63bae0e59aa9b3d9483f",
+        );
+    }
+
+    // --- Floats and integers -----------------------------------------------
+
+    #[test]
+    fn floats_match_python_repr() {
+        // Expected values printed by python3's json.dumps / repr.
+        let cases: &[(f64, &str)] = &[
+            (1.5, "1.5"),
+            (1e-5, "1e-05"),
+            (1e16, "1e+16"),
+            (1.5e-7, "1.5e-07"),
+            (1.2345e20, "1.2345e+20"),
+            (100.0, "100.0"),
+            (0.0001, "0.0001"),
+            (1e15, "1000000000000000.0"),
+            (0.1, "0.1"),
+            (-0.0, "-0.0"),
+            (0.0, "0.0"),
+            (123456789.125, "123456789.125"),
+            (5e-324, "5e-324"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (1e100, "1e+100"),
+            (-2.5e-10, "-2.5e-10"),
+            (9999999999999998.0, "9999999999999998.0"),
+            (0.00012345, "0.00012345"),
+            (123.456, "123.456"),
+            (1.0 / 3.0, "0.3333333333333333"),
+            (2.0 / 3.0, "0.6666666666666666"),
+            (1e22, "1e+22"),
+            (12345678901234567890.0, "1.2345678901234567e+19"),
+            // Exact ties between two shortest candidates go to the even digit
+            // (written as sums because the exact literals trip clippy).
+            (982075422482557.0 + 0.25, "982075422482557.2"),
+            (-982075422482557.0 - 0.25, "-982075422482557.2"),
+            (88480043739357.0 + 0.125, "88480043739357.12"),
+            (268206372821719.0 + 0.625, "268206372821719.62"),
+            (2.5, "2.5"),
+            (1.25e20, "1.25e+20"),
+        ];
+        for &(value, expected) in cases {
+            assert_eq!(py(&value), expected, "repr of {value:?}");
+        }
+    }
+
+    #[test]
+    fn f32_is_widened_to_f64() {
+        assert_eq!(py(&1.1f32), "1.100000023841858");
+    }
+
+    #[test]
+    fn non_finite_floats_are_rejected() {
+        for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(matches!(
+                encode_params(&value),
+                Err(ParamsError::NonFiniteFloat { .. })
+            ));
+        }
+        assert!(matches!(
+            encode_call(&(1, vec![f32::NAN]), &()),
+            Err(ParamsError::NonFiniteFloat { .. })
+        ));
+        assert!(matches!(
+            to_python_json(&Pairs(vec![(f64::INFINITY, 1)])),
+            Err(ParamsError::NonFiniteFloat { .. })
+        ));
+    }
+
+    #[test]
+    fn wide_integers() {
+        assert_eq!(
+            py(&(i128::MAX, i128::MIN, u64::MAX)),
+            "[170141183460469231731687303715884105727, \
+             -170141183460469231731687303715884105728, 18446744073709551615]"
+        );
+        assert_eq!(py(&(i128::MAX as u128)), i128::MAX.to_string());
+        assert!(matches!(
+            to_python_json(&u128::MAX),
+            Err(ParamsError::IntegerOutOfRange { value: u128::MAX })
+        ));
+    }
+
+    // --- Keys ------------------------------------------------------------
+
+    #[test]
+    fn int_keys_sort_numerically() {
+        let map = BTreeMap::from([(2i64, "a"), (10, "b"), (-1, "c")]);
+        assert_eq!(py(&map), r#"{"-1": "c", "2": "a", "10": "b"}"#);
+    }
+
+    #[test]
+    fn str_keys_sort_by_code_point() {
+        let map = HashMap::from([
+            ("B", 1),
+            ("a", 2),
+            ("é", 3),
+            ("Z", 4),
+            ("_", 5),
+            ("😀", 6),
+            ("\u{ffff}", 7),
+        ]);
+        assert_eq!(
+            py(&map),
+            r#"{"B": 1, "Z": 4, "_": 5, "a": 2, "\u00e9": 3, "\uffff": 7, "\ud83d\ude00": 6}"#
+        );
+    }
+
+    #[test]
+    fn keys_sort_recursively() {
+        let value = json!({"b": [{"d": 1, "c": {"f": 1, "e": 2}}], "a": {}});
+        assert_eq!(
+            py(&value),
+            r#"{"a": {}, "b": [{"c": {"e": 2, "f": 1}, "d": 1}]}"#
+        );
+    }
+
+    #[test]
+    fn numeric_keys_of_mixed_types_compare_numerically() {
+        let keys = Pairs(vec![
+            (AnyKey::Bool(true), 1),
+            (AnyKey::Float(0.5), 2),
+            (AnyKey::Int(3), 3),
+            (AnyKey::Float(-2.5), 4),
+        ]);
+        assert_eq!(py(&keys), r#"{"-2.5": 4, "0.5": 2, "true": 1, "3": 3}"#);
+        let keys = Pairs(vec![
+            (AnyKey::Bool(false), 1),
+            (AnyKey::Int(-1), 2),
+            (AnyKey::Float(0.5), 3),
+        ]);
+        assert_eq!(py(&keys), r#"{"-1": 2, "false": 1, "0.5": 3}"#);
+        assert_eq!(
+            py(&Pairs(vec![(1.5, 1), (1e16, 2)])),
+            r#"{"1.5": 1, "1e+16": 2}"#
+        );
+    }
+
+    #[test]
+    fn int_float_key_comparison_is_exact() {
+        let big = 9007199254740993i128; // 2^53 + 1, not representable as f64
+        let keys = Pairs(vec![
+            (AnyKey::Int(big), 1),
+            (AnyKey::Float(2f64.powi(53)), 2),
+        ]);
+        assert_eq!(
+            py(&keys),
+            r#"{"9007199254740992.0": 2, "9007199254740993": 1}"#
+        );
+        let keys = Pairs(vec![
+            (AnyKey::Float(2f64.powi(127)), 2),
+            (AnyKey::Int(i128::MAX), 1),
+        ]);
+        assert_eq!(
+            py(&keys),
+            r#"{"170141183460469231731687303715884105727": 1, "1.7014118346046923e+38": 2}"#
+        );
+    }
+
+    #[test]
+    fn none_key_alone_is_allowed() {
+        assert_eq!(py(&Pairs(vec![(None::<i32>, 1)])), r#"{"null": 1}"#);
+        assert_eq!(py(&Pairs(vec![((), 1)])), r#"{"null": 1}"#);
+    }
+
+    #[test]
+    fn mixed_key_types_are_rejected() {
+        let str_and_int = Pairs(vec![(AnyKey::Str("a"), 1), (AnyKey::Int(1), 2)]);
+        assert!(matches!(
+            to_python_json(&str_and_int),
+            Err(ParamsError::MixedKeyTypes {
+                first: "str",
+                second: "int"
+            })
+        ));
+        let int_and_none = Pairs(vec![(AnyKey::Int(1), 1), (AnyKey::None(None), 2)]);
+        assert!(matches!(
+            to_python_json(&int_and_none),
+            Err(ParamsError::MixedKeyTypes {
+                first: "int",
+                second: "None"
+            })
+        ));
+        let none_first = Pairs(vec![(AnyKey::None(None), 1), (AnyKey::Str("a"), 2)]);
+        assert!(matches!(
+            encode_params(&none_first),
+            Err(ParamsError::MixedKeyTypes { .. })
+        ));
+        let str_and_bool = Pairs(vec![(AnyKey::Str("a"), 1), (AnyKey::Bool(true), 2)]);
+        let error = to_python_json(&str_and_bool).unwrap_err();
+        assert!(error.to_string().contains("str and bool"), "{error}");
+    }
+
+    #[test]
+    fn unsupported_keys_are_rejected() {
+        let tuple_keys = BTreeMap::from([((1, 2), 3)]);
+        assert!(matches!(
+            to_python_json(&tuple_keys),
+            Err(ParamsError::UnsupportedKey { kind: "tuple" })
+        ));
+        let vec_keys = Pairs(vec![(vec![1], 1)]);
+        assert!(matches!(
+            to_python_json(&vec_keys),
+            Err(ParamsError::UnsupportedKey { kind: "sequence" })
+        ));
+    }
+
+    #[test]
+    fn enum_and_char_keys() {
+        #[derive(Serialize, PartialEq, Eq, PartialOrd, Ord)]
+        enum Color {
+            Red,
+            Blue,
+        }
+        let map = BTreeMap::from([(Color::Red, 1), (Color::Blue, 2)]);
+        assert_eq!(py(&map), r#"{"Blue": 2, "Red": 1}"#);
+        assert_eq!(py(&BTreeMap::from([('é', 1)])), r#"{"\u00e9": 1}"#);
+    }
+
+    #[test]
+    fn int_keyed_map_round_trips() {
+        let map: HashMap<u32, i32> = HashMap::from([(22222, 2), (11111, 1)]);
+        let params = encode_params(&map).unwrap();
+        assert_eq!(params, r#"[[], {"11111": 1, "22222": 2}]"#);
+        assert_eq!(decode_params::<HashMap<u32, i32>>(&params).unwrap(), map);
+
+        let stored = r#"[[{"11111": 1, "22222": 2}], {}]"#;
+        let (args,): (BTreeMap<i64, i32>,) = decode_params(stored).unwrap();
+        assert_eq!(args, BTreeMap::from([(11111, 1), (22222, 2)]));
+    }
+
+    // --- Strings ---------------------------------------------------------
+
+    #[test]
+    fn strings_are_escaped_like_ensure_ascii() {
+        let s = "a\"b\\c\n\r\t\u{8}\u{c}\u{0}\u{1}\u{1f}\u{7f}\u{80} é\u{2028}😀~";
+        // python3 -c 'import json; print(json.dumps([s], sort_keys=True))'
+        assert_eq!(
+            py(&[s]),
+            r#"["a\"b\\c\n\r\t\b\f\u0000\u0001\u001f\u007f\u0080 \u00e9\u2028\ud83d\ude00~"]"#
+        );
+        assert_eq!(py(&'😀'), r#""\ud83d\ude00""#);
+        assert_eq!(py(&" !/~"), r#"" !/~""#);
+    }
+
+    #[test]
+    fn escaped_output_parses_back() {
+        let s = "a\"b\\c\n\u{7f}é😀\u{0}";
+        let (args, _) = decode_call(&encode_call(&(s,), &()).unwrap()).unwrap();
+        assert_eq!(args, vec![json!(s)]);
+    }
+
+    // --- serde data model --------------------------------------------------
+
+    #[test]
+    fn serde_json_values_serialize_through() {
+        let value = json!({"b": [1, 2.5, null, true], "a": "x"});
+        assert_eq!(py(&value), r#"{"a": "x", "b": [1, 2.5, null, true]}"#);
+        assert_eq!(py(&json!([])), "[]");
+        assert_eq!(py(&json!({})), "{}");
+    }
+
+    /// Serializes like serde_json's `Number` (feature `arbitrary_precision`)
+    /// or `RawValue` (feature `raw_value`) do, via a magic struct name.
+    struct Smuggled(&'static str, &'static str);
+
+    impl Serialize for Smuggled {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeStruct;
+            let mut state = serializer.serialize_struct(self.0, 1)?;
+            state.serialize_field(self.0, self.1)?;
+            state.end()
+        }
+    }
+
+    #[test]
+    fn serde_json_magic_structs_are_understood() {
+        let number = "$serde_json::private::Number";
+        let raw = "$serde_json::private::RawValue";
+        assert_eq!(py(&Smuggled(number, "12")), "12");
+        assert_eq!(py(&Smuggled(number, "1.50")), "1.5");
+        assert_eq!(py(&Smuggled(number, "1E5")), "100000.0");
+        assert_eq!(
+            py(&Smuggled(raw, r#"{"b": [1, 1e5], "a": "\u00e9"}"#)),
+            r#"{"a": "\u00e9", "b": [1, 100000.0]}"#
+        );
+        assert!(matches!(
+            to_python_json(&Smuggled(raw, "{")),
+            Err(ParamsError::Custom(_))
+        ));
+        // Ordinary structs with other names stay dicts.
+        assert_eq!(py(&Smuggled("Plain", "x")), r#"{"Plain": "x"}"#);
+    }
+
+    #[test]
+    fn bytes_become_lists_of_ints() {
+        assert_eq!(py(&Bytes(&[1, 2, 255])), "[1, 2, 255]");
+    }
+
+    #[test]
+    fn option_fields() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        struct Params {
+            to: String,
+            cc: Option<String>,
+            #[serde(skip_serializing_if = "Option::is_none", default)]
+            bcc: Option<String>,
+            reply_to: Option<String>,
+        }
+        let params = Params {
+            to: "a@b.c".into(),
+            cc: None,
+            bcc: None,
+            reply_to: Some("r@b.c".into()),
+        };
+        let text = encode_params(&params).unwrap();
+        assert_eq!(
+            text,
+            r#"[[], {"cc": null, "reply_to": "r@b.c", "to": "a@b.c"}]"#
+        );
+        assert_eq!(decode_params::<Params>(&text).unwrap(), params);
+    }
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    enum Action {
+        Ping,
+        Retry(u32),
+        Move(i32, i32),
+        Send { to: String, urgent: bool },
+    }
+
+    #[test]
+    fn enum_variants() {
+        let cases = [
+            (Action::Ping, r#"[["Ping"], {}]"#),
+            (Action::Retry(3), r#"[[], {"Retry": 3}]"#),
+            (Action::Move(1, -2), r#"[[], {"Move": [1, -2]}]"#),
+            (
+                Action::Send {
+                    to: "x".into(),
+                    urgent: true,
+                },
+                r#"[[], {"Send": {"to": "x", "urgent": true}}]"#,
+            ),
+        ];
+        for (action, expected) in cases {
+            let text = encode_params(&action).unwrap();
+            assert_eq!(text, expected);
+            assert_eq!(decode_params::<Action>(&text).unwrap(), action);
+        }
+    }
+
+    #[test]
+    fn struct_variant_fields_are_sorted() {
+        #[derive(Serialize)]
+        enum Op {
+            Set { z: i32, a: i32 },
+        }
+        assert_eq!(py(&Op::Set { z: 1, a: 2 }), r#"{"Set": {"a": 2, "z": 1}}"#);
+    }
+
+    #[test]
+    fn newtype_and_unit_structs() {
+        #[derive(Serialize)]
+        struct Id(u64);
+        #[derive(Serialize)]
+        struct Marker;
+        #[derive(Serialize)]
+        struct Point(i32, i32);
+        assert_eq!(encode_params(&Id(7)).unwrap(), "[[7], {}]");
+        assert_eq!(encode_params(&Marker).unwrap(), "[[], {}]");
+        assert_eq!(encode_params(&Point(1, 2)).unwrap(), "[[1, 2], {}]");
+    }
+
+    // --- Layouts and round trips --------------------------------------------
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Email {
+        to: String,
+        subject: String,
+        retries: u32,
+        weight: f64,
+        tags: Vec<String>,
+    }
+
+    fn email() -> Email {
+        Email {
+            to: "a@b.c".into(),
+            subject: "Grüße".into(),
+            retries: 3,
+            weight: 0.25,
+            tags: vec!["x".into(), "y".into()],
+        }
+    }
+
+    #[test]
+    fn struct_params_round_trip() {
+        let text = encode_params(&email()).unwrap();
+        assert_eq!(
+            text,
+            r#"[[], {"retries": 3, "subject": "Gr\u00fc\u00dfe", "tags": ["x", "y"], "to": "a@b.c", "weight": 0.25}]"#
+        );
+        assert_eq!(decode_params::<Email>(&text).unwrap(), email());
+    }
+
+    #[test]
+    fn struct_as_kwargs_in_encode_call() {
+        let text = encode_call(&(), &email()).unwrap();
+        assert_eq!(text, encode_params(&email()).unwrap());
+    }
+
+    #[test]
+    fn tuple_params_round_trip() {
+        let params = (1, "x".to_owned(), 2.5);
+        let text = encode_params(&params).unwrap();
+        assert_eq!(text, r#"[[1, "x", 2.5], {}]"#);
+        assert_eq!(decode_params::<(i32, String, f64)>(&text).unwrap(), params);
+
+        let single = encode_params(&(5,)).unwrap();
+        assert_eq!(decode_params::<(i32,)>(&single).unwrap(), (5,));
+    }
+
+    #[test]
+    fn vec_params_round_trip() {
+        let text = encode_params(&vec![1, 2]).unwrap();
+        assert_eq!(text, "[[1, 2], {}]");
+        assert_eq!(decode_params::<Vec<i32>>(&text).unwrap(), vec![1, 2]);
+        let empty = encode_params(&Vec::<i32>::new()).unwrap();
+        assert_eq!(empty, "[[], {}]");
+        assert_eq!(
+            decode_params::<Vec<i32>>(&empty).unwrap(),
+            Vec::<i32>::new()
+        );
+    }
+
+    #[test]
+    fn unit_params_round_trip() {
+        let text = encode_params(&()).unwrap();
+        assert_eq!(text, "[[], {}]");
+        decode_params::<()>(&text).unwrap();
+        assert_eq!(encode_params(&None::<i32>).unwrap(), "[[], {}]");
+        assert_eq!(decode_params::<Option<i32>>(&text).unwrap(), None);
+    }
+
+    #[test]
+    fn all_optional_struct_decodes_from_no_arguments() {
+        #[derive(Deserialize, Debug, PartialEq, Default)]
+        struct Opts {
+            #[serde(default)]
+            limit: Option<u32>,
+        }
+        assert_eq!(decode_params::<Opts>("[[], {}]").unwrap(), Opts::default());
+    }
+
+    #[test]
+    fn single_scalar_params_round_trip() {
+        let text = encode_params(&42u8).unwrap();
+        assert_eq!(text, "[[42], {}]");
+        assert_eq!(decode_params::<u8>(&text).unwrap(), 42);
+
+        let text = encode_params("hi").unwrap();
+        assert_eq!(text, r#"[["hi"], {}]"#);
+        assert_eq!(decode_params::<String>(&text).unwrap(), "hi");
+
+        let text = encode_params(&false).unwrap();
+        assert_eq!(text, "[[false], {}]");
+        assert!(!decode_params::<bool>(&text).unwrap());
+
+        assert_eq!(encode_params(&Some(1.5)).unwrap(), "[[1.5], {}]");
+        assert_eq!(encode_params(&'x').unwrap(), r#"[["x"], {}]"#);
+    }
+
+    #[test]
+    fn encode_call_rejects_wrong_shapes() {
+        assert!(matches!(
+            encode_call(&5, &()),
+            Err(ParamsError::NotAnArgsList { found: "a number" })
+        ));
+        assert!(matches!(
+            encode_call(&email(), &()),
+            Err(ParamsError::NotAnArgsList { found: "a map" })
+        ));
+        assert!(matches!(
+            encode_call(&(), &(1, 2)),
+            Err(ParamsError::NotAKwargsMap {
+                found: "a sequence"
+            })
+        ));
+        assert!(matches!(
+            encode_call(&(), &"x"),
+            Err(ParamsError::NotAKwargsMap { found: "a string" })
+        ));
+    }
+
+    #[test]
+    fn custom_serialize_errors_are_reported() {
+        struct Failing;
+        impl Serialize for Failing {
+            fn serialize<S: Serializer>(&self, _serializer: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("boom"))
+            }
+        }
+        let error = encode_params(&(1, Failing)).unwrap_err();
+        assert!(matches!(&error, ParamsError::Custom(message) if message == "boom"));
+        assert_eq!(error.to_string(), "could not serialize the params: boom");
+    }
+
+    // --- Decoding ------------------------------------------------------------
+
+    #[test]
+    fn decode_call_reads_python_output() {
+        let (args, kwargs) =
+            decode_call(r#"[[1, "\u00e9"], {"a": {"y": 2, "z": 1}, "b": 2}]"#).unwrap();
+        assert_eq!(args, vec![json!(1), json!("é")]);
+        assert_eq!(kwargs.get("a"), Some(&json!({"y": 2, "z": 1})));
+        assert_eq!(kwargs.get("b"), Some(&json!(2)));
+
+        let (args, _) = decode_call(r#"[[1e-05, 1e+16, -0.0], {}]"#).unwrap();
+        assert_eq!(args, vec![json!(1e-5), json!(1e16), json!(-0.0)]);
+    }
+
+    #[test]
+    fn both_args_and_kwargs_cannot_be_auto_decoded() {
+        let text = encode_call(&(1,), &json!({"a": 1, "b": 2})).unwrap();
+        let error = decode_params::<Email>(&text).unwrap_err();
+        assert!(matches!(
+            error,
+            ParamsError::BothArgsAndKwargs { args: 1, kwargs: 2 }
+        ));
+        assert!(error.to_string().contains("decode_call"));
+    }
+
+    #[test]
+    fn malformed_stored_text_is_rejected() {
+        for text in [
+            "",
+            "not json",
+            "{}",
+            "[]",
+            "[[]]",
+            "[[], {}, 1]",
+            "[{}, []]",
+            "[[], []]",
+            "[1, {}]",
+            "[[], null]",
+            "[[], {}",
+            "[NaN, {}]",
+        ] {
+            assert!(
+                matches!(decode_call(text), Err(ParamsError::Malformed { .. })),
+                "{text:?} should be malformed"
+            );
+            assert!(
+                matches!(
+                    decode_params::<()>(text),
+                    Err(ParamsError::Malformed { .. })
+                ),
+                "{text:?} should be malformed"
+            );
+        }
+        let error = decode_call("[[], []]").unwrap_err();
+        assert!(error.to_string().contains("kwargs is an array"), "{error}");
+    }
+
+    #[test]
+    fn decode_errors_name_the_problem() {
+        let error = decode_params::<Email>("[[], {}]").unwrap_err();
+        assert!(matches!(error, ParamsError::Decode { .. }));
+        assert!(error.to_string().contains("missing field"), "{error}");
+
+        let error = decode_params::<Email>(r#"[[], {"to": 1}]"#).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ParamsError::Decode {
+                    context: "keyword arguments",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+
+        // One argument: the single-value attempt's error is reported.
+        let error = decode_params::<i32>(r#"[["x"], {}]"#).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ParamsError::Decode {
+                    context: "the single positional argument",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("invalid type: string"),
+            "{error}"
+        );
+
+        // Several arguments: the array attempt's error is reported.
+        let error = decode_params::<(i32, i32)>(r#"[[1, 2, 3], {}]"#).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ParamsError::Decode {
+                    context: "positional arguments",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn task_hash_is_lowercase_hex_sha1() {
+        // sha1("") and sha1("abc") from any reference implementation.
+        assert_eq!(
+            task_hash("", ""),
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+        );
+        assert_eq!(
+            task_hash("a", "bc"),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+    }
+}

@@ -1,0 +1,600 @@
+//! The queue handle and the enqueue API.
+//!
+//! [`Queue`] is cheap to clone (put it in `web::Data`). Enqueueing a task
+//! stores a row; a runner executes it later. Options follow the seed's
+//! call-time keywords (`schedule`, `priority`, `queue`, `verbose_name`,
+//! `creator`, `repeat`, `repeat_until`, `remove_existing_tasks`), and
+//! call-time values win over the task's [`TaskDefaults`] field by field.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionSession,
+    TransactionTrait,
+};
+use serde::Serialize;
+
+use crate::config::{Config, validate_queue_name};
+use crate::entity::task;
+use crate::error::{Error, Result};
+use crate::events::{Event, Events};
+use crate::params::{self, ParamsError};
+use crate::registry::Registry;
+use crate::schedule::{Action, Schedule};
+use crate::store;
+use crate::task::{Task, TaskDefaults};
+
+/// Longest task name (the column is `varchar(190)`).
+pub const MAX_TASK_NAME_LEN: usize = 190;
+/// Longest verbose name (the column is `varchar(255)`).
+pub const MAX_VERBOSE_NAME_LEN: usize = 255;
+
+/// Who created a task: the seed's generic foreign key (a Django content type
+/// id and an object id). Outside Django, any pair of ids the application
+/// gives meaning to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Creator {
+    /// Kind of the creating object (Django: `django_content_type.id`).
+    pub content_type_id: i32,
+    /// Id of the creating object (never negative).
+    pub object_id: i32,
+}
+
+impl Creator {
+    /// A creator from its two ids.
+    pub fn new(content_type_id: i32, object_id: i32) -> Self {
+        Self {
+            content_type_id,
+            object_id,
+        }
+    }
+}
+
+/// What an enqueue call did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per call and matched right away; a Box would only add an allocation"
+)]
+pub enum Enqueued {
+    /// A row was inserted; here it is as stored.
+    Created(task::Model),
+    /// RESCHEDULE_EXISTING moved this many existing rows; nothing was inserted.
+    Rescheduled {
+        /// Rows moved to the new run_at and priority.
+        count: u64,
+    },
+    /// CHECK_EXISTING found this waiting row; nothing was inserted.
+    AlreadyExists {
+        /// Id of the existing row.
+        id: i32,
+    },
+}
+
+impl Enqueued {
+    /// The inserted row, or `None` when nothing was inserted (the seed returns `None`).
+    pub fn task(&self) -> Option<&task::Model> {
+        match self {
+            Enqueued::Created(task) => Some(task),
+            _ => None,
+        }
+    }
+
+    /// The inserted row, by value.
+    pub fn into_task(self) -> Option<task::Model> {
+        match self {
+            Enqueued::Created(task) => Some(task),
+            _ => None,
+        }
+    }
+}
+
+/// One task to enqueue, with its options: what [`Queue::enqueue`] builds, and
+/// what [`Queue::enqueue_many`] takes a list of.
+#[derive(Debug)]
+pub struct TaskSpec {
+    name: String,
+    params: Result<String, ParamsError>,
+    defaults: TaskDefaults,
+    schedule: Schedule,
+    priority: Option<i32>,
+    queue: Option<String>,
+    verbose_name: Option<String>,
+    creator: Option<Creator>,
+    repeat: i64,
+    repeat_until: Option<DateTime<Utc>>,
+    remove_existing_tasks: Option<bool>,
+}
+
+/// The setters shared by [`TaskSpec`] and [`Enqueue`].
+macro_rules! option_setters {
+    () => {
+        /// When to run: seconds from now (`i64`), a `Duration`/`TimeDelta`
+        /// from now, a `DateTime<Utc>`, or a full [`Schedule`] (run_at,
+        /// priority, action). Unset fields fall back to the task's defaults.
+        pub fn schedule(mut self, schedule: impl Into<Schedule>) -> Self {
+            self.spec_mut().schedule = schedule.into();
+            self
+        }
+
+        /// Priority; beats the priority of any schedule.
+        pub fn priority(mut self, priority: i32) -> Self {
+            self.spec_mut().priority = Some(priority);
+            self
+        }
+
+        /// Named queue (1 to 190 characters); overrides the task's default queue.
+        pub fn queue(mut self, queue: impl Into<String>) -> Self {
+            self.spec_mut().queue = Some(queue.into());
+            self
+        }
+
+        /// Human label (at most 255 characters).
+        pub fn verbose_name(mut self, name: impl Into<String>) -> Self {
+            self.spec_mut().verbose_name = Some(name.into());
+            self
+        }
+
+        /// Who created the task.
+        pub fn creator(mut self, creator: Creator) -> Self {
+            self.spec_mut().creator = Some(creator);
+            self
+        }
+
+        /// Repeat period in seconds (see [`crate::repeat`]); 0 means never.
+        pub fn repeat(mut self, seconds: i64) -> Self {
+            self.spec_mut().repeat = seconds;
+            self
+        }
+
+        /// Last time a repetition may be created; must be in the future.
+        pub fn repeat_until(mut self, until: DateTime<Utc>) -> Self {
+            self.spec_mut().repeat_until = Some(until);
+            self
+        }
+
+        /// Delete waiting identical tasks (same name and params, any queue)
+        /// before inserting; overrides the task's default.
+        pub fn remove_existing_tasks(mut self, remove: bool) -> Self {
+            self.spec_mut().remove_existing_tasks = Some(remove);
+            self
+        }
+    };
+}
+
+impl TaskSpec {
+    /// A call of task `T` with `params`.
+    pub fn new<T: Task>(params: &T::Params) -> Self {
+        Self::with_params(T::name(), T::encode(params), T::defaults())
+    }
+
+    /// A call of the task named `name` with explicit positional and keyword
+    /// arguments (e.g. from the command line, or of a task this process does
+    /// not define). `args` must serialize to a sequence or `()`, `kwargs` to
+    /// a map, a struct or `()`. Definition-time defaults come from `registry`
+    /// when the name is registered there.
+    pub fn call<A, K>(name: &str, args: &A, kwargs: &K, registry: &Registry) -> Self
+    where
+        A: Serialize + ?Sized,
+        K: Serialize + ?Sized,
+    {
+        Self::with_params(
+            name,
+            params::encode_call(args, kwargs),
+            registry.defaults(name).unwrap_or_default(),
+        )
+    }
+
+    fn with_params(
+        name: &str,
+        params: Result<String, ParamsError>,
+        defaults: TaskDefaults,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            params,
+            defaults,
+            schedule: Schedule::new(),
+            priority: None,
+            queue: None,
+            verbose_name: None,
+            creator: None,
+            repeat: 0,
+            repeat_until: None,
+            remove_existing_tasks: None,
+        }
+    }
+
+    option_setters!();
+
+    fn spec_mut(&mut self) -> &mut TaskSpec {
+        self
+    }
+
+    /// Applies the seed's resolution rules and checks every value, at `now`.
+    fn resolve(self, now: DateTime<Utc>) -> Result<Resolved> {
+        let task_params = self.params?;
+        let name_len = self.name.chars().count();
+        if name_len == 0 || name_len > MAX_TASK_NAME_LEN {
+            return Err(Error::invalid(
+                "task_name",
+                format!("{name_len} characters; a task name has 1 to {MAX_TASK_NAME_LEN}"),
+            ));
+        }
+        let schedule = self.schedule.merge(self.defaults.schedule);
+        let queue = self.queue.clone().or_else(|| self.defaults.queue.clone());
+        if let Some(queue) = &queue {
+            validate_queue_name(queue)?;
+        }
+        if let Some(verbose_name) = &self.verbose_name {
+            let len = verbose_name.chars().count();
+            if len > MAX_VERBOSE_NAME_LEN {
+                return Err(Error::invalid(
+                    "verbose_name",
+                    format!("{len} characters; at most {MAX_VERBOSE_NAME_LEN} are allowed"),
+                ));
+            }
+        }
+        if self.repeat < 0 {
+            return Err(Error::invalid(
+                "repeat",
+                format!(
+                    "{} seconds; a repeat period is 0 (never) or more",
+                    self.repeat
+                ),
+            ));
+        }
+        if let Some(until) = self.repeat_until
+            && until <= now
+        {
+            return Err(Error::invalid(
+                "repeat_until",
+                format!("{until} is not in the future (now is {now})"),
+            ));
+        }
+        if let Some(creator) = self.creator
+            && creator.object_id < 0
+        {
+            return Err(Error::invalid(
+                "creator",
+                format!("object id {} is negative", creator.object_id),
+            ));
+        }
+        let task_hash = params::task_hash(&self.name, &task_params);
+        let row = task::Model {
+            id: 0,
+            task_name: self.name.clone(),
+            task_params,
+            task_hash,
+            verbose_name: self.verbose_name.clone(),
+            priority: self.priority.unwrap_or(schedule.resolved_priority()),
+            run_at: crate::clock::to_db_precision(schedule.resolve_run_at(now)),
+            repeat: self.repeat,
+            repeat_until: self.repeat_until.map(crate::clock::to_db_precision),
+            queue,
+            attempts: 0,
+            failed_at: None,
+            last_error: String::new(),
+            locked_by: None,
+            locked_at: None,
+            creator_content_type_id: self.creator.map(|c| c.content_type_id),
+            creator_object_id: self.creator.map(|c| c.object_id),
+        };
+        Ok(Resolved {
+            row,
+            action: schedule.resolved_action(),
+            remove_existing: self
+                .remove_existing_tasks
+                .unwrap_or(self.defaults.remove_existing_tasks),
+        })
+    }
+}
+
+/// A task resolved at one instant: the row to insert and what to do first.
+struct Resolved {
+    row: task::Model,
+    action: Action,
+    remove_existing: bool,
+}
+
+/// An enqueue call being built; `.await` it to write the row.
+#[must_use = "an enqueue does nothing until it is awaited"]
+pub struct Enqueue<'a, C> {
+    queue: &'a Queue,
+    conn: &'a C,
+    spec: TaskSpec,
+}
+
+impl<C> Enqueue<'_, C> {
+    option_setters!();
+
+    fn spec_mut(&mut self) -> &mut TaskSpec {
+        &mut self.spec
+    }
+
+    /// The resolved spec, for [`Queue::enqueue_many`].
+    pub fn into_spec(self) -> TaskSpec {
+        self.spec
+    }
+}
+
+impl<'a, C> IntoFuture for Enqueue<'a, C>
+where
+    C: ConnectionTrait + TransactionTrait + Sync,
+{
+    type Output = Result<Enqueued>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<Enqueued>> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { self.queue.enqueue_spec(self.conn, self.spec).await })
+    }
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    registry: Registry,
+    events: Events,
+    config: Config,
+}
+
+/// Handle on the queue: enqueue tasks, query them, share the registry and
+/// the lifecycle events. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+impl Queue {
+    /// A queue on `db` with an empty registry and the default [`Config`].
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self::with_parts(db, Registry::new(), Config::default())
+    }
+
+    /// A queue on `db` sharing `registry`, with `config`.
+    pub fn with_parts(db: DatabaseConnection, registry: Registry, config: Config) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                registry,
+                events: Events::default(),
+                config,
+            }),
+        }
+    }
+
+    /// The database connection (pool).
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.inner.db
+    }
+
+    /// The task registry shared with the runner.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Lifecycle events: subscribe here.
+    pub fn events(&self) -> &Events {
+        &self.inner.events
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Enqueues task `T` with `params` on the queue's own connection. Add
+    /// options, then `.await`:
+    ///
+    /// ```no_run
+    /// # use background_tasks::{Queue, Task, TaskContext, TaskError};
+    /// # struct Resize;
+    /// # impl Task for Resize { type Params = (String, u32); type Output = ();
+    /// #   async fn run(&self, _: (String, u32), _: TaskContext) -> Result<(), TaskError> { Ok(()) } }
+    /// # async fn demo(queue: Queue) -> background_tasks::Result<()> {
+    /// let stored = queue
+    ///     .enqueue::<Resize>(&("cat.png".into(), 512))
+    ///     .schedule(60) // seconds from now
+    ///     .priority(10)
+    ///     .queue("images")
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn enqueue<T: Task>(&self, params: &T::Params) -> Enqueue<'_, DatabaseConnection> {
+        self.enqueue_with::<T, _>(self.db(), params)
+    }
+
+    /// Like [`Queue::enqueue`], on `conn`: any SeaORM connection or
+    /// transaction, so the task commits or rolls back with the caller's own
+    /// writes.
+    pub fn enqueue_with<'a, T: Task, C>(
+        &'a self,
+        conn: &'a C,
+        params: &T::Params,
+    ) -> Enqueue<'a, C> {
+        Enqueue {
+            queue: self,
+            conn,
+            spec: TaskSpec::new::<T>(params),
+        }
+    }
+
+    /// Enqueues the task named `name` with explicit args and kwargs (see
+    /// [`TaskSpec::call`]).
+    pub fn enqueue_call<A, K>(
+        &self,
+        name: &str,
+        args: &A,
+        kwargs: &K,
+    ) -> Enqueue<'_, DatabaseConnection>
+    where
+        A: Serialize + ?Sized,
+        K: Serialize + ?Sized,
+    {
+        Enqueue {
+            queue: self,
+            conn: self.db(),
+            spec: TaskSpec::call(name, args, kwargs, self.registry()),
+        }
+    }
+
+    /// Enqueues `spec` on `conn`.
+    pub async fn enqueue_spec<C>(&self, conn: &C, spec: TaskSpec) -> Result<Enqueued>
+    where
+        C: ConnectionTrait + TransactionTrait,
+    {
+        let now = self.config().clock().now();
+        let resolved = spec.resolve(now)?;
+        let single_statement = !resolved.remove_existing && resolved.action == Action::Schedule;
+        let enqueued = if single_statement {
+            Enqueued::Created(store::insert(conn, resolved.row).await?)
+        } else {
+            // Several statements: one transaction (a savepoint inside the
+            // caller's), so nothing is half-done if one of them fails.
+            let txn = conn.begin().await?;
+            let enqueued = self.write(&txn, resolved, now).await?;
+            txn.commit().await?;
+            enqueued
+        };
+        if let Enqueued::Created(task) = &enqueued {
+            self.events().emit(Event::Created { task: task.clone() });
+        }
+        Ok(enqueued)
+    }
+
+    /// The seed's `DBTaskRunner.schedule`: remove, then reschedule or check,
+    /// then insert.
+    async fn write<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        resolved: Resolved,
+        now: DateTime<Utc>,
+    ) -> Result<Enqueued> {
+        let Resolved {
+            row,
+            action,
+            remove_existing,
+        } = resolved;
+        if remove_existing {
+            store::delete_waiting_with_hash(conn, &row.task_hash).await?;
+        }
+        // As in the seed, existing rows are looked for in the task's queue
+        // when it has one, and in every queue when it has none.
+        let queue = row.queue.as_deref();
+        let expiry = self.max_run_time();
+        match action {
+            Action::Schedule => {}
+            Action::RescheduleExisting => {
+                let count = store::reschedule_existing(
+                    conn,
+                    &row.task_hash,
+                    queue,
+                    row.run_at,
+                    row.priority,
+                    now,
+                    expiry,
+                )
+                .await?;
+                if count > 0 {
+                    return Ok(Enqueued::Rescheduled { count });
+                }
+            }
+            Action::CheckExisting => {
+                if let Some(id) =
+                    store::find_existing(conn, &row.task_hash, queue, now, expiry).await?
+                {
+                    return Ok(Enqueued::AlreadyExists { id });
+                }
+            }
+        }
+        Ok(Enqueued::Created(store::insert(conn, row).await?))
+    }
+
+    /// Writes many tasks with one INSERT per chunk of rows, in one
+    /// transaction, and returns how many rows were written.
+    ///
+    /// Every spec is checked before anything is written. Bulk enqueue only
+    /// inserts: a spec whose action is RESCHEDULE_EXISTING or CHECK_EXISTING
+    /// is refused (enqueue those one by one); `remove_existing_tasks` is
+    /// honoured with one DELETE for all of them. No `Created` events fire.
+    pub async fn enqueue_many(&self, specs: impl IntoIterator<Item = TaskSpec>) -> Result<u64> {
+        self.enqueue_many_with(self.db(), specs).await
+    }
+
+    /// Like [`Queue::enqueue_many`], on `conn` (a connection or transaction).
+    pub async fn enqueue_many_with<C>(
+        &self,
+        conn: &C,
+        specs: impl IntoIterator<Item = TaskSpec>,
+    ) -> Result<u64>
+    where
+        C: ConnectionTrait + TransactionTrait,
+    {
+        let now = self.config().clock().now();
+        let mut rows = Vec::new();
+        let mut remove = Vec::new();
+        for spec in specs {
+            let resolved = spec.resolve(now)?;
+            if resolved.action != Action::Schedule {
+                return Err(Error::invalid(
+                    "action",
+                    format!(
+                        "bulk enqueue only inserts, but task {} asks for {:?}; enqueue it on its own",
+                        resolved.row.task_name, resolved.action
+                    ),
+                ));
+            }
+            if resolved.remove_existing {
+                remove.push(resolved.row.task_hash.clone());
+            }
+            rows.push(resolved.row);
+        }
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let txn = conn.begin().await?;
+        for hashes in remove.chunks(store::INSERT_CHUNK) {
+            store::delete_waiting_with_hashes(&txn, hashes).await?;
+        }
+        let inserted = store::insert_many(&txn, rows).await?;
+        txn.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Waiting or running tasks of `T` with exactly these params (the
+    /// seed's `Task.objects.get_task`).
+    pub async fn get_task<T: Task>(&self, params: &T::Params) -> Result<Vec<task::Model>> {
+        let hash = params::task_hash(T::name(), &T::encode(params)?);
+        Ok(task::Entity::find()
+            .filter(task::Column::TaskHash.eq(hash))
+            .all(self.db())
+            .await?)
+    }
+
+    /// Deletes the waiting or running tasks of `T` with exactly these params
+    /// (the seed's `drop_task`) and returns how many were deleted.
+    pub async fn drop_task<T: Task>(&self, params: &T::Params) -> Result<u64> {
+        let hash = params::task_hash(T::name(), &T::encode(params)?);
+        let result = task::Entity::delete_many()
+            .filter(task::Column::TaskHash.eq(hash))
+            .exec(self.db())
+            .await?;
+        Ok(result.rows_affected)
+    }
+
+    fn max_run_time(&self) -> TimeDelta {
+        TimeDelta::from_std(self.config().max_run_time()).unwrap_or(TimeDelta::MAX)
+    }
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("backend", &self.db().get_database_backend())
+            .field("registry", self.registry())
+            .field("config", self.config())
+            .finish()
+    }
+}

@@ -1,0 +1,191 @@
+//! The registry of task handlers, shared by the runner and by the code that
+//! enqueues (a web app, the CLI).
+//!
+//! The runner claims only rows whose `task_name` is registered; rows of other
+//! names stay for runners that know them. Registering a name again replaces
+//! the earlier handler, as re-decorating does in the seed.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::task::{Task, TaskContext, TaskDefaults, TaskError};
+
+/// A task body erased to run from a stored row.
+#[allow(dead_code, reason = "called by the runner's executors")]
+pub(crate) type RunFuture = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send>>;
+
+/// What the registry keeps per name.
+#[allow(dead_code, reason = "called by the runner's executors")]
+pub(crate) trait Handler: Send + Sync {
+    /// Definition-time defaults of the task.
+    fn defaults(&self) -> &TaskDefaults;
+    /// Decodes `task_params` and runs the body. Params that no longer decode
+    /// are an invalid-task error: retrying the same text cannot succeed.
+    fn run(&self, task_params: &str, ctx: TaskContext) -> RunFuture;
+}
+
+#[allow(dead_code, reason = "called by the runner's executors")]
+struct TypedHandler<T: Task> {
+    task: Arc<T>,
+    defaults: TaskDefaults,
+}
+
+impl<T: Task> Handler for TypedHandler<T> {
+    fn defaults(&self) -> &TaskDefaults {
+        &self.defaults
+    }
+
+    fn run(&self, task_params: &str, ctx: TaskContext) -> RunFuture {
+        let task = Arc::clone(&self.task);
+        let params = T::decode(task_params);
+        Box::pin(async move {
+            let params = params.map_err(|err| {
+                TaskError::invalid(format!(
+                    "the stored params of task {} no longer decode into its params type: {err}",
+                    ctx.task_name()
+                ))
+            })?;
+            task.run(params, ctx).await.map(drop)
+        })
+    }
+}
+
+/// Task handlers by name. Cheap to clone; clones share the same map.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: Arc<RwLock<HashMap<String, Arc<dyn Handler>>>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `task` under [`Task::name`], replacing any earlier handler
+    /// of that name.
+    pub fn register<T: Task>(&self, task: T) -> &Self {
+        let handler = TypedHandler {
+            task: Arc::new(task),
+            defaults: T::defaults(),
+        };
+        self.handlers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(T::name().to_owned(), Arc::new(handler));
+        self
+    }
+
+    /// True when a handler is registered under `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.read().contains_key(name)
+    }
+
+    /// Registered names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Definition-time defaults of the task registered under `name`.
+    pub fn defaults(&self, name: &str) -> Option<TaskDefaults> {
+        self.read().get(name).map(|h| h.defaults().clone())
+    }
+
+    #[allow(dead_code, reason = "called by the runner's executors")]
+    pub(crate) fn handler(&self, name: &str) -> Option<Arc<dyn Handler>> {
+        self.read().get(name).cloned()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<dyn Handler>>> {
+        self.handlers.read().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("names", &self.names())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::Schedule;
+
+    struct First;
+    impl Task for First {
+        type Params = ();
+        type Output = u8;
+        fn name() -> &'static str {
+            "shared.name"
+        }
+        async fn run(&self, _: (), _: TaskContext) -> Result<u8, TaskError> {
+            Ok(1)
+        }
+    }
+
+    struct Second;
+    impl Task for Second {
+        type Params = ();
+        type Output = u8;
+        fn name() -> &'static str {
+            "shared.name"
+        }
+        fn defaults() -> TaskDefaults {
+            TaskDefaults::new().schedule(Schedule::new().priority(7))
+        }
+        async fn run(&self, _: (), _: TaskContext) -> Result<u8, TaskError> {
+            Ok(2)
+        }
+    }
+
+    struct Unnamed;
+    impl Task for Unnamed {
+        type Params = ();
+        type Output = ();
+        async fn run(&self, _: (), _: TaskContext) -> Result<(), TaskError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn registering_a_name_again_replaces_the_handler() {
+        let registry = Registry::new();
+        registry.register(First);
+        assert_eq!(
+            registry.defaults("shared.name").unwrap().schedule.priority,
+            None
+        );
+        registry.register(Second);
+        assert_eq!(registry.names(), ["shared.name"]);
+        assert_eq!(
+            registry.defaults("shared.name").unwrap().schedule.priority,
+            Some(7)
+        );
+    }
+
+    #[test]
+    fn default_name_is_the_module_path_of_the_type() {
+        assert_eq!(
+            Unnamed::name(),
+            "background_tasks::registry::tests::Unnamed"
+        );
+        let registry = Registry::new();
+        registry.register(Unnamed);
+        assert!(registry.contains("background_tasks::registry::tests::Unnamed"));
+    }
+
+    #[test]
+    fn clones_share_one_map() {
+        let registry = Registry::new();
+        let clone = registry.clone();
+        clone.register(First);
+        assert!(registry.contains("shared.name"));
+    }
+}

@@ -1,0 +1,159 @@
+//! The statements behind enqueueing and the seed's managers: every query of
+//! the `background_task` table outside the runner lives here.
+//!
+//! All of them go through SeaORM's query builder, which writes the right
+//! dialect for SQLite, PostgreSQL and MySQL; they take any connection or
+//! transaction, so the caller decides what commits together.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+};
+
+use crate::entity::task;
+use crate::error::Result;
+
+/// Rows per INSERT statement in bulk enqueue: 17 values a row stays well
+/// under SQLite's 32,766 and PostgreSQL's and MySQL's 65,535 bound values.
+pub(crate) const INSERT_CHUNK: usize = 1_000;
+
+/// The seed's `unlocked(now)`: not locked, or locked longer ago than
+/// `MAX_RUN_TIME` (strictly).
+pub(crate) fn unlocked(now: DateTime<Utc>, max_run_time: TimeDelta) -> Condition {
+    Condition::any()
+        .add(task::Column::LockedBy.is_null())
+        .add(task::Column::LockedAt.lt(now - max_run_time))
+}
+
+/// `remove_existing_tasks`: deletes waiting rows with this hash in every
+/// queue. Rows that were ever locked (`locked_at` set, even if expired) are
+/// kept, as in the seed; a failed-and-retried row has `locked_at` cleared and
+/// is removed.
+pub(crate) async fn delete_waiting_with_hash<C: ConnectionTrait>(
+    conn: &C,
+    hash: &str,
+) -> Result<u64> {
+    let result = task::Entity::delete_many()
+        .filter(task::Column::TaskHash.eq(hash))
+        .filter(task::Column::LockedAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+/// Bulk `remove_existing_tasks` over several hashes, in one statement.
+pub(crate) async fn delete_waiting_with_hashes<C: ConnectionTrait>(
+    conn: &C,
+    hashes: &[String],
+) -> Result<u64> {
+    let result = task::Entity::delete_many()
+        .filter(task::Column::TaskHash.is_in(hashes.iter().map(String::as_str)))
+        .filter(task::Column::LockedAt.is_null())
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+/// Filter of RESCHEDULE_EXISTING and CHECK_EXISTING: unlocked rows with the
+/// hash, in `queue` when one is given (no queue given: any queue).
+fn existing(
+    hash: &str,
+    queue: Option<&str>,
+    now: DateTime<Utc>,
+    max_run_time: TimeDelta,
+) -> Condition {
+    let mut condition = Condition::all()
+        .add(task::Column::TaskHash.eq(hash))
+        .add(unlocked(now, max_run_time));
+    if let Some(queue) = queue {
+        condition = condition.add(task::Column::Queue.eq(queue));
+    }
+    condition
+}
+
+/// RESCHEDULE_EXISTING: moves existing rows to the new run_at and priority
+/// (nothing else changes) and returns how many moved.
+pub(crate) async fn reschedule_existing<C: ConnectionTrait>(
+    conn: &C,
+    hash: &str,
+    queue: Option<&str>,
+    run_at: DateTime<Utc>,
+    priority: i32,
+    now: DateTime<Utc>,
+    max_run_time: TimeDelta,
+) -> Result<u64> {
+    let result = task::Entity::update_many()
+        .col_expr(task::Column::RunAt, Expr::value(run_at))
+        .col_expr(task::Column::Priority, Expr::value(priority))
+        .filter(existing(hash, queue, now, max_run_time))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+/// CHECK_EXISTING: the id of one existing row, if any.
+pub(crate) async fn find_existing<C: ConnectionTrait>(
+    conn: &C,
+    hash: &str,
+    queue: Option<&str>,
+    now: DateTime<Utc>,
+    max_run_time: TimeDelta,
+) -> Result<Option<i32>> {
+    let id = task::Entity::find()
+        .select_only()
+        .column(task::Column::Id)
+        .filter(existing(hash, queue, now, max_run_time))
+        .limit(1)
+        .into_tuple::<i32>()
+        .one(conn)
+        .await?;
+    Ok(id)
+}
+
+/// Inserts one row and returns it as stored.
+pub(crate) async fn insert<C: ConnectionTrait>(conn: &C, row: task::Model) -> Result<task::Model> {
+    Ok(task::Entity::insert(new_row(row))
+        .exec_with_returning(conn)
+        .await?)
+}
+
+/// Inserts rows with one statement per [`INSERT_CHUNK`] rows; returns the count.
+pub(crate) async fn insert_many<C: ConnectionTrait>(
+    conn: &C,
+    rows: Vec<task::Model>,
+) -> Result<u64> {
+    let mut inserted = 0;
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<task::ActiveModel> = rows.by_ref().take(INSERT_CHUNK).map(new_row).collect();
+        inserted += task::Entity::insert_many(chunk)
+            .exec_without_returning(conn)
+            .await?;
+    }
+    Ok(inserted)
+}
+
+/// Every column but the id, which the database assigns.
+fn new_row(row: task::Model) -> task::ActiveModel {
+    task::ActiveModel {
+        id: NotSet,
+        task_name: Set(row.task_name),
+        task_params: Set(row.task_params),
+        task_hash: Set(row.task_hash),
+        verbose_name: Set(row.verbose_name),
+        priority: Set(row.priority),
+        run_at: Set(row.run_at),
+        repeat: Set(row.repeat),
+        repeat_until: Set(row.repeat_until),
+        queue: Set(row.queue),
+        attempts: Set(row.attempts),
+        failed_at: Set(row.failed_at),
+        last_error: Set(row.last_error),
+        locked_by: Set(row.locked_by),
+        locked_at: Set(row.locked_at),
+        creator_content_type_id: Set(row.creator_content_type_id),
+        creator_object_id: Set(row.creator_object_id),
+    }
+}

@@ -1,0 +1,301 @@
+//! Defining a task: the [`Task`] trait, its definition-time defaults, the
+//! context a running task sees, and the error a task body returns.
+//!
+//! A task is a type implementing [`Task`]: a name, a serde `Params` type, an
+//! async body, and the defaults the seed's `@background(...)` decorator sets
+//! (schedule, queue, remove_existing_tasks).
+//!
+//! ```
+//! use background_tasks::{Task, TaskContext, TaskDefaults, TaskError, Schedule};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Email { to: String, subject: String }
+//!
+//! struct SendEmail;
+//!
+//! impl Task for SendEmail {
+//!     type Params = Email;            // stored as kwargs: [[], {"subject": .., "to": ..}]
+//!     type Output = ();
+//!
+//!     fn name() -> &'static str { "mail.send" }   // default: the type's path
+//!
+//!     fn defaults() -> TaskDefaults {
+//!         TaskDefaults::new().queue("mail").schedule(Schedule::new().priority(5))
+//!     }
+//!
+//!     async fn run(&self, email: Email, _ctx: TaskContext) -> Result<(), TaskError> {
+//!         if email.to.is_empty() {
+//!             return Err(TaskError::invalid("no recipient")); // fails at once, no retry
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::params::{self, ParamsError};
+use crate::schedule::Schedule;
+
+/// A background task: a name, typed params, and an async body.
+///
+/// Params are stored as the seed's `[args, kwargs]` (see [`crate::params`]):
+/// a struct or map becomes keyword arguments, a tuple or sequence positional
+/// arguments, `()` no arguments, any other value one positional argument.
+/// A task that needs both positional and keyword arguments (for example to
+/// run tasks enqueued by Python code) overrides [`Task::encode`] and
+/// [`Task::decode`] with [`params::encode_call`] and [`params::decode_call`].
+pub trait Task: Send + Sync + 'static {
+    /// The task's parameters.
+    type Params: Serialize + DeserializeOwned + Send + 'static;
+    /// What the body returns on success: returned by [`Task::now`]; the
+    /// runner discards it, as the seed does.
+    type Output: Send + 'static;
+
+    /// The name rows are stored and looked up under (at most 190 characters).
+    ///
+    /// Defaults to the type's path, e.g. `my_app::tasks::SendEmail`, the
+    /// Rust counterpart of the seed's `"<module>.<function>"`. Give an
+    /// explicit name for anything long-lived: it survives moving the type to
+    /// another module, and Django code can share it.
+    fn name() -> &'static str
+    where
+        Self: Sized,
+    {
+        std::any::type_name::<Self>()
+    }
+
+    /// Definition-time defaults (the seed's decorator arguments).
+    fn defaults() -> TaskDefaults
+    where
+        Self: Sized,
+    {
+        TaskDefaults::default()
+    }
+
+    /// Encodes params into the stored `task_params` text.
+    fn encode(params: &Self::Params) -> Result<String, ParamsError>
+    where
+        Self: Sized,
+    {
+        params::encode_params(params)
+    }
+
+    /// Decodes the stored `task_params` text into params.
+    fn decode(task_params: &str) -> Result<Self::Params, ParamsError>
+    where
+        Self: Sized,
+    {
+        params::decode_params(task_params)
+    }
+
+    /// The task body. Return [`TaskError::invalid`] for an error retrying
+    /// cannot fix; any other error is retried with backoff.
+    fn run(
+        &self,
+        params: Self::Params,
+        ctx: TaskContext,
+    ) -> impl Future<Output = Result<Self::Output, TaskError>> + Send;
+
+    /// Runs the body right here and returns its result, writing no row (the
+    /// seed's `task.now(...)`). Handy in tests and for synchronous paths.
+    fn now(
+        &self,
+        params: Self::Params,
+    ) -> impl Future<Output = Result<Self::Output, TaskError>> + Send
+    where
+        Self: Sized,
+    {
+        self.run(params, TaskContext::inline(Self::name()))
+    }
+}
+
+/// Definition-time defaults of a task: what the seed's
+/// `@background(schedule=..., queue=..., remove_existing_tasks=...)` sets.
+/// Values given when enqueueing win over these, field by field.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskDefaults {
+    /// Default run_at, priority and action.
+    pub schedule: Schedule,
+    /// Default queue (`None`: the default queue).
+    pub queue: Option<String>,
+    /// Delete waiting identical tasks before inserting a new one.
+    pub remove_existing_tasks: bool,
+}
+
+impl TaskDefaults {
+    /// No defaults: run now, priority 0, default queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the default schedule.
+    pub fn schedule(mut self, schedule: impl Into<Schedule>) -> Self {
+        self.schedule = schedule.into();
+        self
+    }
+
+    /// Sets the default queue.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Sets whether enqueueing first removes waiting identical tasks.
+    pub fn remove_existing_tasks(mut self, remove: bool) -> Self {
+        self.remove_existing_tasks = remove;
+        self
+    }
+}
+
+/// What a running task knows about its own execution.
+#[derive(Clone, Debug)]
+pub struct TaskContext {
+    task_id: Option<i32>,
+    task_name: String,
+    attempts: i32,
+}
+
+impl TaskContext {
+    /// The context of a run from a stored row.
+    #[allow(dead_code, reason = "called by the runner's executors")]
+    pub(crate) fn for_row(task_id: i32, task_name: String, attempts: i32) -> Self {
+        Self {
+            task_id: Some(task_id),
+            task_name,
+            attempts,
+        }
+    }
+
+    /// The context of an inline run ([`Task::now`]): no row.
+    pub fn inline(task_name: &str) -> Self {
+        Self {
+            task_id: None,
+            task_name: task_name.to_owned(),
+            attempts: 0,
+        }
+    }
+
+    /// Id of the task's row; `None` for an inline run.
+    pub fn task_id(&self) -> Option<i32> {
+        self.task_id
+    }
+
+    /// The task's name.
+    pub fn task_name(&self) -> &str {
+        &self.task_name
+    }
+
+    /// Attempts made before this one (0 on the first run).
+    pub fn attempts(&self) -> i32 {
+        self.attempts
+    }
+}
+
+/// Why a task body failed, and whether retrying can help.
+///
+/// Any `std::error::Error` converts into a retryable `TaskError`, so `?`
+/// works in a task body. [`TaskError::invalid`] marks an error retrying
+/// cannot fix (the seed's `InvalidTaskError`): the task fails permanently on
+/// the first occurrence, whatever `MAX_ATTEMPTS` says.
+pub struct TaskError {
+    permanent: bool,
+    error: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl TaskError {
+    /// A retryable error with a message.
+    pub fn msg(message: impl Into<String>) -> Self {
+        Self {
+            permanent: false,
+            error: message.into().into(),
+        }
+    }
+
+    /// A retryable error wrapping `error`.
+    pub fn retryable(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self {
+            permanent: false,
+            error: error.into(),
+        }
+    }
+
+    /// An error retrying cannot fix (the seed's `InvalidTaskError`).
+    pub fn invalid(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self {
+            permanent: true,
+            error: error.into(),
+        }
+    }
+
+    /// True for [`TaskError::invalid`] errors.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+
+    /// The underlying error.
+    pub fn error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.error
+    }
+
+    /// The full text stored in `last_error`: the error and every cause,
+    /// one per line.
+    pub fn full_text(&self) -> String {
+        let mut text = self.error.to_string();
+        let mut source = self.error.source();
+        while let Some(cause) = source {
+            text.push_str("\nCaused by: ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for TaskError {
+    fn from(error: E) -> Self {
+        Self::retryable(error)
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl fmt::Debug for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskError")
+            .field("permanent", &self.permanent)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn full_text_lists_every_cause() {
+        let err = TaskError::from(Outer(std::io::Error::other("disk full")));
+        assert!(!err.is_permanent());
+        assert_eq!(err.full_text(), "outer\nCaused by: disk full");
+    }
+
+    #[test]
+    fn invalid_is_permanent() {
+        assert!(TaskError::invalid("bad input").is_permanent());
+        assert!(!TaskError::msg("try later").is_permanent());
+    }
+}

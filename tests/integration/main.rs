@@ -1,0 +1,11 @@
+//! Integration tests: one binary, one module per behaviour, every case on
+//! SQLite, PostgreSQL and MySQL/MariaDB through the fixture.
+
+#[macro_use]
+mod fixture;
+mod tasks;
+
+mod connect;
+mod enqueue;
+mod queries;
+mod schema;

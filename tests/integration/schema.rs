@@ -1,0 +1,329 @@
+//! The schema is the seed's (seed-behaviour.md §1, checklist 1–4), on every
+//! backend: 17 columns with their types, lengths and nullability, and the
+//! single-column indexes under Django's names; plus the claim index.
+
+use background_tasks::db;
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+use crate::fixture::{Backend, TestDb};
+
+on_all_backends!(
+    both_tables_have_the_seeds_columns,
+    both_tables_have_the_seeds_indexes,
+    migrations_are_recorded_in_their_own_table_and_go_down_and_up,
+    migrating_twice_is_a_no_op,
+);
+
+/// (name, nullable, varchar length) of the 17 columns, in order.
+const COLUMNS: [(&str, bool, Option<i64>); 17] = [
+    ("id", false, None),
+    ("task_name", false, Some(190)),
+    ("task_params", false, None),
+    ("task_hash", false, Some(40)),
+    ("verbose_name", true, Some(255)),
+    ("priority", false, None),
+    ("run_at", false, None),
+    ("repeat", false, None),
+    ("repeat_until", true, None),
+    ("queue", true, Some(190)),
+    ("attempts", false, None),
+    ("failed_at", true, None),
+    ("last_error", false, None),
+    ("locked_by", true, Some(64)),
+    ("locked_at", true, None),
+    ("creator_content_type_id", true, None),
+    ("creator_object_id", true, None),
+];
+
+struct Column {
+    name: String,
+    data_type: String,
+    nullable: bool,
+    length: Option<i64>,
+}
+
+async fn columns(t: &TestDb, table: &str) -> Vec<Column> {
+    let backend = t.db.get_database_backend();
+    let sql = match t.backend {
+        Backend::Sqlite => {
+            format!("SELECT name, type, \"notnull\" FROM pragma_table_info('{table}') ORDER BY cid")
+        }
+        Backend::Postgres => format!(
+            "SELECT column_name::text, data_type::text, is_nullable::text, character_maximum_length::bigint \
+             FROM information_schema.columns WHERE table_name = '{table}' ORDER BY ordinal_position"
+        ),
+        Backend::MySql => format!(
+            "SELECT CAST(column_name AS CHAR), CAST(column_type AS CHAR), CAST(is_nullable AS CHAR), \
+             CAST(character_maximum_length AS SIGNED) FROM information_schema.columns \
+             WHERE table_schema = DATABASE() AND table_name = '{table}' ORDER BY ordinal_position"
+        ),
+    };
+    let rows =
+        t.db.query_all_raw(Statement::from_string(backend, sql))
+            .await
+            .unwrap();
+    rows.iter()
+        .map(|row| match t.backend {
+            Backend::Sqlite => {
+                let data_type: String = row.try_get_by_index(1).unwrap();
+                let notnull: i32 = row.try_get_by_index(2).unwrap();
+                let length = data_type
+                    .strip_prefix("varchar(")
+                    .and_then(|rest| rest.trim_end_matches(')').parse().ok());
+                Column {
+                    name: row.try_get_by_index(0).unwrap(),
+                    data_type,
+                    nullable: notnull == 0,
+                    length,
+                }
+            }
+            _ => {
+                let nullable: String = row.try_get_by_index(2).unwrap();
+                Column {
+                    name: row.try_get_by_index(0).unwrap(),
+                    data_type: row.try_get_by_index(1).unwrap(),
+                    nullable: nullable == "YES",
+                    length: row.try_get_by_index(3).unwrap(),
+                }
+            }
+        })
+        .collect()
+}
+
+fn expected_type(backend: Backend, column: &str) -> &'static str {
+    match (backend, column) {
+        (Backend::Postgres, "run_at" | "repeat_until" | "failed_at" | "locked_at") => {
+            "timestamp with time zone"
+        }
+        (Backend::Postgres, "task_params" | "last_error") => "text",
+        (Backend::Postgres, "repeat") => "bigint",
+        (Backend::Postgres, "task_name" | "task_hash" | "verbose_name" | "queue" | "locked_by") => {
+            "character varying"
+        }
+        (Backend::Postgres, _) => "integer",
+        (Backend::MySql, "run_at" | "repeat_until" | "failed_at" | "locked_at") => "datetime(6)",
+        (Backend::MySql, "task_params" | "last_error") => "longtext",
+        (Backend::MySql, "repeat") => "bigint(20)",
+        (Backend::MySql, "task_name" | "queue") => "varchar(190)",
+        (Backend::MySql, "task_hash") => "varchar(40)",
+        (Backend::MySql, "verbose_name") => "varchar(255)",
+        (Backend::MySql, "locked_by") => "varchar(64)",
+        (Backend::MySql, _) => "int(11)",
+        (Backend::Sqlite, "run_at" | "repeat_until" | "failed_at" | "locked_at") => "datetime",
+        (Backend::Sqlite, "task_params" | "last_error") => "text",
+        (Backend::Sqlite, "repeat") => "bigint",
+        (Backend::Sqlite, "task_name" | "queue") => "varchar(190)",
+        (Backend::Sqlite, "task_hash") => "varchar(40)",
+        (Backend::Sqlite, "verbose_name") => "varchar(255)",
+        (Backend::Sqlite, "locked_by") => "varchar(64)",
+        (Backend::Sqlite, "creator_object_id") => "integer unsigned",
+        (Backend::Sqlite, _) => "integer",
+    }
+}
+
+async fn both_tables_have_the_seeds_columns(t: TestDb) -> TestDb {
+    for table in ["background_task", "background_task_completedtask"] {
+        let actual = columns(&t, table).await;
+        let names: Vec<&str> = actual.iter().map(|c| c.name.as_str()).collect();
+        let expected: Vec<&str> = COLUMNS.iter().map(|c| c.0).collect();
+        assert_eq!(names, expected, "{table}: column names and order");
+        for (column, (name, nullable, length)) in actual.iter().zip(COLUMNS) {
+            assert_eq!(column.nullable, nullable, "{table}.{name} nullability");
+            // MySQL reports LONGTEXT's own limit as a length.
+            let length = match (t.backend, name) {
+                (Backend::MySql, "task_params" | "last_error") => Some(4_294_967_295),
+                _ => length,
+            };
+            assert_eq!(column.length, length, "{table}.{name} length");
+            assert_eq!(
+                column.data_type.to_lowercase(),
+                expected_type(t.backend, name),
+                "{table}.{name} type on {:?}",
+                t.backend
+            );
+        }
+    }
+    t
+}
+
+/// (index name, columns, unique) of a table.
+async fn indexes(t: &TestDb, table: &str) -> Vec<(String, String, bool)> {
+    let backend = t.db.get_database_backend();
+    let sql = match t.backend {
+        Backend::Sqlite => format!(
+            "SELECT il.name, group_concat(ii.name, ','), il.\"unique\" FROM pragma_index_list('{table}') il, \
+             pragma_index_info(il.name) ii WHERE il.origin = 'c' GROUP BY il.name, il.\"unique\""
+        ),
+        Backend::Postgres => format!(
+            "SELECT i.relname::text, string_agg(a.attname::text, ',' ORDER BY k.n), ix.indisunique \
+             FROM pg_index ix JOIN pg_class i ON i.oid = ix.indexrelid JOIN pg_class t ON t.oid = ix.indrelid \
+             CROSS JOIN LATERAL unnest(ix.indkey) WITH ORDINALITY AS k(attnum, n) \
+             JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum \
+             WHERE t.relname = '{table}' AND NOT ix.indisprimary GROUP BY i.relname, ix.indisunique"
+        ),
+        Backend::MySql => format!(
+            "SELECT CAST(index_name AS CHAR), CAST(GROUP_CONCAT(column_name ORDER BY seq_in_index) AS CHAR), \
+             MIN(non_unique) = 0 FROM information_schema.statistics WHERE table_schema = DATABASE() \
+             AND table_name = '{table}' AND index_name <> 'PRIMARY' GROUP BY index_name"
+        ),
+    };
+    let rows =
+        t.db.query_all_raw(Statement::from_string(backend, sql))
+            .await
+            .unwrap();
+    rows.iter()
+        .map(|row| {
+            let unique = match t.backend {
+                Backend::Postgres => row.try_get_by_index::<bool>(2).unwrap(),
+                _ => row.try_get_by_index::<i64>(2).unwrap() != 0,
+            };
+            (
+                row.try_get_by_index(0).unwrap(),
+                row.try_get_by_index(1).unwrap(),
+                unique,
+            )
+        })
+        .collect()
+}
+
+async fn both_tables_have_the_seeds_indexes(t: TestDb) -> TestDb {
+    let seed = [
+        ("background_task", "task_name", "4562d56a"),
+        ("background_task", "task_hash", "d8f233bd"),
+        ("background_task", "priority", "88bdbce9"),
+        ("background_task", "run_at", "7baca3aa"),
+        ("background_task", "queue", "1d5f3a40"),
+        ("background_task", "attempts", "a9ade23d"),
+        ("background_task", "failed_at", "b81bba14"),
+        ("background_task", "locked_by", "db7779e3"),
+        ("background_task", "locked_at", "0fb0f225"),
+        ("background_task", "creator_content_type_id", "61cc9af3"),
+        ("background_task_completedtask", "task_name", "388dabc2"),
+        ("background_task_completedtask", "task_hash", "91187576"),
+        ("background_task_completedtask", "priority", "9080692e"),
+        ("background_task_completedtask", "run_at", "77c80f34"),
+        ("background_task_completedtask", "queue", "61fb0415"),
+        ("background_task_completedtask", "attempts", "772a6783"),
+        ("background_task_completedtask", "failed_at", "3de56618"),
+        ("background_task_completedtask", "locked_by", "edc8a213"),
+        ("background_task_completedtask", "locked_at", "29c62708"),
+        (
+            "background_task_completedtask",
+            "creator_content_type_id",
+            "21d6a741",
+        ),
+    ];
+    for table in ["background_task", "background_task_completedtask"] {
+        let actual = indexes(&t, table).await;
+        for (_, column, digest) in seed.iter().filter(|s| s.0 == table) {
+            let name = format!("{table}_{column}_{digest}");
+            let found = actual.iter().find(|i| i.0 == name);
+            assert_eq!(
+                found.map(|i| (i.1.as_str(), i.2)),
+                Some((*column, false)),
+                "{table}: index {name}, non-unique, on {column}"
+            );
+        }
+        assert!(
+            !actual.iter().any(|i| i.2),
+            "{table} has no unique index besides the primary key: {:?}",
+            actual
+        );
+        let extra: Vec<_> = actual
+            .iter()
+            .filter(|i| {
+                !seed
+                    .iter()
+                    .any(|s| format!("{}_{}_{}", s.0, s.1, s.2) == i.0)
+            })
+            .collect();
+        let expected_extra: Vec<&str> = if table == "background_task" {
+            vec!["background_task_claim_idx"]
+        } else {
+            vec![]
+        };
+        assert_eq!(
+            extra.iter().map(|i| i.0.as_str()).collect::<Vec<_>>(),
+            expected_extra
+        );
+    }
+    let claim = indexes(&t, "background_task")
+        .await
+        .into_iter()
+        .find(|i| i.0 == "background_task_claim_idx")
+        .unwrap();
+    let expected = match t.backend {
+        Backend::MySql => "locked_by,failed_at,priority,run_at,id",
+        _ => "priority,run_at,id",
+    };
+    assert_eq!(claim.1, expected);
+    t
+}
+
+async fn migrations_are_recorded_in_their_own_table_and_go_down_and_up(t: TestDb) -> TestDb {
+    let backend = t.db.get_database_backend();
+    let count = |sql: &str| Statement::from_string(backend, sql.to_owned());
+    let row =
+        t.db.query_one_raw(count(
+            "SELECT COUNT(*) AS n FROM background_tasks_migrations",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), 2);
+    assert!(
+        Migrator::get_pending_migrations(&t.db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    Migrator::down(&t.db, None).await.unwrap();
+    let exists = match backend {
+        DbBackend::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE name = 'background_task'",
+        DbBackend::Postgres => {
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'background_task'"
+        }
+        _ => {
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'background_task'"
+        }
+    };
+    let row = t.db.query_one_raw(count(exists)).await.unwrap().unwrap();
+    assert_eq!(
+        row.try_get_by_index::<i64>(0).unwrap(),
+        0,
+        "down drops the tables"
+    );
+
+    db::migrate(&t.db).await.unwrap();
+    let row = t.db.query_one_raw(count(exists)).await.unwrap().unwrap();
+    assert_eq!(
+        row.try_get_by_index::<i64>(0).unwrap(),
+        1,
+        "up creates them again"
+    );
+    t
+}
+
+// Several processes open the same database at once (a web app and its
+// runners): migrations are serialized and idempotent.
+async fn migrating_twice_is_a_no_op(t: TestDb) -> TestDb {
+    let (a, b) = futures_join(db::migrate(&t.db), db::migrate(&t.db)).await;
+    a.unwrap();
+    b.unwrap();
+    assert!(
+        Migrator::get_pending_migrations(&t.db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    t
+}
+
+async fn futures_join<A: std::future::Future, B: std::future::Future>(
+    a: A,
+    b: B,
+) -> (A::Output, B::Output) {
+    tokio::join!(a, b)
+}
