@@ -51,9 +51,11 @@ pub mod params;
 mod queries;
 mod queue;
 mod registry;
+mod runner;
 mod schedule;
 mod store;
 mod task;
+mod worker;
 
 pub use clock::Clock;
 pub use config::{
@@ -68,5 +70,6 @@ pub use queue::{
     Creator, Enqueue, Enqueued, MAX_TASK_NAME_LEN, MAX_VERBOSE_NAME_LEN, Queue, TaskSpec,
 };
 pub use registry::Registry;
+pub use runner::{DEFAULT_SHUTDOWN_GRACE, Runner, RunnerHandle};
 pub use schedule::{Action, RunAt, Schedule, repeat};
 pub use task::{Task, TaskContext, TaskDefaults, TaskError};

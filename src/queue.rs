@@ -24,8 +24,9 @@ use crate::events::{Event, Events};
 use crate::params::{self, ParamsError};
 use crate::registry::Registry;
 use crate::schedule::{Action, Schedule};
-use crate::store;
+use crate::store::enqueue as store;
 use crate::task::{Task, TaskDefaults};
+use crate::worker;
 
 /// Longest task name (the column is `varchar(190)`).
 pub const MAX_TASK_NAME_LEN: usize = 190;
@@ -338,6 +339,8 @@ struct Inner {
     registry: Registry,
     events: Events,
     config: Config,
+    runner_id: String,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 /// Handle on the queue: enqueue tasks, query them, share the registry and
@@ -361,6 +364,8 @@ impl Queue {
                 registry,
                 events: Events::default(),
                 config,
+                runner_id: worker::runner_identity(),
+                wake: Arc::new(tokio::sync::Notify::new()),
             }),
         }
     }
@@ -383,6 +388,27 @@ impl Queue {
     /// The settings.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Identity this queue's runner writes into `locked_by` (the seed's
+    /// "worker name"): `host:pid:random`, unique across hosts and restarts.
+    pub fn runner_id(&self) -> &str {
+        &self.inner.runner_id
+    }
+
+    /// The seed's `run_next_task`: takes back locks older than
+    /// `MAX_RUN_TIME`, claims the next due task this queue has a handler
+    /// for, runs it here, and records the outcome. Returns true when a task
+    /// was run; false when none was due or the database is unreachable
+    /// (logged as a warning, as the seed does). A runner
+    /// ([`crate::Runner`]) does the same continuously, several at a time.
+    pub async fn run_next_task(&self) -> bool {
+        worker::run_next_task(self).await
+    }
+
+    /// Tells a runner of this queue in this process to look for work now.
+    pub(crate) fn wake_handle(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.inner.wake)
     }
 
     /// Enqueues task `T` with `params` on the queue's own connection. Add
@@ -460,6 +486,10 @@ impl Queue {
         };
         if let Enqueued::Created(task) = &enqueued {
             self.events().emit(Event::Created { task: task.clone() });
+            // Wake this process's runner at once instead of at its next
+            // poll. Inside a caller's transaction the row may not be visible
+            // yet; the runner then finds it at its next poll.
+            self.inner.wake.notify_one();
         }
         Ok(enqueued)
     }
@@ -560,6 +590,7 @@ impl Queue {
         }
         let inserted = store::insert_many(&txn, rows).await?;
         txn.commit().await?;
+        self.inner.wake.notify_one();
         Ok(inserted)
     }
 

@@ -13,11 +13,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use crate::task::{Task, TaskContext, TaskDefaults, TaskError};
 
 /// A task body erased to run from a stored row.
-#[allow(dead_code, reason = "called by the runner's executors")]
 pub(crate) type RunFuture = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send>>;
 
 /// What the registry keeps per name.
-#[allow(dead_code, reason = "called by the runner's executors")]
 pub(crate) trait Handler: Send + Sync {
     /// Definition-time defaults of the task.
     fn defaults(&self) -> &TaskDefaults;
@@ -26,7 +24,6 @@ pub(crate) trait Handler: Send + Sync {
     fn run(&self, task_params: &str, ctx: TaskContext) -> RunFuture;
 }
 
-#[allow(dead_code, reason = "called by the runner's executors")]
 struct TypedHandler<T: Task> {
     task: Arc<T>,
     defaults: TaskDefaults,
@@ -95,7 +92,6 @@ impl Registry {
         self.read().get(name).map(|h| h.defaults().clone())
     }
 
-    #[allow(dead_code, reason = "called by the runner's executors")]
     pub(crate) fn handler(&self, name: &str) -> Option<Arc<dyn Handler>> {
         self.read().get(name).cloned()
     }

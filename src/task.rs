@@ -163,7 +163,6 @@ pub struct TaskContext {
 
 impl TaskContext {
     /// The context of a run from a stored row.
-    #[allow(dead_code, reason = "called by the runner's executors")]
     pub(crate) fn for_row(task_id: i32, task_name: String, attempts: i32) -> Self {
         Self {
             task_id: Some(task_id),

@@ -15,9 +15,9 @@
 //!
 //! `id` is the final tie-break, which makes the order total (the seed has
 //! none) and lets concurrent runners skip each other's locked rows in a
-//! stable order. The seed's `BACKGROUND_TASK_PRIORITY_ORDERING = "ASC"`
-//! reads this index backwards for the priority key, which PostgreSQL and
-//! SQLite do cheaply for a `LIMIT` query.
+//! stable order. With the seed's `BACKGROUND_TASK_PRIORITY_ORDERING = "ASC"`
+//! the index still selects the claimable rows, and the database sorts the
+//! due ones.
 //!
 //! Django never sees this index in its migration state; its inserts and its
 //! admin work unchanged.

@@ -1,2 +1,99 @@
-//! The runner's actors (Poller, Executor pool, Scheduler). Private: users
-//! hold a handle, never an actor address.
+//! The runner's actors, wired here and nowhere else. Private: users hold a
+//! [`crate::RunnerHandle`], never an actor address.
+//!
+//! ```text
+//!   enqueue ──Wake──▶ Poller ──Execute──▶ Executor × N ──Completed──▶ Scheduler ──▶ database
+//!                       ▲    claim (1 statement)   (one arbiter each)        history, retry, repeat,
+//!                       └──── reply: executor free ◀──────────────────────── expired locks
+//! ```
+
+mod executor;
+mod poller;
+mod scheduler;
+
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::queue::Queue;
+use executor::Executor;
+use poller::{AbortRunning, Poller, StopClaiming};
+use scheduler::Scheduler;
+
+/// The running actors of one runner.
+pub(crate) struct Running {
+    poller: Addr<Poller>,
+    scheduler: Addr<Scheduler>,
+    arbiters: Vec<Arbiter>,
+}
+
+/// Starts a Scheduler and a Poller on the current arbiter, and the
+/// Executors each on a new arbiter. Must run inside an actix `System`.
+pub(crate) fn start(queue: Queue) -> Running {
+    let scheduler = Scheduler::new(queue.clone()).start();
+    let count = queue.config().concurrency();
+    let mut arbiters = Vec::with_capacity(count);
+    let mut executors = Vec::with_capacity(count);
+    for _ in 0..count {
+        let arbiter = Arbiter::new();
+        let recipient = scheduler.clone().recipient();
+        let queue = queue.clone();
+        executors.push(Executor::start_in_arbiter(&arbiter.handle(), move |_| {
+            Executor::new(queue, recipient)
+        }));
+        arbiters.push(arbiter);
+    }
+    let poller = Poller::new(queue, executors).start();
+    Running {
+        poller,
+        scheduler,
+        arbiters,
+    }
+}
+
+impl Running {
+    /// Stops claiming, lets running tasks finish for up to `grace`, then
+    /// stops the rest (handing their tasks back), and stops every actor.
+    pub(crate) async fn shutdown(self, grace: Duration) {
+        let drained = self.poller.send(StopClaiming);
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            tracing::warn!(
+                "tasks still running after the {} s grace period are stopped and handed back",
+                grace.as_secs_f64()
+            );
+            self.poller.do_send(AbortRunning);
+            self.poller.send(StopClaiming).await.ok();
+        }
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+        stop(&self.poller);
+        stop(&self.scheduler);
+    }
+}
+
+/// Any actor → stop (used at shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Stop;
+
+fn stop<A>(addr: &Addr<A>)
+where
+    A: Actor<Context = Context<A>> + Handler<Stop>,
+{
+    addr.do_send(Stop);
+}
+
+impl Handler<Stop> for Poller {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Stop> for Scheduler {
+    type Result = ();
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}

@@ -221,3 +221,72 @@ fn database_names_are_replaced_in_urls() {
     );
     assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
 }
+
+/// How tasks are run in a test: inline one at a time (`run_next_task`, the
+/// seed's synchronous mode), or by a started runner with a pool of
+/// executors (the seed's async mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Sequential,
+    Pool,
+}
+
+/// Waits until `condition` holds, checking every 20 ms, for at most
+/// `timeout`; panics with `what` when it never does.
+pub async fn wait_for<F, Fut>(what: &str, timeout: std::time::Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Like [`on_all_backends`], for `async fn name(t: TestDb, mode: Mode) ->
+/// TestDb`: six tests per name, every backend in both modes.
+#[macro_export]
+macro_rules! on_all_backends_and_modes {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use $crate::fixture::{run, Backend, Mode};
+
+                #[actix_rt::test]
+                async fn sqlite_sequential() {
+                    run(Backend::Sqlite, |t| super::$name(t, Mode::Sequential)).await;
+                }
+
+                #[actix_rt::test]
+                async fn sqlite_pool() {
+                    run(Backend::Sqlite, |t| super::$name(t, Mode::Pool)).await;
+                }
+
+                #[actix_rt::test]
+                async fn postgres_sequential() {
+                    run(Backend::Postgres, |t| super::$name(t, Mode::Sequential)).await;
+                }
+
+                #[actix_rt::test]
+                async fn postgres_pool() {
+                    run(Backend::Postgres, |t| super::$name(t, Mode::Pool)).await;
+                }
+
+                #[actix_rt::test]
+                async fn mysql_sequential() {
+                    run(Backend::MySql, |t| super::$name(t, Mode::Sequential)).await;
+                }
+
+                #[actix_rt::test]
+                async fn mysql_pool() {
+                    run(Backend::MySql, |t| super::$name(t, Mode::Pool)).await;
+                }
+            }
+        )+
+    };
+}

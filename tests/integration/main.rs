@@ -8,4 +8,5 @@ mod tasks;
 mod connect;
 mod enqueue;
 mod queries;
+mod runner;
 mod schema;

@@ -1,5 +1,4 @@
-//! The statements behind enqueueing and the seed's managers: every query of
-//! the `background_task` table outside the runner lives here.
+//! The statements behind enqueueing.
 //!
 //! All of them go through SeaORM's query builder, which writes the right
 //! dialect for SQLite, PostgreSQL and MySQL; they take any connection or

@@ -1,0 +1,201 @@
+//! Poller: claims due tasks and hands them to idle Executors.
+//!
+//! Wakes every `sleep` seconds, at once when an executor becomes free, and
+//! when this process enqueues a task ([`Wake`]). It claims at most as many
+//! tasks as it has idle executors, in one statement, so nothing waits in
+//! memory while another runner could have run it. Receives [`Wake`],
+//! [`StopClaiming`] and [`AbortRunning`]; sends `Execute` and `Abort` to
+//! executors.
+
+use std::collections::HashMap;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::executor::{Abort, Execute, Executor};
+use crate::entity::task;
+use crate::queue::Queue;
+use crate::store::claim;
+use crate::worker;
+
+/// Anyone → Poller: look for due tasks now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Wake;
+
+/// Shutdown → Poller: claim nothing more. Resolves when every running task
+/// has ended and its outcome is written.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct StopClaiming;
+
+/// Shutdown → Poller: the grace period is over; stop every running body.
+/// Their tasks are handed back unfinished.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct AbortRunning;
+
+pub(crate) struct Poller {
+    queue: Queue,
+    idle: Vec<Addr<Executor>>,
+    busy: HashMap<i32, Addr<Executor>>,
+    claiming: bool,
+    stopping: bool,
+    drained: Vec<oneshot::Sender<()>>,
+}
+
+impl Poller {
+    pub(crate) fn new(queue: Queue, executors: Vec<Addr<Executor>>) -> Self {
+        Self {
+            queue,
+            idle: executors,
+            busy: HashMap::new(),
+            claiming: false,
+            stopping: false,
+            drained: Vec::new(),
+        }
+    }
+
+    /// Claims as many due tasks as there are idle executors.
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping || self.claiming || self.idle.is_empty() {
+            return;
+        }
+        self.claiming = true;
+        let limit = self.idle.len();
+        let queue = self.queue.clone();
+        let claim = async move { worker::claim(&queue, limit).await };
+        ctx.spawn(claim.into_actor(self).map(move |claimed, act, ctx| {
+            act.claiming = false;
+            match claimed {
+                Ok(tasks) if act.stopping => act.hand_back(tasks, ctx),
+                Ok(tasks) => {
+                    let full = tasks.len() == limit;
+                    for task in tasks {
+                        act.dispatch(task, ctx);
+                    }
+                    // A full batch means more may be due: look again once
+                    // an executor is free (dispatch completion polls).
+                    if full {
+                        act.poll(ctx);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!("Failed to retrieve tasks. Database unreachable: {err}");
+                }
+            }
+            act.notify_if_drained();
+        }));
+    }
+
+    fn dispatch(&mut self, task: task::Model, ctx: &mut Context<Self>) {
+        let Some(executor) = self.idle.pop() else {
+            // Cannot happen: the claim is sized by idle executors.
+            self.hand_back(vec![task], ctx);
+            return;
+        };
+        let id = task.id;
+        self.busy.insert(id, executor.clone());
+        ctx.spawn(
+            executor
+                .send(Execute(task))
+                .into_actor(self)
+                .map(move |sent, act, ctx| {
+                    if let Err(err) = sent {
+                        tracing::error!(
+                            task.id = id,
+                            "an executor stopped while running a task: {err}"
+                        );
+                    }
+                    if let Some(executor) = act.busy.remove(&id) {
+                        act.idle.push(executor);
+                    }
+                    act.poll(ctx);
+                    act.notify_if_drained();
+                }),
+        );
+    }
+
+    /// Unlocks tasks claimed while stopping.
+    fn hand_back(&mut self, tasks: Vec<task::Model>, ctx: &mut Context<Self>) {
+        if tasks.is_empty() {
+            return;
+        }
+        let ids: Vec<i32> = tasks.iter().map(|t| t.id).collect();
+        let queue = self.queue.clone();
+        self.claiming = true;
+        let release = async move { claim::release(queue.db(), queue.runner_id(), &ids).await };
+        ctx.spawn(release.into_actor(self).map(|released, act, _| {
+            if let Err(err) = released {
+                tracing::warn!(
+                    "could not hand back claimed tasks; they unlock when their lock expires: {err}"
+                );
+            }
+            act.claiming = false;
+            act.notify_if_drained();
+        }));
+    }
+
+    fn notify_if_drained(&mut self) {
+        if self.stopping && !self.claiming && self.busy.is_empty() {
+            for waiter in self.drained.drain(..) {
+                waiter.send(()).ok();
+            }
+        }
+    }
+}
+
+impl Actor for Poller {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.queue.config().sleep(), Self::poll);
+        // Enqueues in this process wake the poller through the queue.
+        let wake = self.queue.wake_handle();
+        let me = ctx.address();
+        ctx.spawn(
+            async move {
+                loop {
+                    wake.notified().await;
+                    me.do_send(Wake);
+                }
+            }
+            .into_actor(self),
+        );
+        self.poll(ctx);
+    }
+}
+
+impl Handler<Wake> for Poller {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
+        self.poll(ctx);
+    }
+}
+
+impl Handler<StopClaiming> for Poller {
+    // Waits for a state change driven by other messages, so the reply is a
+    // plain future on a oneshot the poller completes when drained.
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: StopClaiming, _ctx: &mut Context<Self>) -> Self::Result {
+        self.stopping = true;
+        let (done, drained) = oneshot::channel();
+        self.drained.push(done);
+        self.notify_if_drained();
+        Box::pin(async move {
+            drained.await.ok();
+        })
+    }
+}
+
+impl Handler<AbortRunning> for Poller {
+    type Result = ();
+
+    fn handle(&mut self, _: AbortRunning, _ctx: &mut Context<Self>) {
+        for executor in self.busy.values() {
+            executor.do_send(Abort);
+        }
+    }
+}

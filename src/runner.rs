@@ -1,0 +1,79 @@
+//! Running tasks: start the actor system inside an existing actix `System`
+//! (an actix-web app) or standalone, and stop it gracefully.
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::actors;
+use crate::queue::Queue;
+
+/// Default grace period of a shutdown: how long running tasks may take to
+/// finish before they are stopped and handed back.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Starts runners.
+#[derive(Debug)]
+pub struct Runner;
+
+impl Runner {
+    /// Starts a runner for `queue` on the current actix `System` (for
+    /// example inside an actix-web app's `main`) and returns its handle.
+    ///
+    /// It runs tasks whose names are in the queue's registry, in the queue's
+    /// named queue (or all queues), one at a time, or `async_threads` at a
+    /// time in async mode, each executor on its own thread.
+    ///
+    /// # Panics
+    /// When called outside an actix `System`.
+    pub fn start(queue: Queue) -> RunnerHandle {
+        tracing::info!(
+            runner = queue.runner_id(),
+            executors = queue.config().concurrency(),
+            tasks = ?queue.registry().names(),
+            "runner started"
+        );
+        RunnerHandle {
+            running: actors::start(queue.clone()),
+            queue,
+        }
+    }
+
+    /// Runs until `shutdown` completes (a signal, a duration, a test's
+    /// trigger), then shuts down gracefully with `grace`.
+    pub async fn run(queue: Queue, shutdown: impl Future<Output = ()>, grace: Duration) {
+        let handle = Runner::start(queue);
+        shutdown.await;
+        handle.shutdown(grace).await;
+    }
+}
+
+/// A running runner. Dropping it does not stop it; call
+/// [`RunnerHandle::shutdown`].
+pub struct RunnerHandle {
+    queue: Queue,
+    running: actors::Running,
+}
+
+impl RunnerHandle {
+    /// The queue it runs (enqueue through it to wake the runner at once).
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Stops claiming, waits up to `grace` for running tasks to finish and
+    /// record their outcome, then stops the rest and hands their tasks back
+    /// unlocked, without counting an attempt, so another runner can take
+    /// them. Returns when every actor has stopped.
+    pub async fn shutdown(self, grace: Duration) {
+        self.running.shutdown(grace).await;
+        tracing::info!(runner = self.queue.runner_id(), "runner stopped");
+    }
+}
+
+impl std::fmt::Debug for RunnerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerHandle")
+            .field("runner_id", &self.queue.runner_id())
+            .finish()
+    }
+}

@@ -1,0 +1,247 @@
+//! The runner's claim: take up to N due tasks and mark them with the
+//! runner's identity, in one short transaction per backend; and the two
+//! ways a lock ends without an outcome (expiry and release).
+//!
+//! A task is due when it is not locked, not failed, `run_at <= now`, in the
+//! runner's queue (when it has one), and its name has a handler in this
+//! runner (rows of other names stay for runners that know them). Order:
+//! priority (DESC, or ASC for the seed's "ASC" setting), then `run_at`, then
+//! `id`, the order of `background_task_claim_idx`.
+//!
+//! - PostgreSQL: `WITH due AS (SELECT ... FOR UPDATE SKIP LOCKED) UPDATE ...
+//!   FROM due RETURNING *`: concurrent runners skip each other's rows
+//!   instead of waiting, and no row is handed to two of them.
+//! - SQLite: the same UPDATE ... RETURNING in a `BEGIN IMMEDIATE`
+//!   transaction: it takes the write lock first (waiting up to the busy
+//!   timeout) instead of failing when upgrading a read.
+//! - MySQL/MariaDB (no `LIMIT` in an `IN` subquery): `SELECT ... FOR UPDATE
+//!   SKIP LOCKED`, then `UPDATE` by id, in one transaction, retried on
+//!   deadlock (1213) and lock wait timeout (1205).
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, RuntimeErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+
+use super::Sql;
+use crate::config::PriorityOrdering;
+use crate::entity::task;
+use crate::error::Result;
+
+/// How many times a MySQL claim is retried after a deadlock or lock wait timeout.
+const MYSQL_CLAIM_RETRIES: usize = 5;
+
+/// Which rows a runner may claim.
+pub(crate) struct ClaimFilter<'a> {
+    /// Task names with a handler in this runner.
+    pub names: &'a [String],
+    /// Only this queue; `None`: every queue.
+    pub queue: Option<&'a str>,
+    /// Priority order.
+    pub ordering: PriorityOrdering,
+}
+
+/// Claims up to `limit` due tasks for `runner`, in claim order.
+pub(crate) async fn claim(
+    db: &DatabaseConnection,
+    runner: &str,
+    now: DateTime<Utc>,
+    limit: usize,
+    filter: &ClaimFilter<'_>,
+) -> Result<Vec<task::Model>> {
+    if limit == 0 || filter.names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let backend = db.get_database_backend();
+    let mut tasks = match backend {
+        DbBackend::Postgres => {
+            // The locking select must run exactly once: as a plain `IN
+            // (subquery)` the planner may re-run it per row (a semi join),
+            // and each run locks and returns other rows, so one claim
+            // could lock more than `limit` rows. A CTE is evaluated once.
+            let mut sql = Sql::new(backend);
+            sql.push("WITH due AS (");
+            due_ids(&mut sql, now, limit, filter);
+            sql.push(" FOR UPDATE SKIP LOCKED) UPDATE background_task SET locked_by = ")
+                .bind(runner)
+                .push(", locked_at = ")
+                .bind(now)
+                .push(" FROM due WHERE background_task.id = due.id RETURNING background_task.*");
+            task::Entity::find()
+                .from_raw_sql(sql.build())
+                .all(db)
+                .await?
+        }
+        DbBackend::MySql => claim_mysql(db, runner, now, limit, filter).await?,
+        _ => {
+            let txn = db
+                .begin_with_options(TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..Default::default()
+                })
+                .await?;
+            let mut sql = Sql::new(backend);
+            sql.push("UPDATE background_task SET locked_by = ")
+                .bind(runner)
+                .push(", locked_at = ")
+                .bind(now)
+                .push(" WHERE locked_by IS NULL AND id IN (");
+            due_ids(&mut sql, now, limit, filter);
+            sql.push(") RETURNING *");
+            let tasks = task::Entity::find()
+                .from_raw_sql(sql.build())
+                .all(&txn)
+                .await?;
+            txn.commit().await?;
+            tasks
+        }
+    };
+    // RETURNING gives no order; hand tasks out in claim order.
+    sort_in_claim_order(&mut tasks, filter.ordering);
+    Ok(tasks)
+}
+
+async fn claim_mysql(
+    db: &DatabaseConnection,
+    runner: &str,
+    now: DateTime<Utc>,
+    limit: usize,
+    filter: &ClaimFilter<'_>,
+) -> Result<Vec<task::Model>> {
+    let mut attempt = 0;
+    loop {
+        match claim_mysql_once(db, runner, now, limit, filter).await {
+            Err(err) if attempt < MYSQL_CLAIM_RETRIES && is_lock_conflict(&err) => {
+                attempt += 1;
+                tracing::debug!(attempt, "claim hit a lock conflict; retrying: {err}");
+            }
+            outcome => return Ok(outcome?),
+        }
+    }
+}
+
+async fn claim_mysql_once(
+    db: &DatabaseConnection,
+    runner: &str,
+    now: DateTime<Utc>,
+    limit: usize,
+    filter: &ClaimFilter<'_>,
+) -> Result<Vec<task::Model>, DbErr> {
+    let backend = DbBackend::MySql;
+    let txn = db.begin().await?;
+    let mut select = Sql::new(backend);
+    due_ids(&mut select, now, limit, filter);
+    select.push(" FOR UPDATE SKIP LOCKED");
+    let ids: Vec<i32> = txn
+        .query_all_raw(select.build())
+        .await?
+        .iter()
+        .map(|row| row.try_get_by_index::<i32>(0))
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        txn.commit().await?;
+        return Ok(Vec::new());
+    }
+    let mut update = Sql::new(backend);
+    update
+        .push("UPDATE background_task SET locked_by = ")
+        .bind(runner)
+        .push(", locked_at = ")
+        .bind(now)
+        .push(" WHERE id IN ")
+        .bind_list(ids.iter().copied());
+    txn.execute_raw(update.build()).await?;
+    let mut read = Sql::new(backend);
+    read.push("SELECT * FROM background_task WHERE id IN ")
+        .bind_list(ids.iter().copied());
+    let tasks = task::Entity::find()
+        .from_raw_sql(read.build())
+        .all(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(tasks)
+}
+
+/// `SELECT id FROM background_task WHERE <due> ORDER BY <claim order> LIMIT n`.
+fn due_ids(sql: &mut Sql, now: DateTime<Utc>, limit: usize, filter: &ClaimFilter<'_>) {
+    sql.push(
+        "SELECT id FROM background_task \
+         WHERE locked_by IS NULL AND failed_at IS NULL AND run_at <= ",
+    )
+    .bind(now);
+    if let Some(queue) = filter.queue {
+        sql.push(" AND queue = ").bind(queue);
+    }
+    sql.push(" AND task_name IN ")
+        .bind_list(filter.names.iter().map(String::as_str));
+    sql.push(match filter.ordering {
+        PriorityOrdering::Desc => " ORDER BY priority DESC, run_at, id",
+        PriorityOrdering::Asc => " ORDER BY priority ASC, run_at, id",
+    });
+    sql.push(" LIMIT ").push(&limit.to_string());
+}
+
+fn sort_in_claim_order(tasks: &mut [task::Model], ordering: PriorityOrdering) {
+    tasks.sort_by(|a, b| {
+        let priority = match ordering {
+            PriorityOrdering::Desc => b.priority.cmp(&a.priority),
+            PriorityOrdering::Asc => a.priority.cmp(&b.priority),
+        };
+        priority.then(a.run_at.cmp(&b.run_at)).then(a.id.cmp(&b.id))
+    });
+}
+
+/// MySQL deadlock (1213) or lock wait timeout (1205): the claim can simply
+/// be tried again.
+fn is_lock_conflict(err: &DbErr) -> bool {
+    let (DbErr::Exec(RuntimeErr::SqlxError(sqlx_err))
+    | DbErr::Query(RuntimeErr::SqlxError(sqlx_err))) = err
+    else {
+        return false;
+    };
+    sqlx_err
+        .as_database_error()
+        .and_then(|db_err| db_err.try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|mysql| matches!(mysql.number(), 1205 | 1213))
+}
+
+/// The seed's lock expiry: rows locked before `cutoff` (by a runner that
+/// died, or past `MAX_RUN_TIME`) are unlocked so any runner can take them
+/// again. Attempts are not counted: the execution never reported. Returns
+/// how many rows were unlocked.
+///
+/// Rows locked by `runner` itself are left alone: its own executions end at
+/// `MAX_RUN_TIME` by themselves and record their outcome, and taking them
+/// back here would run them a second time in parallel (the seed's bug).
+pub(crate) async fn unlock_expired(
+    db: &DatabaseConnection,
+    runner: &str,
+    cutoff: DateTime<Utc>,
+) -> Result<u64> {
+    let backend = db.get_database_backend();
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "UPDATE background_task SET locked_by = NULL, locked_at = NULL \
+         WHERE locked_by IS NOT NULL AND locked_at < ",
+    )
+    .bind(cutoff)
+    .push(" AND locked_by <> ")
+    .bind(runner);
+    Ok(db.execute_raw(sql.build()).await?.rows_affected())
+}
+
+/// Hands tasks back unfinished (shutdown): unlocks the rows `runner` still
+/// holds, without counting an attempt.
+pub(crate) async fn release(db: &DatabaseConnection, runner: &str, ids: &[i32]) -> Result<u64> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let backend = db.get_database_backend();
+    let mut sql = Sql::new(backend);
+    sql.push("UPDATE background_task SET locked_by = NULL, locked_at = NULL WHERE locked_by = ")
+        .bind(runner)
+        .push(" AND id IN ")
+        .bind_list(ids.iter().copied());
+    Ok(db.execute_raw(sql.build()).await?.rows_affected())
+}

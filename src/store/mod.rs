@@ -1,0 +1,85 @@
+//! Every statement on the queue's tables, one module per concern:
+//! - [`enqueue`]: inserting tasks and the seed's RESCHEDULE/CHECK/remove rules;
+//! - [`claim`]: the runner's per-backend claim, lock expiry and release;
+//! - [`outcome`]: what a finished execution writes (history, retry, repeat).
+//!
+//! The dialect choice for hand-written SQL is made in one place,
+//! [`Sql`], not scattered through the queries.
+
+pub(crate) mod claim;
+pub(crate) mod enqueue;
+pub(crate) mod outcome;
+
+use sea_orm::{DbBackend, Statement, Value};
+
+/// A hand-written statement being built: text plus bound values, with the
+/// placeholder syntax of the backend (`$1` on PostgreSQL, `?` elsewhere).
+pub(crate) struct Sql {
+    backend: DbBackend,
+    text: String,
+    values: Vec<Value>,
+}
+
+impl Sql {
+    pub(crate) fn new(backend: DbBackend) -> Self {
+        Self {
+            backend,
+            text: String::new(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Appends literal SQL.
+    pub(crate) fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder bound to `value`.
+    pub(crate) fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
+        self.values.push(value.into());
+        match self.backend {
+            DbBackend::Postgres => {
+                self.text.push('$');
+                self.text.push_str(&self.values.len().to_string());
+            }
+            _ => self.text.push('?'),
+        }
+        self
+    }
+
+    /// Appends `(p1, p2, ...)` bound to `values`.
+    pub(crate) fn bind_list<V: Into<Value>>(
+        &mut self,
+        values: impl IntoIterator<Item = V>,
+    ) -> &mut Self {
+        self.text.push('(');
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.text.push_str(", ");
+            }
+            self.bind(value);
+        }
+        self.text.push(')');
+        self
+    }
+
+    pub(crate) fn build(self) -> Statement {
+        Statement::from_sql_and_values(self.backend, self.text, self.values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_follow_the_dialect() {
+        let mut pg = Sql::new(DbBackend::Postgres);
+        pg.push("a = ").bind(1).push(" AND b IN ").bind_list([2, 3]);
+        assert_eq!(pg.build().sql, "a = $1 AND b IN ($2, $3)");
+        let mut my = Sql::new(DbBackend::MySql);
+        my.push("a = ").bind(1).push(" AND b IN ").bind_list([2, 3]);
+        assert_eq!(my.build().sql, "a = ? AND b IN (?, ?)");
+    }
+}

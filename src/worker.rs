@@ -1,0 +1,280 @@
+//! What a runner does with one task, as plain async functions: the actors
+//! call these, and so does [`Queue::run_next_task`], which runs one task
+//! inline like the seed's `run_next_task`.
+//!
+//! Logging follows the seed's levels: a success logs at info only, a failed
+//! execution logs an error, a database problem logs a warning and the
+//! runner keeps going.
+
+use std::any::Any;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use tokio::task::JoinHandle;
+
+use crate::entity::task;
+use crate::error::Result;
+use crate::events::Event;
+use crate::queue::Queue;
+use crate::store::claim::{self, ClaimFilter};
+use crate::store::outcome::{self, Applied};
+use crate::task::{TaskContext, TaskError};
+
+/// How one execution of a task body ended.
+#[derive(Debug)]
+pub(crate) enum Execution {
+    /// The body returned `Ok`.
+    Succeeded,
+    /// The body returned an error, panicked, or ran past `MAX_RUN_TIME`.
+    Failed {
+        /// Full text for `last_error`.
+        error: String,
+        /// An invalid-task error: no retry.
+        permanent: bool,
+    },
+    /// The execution was stopped by a shutdown, or this runner has no
+    /// handler for the task: hand the task back without counting an attempt.
+    Released,
+}
+
+/// A runner identity unique across hosts and restarts, within the 64
+/// characters of `locked_by`: `host:pid:random`. (The seed stores the bare
+/// PID, which two hosts can share.)
+pub(crate) fn runner_identity() -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let host: String = host
+        .chars()
+        .filter(|c| !c.is_control() && *c != ':')
+        .take(40)
+        .collect();
+    // RandomState is seeded from the OS's randomness once per process.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("{}:{}:{:08x}", host, std::process::id(), random as u32)
+}
+
+/// Starts the body of `task` on the current runtime. The returned handle
+/// catches a panic as an error and can be aborted.
+pub(crate) fn spawn_execution(
+    queue: &Queue,
+    task: &task::Model,
+) -> Option<JoinHandle<Result<(), TaskError>>> {
+    let handler = queue.registry().handler(&task.task_name)?;
+    let ctx = TaskContext::for_row(task.id, task.task_name.clone(), task.attempts);
+    Some(tokio::task::spawn(handler.run(&task.task_params, ctx)))
+}
+
+/// Waits for an execution for at most `limit` (`MAX_RUN_TIME`), stopping it
+/// when it runs longer.
+pub(crate) async fn finish_execution(
+    mut handle: JoinHandle<Result<(), TaskError>>,
+    limit: Duration,
+) -> Execution {
+    match tokio::time::timeout(limit, &mut handle).await {
+        Ok(Ok(Ok(()))) => Execution::Succeeded,
+        Ok(Ok(Err(err))) => Execution::Failed {
+            error: err.full_text(),
+            permanent: err.is_permanent(),
+        },
+        Ok(Err(join)) if join.is_panic() => Execution::Failed {
+            error: format!("the task panicked: {}", panic_message(join.into_panic())),
+            permanent: false,
+        },
+        Ok(Err(_cancelled)) => Execution::Released,
+        Err(_elapsed) => {
+            handle.abort();
+            Execution::Failed {
+                error: format!(
+                    "the task ran longer than MAX_RUN_TIME ({} s) and was stopped",
+                    limit.as_secs_f64()
+                ),
+                permanent: false,
+            }
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(text) => *text,
+        Err(payload) => payload.downcast_ref::<&str>().map_or_else(
+            || "(a non-text panic payload)".to_owned(),
+            |text| (*text).to_owned(),
+        ),
+    }
+}
+
+/// Claims up to `limit` due tasks for the queue's runner identity.
+pub(crate) async fn claim(queue: &Queue, limit: usize) -> Result<Vec<task::Model>> {
+    let names = queue.registry().names();
+    let config = queue.config();
+    let filter = ClaimFilter {
+        names: &names,
+        queue: config.queue(),
+        ordering: config.priority_ordering(),
+    };
+    claim::claim(
+        queue.db(),
+        queue.runner_id(),
+        config.clock().now(),
+        limit,
+        &filter,
+    )
+    .await
+}
+
+/// The seed's lock expiry: unlocks rows locked longer than `MAX_RUN_TIME`.
+pub(crate) async fn unlock_expired(queue: &Queue) -> Result<u64> {
+    let config = queue.config();
+    let max_run_time = TimeDelta::from_std(config.max_run_time()).unwrap_or(TimeDelta::MAX);
+    let cutoff = config.clock().now() - max_run_time;
+    let unlocked = claim::unlock_expired(queue.db(), queue.runner_id(), cutoff).await?;
+    if unlocked > 0 {
+        tracing::warn!(
+            unlocked,
+            "unlocked tasks whose lock is older than MAX_RUN_TIME; their runner died or overran"
+        );
+    }
+    Ok(unlocked)
+}
+
+/// Writes the outcome of an execution of `task` and emits its events.
+pub(crate) async fn apply(queue: &Queue, task: task::Model, execution: Execution) -> Result<()> {
+    let now = queue.config().clock().now();
+    let runner = queue.runner_id();
+    let applied = match &execution {
+        Execution::Succeeded => outcome::succeed(queue.db(), runner, &task, now).await?,
+        Execution::Failed { error, permanent } => {
+            outcome::fail(
+                queue.db(),
+                runner,
+                &task,
+                error,
+                *permanent,
+                queue.config().max_attempts(),
+                now,
+            )
+            .await?
+        }
+        Execution::Released => {
+            claim::release(queue.db(), runner, &[task.id]).await?;
+            tracing::info!(task.id, "handed back {task} unfinished");
+            return Ok(());
+        }
+    };
+    let events = queue.events();
+    match applied {
+        Applied::Succeeded {
+            completed,
+            repetition,
+        } => {
+            tracing::info!(task.id, "Ran task and deleting {task}");
+            if let Some(next) = repetition {
+                tracing::debug!(task.id, next.id, "{task} repeats at {}", next.run_at);
+            }
+            events.emit(Event::Successful {
+                task_id: task.id,
+                completed,
+            });
+        }
+        Applied::Retried { task: rescheduled } => {
+            let error = rescheduled.last_error.clone();
+            tracing::error!(
+                task.id,
+                attempts = rescheduled.attempts,
+                "Rescheduling {task} for {} at {}: {error}",
+                rescheduled.run_at - now,
+                rescheduled.run_at
+            );
+            events.emit(Event::Error {
+                task: task.clone(),
+                error,
+            });
+            events.emit(Event::Rescheduled { task: rescheduled });
+        }
+        Applied::Failed { completed } => {
+            tracing::error!(
+                task.id,
+                attempts = completed.attempts,
+                "Marking task {task} as failed: {}",
+                completed.last_error
+            );
+            events.emit(Event::Error {
+                task: task.clone(),
+                error: completed.last_error.clone(),
+            });
+            events.emit(Event::Failed {
+                task_id: task.id,
+                completed,
+            });
+        }
+        Applied::LeaseLost => {
+            tracing::warn!(
+                task.id,
+                "{task} finished, but this runner no longer holds its lock (it expired and the \
+                 task was handed to another runner); its outcome is not recorded"
+            );
+        }
+    }
+    events.emit(Event::Finished { task_id: task.id });
+    Ok(())
+}
+
+/// Runs `task` (already claimed) to the end: events, body, outcome.
+pub(crate) async fn run_claimed(queue: &Queue, task: task::Model) -> Result<()> {
+    tracing::info!(task.id, "Running {task}");
+    queue.events().emit(Event::Started { task: task.clone() });
+    let execution = match spawn_execution(queue, &task) {
+        Some(handle) => finish_execution(handle, queue.config().max_run_time()).await,
+        None => Execution::Released,
+    };
+    apply(queue, task, execution).await
+}
+
+/// The seed's `run_next_task`: takes back expired locks, claims the next
+/// due task, runs it inline and records the outcome. True when a task was
+/// claimed and run; false when none was due, or the database failed (logged
+/// as a warning).
+pub(crate) async fn run_next_task(queue: &Queue) -> bool {
+    let claimed = async {
+        unlock_expired(queue).await?;
+        claim(queue, 1).await
+    };
+    let task = match claimed.await {
+        Ok(mut tasks) => match tasks.pop() {
+            Some(task) => task,
+            None => return false,
+        },
+        Err(err) => {
+            tracing::warn!("Failed to retrieve tasks. Database unreachable: {err}");
+            return false;
+        }
+    };
+    if let Err(err) = run_claimed(queue, task).await {
+        tracing::warn!("Failed to record the outcome of a task. Database unreachable: {err}");
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runner_identity_fits_locked_by_and_is_unique() {
+        let a = runner_identity();
+        let b = runner_identity();
+        assert!(a.len() <= 64, "{a}");
+        assert_ne!(a, b);
+        assert!(a.contains(&format!(":{}:", std::process::id())), "{a}");
+    }
+
+    #[test]
+    fn panic_messages_are_kept() {
+        assert_eq!(panic_message(Box::new("boom")), "boom");
+        assert_eq!(panic_message(Box::new(String::from("bang"))), "bang");
+        assert_eq!(panic_message(Box::new(3)), "(a non-text panic payload)");
+    }
+}
