@@ -40,6 +40,7 @@
 //! ```
 
 mod actors;
+pub mod builtin;
 pub mod cli;
 mod clock;
 mod config;
@@ -70,6 +71,6 @@ pub use queue::{
     Creator, Enqueue, Enqueued, MAX_TASK_NAME_LEN, MAX_VERBOSE_NAME_LEN, Queue, TaskSpec,
 };
 pub use registry::Registry;
-pub use runner::{DEFAULT_SHUTDOWN_GRACE, Runner, RunnerHandle};
+pub use runner::{DEFAULT_SHUTDOWN_GRACE, Pace, Runner, RunnerHandle};
 pub use schedule::{Action, RunAt, Schedule, repeat};
 pub use task::{Task, TaskContext, TaskDefaults, TaskError};

@@ -11,6 +11,34 @@ use crate::queue::Queue;
 /// finish before they are stopped and handed back.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// How soon a runner looks for the next task after one finished: the
+/// seed's fast mode (its default, SIGUSR1) and slow mode (SIGUSR2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pace {
+    /// At once (the default).
+    #[default]
+    Fast,
+    /// After a random pause of 0.5 to 1.5 s, to go easy on the database.
+    Slow,
+}
+
+impl Pace {
+    /// The pause before the next poll; `None` for at once.
+    pub(crate) fn pause(self) -> Option<Duration> {
+        use std::hash::{BuildHasher, Hasher};
+        match self {
+            Pace::Fast => None,
+            Pace::Slow => {
+                // RandomState draws fresh OS randomness for its keys.
+                let random = std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish();
+                Some(Duration::from_millis(500 + random % 1_000))
+            }
+        }
+    }
+}
+
 /// Starts runners.
 #[derive(Debug)]
 pub struct Runner;
@@ -58,6 +86,11 @@ impl RunnerHandle {
     /// The queue it runs (enqueue through it to wake the runner at once).
     pub fn queue(&self) -> &Queue {
         &self.queue
+    }
+
+    /// Switches between fast and slow polling after a finished task.
+    pub fn set_pace(&self, pace: Pace) {
+        self.running.set_pace(pace);
     }
 
     /// Stops claiming, waits up to `grace` for running tasks to finish and

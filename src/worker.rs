@@ -184,8 +184,8 @@ pub(crate) async fn apply(queue: &Queue, task: task::Model, execution: Execution
             tracing::error!(
                 task.id,
                 attempts = rescheduled.attempts,
-                "Rescheduling {task} for {} at {}: {error}",
-                rescheduled.run_at - now,
+                "Rescheduling {task} for {} s later at {}: {error}",
+                (rescheduled.run_at - now).num_seconds(),
                 rescheduled.run_at
             );
             events.emit(Event::Error {

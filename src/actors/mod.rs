@@ -17,7 +17,9 @@ use actix::prelude::*;
 
 use crate::queue::Queue;
 use executor::Executor;
-use poller::{AbortRunning, Poller, StopClaiming};
+use poller::{AbortRunning, Poller, SetPace, StopClaiming};
+
+use crate::runner::Pace;
 use scheduler::Scheduler;
 
 /// The running actors of one runner.
@@ -52,6 +54,11 @@ pub(crate) fn start(queue: Queue) -> Running {
 }
 
 impl Running {
+    /// Changes how soon the poller looks for work after a task finished.
+    pub(crate) fn set_pace(&self, pace: Pace) {
+        self.poller.do_send(SetPace(pace));
+    }
+
     /// Stops claiming, lets running tasks finish for up to `grace`, then
     /// stops the rest (handing their tasks back), and stops every actor.
     pub(crate) async fn shutdown(self, grace: Duration) {

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use super::executor::{Abort, Execute, Executor};
 use crate::entity::task;
 use crate::queue::Queue;
+use crate::runner::Pace;
 use crate::store::claim;
 use crate::worker;
 
@@ -29,6 +30,12 @@ pub(crate) struct Wake;
 #[rtype(result = "()")]
 pub(crate) struct StopClaiming;
 
+/// Handle → Poller: how soon to look for work after a task finished (the
+/// seed's fast and slow modes, SIGUSR1 / SIGUSR2).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetPace(pub Pace);
+
 /// Shutdown → Poller: the grace period is over; stop every running body.
 /// Their tasks are handed back unfinished.
 #[derive(Message)]
@@ -40,7 +47,11 @@ pub(crate) struct Poller {
     idle: Vec<Addr<Executor>>,
     busy: HashMap<i32, Addr<Executor>>,
     claiming: bool,
+    /// A poll was asked for while a claim was running: claim again after it,
+    /// so a wake-up that raced with a claim is not lost.
+    poll_again: bool,
     stopping: bool,
+    pace: Pace,
     drained: Vec<oneshot::Sender<()>>,
 }
 
@@ -51,17 +62,24 @@ impl Poller {
             idle: executors,
             busy: HashMap::new(),
             claiming: false,
+            poll_again: false,
             stopping: false,
+            pace: Pace::Fast,
             drained: Vec::new(),
         }
     }
 
     /// Claims as many due tasks as there are idle executors.
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        if self.stopping || self.claiming || self.idle.is_empty() {
+        if self.claiming {
+            self.poll_again = true;
+            return;
+        }
+        if self.stopping || self.idle.is_empty() {
             return;
         }
         self.claiming = true;
+        self.poll_again = false;
         let limit = self.idle.len();
         let queue = self.queue.clone();
         let claim = async move { worker::claim(&queue, limit).await };
@@ -70,19 +88,18 @@ impl Poller {
             match claimed {
                 Ok(tasks) if act.stopping => act.hand_back(tasks, ctx),
                 Ok(tasks) => {
-                    let full = tasks.len() == limit;
+                    // Each dispatch polls again when its executor is free, so
+                    // a backlog drains without waiting for the interval.
                     for task in tasks {
                         act.dispatch(task, ctx);
-                    }
-                    // A full batch means more may be due: look again once
-                    // an executor is free (dispatch completion polls).
-                    if full {
-                        act.poll(ctx);
                     }
                 }
                 Err(err) => {
                     tracing::warn!("Failed to retrieve tasks. Database unreachable: {err}");
                 }
+            }
+            if act.poll_again {
+                act.poll(ctx);
             }
             act.notify_if_drained();
         }));
@@ -110,7 +127,12 @@ impl Poller {
                     if let Some(executor) = act.busy.remove(&id) {
                         act.idle.push(executor);
                     }
-                    act.poll(ctx);
+                    match act.pace.pause() {
+                        None => act.poll(ctx),
+                        Some(pause) => {
+                            ctx.run_later(pause, Self::poll);
+                        }
+                    }
                     act.notify_if_drained();
                 }),
         );
@@ -187,6 +209,15 @@ impl Handler<StopClaiming> for Poller {
         Box::pin(async move {
             drained.await.ok();
         })
+    }
+}
+
+impl Handler<SetPace> for Poller {
+    type Result = ();
+
+    fn handle(&mut self, SetPace(pace): SetPace, _ctx: &mut Context<Self>) {
+        tracing::info!(?pace, "polling pace changed");
+        self.pace = pace;
     }
 }
 

@@ -5,6 +5,7 @@
 mod fixture;
 mod tasks;
 
+mod cli;
 mod connect;
 mod enqueue;
 mod queries;

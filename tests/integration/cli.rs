@@ -1,0 +1,225 @@
+//! `bgtasks` end to end: the built binary against a real database, checked
+//! through its exit code, its output and the rows it leaves.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use background_tasks::{Config, Registry, builtin, completed_task, task_row};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+
+use crate::fixture::{TestDb, wait_for};
+
+on_all_backends!(
+    process_runs_due_tasks_for_the_duration,
+    process_honours_the_queue_filter,
+    log_std_sends_task_output_to_the_log,
+    sigterm_stops_process_gracefully,
+    demo_runs_a_mixed_workload,
+);
+
+fn bgtasks(t: &TestDb) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bgtasks"));
+    command.env("DATABASE_URL", &t.url).env("RUST_LOG", "info");
+    command
+}
+
+fn queue(t: &TestDb) -> background_tasks::Queue {
+    let registry = Registry::new();
+    builtin::register(&registry);
+    t.queue(registry, Config::default())
+}
+
+async fn process_runs_due_tasks_for_the_duration(t: TestDb) -> TestDb {
+    let queue = queue(&t);
+    for _ in 0..5 {
+        queue.enqueue::<builtin::Noop>(&()).await.unwrap();
+    }
+    queue.enqueue::<builtin::Fail>(&()).await.unwrap();
+    queue.enqueue_call("not.ours", &(), &()).await.unwrap();
+    let output = bgtasks(&t)
+        .args([
+            "process",
+            "--duration",
+            "2",
+            "--sleep",
+            "0.1",
+            "--threads",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("Ran task and deleting bgtasks.noop"), "{log}");
+    assert!(log.contains("Rescheduling bgtasks.fail"), "{log}");
+    let left: Vec<String> = task_row::Entity::find()
+        .all(&t.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.task_name)
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&"bgtasks.fail".to_owned()) && left.contains(&"not.ours".to_owned()));
+    assert_eq!(
+        completed_task::Entity::find().count(&t.db).await.unwrap(),
+        5
+    );
+    let locked = task_row::Entity::find()
+        .filter(task_row::Column::LockedBy.is_not_null())
+        .count(&t.db)
+        .await
+        .unwrap();
+    assert_eq!(locked, 0, "nothing stays locked after --duration");
+    t
+}
+
+async fn process_honours_the_queue_filter(t: TestDb) -> TestDb {
+    let queue = queue(&t);
+    queue
+        .enqueue::<builtin::Noop>(&())
+        .queue("mail")
+        .await
+        .unwrap();
+    queue
+        .enqueue::<builtin::Noop>(&())
+        .queue("images")
+        .await
+        .unwrap();
+    let output = bgtasks(&t)
+        .args([
+            "process",
+            "--duration",
+            "1",
+            "--sleep",
+            "0.1",
+            "--queue",
+            "mail",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let left = task_row::Entity::find().all(&t.db).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].queue.as_deref(), Some("images"));
+    t
+}
+
+async fn log_std_sends_task_output_to_the_log(t: TestDb) -> TestDb {
+    let queue = queue(&t);
+    queue
+        .enqueue_call("bgtasks.echo", &("hello from a task",), &())
+        .await
+        .unwrap();
+    let output = bgtasks(&t)
+        .args(["process", "--duration", "1", "--sleep", "0.1", "--log-std"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("hello from a task"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("INFO") && line.contains("stdout"), "{line}");
+    assert!(output.stdout.is_empty(), "stdout went to the log");
+    t
+}
+
+// SIGTERM lets the running task finish and exits 0; the seed dies at once
+// and leaves the task locked for MAX_RUN_TIME.
+async fn sigterm_stops_process_gracefully(t: TestDb) -> TestDb {
+    let queue = queue(&t);
+    queue.enqueue::<builtin::Sleep>(&1.0).await.unwrap();
+    let child = bgtasks(&t)
+        .args(["process", "--sleep", "0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the runner to take the task",
+        Duration::from_secs(30),
+        || async {
+            task_row::Entity::find()
+                .filter(task_row::Column::LockedBy.is_not_null())
+                .count(&t.db)
+                .await
+                .unwrap()
+                == 1
+        },
+    )
+    .await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("SIGTERM"), "{log}");
+    assert_eq!(
+        task_row::Entity::find().count(&t.db).await.unwrap(),
+        0,
+        "the task finished: {log}"
+    );
+    assert_eq!(
+        completed_task::Entity::find().count(&t.db).await.unwrap(),
+        1
+    );
+    t
+}
+
+async fn demo_runs_a_mixed_workload(t: TestDb) -> TestDb {
+    let output = bgtasks(&t)
+        .args(["demo", "--tasks", "50"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("succeeded, 2 failed permanently"),
+        "{stdout}"
+    );
+    let failed = completed_task::Entity::find()
+        .filter(completed_task::Column::FailedAt.is_not_null())
+        .count(&t.db)
+        .await
+        .unwrap();
+    assert_eq!(failed, 2);
+    assert_eq!(task_row::Entity::find().count(&t.db).await.unwrap(), 0);
+    t
+}
+
+#[test]
+fn bad_settings_exit_non_zero_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_bgtasks"))
+        .args(["process", "--duration", "1"])
+        .current_dir(dir.path())
+        .env("BACKGROUND_TASK_ASYNC_THREADS", "0")
+        .env("BACKGROUND_TASK_RUN_ASYNC", "true")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("BACKGROUND_TASK_ASYNC_THREADS"), "{stderr}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_bgtasks"))
+        .args(["process"])
+        .current_dir(dir.path())
+        .env("DATABASE_URL", "redis://localhost")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid database URL"));
+}
