@@ -40,6 +40,7 @@
 //! ```
 
 mod actors;
+pub mod admin;
 pub mod builtin;
 pub mod cli;
 mod clock;

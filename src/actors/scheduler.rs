@@ -4,12 +4,14 @@
 //! the next repetition and deletes the task; failure reschedules with the
 //! seed's backoff or fails permanently; a released task is unlocked. Every
 //! `MAX_RUN_TIME` (at most every minute) it unlocks rows whose lock is older
-//! than `MAX_RUN_TIME`: their runner died.
+//! than `MAX_RUN_TIME`: their runner died; and it reports due tasks whose
+//! name has no handler here (they wait for a runner that knows them).
 
 use std::time::Duration;
 
 use actix::prelude::*;
 
+use crate::admin;
 use crate::entity::task;
 use crate::queue::Queue;
 use crate::worker::{self, Execution};
@@ -28,24 +30,42 @@ pub(crate) struct Completed {
 
 pub(crate) struct Scheduler {
     queue: Queue,
+    /// Due task names without a handler here, as last reported.
+    unhandled: Vec<(String, i64)>,
 }
 
 impl Scheduler {
     pub(crate) fn new(queue: Queue) -> Self {
-        Self { queue }
+        Self {
+            queue,
+            unhandled: Vec::new(),
+        }
     }
 
-    /// One sweep for expired locks.
+    /// One sweep: take back expired locks, and report due tasks that no
+    /// handler here can run (once per change, so it does not flood the log).
     fn rescue(&mut self, ctx: &mut Context<Self>) {
         let queue = self.queue.clone();
-        ctx.spawn(
-            async move {
-                if let Err(err) = worker::unlock_expired(&queue).await {
-                    tracing::warn!("could not look for expired locks. Database unreachable: {err}");
+        let sweep = async move {
+            worker::unlock_expired(&queue).await?;
+            let now = queue.config().clock().now();
+            admin::unhandled_due(queue.db(), queue.registry(), now).await
+        };
+        ctx.spawn(sweep.into_actor(self).map(|swept, act, _| match swept {
+            Ok(unhandled) if unhandled != act.unhandled => {
+                if !unhandled.is_empty() {
+                    tracing::info!(
+                        ?unhandled,
+                        "due tasks with no handler in this runner wait for a runner that has one"
+                    );
                 }
+                act.unhandled = unhandled;
             }
-            .into_actor(self),
-        );
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!("could not look for expired locks. Database unreachable: {err}");
+            }
+        }));
     }
 }
 

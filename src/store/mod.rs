@@ -6,6 +6,7 @@
 //! The dialect choice for hand-written SQL is made in one place,
 //! [`Sql`], not scattered through the queries.
 
+pub(crate) mod admin;
 pub(crate) mod claim;
 pub(crate) mod enqueue;
 pub(crate) mod outcome;

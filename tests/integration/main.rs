@@ -5,6 +5,7 @@
 mod fixture;
 mod tasks;
 
+mod admin;
 mod cli;
 mod connect;
 mod enqueue;

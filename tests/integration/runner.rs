@@ -766,6 +766,8 @@ async fn unregistered_names_are_left_alone(t: TestDb, mode: Mode) -> TestDb {
 }
 
 on_all_backends!(
+    pool_runs_up_to_async_threads_at_once,
+    sync_mode_runs_one_task_at_a_time,
     priority_order,
     ascending_priority_order,
     contested_claim_goes_to_one_runner,
@@ -778,6 +780,45 @@ on_all_backends!(
     logging_levels,
     database_outage_logs_a_warning,
 );
+
+// Checklist 42/43: async mode runs up to ASYNC_THREADS at once, never more.
+async fn pool_runs_up_to_async_threads_at_once(t: TestDb) -> TestDb {
+    let ledger = Overlap::default();
+    let registry = Registry::new();
+    registry.register(ledger.clone());
+    let queue = queue_with(&t, registry, config(Mode::Pool).async_threads(4));
+    for _ in 0..12 {
+        queue.enqueue::<Overlap>(&(300,)).await.unwrap();
+    }
+    let runner = Runner::start(queue.clone());
+    wait_for("all twelve to run", WAIT, || async {
+        ledger.runs.load(std::sync::atomic::Ordering::SeqCst) == 12
+    })
+    .await;
+    runner.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(ledger.most.load(std::sync::atomic::Ordering::SeqCst), 4);
+    t
+}
+
+// Checklist 43: RUN_ASYNC false (the default) means one task at a time.
+async fn sync_mode_runs_one_task_at_a_time(t: TestDb) -> TestDb {
+    let ledger = Overlap::default();
+    let registry = Registry::new();
+    registry.register(ledger.clone());
+    let queue = queue_with(&t, registry, config(Mode::Sequential).async_threads(4));
+    assert_eq!(queue.config().concurrency(), 1);
+    for _ in 0..3 {
+        queue.enqueue::<Overlap>(&(100,)).await.unwrap();
+    }
+    let runner = Runner::start(queue.clone());
+    wait_for("all three to run", WAIT, || async {
+        ledger.runs.load(std::sync::atomic::Ordering::SeqCst) == 3
+    })
+    .await;
+    runner.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(ledger.most.load(std::sync::atomic::Ordering::SeqCst), 1);
+    t
+}
 
 // PriorityTestCase.test_priority, and checklist 24's tie order.
 async fn priority_order(t: TestDb) -> TestDb {

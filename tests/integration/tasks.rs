@@ -303,3 +303,27 @@ impl Task for Probe {
         Ok(())
     }
 }
+
+/// Ledger of overlapping executions: how many ran at the same time, at most.
+#[derive(Clone, Default)]
+pub struct Overlap {
+    pub current: Arc<AtomicUsize>,
+    pub most: Arc<AtomicUsize>,
+    pub runs: Arc<AtomicUsize>,
+}
+
+impl Task for Overlap {
+    type Params = (u64,);
+    type Output = ();
+    fn name() -> &'static str {
+        "overlap"
+    }
+    async fn run(&self, (millis,): (u64,), _: TaskContext) -> Result<(), TaskError> {
+        let now_running = self.current.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now_running, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(millis)).await;
+        self.current.fetch_sub(1, Ordering::SeqCst);
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
