@@ -66,9 +66,7 @@ impl Task for Fail {
         "bgtasks.fail"
     }
     async fn run(&self, _: (), _: TaskContext) -> Result<(), TaskError> {
-        Err(TaskError::msg(
-            "bgtasks.fail always fails (it is retried with backoff)",
-        ))
+        Err(TaskError::msg("bgtasks.fail always fails"))
     }
 }
 

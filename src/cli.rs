@@ -368,7 +368,11 @@ async fn migrate(url: Option<&str>, direction: Direction) -> Result<()> {
 fn init_logging(log_std: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only for a person at a terminal, never in files or pipes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     #[cfg(unix)]
     if log_std && let Some(log_file) = std_redirect::start() {
         builder

@@ -110,3 +110,18 @@ impl std::fmt::Debug for RunnerHandle {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Checklist 45: fast mode polls at once; slow mode waits 0.5 to 1.5 s.
+    #[test]
+    fn pace_pauses() {
+        assert_eq!(Pace::Fast.pause(), None);
+        for _ in 0..100 {
+            let pause = Pace::Slow.pause().unwrap();
+            assert!(pause >= Duration::from_millis(500) && pause < Duration::from_millis(1500));
+        }
+    }
+}

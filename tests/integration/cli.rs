@@ -13,7 +13,8 @@ on_all_backends!(
     process_runs_due_tasks_for_the_duration,
     process_honours_the_queue_filter,
     log_std_sends_task_output_to_the_log,
-    sigterm_stops_process_gracefully,
+    signals_stop_process_gracefully,
+    settings_come_from_the_environment,
     demo_runs_a_mixed_workload,
 );
 
@@ -130,47 +131,88 @@ async fn log_std_sends_task_output_to_the_log(t: TestDb) -> TestDb {
     t
 }
 
-// SIGTERM lets the running task finish and exits 0; the seed dies at once
-// and leaves the task locked for MAX_RUN_TIME.
-async fn sigterm_stops_process_gracefully(t: TestDb) -> TestDb {
+// SIGTERM, SIGINT and SIGTSTP let the running task finish and exit 0; the
+// seed dies at once on the first two and leaves the task locked for
+// MAX_RUN_TIME.
+async fn signals_stop_process_gracefully(t: TestDb) -> TestDb {
     let queue = queue(&t);
-    queue.enqueue::<builtin::Sleep>(&1.0).await.unwrap();
-    let child = bgtasks(&t)
-        .args(["process", "--sleep", "0.1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(
-        "the runner to take the task",
-        Duration::from_secs(30),
-        || async {
-            task_row::Entity::find()
-                .filter(task_row::Column::LockedBy.is_not_null())
-                .count(&t.db)
-                .await
-                .unwrap()
-                == 1
-        },
-    )
-    .await;
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let output = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{log}");
-    assert!(log.contains("SIGTERM"), "{log}");
-    assert_eq!(
-        task_row::Entity::find().count(&t.db).await.unwrap(),
-        0,
-        "the task finished: {log}"
-    );
+    for (signal, name) in [
+        ("-TERM", "SIGTERM"),
+        ("-INT", "SIGINT"),
+        ("-TSTP", "SIGTSTP"),
+    ] {
+        queue.enqueue::<builtin::Sleep>(&1.0).await.unwrap();
+        let child = bgtasks(&t)
+            .args(["process", "--sleep", "0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for(
+            "the runner to take the task",
+            Duration::from_secs(30),
+            || async {
+                task_row::Entity::find()
+                    .filter(task_row::Column::LockedBy.is_not_null())
+                    .count(&t.db)
+                    .await
+                    .unwrap()
+                    == 1
+            },
+        )
+        .await;
+        let sent = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let output = child.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{name}: {log}");
+        assert!(log.contains(name), "{log}");
+        assert_eq!(
+            task_row::Entity::find().count(&t.db).await.unwrap(),
+            0,
+            "{name}: the task finished: {log}"
+        );
+    }
     assert_eq!(
         completed_task::Entity::find().count(&t.db).await.unwrap(),
-        1
+        3
+    );
+    t
+}
+
+// The seed's settings, read from the environment by the binary.
+async fn settings_come_from_the_environment(t: TestDb) -> TestDb {
+    let queue = queue(&t);
+    queue.enqueue::<builtin::Fail>(&()).await.unwrap();
+    queue.enqueue::<builtin::Sleep>(&30.0).await.unwrap();
+    let output = bgtasks(&t)
+        .args(["process", "--duration", "3", "--sleep", "0.1"])
+        .env("MAX_ATTEMPTS", "1")
+        .env("MAX_RUN_TIME", "1")
+        .env("BACKGROUND_TASK_RUN_ASYNC", "true")
+        .env("BACKGROUND_TASK_ASYNC_THREADS", "2")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(log.contains("executors=2"), "{log}");
+    let failed = completed_task::Entity::find()
+        .filter(completed_task::Column::FailedAt.is_not_null())
+        .all(&t.db)
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 2, "MAX_ATTEMPTS=1: no retry: {log}");
+    let timed_out = failed
+        .iter()
+        .find(|c| c.task_name == "bgtasks.sleep")
+        .unwrap();
+    assert!(
+        timed_out.last_error.contains("MAX_RUN_TIME"),
+        "{}",
+        timed_out.last_error
     );
     t
 }

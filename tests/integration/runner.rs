@@ -133,6 +133,11 @@ on_all_backends_and_modes!(
     panicking_handler_is_a_failed_attempt,
     params_that_no_longer_decode_fail_permanently,
     unregistered_names_are_left_alone,
+    future_tasks_wait,
+    completed_row_copies_the_task,
+    priority_order,
+    logging_levels,
+    database_outage_logs_a_warning,
 );
 
 // TestTasks.test_run_next_task_nothing_scheduled; TestTaskRunner.test_get_task_to_run_no_tasks
@@ -745,6 +750,73 @@ async fn params_that_no_longer_decode_fail_permanently(t: TestDb, mode: Mode) ->
     t
 }
 
+// Checklist 25: a task whose run_at is in the future is not run.
+async fn future_tasks_wait(t: TestDb, mode: Mode) -> TestDb {
+    let record = Record::default();
+    let registry = Registry::new();
+    registry.register(record.clone());
+    let queue = queue_with(&t, registry, config(mode));
+    queue
+        .enqueue::<Record>(&(vec![json!("later")], Map::new()))
+        .schedule(60)
+        .await
+        .unwrap();
+    queue
+        .enqueue::<Record>(&(vec![json!("now")], Map::new()))
+        .await
+        .unwrap();
+    assert_eq!(drain(&queue, mode).await, 1);
+    assert_eq!(record.calls(), vec![(vec![json!("now")], Map::new())]);
+    assert_eq!(tasks(&t).await.len(), 1);
+    t
+}
+
+// TestTaskModel.test_create_completed_task, checklist 32: the history row
+// copies the task's fields; run_at is the completion time; attempts + 1.
+async fn completed_row_copies_the_task(t: TestDb, mode: Mode) -> TestDb {
+    let registry = Registry::new();
+    registry.register(Record::default());
+    let queue = queue_with(&t, registry, config(mode));
+    let until = Utc::now() + TimeDelta::days(2);
+    let until = chrono::DateTime::from_timestamp_micros(until.timestamp_micros()).unwrap();
+    let task = queue
+        .enqueue::<Record>(&(vec![json!(1)], kwargs(json!({"a": "b"}))))
+        .priority(7)
+        .queue("copies")
+        .verbose_name("Copied")
+        .creator(Creator::new(5, 6))
+        .repeat(repeat::NEVER)
+        .repeat_until(until)
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    let before = Utc::now();
+    assert_eq!(drain(&queue, mode).await, 1);
+    let done = history(&t).await.remove(0);
+    assert_eq!(done.task_name, task.task_name);
+    assert_eq!(done.task_params, task.task_params);
+    assert_eq!(done.task_hash, task.task_hash);
+    assert_eq!(done.priority, 7);
+    assert_eq!(done.queue.as_deref(), Some("copies"));
+    assert_eq!(done.verbose_name.as_deref(), Some("Copied"));
+    assert_eq!(
+        (done.creator_content_type_id, done.creator_object_id),
+        (Some(5), Some(6))
+    );
+    assert_eq!(done.repeat, 0);
+    assert_eq!(done.repeat_until, Some(until));
+    assert_eq!(done.attempts, 1, "a first-try success records attempts = 1");
+    assert_eq!(done.failed_at, None);
+    assert_eq!(done.locked_by.as_deref(), Some(queue.runner_id()));
+    assert!(
+        done.run_at >= before - TimeDelta::seconds(1),
+        "run_at is the completion time"
+    );
+    assert!(done.to_string().starts_with("Copied - "));
+    t
+}
+
 // Checklist 26: rows of names this runner has no handler for stay untouched.
 async fn unregistered_names_are_left_alone(t: TestDb, mode: Mode) -> TestDb {
     let registry = Registry::new();
@@ -768,7 +840,6 @@ async fn unregistered_names_are_left_alone(t: TestDb, mode: Mode) -> TestDb {
 on_all_backends!(
     pool_runs_up_to_async_threads_at_once,
     sync_mode_runs_one_task_at_a_time,
-    priority_order,
     ascending_priority_order,
     contested_claim_goes_to_one_runner,
     a_task_past_max_run_time_is_stopped_and_failed,
@@ -777,8 +848,6 @@ on_all_backends!(
     locks_held_elsewhere_do_not_take_executor_slots,
     a_blocking_task_does_not_stall_the_others,
     enqueue_wakes_the_runner,
-    logging_levels,
-    database_outage_logs_a_warning,
 );
 
 // Checklist 42/43: async mode runs up to ASYNC_THREADS at once, never more.
@@ -820,12 +889,13 @@ async fn sync_mode_runs_one_task_at_a_time(t: TestDb) -> TestDb {
     t
 }
 
-// PriorityTestCase.test_priority, and checklist 24's tie order.
-async fn priority_order(t: TestDb) -> TestDb {
+// PriorityTestCase.test_priority, and checklist 24's tie order. In pool
+// mode one executor, so the order of execution is the claim order.
+async fn priority_order(t: TestDb, mode: Mode) -> TestDb {
     let record = Record::default();
     let registry = Registry::new();
     registry.register(record.clone());
-    let queue = queue_with(&t, registry, config(Mode::Sequential));
+    let queue = queue_with(&t, registry, config(mode).async_threads(1));
     let call = |n: i64| (vec![json!(n)], Map::new());
     queue
         .enqueue::<Record>(&call(-1))
@@ -837,13 +907,17 @@ async fn priority_order(t: TestDb) -> TestDb {
         .priority(99)
         .await
         .unwrap();
-    assert!(queue.run_next_task().await);
-    assert_eq!(
-        record.calls(),
-        vec![call(99)],
-        "the first run takes priority 99 only"
-    );
-    assert!(queue.run_next_task().await);
+    if mode == Mode::Sequential {
+        assert!(queue.run_next_task().await);
+        assert_eq!(
+            record.calls(),
+            vec![call(99)],
+            "the first run takes priority 99 only"
+        );
+        assert!(queue.run_next_task().await);
+    } else {
+        assert_eq!(drain(&queue, mode).await, 2);
+    }
     assert_eq!(record.calls(), vec![call(99), call(-1)]);
 
     // Same priority: the older run_at first.
@@ -871,7 +945,7 @@ async fn priority_order(t: TestDb) -> TestDb {
         .schedule(-40)
         .await
         .unwrap();
-    while queue.run_next_task().await {}
+    drain(&queue, mode).await;
     let order: Vec<i64> = record.calls()[2..]
         .iter()
         .map(|c| c.0[0].as_i64().unwrap())
@@ -1149,12 +1223,13 @@ impl Captured {
 }
 
 // LoggingTestCase: a success logs nothing above info; a failure logs an
-// error and no warning.
-async fn logging_levels(t: TestDb) -> TestDb {
+// error and no warning. (Outcomes are logged by the Scheduler, which runs on
+// the test's thread in pool mode too, so a thread-local subscriber sees them.)
+async fn logging_levels(t: TestDb, mode: Mode) -> TestDb {
     use tracing_subscriber::layer::SubscriberExt;
     let registry = Registry::new();
     registry.register(Record::default()).register(Fail);
-    let queue = queue_with(&t, registry, config(Mode::Sequential));
+    let queue = queue_with(&t, registry, config(mode));
     queue
         .enqueue::<Record>(&(vec![], Map::new()))
         .await
@@ -1162,7 +1237,7 @@ async fn logging_levels(t: TestDb) -> TestDb {
     let captured = Captured::default();
     let _guard =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
-    assert!(queue.run_next_task().await);
+    assert_eq!(drain(&queue, mode).await, 1);
     let levels = captured.take();
     assert!(!levels.is_empty());
     assert!(
@@ -1171,7 +1246,7 @@ async fn logging_levels(t: TestDb) -> TestDb {
     );
 
     queue.enqueue::<Fail>(&(1,)).await.unwrap();
-    assert!(queue.run_next_task().await);
+    assert_eq!(drain(&queue, mode).await, 1);
     let levels = captured.take();
     assert!(
         levels.contains(&tracing::Level::ERROR),
@@ -1186,29 +1261,31 @@ async fn logging_levels(t: TestDb) -> TestDb {
 
 // DatabaseOutageTestCase.test_dropped_db_connection: a warning, no error,
 // no crash; a runner keeps running.
-async fn database_outage_logs_a_warning(t: TestDb) -> TestDb {
+async fn database_outage_logs_a_warning(t: TestDb, mode: Mode) -> TestDb {
     use tracing_subscriber::layer::SubscriberExt;
     let registry = Registry::new();
     registry.register(Record::default());
     let broken = sea_orm::Database::connect(&t.url).await.unwrap();
-    let queue = Queue::with_parts(
-        broken.clone(),
-        registry,
-        config(Mode::Pool).build().unwrap(),
-    );
+    let queue = Queue::with_parts(broken.clone(), registry, config(mode).build().unwrap());
+    queue
+        .enqueue::<Record>(&(vec![], Map::new()))
+        .await
+        .unwrap();
     broken.close_by_ref().await.unwrap();
     let captured = Captured::default();
-    {
-        let _guard =
-            tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
-        assert!(!queue.run_next_task().await);
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+    match mode {
+        Mode::Sequential => assert!(!queue.run_next_task().await),
+        Mode::Pool => {
+            // The runner's first poll fails at start; shutdown waits for it.
+            let runner = Runner::start(queue.clone());
+            runner.shutdown(Duration::from_secs(5)).await;
+        }
     }
     let levels = captured.take();
     assert!(levels.contains(&tracing::Level::WARN), "{levels:?}");
     assert!(!levels.contains(&tracing::Level::ERROR), "{levels:?}");
-
-    // The runner's first poll fails at start; shutdown waits for it.
-    let runner = Runner::start(queue.clone());
-    runner.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(tasks(&t).await.len(), 1, "nothing lost");
     t
 }
