@@ -131,3 +131,31 @@ mod tests {
         assert_eq!(locked_by_pid_running(Some("mylock")), Some(false));
     }
 }
+
+/// A registered runner and whether it is alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunnerStatus {
+    /// Its registry row: identity, host, pid, queue, executors, tasks held
+    /// at the last heartbeat, start and last heartbeat.
+    pub runner: crate::entity::runner::Model,
+    /// Whether its last heartbeat is younger than `lease`.
+    pub alive: bool,
+}
+
+/// Every registered runner (most recently started first), alive when seen
+/// within `lease` of `now`.
+pub async fn runners<C: ConnectionTrait>(
+    conn: &C,
+    lease: std::time::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<RunnerStatus>> {
+    let lease = chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::MAX);
+    Ok(crate::store::runners::list(conn)
+        .await?
+        .into_iter()
+        .map(|runner| RunnerStatus {
+            alive: runner.last_seen > now - lease,
+            runner,
+        })
+        .collect())
+}

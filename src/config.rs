@@ -15,6 +15,9 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 25;
 pub const DEFAULT_MAX_RUN_TIME: Duration = Duration::from_secs(3600);
 /// Default `--sleep`: seconds an idle runner waits between polls.
 pub const DEFAULT_SLEEP: Duration = Duration::from_secs(5);
+/// Default lease: a runner that has not renewed its locks for this long is
+/// taken for dead, and its tasks are run by others. Renewed every third of it.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// Longest allowed queue name (the column is `varchar(190)`).
 pub const MAX_QUEUE_NAME_LEN: usize = 190;
 
@@ -50,6 +53,7 @@ pub struct Config {
     pub(crate) priority_ordering: PriorityOrdering,
     pub(crate) sleep: Duration,
     pub(crate) queue: Option<String>,
+    pub(crate) lease: Duration,
     pub(crate) clock: Clock,
 }
 
@@ -63,6 +67,7 @@ impl Default for Config {
             priority_ordering: PriorityOrdering::Desc,
             sleep: DEFAULT_SLEEP,
             queue: None,
+            lease: DEFAULT_LEASE,
             clock: Clock::system(),
         }
     }
@@ -118,6 +123,17 @@ impl Config {
     /// Only run this named queue, `--queue` (default: every queue).
     pub fn queue(&self) -> Option<&str> {
         self.queue.as_deref()
+    }
+
+    /// How long a runner's locks last without renewal (default 30 s).
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// How often a runner renews its locks and its registry row: a third
+    /// of the lease, so two renewals may fail before the lease runs out.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.lease / 3
     }
 
     /// The clock the queue and runner read.
@@ -176,6 +192,15 @@ impl ConfigBuilder {
         self
     }
 
+    /// How long locks last without renewal before other runners take the
+    /// tasks back (default 30 s). Every runner on one database should use
+    /// the same value. Locks written by Django's `process_tasks` (a bare
+    /// PID, never renewed) still expire after `MAX_RUN_TIME`, as there.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.config.lease = lease;
+        self
+    }
+
     /// The clock to read (default: the system clock).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.config.clock = clock;
@@ -187,6 +212,12 @@ impl ConfigBuilder {
         let c = &self.config;
         if c.max_run_time.is_zero() {
             return Err(Error::invalid("MAX_RUN_TIME", "must be at least 1 second"));
+        }
+        if c.lease < Duration::from_millis(300) {
+            return Err(Error::invalid(
+                "lease",
+                "must be at least 0.3 seconds (it is renewed every third of it)",
+            ));
         }
         if c.async_threads == 0 {
             return Err(Error::invalid(

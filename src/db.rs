@@ -44,9 +44,10 @@ pub async fn open(url: Option<&str>) -> Result<DatabaseConnection> {
 
 /// Connects without touching the schema.
 ///
-/// SQLite runs in WAL mode (readers never wait for the writer) with a busy
-/// timeout of [`SQLITE_BUSY_TIMEOUT`] and `synchronous = FULL`, so a committed
-/// task survives a power cut. PostgreSQL and MySQL connections time out after
+/// SQLite runs in WAL mode (other processes read while one writes) with a
+/// busy timeout of [`SQLITE_BUSY_TIMEOUT`] and `synchronous = FULL`, so a
+/// committed task survives a power cut, through one connection per process
+/// (all of a process's writes go through one writer). PostgreSQL and MySQL connections time out after
 /// [`CONNECT_TIMEOUT`] instead of hanging on an unreachable host.
 pub async fn connect(url: Option<&str>) -> Result<DatabaseConnection> {
     let url = match url {
@@ -57,12 +58,25 @@ pub async fn connect(url: Option<&str>) -> Result<DatabaseConnection> {
     options
         .connect_timeout(CONNECT_TIMEOUT)
         .acquire_timeout(CONNECT_TIMEOUT)
-        .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(|opts| {
-            opts.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(SQLITE_BUSY_TIMEOUT)
-        });
+        .sqlx_logging(false);
+    if url.starts_with("sqlite:") {
+        // One connection: this process's writes queue up in the pool, in
+        // order, instead of several connections fighting for SQLite's one
+        // write lock through its busy handler (which sleeps up to 100 ms a
+        // try, and under load ends in "database is locked"). Other
+        // processes still wait for the lock up to the busy timeout. Inside
+        // your own transaction, enqueue with `enqueue_with(&txn, ..)`: the
+        // pool's only connection is the transaction's.
+        options
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(SQLITE_BUSY_TIMEOUT * 2);
+    }
+    options.map_sqlx_sqlite_opts(|opts| {
+        opts.journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+    });
     Database::connect(options)
         .await
         .map_err(|source| Error::Connect {

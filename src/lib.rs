@@ -61,10 +61,10 @@ mod worker;
 
 pub use clock::Clock;
 pub use config::{
-    Config, ConfigBuilder, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RUN_TIME, DEFAULT_SLEEP,
-    MAX_QUEUE_NAME_LEN, PriorityOrdering,
+    Config, ConfigBuilder, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RUN_TIME,
+    DEFAULT_SLEEP, MAX_QUEUE_NAME_LEN, PriorityOrdering,
 };
-pub use entity::{completed_task, task as task_row};
+pub use entity::{completed_task, runner as runner_row, task as task_row};
 pub use error::{Error, Result};
 pub use events::{Event, Events};
 pub use queries::{CompletedTaskQuery, TaskQuery};

@@ -24,7 +24,7 @@ use crate::events::{Event, Events};
 use crate::params::{self, ParamsError};
 use crate::registry::Registry;
 use crate::schedule::{Action, Schedule};
-use crate::store::enqueue as store;
+use crate::store::{self, enqueue};
 use crate::task::{Task, TaskDefaults};
 use crate::worker;
 
@@ -341,6 +341,9 @@ struct Inner {
     config: Config,
     runner_id: String,
     wake: Arc<tokio::sync::Notify>,
+    /// Tasks this queue's runner claimed and has not recorded yet: the
+    /// locks its heartbeat renews.
+    running: std::sync::Mutex<std::collections::HashSet<i32>>,
 }
 
 /// Handle on the queue: enqueue tasks, query them, share the registry and
@@ -366,6 +369,7 @@ impl Queue {
                 config,
                 runner_id: worker::runner_identity(),
                 wake: Arc::new(tokio::sync::Notify::new()),
+                running: std::sync::Mutex::default(),
             }),
         }
     }
@@ -404,6 +408,34 @@ impl Queue {
     /// ([`crate::Runner`]) does the same continuously, several at a time.
     pub async fn run_next_task(&self) -> bool {
         worker::run_next_task(self).await
+    }
+
+    /// Ids of the tasks claimed here and not yet recorded.
+    pub(crate) fn running_ids(&self) -> Vec<i32> {
+        let running = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        running.iter().copied().collect()
+    }
+
+    pub(crate) fn track_running(&self, ids: impl IntoIterator<Item = i32>) {
+        let mut running = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        running.extend(ids);
+    }
+
+    pub(crate) fn untrack_running(&self, id: i32) {
+        let mut running = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        running.remove(&id);
     }
 
     /// Tells a runner of this queue in this process to look for work now.
@@ -475,11 +507,11 @@ impl Queue {
         let resolved = spec.resolve(now)?;
         let single_statement = !resolved.remove_existing && resolved.action == Action::Schedule;
         let enqueued = if single_statement {
-            Enqueued::Created(store::insert(conn, resolved.row).await?)
+            Enqueued::Created(enqueue::insert(conn, resolved.row).await?)
         } else {
             // Several statements: one transaction (a savepoint inside the
             // caller's), so nothing is half-done if one of them fails.
-            let txn = conn.begin().await?;
+            let txn = store::begin_write(conn).await?;
             let enqueued = self.write(&txn, resolved, now).await?;
             txn.commit().await?;
             enqueued
@@ -508,7 +540,7 @@ impl Queue {
             remove_existing,
         } = resolved;
         if remove_existing {
-            store::delete_waiting_with_hash(conn, &row.task_hash).await?;
+            enqueue::delete_waiting_with_hash(conn, &row.task_hash).await?;
         }
         // As in the seed, existing rows are looked for in the task's queue
         // when it has one, and in every queue when it has none.
@@ -517,7 +549,7 @@ impl Queue {
         match action {
             Action::Schedule => {}
             Action::RescheduleExisting => {
-                let count = store::reschedule_existing(
+                let count = enqueue::reschedule_existing(
                     conn,
                     &row.task_hash,
                     queue,
@@ -533,13 +565,13 @@ impl Queue {
             }
             Action::CheckExisting => {
                 if let Some(id) =
-                    store::find_existing(conn, &row.task_hash, queue, now, expiry).await?
+                    enqueue::find_existing(conn, &row.task_hash, queue, now, expiry).await?
                 {
                     return Ok(Enqueued::AlreadyExists { id });
                 }
             }
         }
-        Ok(Enqueued::Created(store::insert(conn, row).await?))
+        Ok(Enqueued::Created(enqueue::insert(conn, row).await?))
     }
 
     /// Writes many tasks with one INSERT per chunk of rows, in one
@@ -584,11 +616,11 @@ impl Queue {
         if rows.is_empty() {
             return Ok(0);
         }
-        let txn = conn.begin().await?;
-        for hashes in remove.chunks(store::INSERT_CHUNK) {
-            store::delete_waiting_with_hashes(&txn, hashes).await?;
+        let txn = store::begin_write(conn).await?;
+        for hashes in remove.chunks(enqueue::INSERT_CHUNK) {
+            enqueue::delete_waiting_with_hashes(&txn, hashes).await?;
         }
-        let inserted = store::insert_many(&txn, rows).await?;
+        let inserted = enqueue::insert_many(&txn, rows).await?;
         txn.commit().await?;
         self.inner.wake.notify_one();
         Ok(inserted)

@@ -19,10 +19,11 @@ use crate::events::Event;
 use crate::queue::Queue;
 use crate::store::claim::{self, ClaimFilter};
 use crate::store::outcome::{self, Applied};
+use crate::store::runners;
 use crate::task::{TaskContext, TaskError};
 
 /// How one execution of a task body ended.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Execution {
     /// The body returned `Ok`.
     Succeeded,
@@ -115,33 +116,89 @@ pub(crate) async fn claim(queue: &Queue, limit: usize) -> Result<Vec<task::Model
         queue: config.queue(),
         ordering: config.priority_ordering(),
     };
-    claim::claim(
-        queue.db(),
-        queue.runner_id(),
-        config.clock().now(),
-        limit,
-        &filter,
-    )
-    .await
+    let now = config.clock().now();
+    let tasks = claim::claim(queue.db(), queue.runner_id(), now, limit, &filter).await?;
+    queue.track_running(tasks.iter().map(|t| t.id));
+    Ok(tasks)
 }
 
-/// The seed's lock expiry: unlocks rows locked longer than `MAX_RUN_TIME`.
+/// Takes back tasks of runners that stopped renewing their locks (see
+/// [`claim::unlock_expired`]).
 pub(crate) async fn unlock_expired(queue: &Queue) -> Result<u64> {
     let config = queue.config();
+    let now = config.clock().now();
+    let lease = TimeDelta::from_std(config.lease()).unwrap_or(TimeDelta::MAX);
     let max_run_time = TimeDelta::from_std(config.max_run_time()).unwrap_or(TimeDelta::MAX);
-    let cutoff = config.clock().now() - max_run_time;
-    let unlocked = claim::unlock_expired(queue.db(), queue.runner_id(), cutoff).await?;
+    let unlocked = claim::unlock_expired(queue.db(), now - lease, now - max_run_time).await?;
     if unlocked > 0 {
         tracing::warn!(
             unlocked,
-            "unlocked tasks whose lock is older than MAX_RUN_TIME; their runner died or overran"
+            "took back tasks whose runner stopped renewing its locks (it died or hung); \
+             they will run again"
         );
     }
     Ok(unlocked)
 }
 
-/// Writes the outcome of an execution of `task` and emits its events.
+/// Renews the locks of the tasks this runner is running, and its registry
+/// row. Registers the runner again if its row was removed.
+pub(crate) async fn heartbeat(queue: &Queue) -> Result<()> {
+    let now = queue.config().clock().now();
+    let running = queue.running_ids();
+    if runners::heartbeat(queue.db(), queue.runner_id(), &running, now)
+        .await?
+        .is_none()
+    {
+        register(queue).await?;
+    }
+    Ok(())
+}
+
+/// Writes this runner's registry row.
+pub(crate) async fn register(queue: &Queue) -> Result<()> {
+    let now = queue.config().clock().now();
+    let executors = i32::try_from(queue.config().concurrency()).unwrap_or(i32::MAX);
+    let row = crate::entity::runner::Model {
+        runner_id: queue.runner_id().to_owned(),
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
+        queue: queue.config().queue().map(str::to_owned),
+        executors,
+        running: 0,
+        started_at: now,
+        last_seen: now,
+    };
+    runners::register(queue.db(), row).await
+}
+
+/// Removes this runner's registry row (clean shutdown), and forgets
+/// runners not seen for a day.
+pub(crate) async fn deregister(queue: &Queue) -> Result<()> {
+    runners::deregister(queue.db(), queue.runner_id()).await?;
+    let day_ago = queue.config().clock().now() - TimeDelta::days(1);
+    runners::forget_dead(queue.db(), day_ago).await?;
+    Ok(())
+}
+
+/// Writes the outcome of an execution of `task` and emits its events; the
+/// task then no longer counts as running here (its lock is not renewed).
 pub(crate) async fn apply(queue: &Queue, task: task::Model, execution: Execution) -> Result<()> {
+    let id = task.id;
+    let applied = apply_outcome(queue, task, execution).await;
+    if applied.is_ok() {
+        queue.untrack_running(id);
+    }
+    applied
+}
+
+/// Gives up recording the outcome of `task` (the database stayed away at
+/// shutdown): its lock is no longer renewed, so it expires and the task
+/// runs again.
+pub(crate) fn abandon(queue: &Queue, task_id: i32) {
+    queue.untrack_running(task_id);
+}
+
+async fn apply_outcome(queue: &Queue, task: task::Model, execution: Execution) -> Result<()> {
     let now = queue.config().clock().now();
     let runner = queue.runner_id();
     let applied = match &execution {
@@ -227,7 +284,22 @@ pub(crate) async fn run_claimed(queue: &Queue, task: task::Model) -> Result<()> 
     tracing::info!(task.id, "Running {task}");
     queue.events().emit(Event::Started { task: task.clone() });
     let execution = match spawn_execution(queue, &task) {
-        Some(handle) => finish_execution(handle, queue.config().max_run_time()).await,
+        Some(handle) => {
+            // Renew the lock while the body runs, so no other runner takes
+            // the task for abandoned.
+            let beat = async {
+                loop {
+                    tokio::time::sleep(queue.config().heartbeat_interval()).await;
+                    if let Err(err) = heartbeat(queue).await {
+                        tracing::warn!("could not renew the task's lock: {err}");
+                    }
+                }
+            };
+            tokio::select! {
+                execution = finish_execution(handle, queue.config().max_run_time()) => execution,
+                never = beat => never,
+            }
+        }
         None => Execution::Released,
     };
     apply(queue, task, execution).await

@@ -17,6 +17,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_create_seed_tables;
 mod m20261127_000002_add_claim_index;
+mod m20261127_000003_create_runner_table;
 
 /// Every migration of the queue's schema, in order.
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_create_seed_tables::Migration),
             Box::new(m20261127_000002_add_claim_index::Migration),
+            Box::new(m20261127_000003_create_runner_table::Migration),
         ]
     }
 

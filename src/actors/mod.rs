@@ -11,28 +11,38 @@ mod executor;
 mod poller;
 mod scheduler;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
 
 use crate::queue::Queue;
+use crate::worker;
 use executor::Executor;
 use poller::{AbortRunning, Poller, SetPace, StopClaiming};
 
 use crate::runner::Pace;
 use scheduler::Scheduler;
 
+/// How long a shutdown waits, after the grace period, for outcomes that
+/// cannot be written (the database is away) before giving them up.
+const OUTCOME_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The running actors of one runner.
 pub(crate) struct Running {
+    queue: Queue,
     poller: Addr<Poller>,
     scheduler: Addr<Scheduler>,
     arbiters: Vec<Arbiter>,
+    abandon: Arc<AtomicBool>,
 }
 
 /// Starts a Scheduler and a Poller on the current arbiter, and the
 /// Executors each on a new arbiter. Must run inside an actix `System`.
 pub(crate) fn start(queue: Queue) -> Running {
-    let scheduler = Scheduler::new(queue.clone()).start();
+    let abandon = Arc::new(AtomicBool::new(false));
+    let scheduler = Scheduler::new(queue.clone(), Arc::clone(&abandon)).start();
     let count = queue.config().concurrency();
     let mut arbiters = Vec::with_capacity(count);
     let mut executors = Vec::with_capacity(count);
@@ -45,11 +55,13 @@ pub(crate) fn start(queue: Queue) -> Running {
         }));
         arbiters.push(arbiter);
     }
-    let poller = Poller::new(queue, executors).start();
+    let poller = Poller::new(queue.clone(), executors).start();
     Running {
+        queue,
         poller,
         scheduler,
         arbiters,
+        abandon,
     }
 }
 
@@ -69,13 +81,25 @@ impl Running {
                 grace.as_secs_f64()
             );
             self.poller.do_send(AbortRunning);
-            self.poller.send(StopClaiming).await.ok();
+            let flushed = self.poller.send(StopClaiming);
+            if tokio::time::timeout(OUTCOME_FLUSH_TIMEOUT, flushed)
+                .await
+                .is_err()
+            {
+                // Outcomes still waiting for the database: give them up
+                // (logged each); their tasks run again after their lease.
+                self.abandon.store(true, Ordering::SeqCst);
+                self.poller.send(StopClaiming).await.ok();
+            }
         }
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
         stop(&self.poller);
         stop(&self.scheduler);
+        if let Err(err) = worker::deregister(&self.queue).await {
+            tracing::warn!("could not remove this runner from the registry: {err}");
+        }
     }
 }
 

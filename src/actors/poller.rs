@@ -8,6 +8,7 @@
 //! executors.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -18,6 +19,11 @@ use crate::queue::Queue;
 use crate::runner::Pace;
 use crate::store::claim;
 use crate::worker;
+
+/// First pause before claiming again after a database error.
+const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest pause between claims while the database is away.
+const CLAIM_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Anyone → Poller: look for due tasks now.
 #[derive(Message)]
@@ -52,6 +58,8 @@ pub(crate) struct Poller {
     poll_again: bool,
     stopping: bool,
     pace: Pace,
+    /// Claims that failed in a row (database away): sets the backoff.
+    failures: u32,
     drained: Vec<oneshot::Sender<()>>,
 }
 
@@ -65,6 +73,7 @@ impl Poller {
             poll_again: false,
             stopping: false,
             pace: Pace::Fast,
+            failures: 0,
             drained: Vec::new(),
         }
     }
@@ -88,6 +97,13 @@ impl Poller {
             match claimed {
                 Ok(tasks) if act.stopping => act.hand_back(tasks, ctx),
                 Ok(tasks) => {
+                    if act.failures > 0 {
+                        tracing::info!(
+                            failures = act.failures,
+                            "the database is back; claiming again"
+                        );
+                        act.failures = 0;
+                    }
                     // Each dispatch polls again when its executor is free, so
                     // a backlog drains without waiting for the interval.
                     for task in tasks {
@@ -95,7 +111,18 @@ impl Poller {
                     }
                 }
                 Err(err) => {
-                    tracing::warn!("Failed to retrieve tasks. Database unreachable: {err}");
+                    // Retry soon, then less and less often, up to every 5 s,
+                    // so the runner resumes within seconds of the database
+                    // coming back without hammering it while it is away.
+                    let backoff = CLAIM_RETRY_FIRST
+                        .saturating_mul(1 << act.failures.min(6))
+                        .min(CLAIM_RETRY_MAX);
+                    act.failures = act.failures.saturating_add(1);
+                    tracing::warn!(
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "Failed to retrieve tasks. Database unreachable: {err}"
+                    );
+                    ctx.run_later(backoff, Self::poll);
                 }
             }
             if act.poll_again {
@@ -146,7 +173,13 @@ impl Poller {
         let ids: Vec<i32> = tasks.iter().map(|t| t.id).collect();
         let queue = self.queue.clone();
         self.claiming = true;
-        let release = async move { claim::release(queue.db(), queue.runner_id(), &ids).await };
+        let release = async move {
+            let released = claim::release(queue.db(), queue.runner_id(), &ids).await;
+            for id in ids {
+                worker::abandon(&queue, id);
+            }
+            released
+        };
         ctx.spawn(release.into_actor(self).map(|released, act, _| {
             if let Err(err) = released {
                 tracing::warn!(

@@ -1,12 +1,19 @@
-//! Scheduler: applies outcomes to the database and takes back expired locks.
+//! Scheduler: applies outcomes to the database, keeps this runner's leases
+//! alive, and takes back the tasks of runners that died.
 //!
 //! Receives [`Completed`] from the Executors. Success writes the history row,
 //! the next repetition and deletes the task; failure reschedules with the
-//! seed's backoff or fails permanently; a released task is unlocked. Every
-//! `MAX_RUN_TIME` (at most every minute) it unlocks rows whose lock is older
-//! than `MAX_RUN_TIME`: their runner died; and it reports due tasks whose
-//! name has no handler here (they wait for a runner that knows them).
+//! seed's backoff or fails permanently; a released task is unlocked. When
+//! the database is away, the write is retried with backoff until it comes
+//! back, so no outcome is dropped (the executor waits meanwhile).
+//!
+//! Every heartbeat (a third of the lease) it renews the locks this runner
+//! holds and its registry row, unlocks tasks whose runner stopped renewing
+//! (their lease ran out: it died or hung), and reports due tasks whose name
+//! has no handler here (they wait for a runner that knows them).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -16,11 +23,13 @@ use crate::entity::task;
 use crate::queue::Queue;
 use crate::worker::{self, Execution};
 
-/// Longest pause between two sweeps for expired locks.
-const MAX_RESCUE_INTERVAL: Duration = Duration::from_secs(60);
+/// First pause before writing an outcome again after a database error.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest pause between two tries.
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Executor → Scheduler: this execution ended. Resolves once the outcome is
-/// written (or the write failed and was logged).
+/// written, or given up at shutdown (logged).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Completed {
@@ -30,23 +39,27 @@ pub(crate) struct Completed {
 
 pub(crate) struct Scheduler {
     queue: Queue,
+    /// Set at shutdown when the database stays away: stop retrying writes.
+    abandon: Arc<AtomicBool>,
     /// Due task names without a handler here, as last reported.
     unhandled: Vec<(String, i64)>,
 }
 
 impl Scheduler {
-    pub(crate) fn new(queue: Queue) -> Self {
+    pub(crate) fn new(queue: Queue, abandon: Arc<AtomicBool>) -> Self {
         Self {
             queue,
+            abandon,
             unhandled: Vec::new(),
         }
     }
 
-    /// One sweep: take back expired locks, and report due tasks that no
-    /// handler here can run (once per change, so it does not flood the log).
-    fn rescue(&mut self, ctx: &mut Context<Self>) {
+    /// One heartbeat: renew our leases, take back expired ones, report due
+    /// tasks nobody here can run (once per change, to keep the log quiet).
+    fn beat(&mut self, ctx: &mut Context<Self>) {
         let queue = self.queue.clone();
         let sweep = async move {
+            worker::heartbeat(&queue).await?;
             worker::unlock_expired(&queue).await?;
             let now = queue.config().clock().now();
             admin::unhandled_due(queue.db(), queue.registry(), now).await
@@ -63,7 +76,9 @@ impl Scheduler {
             }
             Ok(_) => {}
             Err(err) => {
-                tracing::warn!("could not look for expired locks. Database unreachable: {err}");
+                tracing::warn!(
+                    "heartbeat failed; retrying at the next one. Database unreachable: {err}"
+                );
             }
         }));
     }
@@ -73,9 +88,8 @@ impl Actor for Scheduler {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.rescue(ctx);
-        let every = self.queue.config().max_run_time().min(MAX_RESCUE_INTERVAL);
-        ctx.run_interval(every, Self::rescue);
+        self.beat(ctx);
+        ctx.run_interval(self.queue.config().heartbeat_interval(), Self::beat);
     }
 }
 
@@ -90,14 +104,45 @@ impl Handler<Completed> for Scheduler {
         _ctx: &mut Context<Self>,
     ) -> Self::Result {
         let queue = self.queue.clone();
+        let abandon = Arc::clone(&self.abandon);
         Box::pin(async move {
             let id = task.id;
-            if let Err(err) = worker::apply(&queue, task, execution).await {
-                tracing::warn!(
-                    task.id = id,
-                    "could not record the outcome of a task; it stays locked until its lock \
-                     expires and is then run again. Database unreachable: {err}"
-                );
+            let mut pause = RETRY_FIRST;
+            let mut tries = 0u32;
+            loop {
+                match worker::apply(&queue, task.clone(), execution.clone()).await {
+                    Ok(()) => {
+                        if tries > 0 {
+                            tracing::info!(
+                                task.id = id,
+                                tries,
+                                "outcome recorded after the database came back"
+                            );
+                        }
+                        return;
+                    }
+                    Err(err) if abandon.load(Ordering::SeqCst) => {
+                        worker::abandon(&queue, id);
+                        tracing::error!(
+                            task.id = id,
+                            "shutting down with the database still unreachable: the outcome of {task} \
+                             is not recorded; the task runs again once its lease expires: {err}"
+                        );
+                        return;
+                    }
+                    Err(err) => {
+                        if tries == 0 {
+                            tracing::warn!(
+                                task.id = id,
+                                "could not record the outcome of {task}; retrying until the database \
+                                 is back. Database unreachable: {err}"
+                            );
+                        }
+                        tries += 1;
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(RETRY_MAX);
+                    }
+                }
             }
         })
     }

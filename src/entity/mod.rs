@@ -5,4 +5,5 @@
 //! same rows can be read by Django's admin. All timestamps are UTC.
 
 pub mod completed_task;
+pub mod runner;
 pub mod task;

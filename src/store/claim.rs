@@ -21,7 +21,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, RuntimeErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    TransactionTrait,
 };
 
 use super::Sql;
@@ -75,12 +75,7 @@ pub(crate) async fn claim(
         }
         DbBackend::MySql => claim_mysql(db, runner, now, limit, filter).await?,
         _ => {
-            let txn = db
-                .begin_with_options(TransactionOptions {
-                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                    ..Default::default()
-                })
-                .await?;
+            let txn = super::begin_write(db).await?;
             let mut sql = Sql::new(backend);
             sql.push("UPDATE background_task SET locked_by = ")
                 .bind(runner)
@@ -206,28 +201,32 @@ fn is_lock_conflict(err: &DbErr) -> bool {
         .is_some_and(|mysql| matches!(mysql.number(), 1205 | 1213))
 }
 
-/// The seed's lock expiry: rows locked before `cutoff` (by a runner that
-/// died, or past `MAX_RUN_TIME`) are unlocked so any runner can take them
-/// again. Attempts are not counted: the execution never reported. Returns
-/// how many rows were unlocked.
+/// Lock expiry: takes back tasks whose runner stopped renewing their locks,
+/// so any runner can run them again. Attempts are not counted: the
+/// execution never reported. Returns how many rows were unlocked.
 ///
-/// Rows locked by `runner` itself are left alone: its own executions end at
-/// `MAX_RUN_TIME` by themselves and record their outcome, and taking them
-/// back here would run them a second time in parallel (the seed's bug).
+/// - Locks of this crate's runners (`host:pid:random`) are renewed by their
+///   heartbeat while the task runs; one older than `lease_cutoff` belongs to
+///   a runner that died or hung, or to a claim whose runner never learned
+///   it succeeded (the connection dropped before the reply). That includes
+///   this runner's own: it renews only what it runs.
+/// - Other locks (Django's `process_tasks` writes its bare PID and never
+///   renews) expire after `MAX_RUN_TIME`, as in the seed: `max_run_cutoff`.
 pub(crate) async fn unlock_expired(
     db: &DatabaseConnection,
-    runner: &str,
-    cutoff: DateTime<Utc>,
+    lease_cutoff: DateTime<Utc>,
+    max_run_cutoff: DateTime<Utc>,
 ) -> Result<u64> {
     let backend = db.get_database_backend();
     let mut sql = Sql::new(backend);
     sql.push(
         "UPDATE background_task SET locked_by = NULL, locked_at = NULL \
-         WHERE locked_by IS NOT NULL AND locked_at < ",
+         WHERE locked_by IS NOT NULL AND ((locked_by LIKE '%:%:%' AND locked_at < ",
     )
-    .bind(cutoff)
-    .push(" AND locked_by <> ")
-    .bind(runner);
+    .bind(lease_cutoff)
+    .push(") OR (locked_by NOT LIKE '%:%:%' AND locked_at < ")
+    .bind(max_run_cutoff)
+    .push("))");
     Ok(db.execute_raw(sql.build()).await?.rows_affected())
 }
 

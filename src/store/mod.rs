@@ -10,8 +10,23 @@ pub(crate) mod admin;
 pub(crate) mod claim;
 pub(crate) mod enqueue;
 pub(crate) mod outcome;
+pub(crate) mod runners;
 
-use sea_orm::{DbBackend, Statement, Value};
+use sea_orm::{
+    DbBackend, DbErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
+};
+
+/// Begins a transaction that writes. On SQLite it is `BEGIN IMMEDIATE`: it
+/// takes the write lock first, waiting up to the busy timeout, instead of
+/// starting as a reader and failing with "database is locked" when another
+/// writer got in first. Other backends (and nested transactions) ignore it.
+pub(crate) async fn begin_write<C: TransactionTrait>(conn: &C) -> Result<C::Transaction, DbErr> {
+    conn.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
+}
 
 /// A hand-written statement being built: text plus bound values, with the
 /// placeholder syntax of the backend (`$1` on PostgreSQL, `?` elsewhere).

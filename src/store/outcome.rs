@@ -15,7 +15,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionTrait,
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
 };
 
 use crate::entity::{completed_task, task};
@@ -76,7 +76,7 @@ pub(crate) async fn succeed(
     task: &task::Model,
     now: DateTime<Utc>,
 ) -> Result<Applied> {
-    let txn = db.begin().await?;
+    let txn = super::begin_write(db).await?;
     if !delete_if_held(&txn, runner, task.id).await? {
         txn.rollback().await?;
         return Ok(Applied::LeaseLost);
@@ -136,7 +136,7 @@ pub(crate) async fn fail(
     let attempts = task.attempts.saturating_add(1);
     let exhausted = i64::from(attempts) >= i64::from(max_attempts);
     if permanent || exhausted {
-        let txn = db.begin().await?;
+        let txn = super::begin_write(db).await?;
         if !delete_if_held(&txn, runner, task.id).await? {
             txn.rollback().await?;
             return Ok(Applied::LeaseLost);

@@ -290,3 +290,26 @@ macro_rules! on_all_backends_and_modes {
         )+
     };
 }
+
+/// Like [`on_all_backends`], for behaviour that only exists with a database
+/// server shared by several hosts (PostgreSQL and MySQL/MariaDB).
+#[macro_export]
+macro_rules! on_server_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use $crate::fixture::{run, Backend};
+
+                #[actix_rt::test]
+                async fn postgres() {
+                    run(Backend::Postgres, super::$name).await;
+                }
+
+                #[actix_rt::test]
+                async fn mysql() {
+                    run(Backend::MySql, super::$name).await;
+                }
+            }
+        )+
+    };
+}

@@ -6,9 +6,11 @@ mod fixture;
 mod tasks;
 
 mod admin;
+mod child;
 mod cli;
 mod connect;
 mod enqueue;
 mod queries;
+mod resilience;
 mod runner;
 mod schema;

@@ -1,0 +1,98 @@
+//! The runner registry and the heartbeat: a runner's row in
+//! `background_task_runner`, and the renewal of the locks it holds.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+
+use super::Sql;
+use crate::entity::runner;
+use crate::error::Result;
+
+/// Inserts (or replaces) the row of a starting runner.
+pub(crate) async fn register<C: ConnectionTrait>(conn: &C, row: runner::Model) -> Result<()> {
+    let model: runner::ActiveModel = row.into();
+    runner::Entity::insert(model)
+        .on_conflict(
+            OnConflict::column(runner::Column::RunnerId)
+                .update_columns([
+                    runner::Column::Host,
+                    runner::Column::Pid,
+                    runner::Column::Queue,
+                    runner::Column::Executors,
+                    runner::Column::Running,
+                    runner::Column::StartedAt,
+                    runner::Column::LastSeen,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await?;
+    Ok(())
+}
+
+/// One heartbeat: renews the locks of the tasks `runner_id` is running
+/// (`running`: so no other runner, and no Django `process_tasks`, takes them
+/// for expired) and refreshes its registry row. Rows it holds but does not
+/// know it runs (a claim whose reply was lost) are not renewed, so they
+/// expire and are run again. Returns how many locks were renewed, or `None`
+/// when its registry row is gone (removed as dead) and must be written again.
+pub(crate) async fn heartbeat<C: ConnectionTrait>(
+    conn: &C,
+    runner_id: &str,
+    running: &[i32],
+    now: DateTime<Utc>,
+) -> Result<Option<u64>> {
+    let backend = conn.get_database_backend();
+    let mut held = 0;
+    for ids in running.chunks(1_000) {
+        let mut renew = Sql::new(backend);
+        renew
+            .push("UPDATE background_task SET locked_at = ")
+            .bind(now)
+            .push(" WHERE locked_by = ")
+            .bind(runner_id)
+            .push(" AND id IN ")
+            .bind_list(ids.iter().copied());
+        held += conn.execute_raw(renew.build()).await?.rows_affected();
+    }
+    let seen = runner::Entity::update_many()
+        .col_expr(runner::Column::LastSeen, Expr::value(now))
+        .col_expr(
+            runner::Column::Running,
+            Expr::value(i32::try_from(held).unwrap_or(i32::MAX)),
+        )
+        .filter(runner::Column::RunnerId.eq(runner_id))
+        .exec(conn)
+        .await?;
+    Ok((seen.rows_affected > 0).then_some(held))
+}
+
+/// Removes a runner's row at a clean shutdown.
+pub(crate) async fn deregister<C: ConnectionTrait>(conn: &C, runner_id: &str) -> Result<()> {
+    runner::Entity::delete_many()
+        .filter(runner::Column::RunnerId.eq(runner_id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}
+
+/// Forgets runners not seen since `cutoff` (they died long ago).
+pub(crate) async fn forget_dead<C: ConnectionTrait>(
+    conn: &C,
+    cutoff: DateTime<Utc>,
+) -> Result<u64> {
+    Ok(runner::Entity::delete_many()
+        .filter(runner::Column::LastSeen.lt(cutoff))
+        .exec(conn)
+        .await?
+        .rows_affected)
+}
+
+/// Every registered runner, most recently started first.
+pub(crate) async fn list<C: ConnectionTrait>(conn: &C) -> Result<Vec<runner::Model>> {
+    Ok(runner::Entity::find()
+        .order_by_desc(runner::Column::StartedAt)
+        .all(conn)
+        .await?)
+}
