@@ -63,11 +63,9 @@ pub(crate) async fn claim(
             let mut sql = Sql::new(backend);
             sql.push("WITH due AS (");
             due_ids(&mut sql, now, limit, filter);
-            sql.push(" FOR UPDATE SKIP LOCKED) UPDATE background_task SET locked_by = ")
-                .bind(runner)
-                .push(", locked_at = ")
-                .bind(now)
-                .push(" FROM due WHERE background_task.id = due.id RETURNING background_task.*");
+            sql.push(" FOR UPDATE SKIP LOCKED) ");
+            lock_rows(&mut sql, runner, now);
+            sql.push(" FROM due WHERE background_task.id = due.id RETURNING background_task.*");
             task::Entity::find()
                 .from_raw_sql(sql.build())
                 .all(db)
@@ -77,11 +75,8 @@ pub(crate) async fn claim(
         _ => {
             let txn = super::begin_write(db).await?;
             let mut sql = Sql::new(backend);
-            sql.push("UPDATE background_task SET locked_by = ")
-                .bind(runner)
-                .push(", locked_at = ")
-                .bind(now)
-                .push(" WHERE locked_by IS NULL AND id IN (");
+            lock_rows(&mut sql, runner, now);
+            sql.push(" WHERE locked_by IS NULL AND id IN (");
             due_ids(&mut sql, now, limit, filter);
             sql.push(") RETURNING *");
             let tasks = task::Entity::find()
@@ -139,13 +134,8 @@ async fn claim_mysql_once(
         return Ok(Vec::new());
     }
     let mut update = Sql::new(backend);
-    update
-        .push("UPDATE background_task SET locked_by = ")
-        .bind(runner)
-        .push(", locked_at = ")
-        .bind(now)
-        .push(" WHERE id IN ")
-        .bind_list(ids.iter().copied());
+    lock_rows(&mut update, runner, now);
+    update.push(" WHERE id IN ").bind_list(ids.iter().copied());
     txn.execute_raw(update.build()).await?;
     let mut read = Sql::new(backend);
     read.push("SELECT * FROM background_task WHERE id IN ")
@@ -156,6 +146,15 @@ async fn claim_mysql_once(
         .await?;
     txn.commit().await?;
     Ok(tasks)
+}
+
+/// `UPDATE background_task SET locked_by = <runner>, locked_at = <now>`:
+/// the mark of a claim, the same on every backend.
+fn lock_rows(sql: &mut Sql, runner: &str, now: DateTime<Utc>) {
+    sql.push("UPDATE background_task SET locked_by = ")
+        .bind(runner)
+        .push(", locked_at = ")
+        .bind(now);
 }
 
 /// `SELECT id FROM background_task WHERE <due> ORDER BY <claim order> LIMIT n`.
