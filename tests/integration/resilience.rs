@@ -123,7 +123,8 @@ async fn many_runner_processes_drain_every_task_once(t: TestDb) -> TestDb {
 async fn killed_runners_lose_nothing(t: TestDb) -> TestDb {
     const TASKS: i64 = 3_000;
     const KILLS: usize = 4;
-    let lease = Duration::from_secs(1);
+    // Short, but with room for heartbeats delayed by a busy machine.
+    let lease = Duration::from_secs(2);
     create_ledger(&t.db).await;
     let queue = t.queue(Registry::new(), Config::default());
     enqueue_jobs(&queue, 0..TASKS, 20).await;
@@ -241,9 +242,10 @@ async fn heartbeats_keep_long_tasks_from_being_taken(t: TestDb) -> TestDb {
     let nap = Nap::default();
     let registry = Registry::new();
     registry.register(nap.clone());
-    let a = t.queue(registry.clone(), lease_config(600).build().unwrap());
-    let b = t.queue(registry, lease_config(600).build().unwrap());
-    a.enqueue::<Nap>(&(2_500,)).await.unwrap();
+    // A lease much shorter than the task: only renewal keeps it A's.
+    let a = t.queue(registry.clone(), lease_config(1_500).build().unwrap());
+    let b = t.queue(registry, lease_config(1_500).build().unwrap());
+    a.enqueue::<Nap>(&(4_500,)).await.unwrap();
     let runner_a = Runner::start(a.clone());
     wait_for(
         "runner A to start the task",
@@ -353,7 +355,7 @@ async fn the_registry_shows_live_runners(t: TestDb) -> TestDb {
     let nap = Nap::default();
     let registry = Registry::new();
     registry.register(nap.clone());
-    let queue = t.queue(registry, lease_config(600).queue("reg").build().unwrap());
+    let queue = t.queue(registry, lease_config(1_500).queue("reg").build().unwrap());
     queue.enqueue::<Nap>(&(1_500,)).queue("reg").await.unwrap();
     let runner = Runner::start(queue.clone());
     wait_for(
