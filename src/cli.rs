@@ -86,6 +86,11 @@ struct ProcessArgs {
     /// stopped and handed back.
     #[arg(long, default_value_t = 30.0)]
     grace: f64,
+    /// Seconds a runner's locks last without renewal: other runners take
+    /// the tasks of a runner silent for that long. Use one value for every
+    /// runner on a database.
+    #[arg(long, env = "BACKGROUND_TASK_LEASE", default_value_t = 30.0)]
+    lease: f64,
     #[command(flatten)]
     settings: Settings,
 }
@@ -199,7 +204,8 @@ async fn process(url: Option<&str>, registry: Registry, args: ProcessArgs) -> Re
     let mut builder = args
         .settings
         .config(args.threads)?
-        .sleep(seconds("--sleep", args.sleep)?);
+        .sleep(seconds("--sleep", args.sleep)?)
+        .lease(seconds("--lease", args.lease)?);
     if let Some(queue) = &args.queue {
         builder = builder.queue(queue);
     }
@@ -457,6 +463,7 @@ mod tests {
         assert_eq!(config.priority_ordering(), PriorityOrdering::Desc);
         assert_eq!(args.sleep, 5.0);
         assert_eq!(args.duration, 0);
+        assert_eq!(args.lease, 30.0);
 
         let cli =
             Cli::try_parse_from(["bgtasks", "process", "--threads", "3", "--queue", "q"]).unwrap();
