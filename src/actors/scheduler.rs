@@ -9,8 +9,9 @@
 //!
 //! Every heartbeat (a third of the lease) it renews the locks this runner
 //! holds and its registry row, unlocks tasks whose runner stopped renewing
-//! (their lease ran out: it died or hung), and reports due tasks whose name
-//! has no handler here (they wait for a runner that knows them).
+//! (their lease ran out: it died or hung); every few beats it reports due
+//! tasks whose name has no handler here (they wait for a runner that knows
+//! them).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,9 @@ use crate::admin;
 use crate::entity::task;
 use crate::queue::Queue;
 use crate::worker::{self, Execution};
+
+/// Due tasks without a handler here are counted every this many heartbeats.
+const UNHANDLED_REPORT_EVERY: u32 = 6;
 
 /// First pause before writing an outcome again after a database error.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -43,6 +47,8 @@ pub(crate) struct Scheduler {
     abandon: Arc<AtomicBool>,
     /// Due task names without a handler here, as last reported.
     unhandled: Vec<(String, i64)>,
+    /// Heartbeats so far.
+    beats: u32,
 }
 
 impl Scheduler {
@@ -51,6 +57,7 @@ impl Scheduler {
             queue,
             abandon,
             unhandled: Vec::new(),
+            beats: 0,
         }
     }
 
@@ -58,14 +65,23 @@ impl Scheduler {
     /// tasks nobody here can run (once per change, to keep the log quiet).
     fn beat(&mut self, ctx: &mut Context<Self>) {
         let queue = self.queue.clone();
+        // Counting due tasks per name reads every due row: do it at start
+        // and then every few beats only, so an idle runner stays cheap.
+        let report = self.beats.is_multiple_of(UNHANDLED_REPORT_EVERY);
+        self.beats = self.beats.wrapping_add(1);
         let sweep = async move {
             worker::heartbeat(&queue).await?;
             worker::unlock_expired(&queue).await?;
+            if !report {
+                return Ok(None);
+            }
             let now = queue.config().clock().now();
-            admin::unhandled_due(queue.db(), queue.registry(), now).await
+            admin::unhandled_due(queue.db(), queue.registry(), now)
+                .await
+                .map(Some)
         };
         ctx.spawn(sweep.into_actor(self).map(|swept, act, _| match swept {
-            Ok(unhandled) if unhandled != act.unhandled => {
+            Ok(Some(unhandled)) if unhandled != act.unhandled => {
                 if !unhandled.is_empty() {
                     tracing::info!(
                         ?unhandled,
