@@ -226,7 +226,7 @@ impl TaskSpec {
             ));
         }
         let schedule = self.schedule.merge(self.defaults.schedule);
-        let queue = self.queue.clone().or_else(|| self.defaults.queue.clone());
+        let queue = self.queue.or(self.defaults.queue);
         if let Some(queue) = &queue {
             validate_queue_name(queue)?;
         }
@@ -267,10 +267,10 @@ impl TaskSpec {
         let task_hash = params::task_hash(&self.name, &task_params);
         let row = task::Model {
             id: 0,
-            task_name: self.name.clone(),
+            task_name: self.name,
             task_params,
             task_hash,
-            verbose_name: self.verbose_name.clone(),
+            verbose_name: self.verbose_name,
             priority: self.priority.unwrap_or(schedule.resolved_priority()),
             run_at: crate::clock::to_db_precision(schedule.resolve_run_at(now)),
             repeat: self.repeat,
