@@ -107,9 +107,12 @@ struct Settings {
     /// Run several tasks at once (true/false).
     #[arg(long, env = "BACKGROUND_TASK_RUN_ASYNC", default_value = "false", value_parser = parse_bool)]
     run_async: bool,
-    /// Tasks at once in async mode (default: the CPU count).
+    /// Executor threads in async mode (default: the CPU count).
     #[arg(long, env = "BACKGROUND_TASK_ASYNC_THREADS")]
     async_threads: Option<usize>,
+    /// Task bodies each executor thread runs at once in async mode.
+    #[arg(long, env = "BACKGROUND_TASK_TASKS_PER_THREAD", default_value_t = 1)]
+    tasks_per_thread: usize,
     /// "DESC" (highest priority first) or exactly "ASC" (lowest first).
     #[arg(
         long,
@@ -162,6 +165,7 @@ impl Settings {
             .max_attempts(self.max_attempts)
             .max_run_time(seconds("MAX_RUN_TIME", self.max_run_time)?)
             .run_async(self.run_async)
+            .tasks_per_thread(self.tasks_per_thread)
             .priority_ordering(PriorityOrdering::from_setting(&self.priority_ordering));
         if let Some(threads) = self.async_threads {
             builder = builder.async_threads(threads);

@@ -48,15 +48,17 @@ impl Runner {
     /// example inside an actix-web app's `main`) and returns its handle.
     ///
     /// It runs tasks whose names are in the queue's registry, in the queue's
-    /// named queue (or all queues), one at a time, or `async_threads` at a
-    /// time in async mode, each executor on its own thread.
+    /// named queue (or all queues), one at a time, or in async mode
+    /// `async_threads × tasks_per_thread` at a time, each executor on its
+    /// own thread.
     ///
     /// # Panics
     /// When called outside an actix `System`.
     pub fn start(queue: Queue) -> RunnerHandle {
         tracing::info!(
             runner = queue.runner_id(),
-            executors = queue.config().concurrency(),
+            executors = queue.config().executors(),
+            concurrency = queue.config().concurrency(),
             tasks = ?queue.registry().names(),
             "runner started"
         );

@@ -10,7 +10,7 @@ use std::any::Any;
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio::task::JoinHandle;
 
 use crate::entity::task;
@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::events::Event;
 use crate::queue::Queue;
 use crate::store::claim::{self, ClaimFilter};
-use crate::store::outcome::{self, Applied};
+use crate::store::outcome::{self, Applied, Ending};
 use crate::store::runners;
 use crate::task::{TaskContext, TaskError};
 
@@ -37,6 +37,19 @@ pub(crate) enum Execution {
     /// The execution was stopped by a shutdown, or this runner has no
     /// handler for the task: hand the task back without counting an attempt.
     Released,
+}
+
+impl Execution {
+    fn ending(&self) -> Ending<'_> {
+        match self {
+            Execution::Succeeded => Ending::Succeeded,
+            Execution::Failed { error, permanent } => Ending::Failed {
+                error,
+                permanent: *permanent,
+            },
+            Execution::Released => Ending::Released,
+        }
+    }
 }
 
 /// A runner identity unique across hosts and restarts, within the 64
@@ -183,12 +196,30 @@ pub(crate) async fn deregister(queue: &Queue) -> Result<()> {
 /// Writes the outcome of an execution of `task` and emits its events; the
 /// task then no longer counts as running here (its lock is not renewed).
 pub(crate) async fn apply(queue: &Queue, task: task::Model, execution: Execution) -> Result<()> {
-    let id = task.id;
-    let applied = apply_outcome(queue, task, execution).await;
-    if applied.is_ok() {
-        queue.untrack_running(id);
+    apply_batch(queue, &[(task, execution)]).await
+}
+
+/// Writes the outcomes of several executions in one transaction, then
+/// emits their events in order.
+pub(crate) async fn apply_batch(queue: &Queue, batch: &[(task::Model, Execution)]) -> Result<()> {
+    let now = queue.config().clock().now();
+    let endings: Vec<(&task::Model, Ending<'_>)> = batch
+        .iter()
+        .map(|(task, execution)| (task, execution.ending()))
+        .collect();
+    let applied = outcome::record(
+        queue.db(),
+        queue.runner_id(),
+        &endings,
+        queue.config().max_attempts(),
+        now,
+    )
+    .await?;
+    for ((task, _), applied) in batch.iter().zip(applied) {
+        queue.untrack_running(task.id);
+        announce(queue, task, applied, now);
     }
-    applied
+    Ok(())
 }
 
 /// Gives up recording the outcome of `task` (the database stayed away at
@@ -198,38 +229,17 @@ pub(crate) fn abandon(queue: &Queue, task_id: i32) {
     queue.untrack_running(task_id);
 }
 
-async fn apply_outcome(queue: &Queue, task: task::Model, execution: Execution) -> Result<()> {
-    let now = queue.config().clock().now();
-    let runner = queue.runner_id();
-    let applied = match &execution {
-        Execution::Succeeded => outcome::succeed(queue.db(), runner, &task, now).await?,
-        Execution::Failed { error, permanent } => {
-            outcome::fail(
-                queue.db(),
-                runner,
-                &task,
-                error,
-                *permanent,
-                queue.config().max_attempts(),
-                now,
-            )
-            .await?
-        }
-        Execution::Released => {
-            claim::release(queue.db(), runner, &[task.id]).await?;
-            tracing::info!(task.id, "handed back {task} unfinished");
-            return Ok(());
-        }
-    };
+/// Logs what was written for `task` and emits its events.
+fn announce(queue: &Queue, task: &task::Model, applied: Applied, now: DateTime<Utc>) {
     let events = queue.events();
     match applied {
         Applied::Succeeded {
             completed,
-            repetition,
+            repeats_at,
         } => {
             tracing::info!(task.id, "Ran task and deleting {task}");
-            if let Some(next) = repetition {
-                tracing::debug!(task.id, next.id, "{task} repeats at {}", next.run_at);
+            if let Some(next) = repeats_at {
+                tracing::debug!(task.id, "{task} repeats at {next}");
             }
             events.emit(Event::Successful {
                 task_id: task.id,
@@ -267,6 +277,10 @@ async fn apply_outcome(queue: &Queue, task: task::Model, execution: Execution) -
                 completed,
             });
         }
+        Applied::Released => {
+            tracing::info!(task.id, "handed back {task} unfinished");
+            return;
+        }
         Applied::LeaseLost => {
             tracing::warn!(
                 task.id,
@@ -276,7 +290,6 @@ async fn apply_outcome(queue: &Queue, task: task::Model, execution: Execution) -
         }
     }
     events.emit(Event::Finished { task_id: task.id });
-    Ok(())
 }
 
 /// Runs `task` (already claimed) to the end: events, body, outcome.

@@ -1,4 +1,5 @@
-//! Executor: runs one task body at a time.
+//! Executor: runs the task bodies the Poller hands it, up to
+//! `tasks_per_thread` at once, on its own thread.
 //!
 //! Receives [`Execute`] from the Poller and [`Abort`] from the shutdown
 //! path; sends [`Completed`] to the Scheduler. Each executor lives on its
@@ -6,6 +7,8 @@
 //! blocks its thread stalls only its own executor. The body runs as a
 //! spawned task, so a panic becomes a failed attempt instead of a dead
 //! executor, and `MAX_RUN_TIME` can stop it.
+
+use std::collections::HashMap;
 
 use actix::prelude::*;
 use tokio::task::AbortHandle;
@@ -31,7 +34,7 @@ pub(crate) struct Abort;
 pub(crate) struct Executor {
     queue: Queue,
     scheduler: Recipient<Completed>,
-    running: Option<AbortHandle>,
+    running: HashMap<i32, AbortHandle>,
 }
 
 impl Executor {
@@ -39,7 +42,7 @@ impl Executor {
         Self {
             queue,
             scheduler,
-            running: None,
+            running: HashMap::new(),
         }
     }
 }
@@ -49,8 +52,8 @@ impl Actor for Executor {
 }
 
 impl Handler<Execute> for Executor {
-    // An actor future, not `wait`: the mailbox stays open for `Abort` while
-    // the body runs, and the handler clears `running` when it ends.
+    // An actor future, not `wait`: the mailbox stays open for more tasks
+    // and for `Abort` while bodies run; each clears its entry when it ends.
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, Execute(task): Execute, _ctx: &mut Context<Self>) -> Self::Result {
@@ -58,8 +61,11 @@ impl Handler<Execute> for Executor {
         self.queue
             .events()
             .emit(Event::Started { task: task.clone() });
+        let id = task.id;
         let handle = worker::spawn_execution(&self.queue, &task);
-        self.running = handle.as_ref().map(|h| h.abort_handle());
+        if let Some(handle) = &handle {
+            self.running.insert(id, handle.abort_handle());
+        }
         let limit = self.queue.config().max_run_time();
         let scheduler = self.scheduler.clone();
         let work = async move {
@@ -71,7 +77,9 @@ impl Handler<Execute> for Executor {
                 tracing::error!("the scheduler is gone; an outcome was not recorded: {err}");
             }
         };
-        Box::pin(work.into_actor(self).map(|(), act, _| act.running = None))
+        Box::pin(work.into_actor(self).map(move |(), act, _| {
+            act.running.remove(&id);
+        }))
     }
 }
 
@@ -79,7 +87,7 @@ impl Handler<Abort> for Executor {
     type Result = ();
 
     fn handle(&mut self, _: Abort, _ctx: &mut Context<Self>) {
-        if let Some(running) = self.running.take() {
+        for (_, running) in self.running.drain() {
             running.abort();
         }
     }

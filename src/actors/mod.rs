@@ -43,7 +43,7 @@ pub(crate) struct Running {
 pub(crate) fn start(queue: Queue) -> Running {
     let abandon = Arc::new(AtomicBool::new(false));
     let scheduler = Scheduler::new(queue.clone(), Arc::clone(&abandon)).start();
-    let count = queue.config().concurrency();
+    let count = queue.config().executors();
     let mut arbiters = Vec::with_capacity(count);
     let mut executors = Vec::with_capacity(count);
     for _ in 0..count {

@@ -1,9 +1,11 @@
 //! Poller: claims due tasks and hands them to idle Executors.
 //!
-//! Wakes every `sleep` seconds, at once when an executor becomes free, and
-//! when this process enqueues a task ([`Wake`]). It claims at most as many
-//! tasks as it has idle executors, in one statement, so nothing waits in
-//! memory while another runner could have run it. Receives [`Wake`],
+//! Wakes every `sleep` seconds, at once when a slot becomes free, and when
+//! new work may be there ([`Wake`]: an enqueue in this process, or the
+//! backend's watcher). Each executor has `tasks_per_thread` slots; the
+//! Poller claims at most as many tasks as there are free slots, in one
+//! statement, so nothing waits in memory while another runner could have
+//! run it. Receives [`Wake`],
 //! [`StopClaiming`] and [`AbortRunning`]; sends `Execute` and `Abort` to
 //! executors.
 
@@ -50,6 +52,7 @@ pub(crate) struct AbortRunning;
 
 pub(crate) struct Poller {
     queue: Queue,
+    /// Free slots: each executor appears once per task it can still take.
     idle: Vec<Addr<Executor>>,
     busy: HashMap<i32, Addr<Executor>>,
     claiming: bool,
@@ -65,9 +68,18 @@ pub(crate) struct Poller {
 
 impl Poller {
     pub(crate) fn new(queue: Queue, executors: Vec<Addr<Executor>>) -> Self {
+        // Interleaved, so consecutive tasks go to different threads.
+        let slots = queue
+            .config()
+            .concurrency()
+            .div_ceil(executors.len().max(1));
+        let idle = (0..slots)
+            .flat_map(|_| executors.iter().cloned())
+            .take(queue.config().concurrency())
+            .collect();
         Self {
             queue,
-            idle: executors,
+            idle,
             busy: HashMap::new(),
             claiming: false,
             poll_again: false,
@@ -78,7 +90,7 @@ impl Poller {
         }
     }
 
-    /// Claims as many due tasks as there are idle executors.
+    /// Claims as many due tasks as there are free slots.
     fn poll(&mut self, ctx: &mut Context<Self>) {
         if self.claiming {
             self.poll_again = true;
@@ -134,7 +146,7 @@ impl Poller {
 
     fn dispatch(&mut self, task: task::Model, ctx: &mut Context<Self>) {
         let Some(executor) = self.idle.pop() else {
-            // Cannot happen: the claim is sized by idle executors.
+            // Cannot happen: the claim is sized by free slots.
             self.hand_back(vec![task], ctx);
             return;
         };

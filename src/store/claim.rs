@@ -20,8 +20,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, RuntimeErr,
-    TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, TransactionTrait,
 };
 
 use super::Sql;
@@ -102,7 +101,7 @@ async fn claim_mysql(
     let mut attempt = 0;
     loop {
         match claim_mysql_once(db, runner, now, limit, filter).await {
-            Err(err) if attempt < MYSQL_CLAIM_RETRIES && is_lock_conflict(&err) => {
+            Err(err) if attempt < MYSQL_CLAIM_RETRIES && super::is_lock_conflict(&err) => {
                 attempt += 1;
                 tracing::debug!(attempt, "claim hit a lock conflict; retrying: {err}");
             }
@@ -186,20 +185,6 @@ fn sort_in_claim_order(tasks: &mut [task::Model], ordering: PriorityOrdering) {
     });
 }
 
-/// MySQL deadlock (1213) or lock wait timeout (1205): the claim can simply
-/// be tried again.
-fn is_lock_conflict(err: &DbErr) -> bool {
-    let (DbErr::Exec(RuntimeErr::SqlxError(sqlx_err))
-    | DbErr::Query(RuntimeErr::SqlxError(sqlx_err))) = err
-    else {
-        return false;
-    };
-    sqlx_err
-        .as_database_error()
-        .and_then(|db_err| db_err.try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>())
-        .is_some_and(|mysql| matches!(mysql.number(), 1205 | 1213))
-}
-
 /// Lock expiry: takes back tasks whose runner stopped renewing their locks,
 /// so any runner can run them again. Attempts are not counted: the
 /// execution never reported. Returns how many rows were unlocked.
@@ -231,7 +216,7 @@ pub(crate) async fn unlock_expired(
 
 /// Hands tasks back unfinished (shutdown): unlocks the rows `runner` still
 /// holds, without counting an attempt.
-pub(crate) async fn release(db: &DatabaseConnection, runner: &str, ids: &[i32]) -> Result<u64> {
+pub(crate) async fn release<C: ConnectionTrait>(db: &C, runner: &str, ids: &[i32]) -> Result<u64> {
     if ids.is_empty() {
         return Ok(0);
     }

@@ -13,7 +13,8 @@ pub(crate) mod outcome;
 pub(crate) mod runners;
 
 use sea_orm::{
-    DbBackend, DbErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait, Value,
+    DbBackend, DbErr, RuntimeErr, SqliteTransactionMode, Statement, TransactionOptions,
+    TransactionTrait, Value,
 };
 
 /// Begins a transaction that writes. On SQLite it is `BEGIN IMMEDIATE`: it
@@ -26,6 +27,20 @@ pub(crate) async fn begin_write<C: TransactionTrait>(conn: &C) -> Result<C::Tran
         ..Default::default()
     })
     .await
+}
+
+/// MySQL deadlock (1213) or lock wait timeout (1205): the claim can simply
+/// be tried again.
+pub(crate) fn is_lock_conflict(err: &DbErr) -> bool {
+    let (DbErr::Exec(RuntimeErr::SqlxError(sqlx_err))
+    | DbErr::Query(RuntimeErr::SqlxError(sqlx_err))) = err
+    else {
+        return false;
+    };
+    sqlx_err
+        .as_database_error()
+        .and_then(|db_err| db_err.try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|mysql| matches!(mysql.number(), 1205 | 1213))
 }
 
 /// A hand-written statement being built: text plus bound values, with the

@@ -1,25 +1,54 @@
-//! What a finished execution writes, as django-background-tasks writes it,
-//! with one change: every write is fenced by the runner identity. A runner
-//! that no longer holds the task (its lock expired and another runner took
-//! it) writes nothing and is told so.
+//! What finished executions write, as django-background-tasks writes it,
+//! with two changes: every write is fenced by the runner identity (a runner
+//! that no longer holds the task, because its lock expired and another
+//! runner took it, writes nothing and is told so), and the outcomes of many
+//! executions are written together, in one transaction with one statement
+//! per kind of write.
 //!
 //! - success: the history row (fields copied, `run_at` = completion time,
 //!   attempts + 1, lock fields kept), the next repetition, and the deletion
-//!   of the task row, in one transaction;
+//!   of the task row;
 //! - retryable failure: attempts + 1, `last_error`, `run_at = now +
 //!   attempts^4 + 5 s`, unlocked;
 //! - permanent failure (attempts reached `MAX_ATTEMPTS`, or an invalid-task
 //!   error): the history row with `failed_at`, and the deletion; the repeat
-//!   chain ends.
+//!   chain ends;
+//! - released (shutdown, or no handler here): unlocked, no attempt counted.
+//!
+//! A batch is: one fenced `DELETE` of the rows that leave the queue, one
+//! multi-row `INSERT` of their history rows, one of the repetitions, one
+//! fenced `UPDATE` per retry (each has its own values) and one fenced
+//! `UPDATE` for the released rows.
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
 };
 
+use super::Sql;
 use crate::entity::{completed_task, task};
 use crate::error::Result;
+
+/// Ids per fenced `DELETE` or `SELECT ... FOR UPDATE`.
+const IDS_PER_STATEMENT: usize = 1_000;
+/// Rows per multi-row `INSERT` (17 values a row).
+const ROWS_PER_INSERT: usize = 500;
+/// How many times a MySQL batch is retried after a deadlock.
+const MYSQL_RETRIES: usize = 5;
+
+/// How one execution ended, as the Scheduler reports it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Ending<'a> {
+    /// The body returned `Ok`.
+    Succeeded,
+    /// The body failed; `permanent` for an invalid-task error (no retry).
+    Failed { error: &'a str, permanent: bool },
+    /// Hand the task back unfinished.
+    Released,
+}
 
 /// What was written for one execution.
 #[derive(Debug)]
@@ -28,15 +57,17 @@ use crate::error::Result;
     reason = "built once per outcome and consumed right away"
 )]
 pub(crate) enum Applied {
-    /// Success: the history row, and the next repetition if one was created.
+    /// Success: the history row, and when the next repetition runs.
     Succeeded {
         completed: completed_task::Model,
-        repetition: Option<task::Model>,
+        repeats_at: Option<DateTime<Utc>>,
     },
     /// Retryable failure: the task row as rescheduled.
     Retried { task: task::Model },
     /// Permanent failure: the history row.
     Failed { completed: completed_task::Model },
+    /// Handed back unfinished.
+    Released,
     /// The runner no longer holds the task: nothing was written.
     LeaseLost,
 }
@@ -69,84 +100,271 @@ pub(crate) fn next_repetition(
     next
 }
 
-/// Writes a success of `task` (as claimed) by `runner`, completed at `now`.
-pub(crate) async fn succeed(
-    db: &DatabaseConnection,
-    runner: &str,
-    task: &task::Model,
-    now: DateTime<Utc>,
-) -> Result<Applied> {
-    let txn = super::begin_write(db).await?;
-    if !delete_if_held(&txn, runner, task.id).await? {
-        txn.rollback().await?;
-        return Ok(Applied::LeaseLost);
-    }
-    let completed = insert_history(
-        &txn,
-        task,
-        task.attempts + 1,
-        None,
-        task.last_error.clone(),
-        now,
-    )
-    .await?;
-    let repeats = task.repeat > 0 && task.repeat_until.is_none_or(|until| until > now);
-    let repetition = if repeats {
-        let row = task::ActiveModel {
-            id: NotSet,
-            task_name: Set(task.task_name.clone()),
-            task_params: Set(task.task_params.clone()),
-            task_hash: Set(task.task_hash.clone()),
-            verbose_name: Set(task.verbose_name.clone()),
-            priority: Set(task.priority),
-            run_at: Set(next_repetition(task.run_at, task.repeat, now)),
-            repeat: Set(task.repeat),
-            repeat_until: Set(task.repeat_until),
-            queue: Set(task.queue.clone()),
-            attempts: Set(0),
-            failed_at: Set(None),
-            last_error: Set(String::new()),
-            locked_by: Set(None),
-            locked_at: Set(None),
-            creator_content_type_id: Set(task.creator_content_type_id),
-            creator_object_id: Set(task.creator_object_id),
-        };
-        Some(task::Entity::insert(row).exec_with_returning(&txn).await?)
-    } else {
-        None
-    };
-    txn.commit().await?;
-    Ok(Applied::Succeeded {
-        completed,
-        repetition,
-    })
+/// What `ending` does to `task`, decided before anything is written.
+enum Plan {
+    /// Leaves the queue with a history row (`failed_at` and error when the
+    /// task failed permanently).
+    Leave {
+        attempts: i32,
+        failure: Option<String>,
+    },
+    Retry {
+        attempts: i32,
+        error: String,
+        run_at: DateTime<Utc>,
+    },
+    Release,
 }
 
-/// Writes a failure of `task` by `runner` at `now`: a retry, or a permanent
-/// failure when `permanent` or when the attempts reach `max_attempts`.
-pub(crate) async fn fail(
+fn plan(task: &task::Model, ending: Ending<'_>, max_attempts: u32, now: DateTime<Utc>) -> Plan {
+    let attempts = task.attempts.saturating_add(1);
+    match ending {
+        Ending::Succeeded => Plan::Leave {
+            attempts,
+            failure: None,
+        },
+        Ending::Failed { error, permanent } => {
+            let exhausted = i64::from(attempts) >= i64::from(max_attempts);
+            if permanent || exhausted {
+                Plan::Leave {
+                    attempts,
+                    failure: Some(error.to_owned()),
+                }
+            } else {
+                Plan::Retry {
+                    attempts,
+                    error: error.to_owned(),
+                    run_at: now + backoff(attempts),
+                }
+            }
+        }
+        Ending::Released => Plan::Release,
+    }
+}
+
+/// Writes the outcomes of `endings` (tasks as claimed by `runner`),
+/// completed at `now`, in one transaction; returns what was written for
+/// each, in order. On MySQL a deadlock retries the whole batch.
+pub(crate) async fn record(
     db: &DatabaseConnection,
     runner: &str,
-    task: &task::Model,
-    error: &str,
-    permanent: bool,
+    endings: &[(&task::Model, Ending<'_>)],
     max_attempts: u32,
     now: DateTime<Utc>,
-) -> Result<Applied> {
-    let attempts = task.attempts.saturating_add(1);
-    let exhausted = i64::from(attempts) >= i64::from(max_attempts);
-    if permanent || exhausted {
-        let txn = super::begin_write(db).await?;
-        if !delete_if_held(&txn, runner, task.id).await? {
-            txn.rollback().await?;
-            return Ok(Applied::LeaseLost);
+) -> Result<Vec<Applied>> {
+    let mut attempt = 0;
+    loop {
+        match record_once(db, runner, endings, max_attempts, now).await {
+            Err(err)
+                if attempt < MYSQL_RETRIES
+                    && matches!(&err, crate::Error::Database(db_err) if super::is_lock_conflict(db_err)) =>
+            {
+                attempt += 1;
+                tracing::debug!(
+                    attempt,
+                    "writing outcomes hit a lock conflict; retrying: {err}"
+                );
+            }
+            written => return written,
         }
-        let completed =
-            insert_history(&txn, task, attempts, Some(now), error.to_owned(), now).await?;
-        txn.commit().await?;
-        return Ok(Applied::Failed { completed });
     }
-    let run_at = now + backoff(attempts);
+}
+
+async fn record_once(
+    db: &DatabaseConnection,
+    runner: &str,
+    endings: &[(&task::Model, Ending<'_>)],
+    max_attempts: u32,
+    now: DateTime<Utc>,
+) -> Result<Vec<Applied>> {
+    let plans: Vec<Plan> = endings
+        .iter()
+        .map(|(task, ending)| plan(task, *ending, max_attempts, now))
+        .collect();
+    let txn = super::begin_write(db).await?;
+    let leaving: Vec<i32> = endings
+        .iter()
+        .zip(&plans)
+        .filter(|(_, plan)| matches!(plan, Plan::Leave { .. }))
+        .map(|((task, _), _)| task.id)
+        .collect();
+    let held = delete_held(&txn, runner, &leaving).await?;
+
+    let mut history = Vec::new();
+    let mut repetitions = Vec::new();
+    for ((task, _), plan) in endings.iter().zip(&plans) {
+        let Plan::Leave { attempts, failure } = plan else {
+            continue;
+        };
+        if !held.contains(&task.id) {
+            continue;
+        }
+        history.push(history_row(task, *attempts, failure.as_deref(), now));
+        if failure.is_none() && repeats(task, now) {
+            repetitions.push(repetition_row(task, now));
+        }
+    }
+    let completed = insert_history(&txn, history).await?;
+    for chunk in repetitions.chunks(ROWS_PER_INSERT) {
+        task::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(&txn)
+            .await?;
+    }
+
+    let mut retried = HashSet::new();
+    for ((task, _), plan) in endings.iter().zip(&plans) {
+        if let Plan::Retry {
+            attempts,
+            error,
+            run_at,
+        } = plan
+            && reschedule_if_held(&txn, runner, task.id, *attempts, error, *run_at).await?
+        {
+            retried.insert(task.id);
+        }
+    }
+    let released: Vec<i32> = endings
+        .iter()
+        .zip(&plans)
+        .filter(|(_, plan)| matches!(plan, Plan::Release))
+        .map(|((task, _), _)| task.id)
+        .collect();
+    super::claim::release(&txn, runner, &released).await?;
+    txn.commit().await?;
+
+    let mut completed = completed.into_iter();
+    let applied = endings
+        .iter()
+        .zip(plans)
+        .map(|((task, _), plan)| match plan {
+            Plan::Leave { .. } if !held.contains(&task.id) => Applied::LeaseLost,
+            Plan::Leave { failure, .. } => {
+                let row = completed
+                    .next()
+                    .expect("one history row per task that left");
+                match failure {
+                    None => Applied::Succeeded {
+                        repeats_at: repeats(task, now)
+                            .then(|| next_repetition(task.run_at, task.repeat, now)),
+                        completed: row,
+                    },
+                    Some(_) => Applied::Failed { completed: row },
+                }
+            }
+            Plan::Retry { .. } if !retried.contains(&task.id) => Applied::LeaseLost,
+            Plan::Retry {
+                attempts,
+                error,
+                run_at,
+            } => {
+                let mut rescheduled = (*task).clone();
+                rescheduled.attempts = attempts;
+                rescheduled.last_error = error;
+                rescheduled.run_at = run_at;
+                rescheduled.locked_by = None;
+                rescheduled.locked_at = None;
+                Applied::Retried { task: rescheduled }
+            }
+            Plan::Release => Applied::Released,
+        })
+        .collect();
+    Ok(applied)
+}
+
+/// A success creates the next repetition when the task repeats and its
+/// `repeat_until` (if any) is still ahead.
+fn repeats(task: &task::Model, now: DateTime<Utc>) -> bool {
+    task.repeat > 0 && task.repeat_until.is_none_or(|until| until > now)
+}
+
+/// Deletes the rows of `ids` that `runner` still holds (the fence) and
+/// returns their ids. PostgreSQL and SQLite say which with `RETURNING`;
+/// MySQL, which has no `DELETE ... RETURNING`, locks them first.
+async fn delete_held<C: ConnectionTrait>(
+    conn: &C,
+    runner: &str,
+    ids: &[i32],
+) -> Result<HashSet<i32>> {
+    let backend = conn.get_database_backend();
+    let mut held = HashSet::with_capacity(ids.len());
+    for chunk in ids.chunks(IDS_PER_STATEMENT) {
+        let mut sql = Sql::new(backend);
+        if backend == DbBackend::MySql {
+            sql.push("SELECT id FROM background_task WHERE locked_by = ");
+        } else {
+            sql.push("DELETE FROM background_task WHERE locked_by = ");
+        }
+        sql.bind(runner)
+            .push(" AND id IN ")
+            .bind_list(chunk.iter().copied());
+        if backend == DbBackend::MySql {
+            sql.push(" FOR UPDATE");
+        } else {
+            sql.push(" RETURNING id");
+        }
+        let found: Vec<i32> = conn
+            .query_all_raw(sql.build())
+            .await?
+            .iter()
+            .map(|row| row.try_get_by_index::<i32>(0))
+            .collect::<std::result::Result<_, _>>()?;
+        if backend == DbBackend::MySql && !found.is_empty() {
+            let mut delete = Sql::new(backend);
+            delete
+                .push("DELETE FROM background_task WHERE id IN ")
+                .bind_list(found.iter().copied());
+            conn.execute_raw(delete.build()).await?;
+        }
+        held.extend(found);
+    }
+    Ok(held)
+}
+
+/// Inserts history rows, one statement per chunk, and returns them with
+/// their ids. Ids of one multi-row `INSERT` are handed out in row order
+/// (a sequence or rowid on PostgreSQL and SQLite, consecutive from the
+/// first on MySQL for an insert of known row count), so sorted ids match
+/// the rows in order.
+async fn insert_history<C: ConnectionTrait>(
+    conn: &C,
+    rows: Vec<completed_task::ActiveModel>,
+) -> Result<Vec<completed_task::Model>> {
+    let backend = conn.get_database_backend();
+    let mut models = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let insert = completed_task::Entity::insert_many(chunk.to_vec());
+        let ids: Vec<i32> = if backend == DbBackend::MySql {
+            let first = insert.exec(conn).await?.last_insert_id.unwrap_or_default();
+            (first..).take(chunk.len()).collect()
+        } else {
+            let mut ids = insert.exec_with_returning_keys(conn).await?;
+            ids.sort_unstable();
+            ids
+        };
+        for (row, id) in chunk.iter().zip(ids) {
+            let mut row = row.clone();
+            row.id = Set(id);
+            models.push(completed_model(row));
+        }
+    }
+    Ok(models)
+}
+
+fn completed_model(row: completed_task::ActiveModel) -> completed_task::Model {
+    use sea_orm::TryIntoModel;
+    row.try_into_model()
+        .expect("every field of a history row is set before it is inserted")
+}
+
+/// Reschedules a failed task while `runner` still holds it.
+async fn reschedule_if_held<C: ConnectionTrait>(
+    conn: &C,
+    runner: &str,
+    id: i32,
+    attempts: i32,
+    error: &str,
+    run_at: DateTime<Utc>,
+) -> Result<bool> {
     let result = task::Entity::update_many()
         .set(task::ActiveModel {
             attempts: Set(attempts),
@@ -156,29 +374,6 @@ pub(crate) async fn fail(
             locked_at: Set(None),
             ..Default::default()
         })
-        .filter(task::Column::Id.eq(task.id))
-        .filter(task::Column::LockedBy.eq(runner))
-        .exec(db)
-        .await?;
-    if result.rows_affected == 0 {
-        return Ok(Applied::LeaseLost);
-    }
-    let mut rescheduled = task.clone();
-    rescheduled.attempts = attempts;
-    rescheduled.last_error = error.to_owned();
-    rescheduled.run_at = run_at;
-    rescheduled.locked_by = None;
-    rescheduled.locked_at = None;
-    Ok(Applied::Retried { task: rescheduled })
-}
-
-/// Deletes the task row only while `runner` holds it: the fence.
-async fn delete_if_held<C: sea_orm::ConnectionTrait>(
-    conn: &C,
-    runner: &str,
-    id: i32,
-) -> Result<bool> {
-    let result = task::Entity::delete_many()
         .filter(task::Column::Id.eq(id))
         .filter(task::Column::LockedBy.eq(runner))
         .exec(conn)
@@ -188,15 +383,13 @@ async fn delete_if_held<C: sea_orm::ConnectionTrait>(
 
 /// The seed's `create_completed_task`: every field copied, `run_at` set to
 /// the completion time.
-async fn insert_history<C: sea_orm::ConnectionTrait>(
-    conn: &C,
+fn history_row(
     task: &task::Model,
     attempts: i32,
-    failed_at: Option<DateTime<Utc>>,
-    last_error: String,
+    failure: Option<&str>,
     now: DateTime<Utc>,
-) -> Result<completed_task::Model> {
-    let row = completed_task::ActiveModel {
+) -> completed_task::ActiveModel {
+    completed_task::ActiveModel {
         id: NotSet,
         task_name: Set(task.task_name.clone()),
         task_params: Set(task.task_params.clone()),
@@ -208,16 +401,37 @@ async fn insert_history<C: sea_orm::ConnectionTrait>(
         repeat_until: Set(task.repeat_until),
         queue: Set(task.queue.clone()),
         attempts: Set(attempts),
-        failed_at: Set(failed_at),
-        last_error: Set(last_error),
+        failed_at: Set(failure.map(|_| now)),
+        last_error: Set(failure.map_or_else(|| task.last_error.clone(), str::to_owned)),
         locked_by: Set(task.locked_by.clone()),
         locked_at: Set(task.locked_at),
         creator_content_type_id: Set(task.creator_content_type_id),
         creator_object_id: Set(task.creator_object_id),
-    };
-    Ok(completed_task::Entity::insert(row)
-        .exec_with_returning(conn)
-        .await?)
+    }
+}
+
+/// The next occurrence of a repeating task: a fresh row, unlocked, with
+/// no attempts and no error.
+fn repetition_row(task: &task::Model, now: DateTime<Utc>) -> task::ActiveModel {
+    task::ActiveModel {
+        id: NotSet,
+        task_name: Set(task.task_name.clone()),
+        task_params: Set(task.task_params.clone()),
+        task_hash: Set(task.task_hash.clone()),
+        verbose_name: Set(task.verbose_name.clone()),
+        priority: Set(task.priority),
+        run_at: Set(next_repetition(task.run_at, task.repeat, now)),
+        repeat: Set(task.repeat),
+        repeat_until: Set(task.repeat_until),
+        queue: Set(task.queue.clone()),
+        attempts: Set(0),
+        failed_at: Set(None),
+        last_error: Set(String::new()),
+        locked_by: Set(None),
+        locked_at: Set(None),
+        creator_content_type_id: Set(task.creator_content_type_id),
+        creator_object_id: Set(task.creator_object_id),
+    }
 }
 
 #[cfg(test)]

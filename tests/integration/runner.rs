@@ -848,6 +848,7 @@ on_all_backends!(
     locks_held_elsewhere_do_not_take_executor_slots,
     a_blocking_task_does_not_stall_the_others,
     enqueue_wakes_the_runner,
+    outcomes_written_together_match_their_events,
 );
 
 // Checklist 42/43: async mode runs up to ASYNC_THREADS at once, never more.
@@ -866,6 +867,86 @@ async fn pool_runs_up_to_async_threads_at_once(t: TestDb) -> TestDb {
     .await;
     runner.shutdown(Duration::from_secs(10)).await;
     assert_eq!(ledger.most.load(std::sync::atomic::Ordering::SeqCst), 4);
+    t
+}
+
+// Several bodies per executor thread: the 20 slots take all 20 tasks in one
+// claim, their outcomes are written in batches (successes, retries and
+// permanent failures in one transaction), and every history row an event
+// carries is the row in the database, id included.
+async fn outcomes_written_together_match_their_events(t: TestDb) -> TestDb {
+    let ledger = Overlap::default();
+    let registry = Registry::new();
+    registry
+        .register(ledger.clone())
+        .register(Fail)
+        .register(Invalid);
+    let config = config(Mode::Pool).async_threads(2).tasks_per_thread(10);
+    let queue = queue_with(&t, registry, config);
+    assert_eq!(queue.config().concurrency(), 20);
+    for _ in 0..10 {
+        queue.enqueue::<Overlap>(&(300,)).await.unwrap();
+    }
+    for n in 0..5 {
+        queue.enqueue::<Fail>(&(n,)).await.unwrap();
+        queue.enqueue::<Invalid>(&()).await.unwrap();
+    }
+    let seen: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let sink = Arc::clone(&seen);
+    queue.events().subscribe(move |event| {
+        if matches!(
+            event,
+            Event::Successful { .. } | Event::Failed { .. } | Event::Rescheduled { .. }
+        ) {
+            sink.lock().unwrap().push(event.clone());
+        }
+    });
+    let runner = Runner::start(queue.clone());
+    wait_for("twenty outcomes", WAIT, || async {
+        seen.lock().unwrap().len() == 20
+    })
+    .await;
+    runner.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(
+        ledger.most.load(std::sync::atomic::Ordering::SeqCst),
+        10,
+        "ten bodies at once on two threads"
+    );
+    let events = seen.lock().unwrap().clone();
+    let (mut succeeded, mut failed, mut retried) = (0, 0, 0);
+    for event in events {
+        match event {
+            Event::Successful { completed, .. } | Event::Failed { completed, .. } => {
+                let stored = completed_task::Entity::find_by_id(completed.id)
+                    .one(&t.db)
+                    .await
+                    .unwrap()
+                    .expect("the event's history row is in the database");
+                assert_eq!(stored, completed);
+                if completed.failed_at.is_some() {
+                    assert!(completed.last_error.contains("MyInvalidTaskError"));
+                    failed += 1;
+                } else {
+                    assert_eq!(completed.task_name, "overlap");
+                    succeeded += 1;
+                }
+            }
+            Event::Rescheduled { task } => {
+                let stored = task_row::Entity::find_by_id(task.id)
+                    .one(&t.db)
+                    .await
+                    .unwrap()
+                    .expect("a retried task stays");
+                assert_eq!(stored, task);
+                assert_eq!((stored.attempts, stored.locked_by), (1, None));
+                retried += 1;
+            }
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!((succeeded, failed, retried), (10, 5, 5));
+    assert_eq!(history(&t).await.len(), 15);
+    assert_eq!(tasks(&t).await.len(), 5);
     t
 }
 
