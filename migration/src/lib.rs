@@ -18,6 +18,10 @@ pub use sea_orm_migration::prelude::*;
 mod m20261127_000001_create_seed_tables;
 mod m20261127_000002_add_claim_index;
 mod m20261127_000003_create_runner_table;
+mod m20261127_000004_notify_on_insert;
+
+/// The PostgreSQL channel on which an insert into `background_task` is announced.
+pub use m20261127_000004_notify_on_insert::CHANNEL as NOTIFY_CHANNEL;
 
 /// Every migration of the queue's schema, in order.
 pub struct Migrator;
@@ -34,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_create_seed_tables::Migration),
             Box::new(m20261127_000002_add_claim_index::Migration),
             Box::new(m20261127_000003_create_runner_table::Migration),
+            Box::new(m20261127_000004_notify_on_insert::Migration),
         ]
     }
 

@@ -10,6 +10,7 @@
 mod executor;
 mod poller;
 mod scheduler;
+mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

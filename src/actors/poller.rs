@@ -229,6 +229,8 @@ impl Actor for Poller {
             }
             .into_actor(self),
         );
+        // Enqueues in other processes: the backend's watch.
+        ctx.spawn(super::watch::watch(self.queue.clone(), ctx.address()).into_actor(self));
         self.poll(ctx);
     }
 }

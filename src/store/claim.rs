@@ -185,6 +185,28 @@ fn sort_in_claim_order(tasks: &mut [task::Model], ordering: PriorityOrdering) {
     });
 }
 
+/// A value that changes when other processes add work, for runners that
+/// cannot be told (see `actors::watch`). SQLite: `PRAGMA data_version`
+/// (changes on every commit by another connection); MySQL: the highest
+/// task id. PostgreSQL runners listen instead; this reads the highest id.
+pub(crate) async fn change_marker(db: &DatabaseConnection) -> Result<i64> {
+    let sql = match db.get_database_backend() {
+        DbBackend::Sqlite => "PRAGMA data_version",
+        DbBackend::Postgres => "SELECT COALESCE(MAX(id), 0)::bigint FROM background_task",
+        _ => "SELECT CAST(COALESCE(MAX(id), 0) AS SIGNED) FROM background_task",
+    };
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            sql,
+        ))
+        .await?;
+    Ok(row
+        .map(|row| row.try_get_by_index::<i64>(0))
+        .transpose()?
+        .unwrap_or_default())
+}
+
 /// Lock expiry: takes back tasks whose runner stopped renewing their locks,
 /// so any runner can run them again. Attempts are not counted: the
 /// execution never reported. Returns how many rows were unlocked.

@@ -849,6 +849,7 @@ on_all_backends!(
     a_blocking_task_does_not_stall_the_others,
     enqueue_wakes_the_runner,
     outcomes_written_together_match_their_events,
+    an_enqueue_from_another_process_wakes_an_idle_runner,
 );
 
 // Checklist 42/43: async mode runs up to ASYNC_THREADS at once, never more.
@@ -1269,6 +1270,36 @@ async fn enqueue_wakes_the_runner(t: TestDb) -> TestDb {
             .await
             .unwrap();
         wait_for("the enqueued task to run", WAIT, || async {
+            record.calls().len() == i as usize + 1
+        })
+        .await;
+    }
+    runner.shutdown(Duration::from_secs(5)).await;
+    t
+}
+
+// Another process's enqueue (here: another connection, with its own
+// queue) wakes an idle runner whose poll is an hour away: LISTEN/NOTIFY on
+// PostgreSQL, the watch on SQLite and MySQL.
+async fn an_enqueue_from_another_process_wakes_an_idle_runner(t: TestDb) -> TestDb {
+    let record = Record::default();
+    let registry = Registry::new();
+    registry.register(record.clone());
+    let queue = queue_with(
+        &t,
+        registry,
+        config(Mode::Pool).sleep(Duration::from_secs(3600)),
+    );
+    let runner = Runner::start(queue.clone());
+    let elsewhere = Queue::new(background_tasks::db::connect(Some(&t.url)).await.unwrap());
+    for i in 0..3 {
+        // Let the runner go idle (and its watch back off) first.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        elsewhere
+            .enqueue::<Record>(&(vec![json!(i)], Map::new()))
+            .await
+            .unwrap();
+        wait_for("the task enqueued elsewhere to run", WAIT, || async {
             record.calls().len() == i as usize + 1
         })
         .await;

@@ -273,8 +273,8 @@ async fn migrations_are_recorded_in_their_own_table_and_go_down_and_up(t: TestDb
         .unwrap();
     assert_eq!(
         row.try_get_by_index::<i64>(0).unwrap(),
-        3,
-        "three migrations ran"
+        4,
+        "four migrations ran"
     );
     assert!(
         Migrator::get_pending_migrations(&t.db)

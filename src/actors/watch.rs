@@ -1,0 +1,107 @@
+//! The Poller's watch for work enqueued by other processes, so an idle
+//! runner starts a new task within milliseconds instead of at its next
+//! poll (`--sleep`, 5 s by default), without claiming in a tight loop:
+//!
+//! - PostgreSQL: `LISTEN background_tasks`; a trigger (migration 4) sends
+//!   one `NOTIFY` per inserting statement, Django's inserts included. The
+//!   listening connection reconnects by itself; after any loss the Poller
+//!   is woken once, for what was announced while it was away.
+//! - SQLite: `PRAGMA data_version`, which changes when another connection
+//!   (another process) commits to the file: read from shared memory, no
+//!   disk access. Checked every millisecond after a change, backing off to
+//!   every [`SQLITE_IDLE`] while nothing happens.
+//! - MySQL/MariaDB: `SELECT MAX(id)` on the primary key, a one-row index
+//!   read, every few milliseconds after a change, backing off to every
+//!   [`MYSQL_IDLE`].
+//!
+//! Work that becomes due without a write (a scheduled `run_at` arriving, a
+//! retry's backoff ending) is found by the Poller's regular poll.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use sea_orm::DbBackend;
+use sea_orm::sqlx::postgres::PgListener;
+
+use super::poller::{Poller, Wake};
+use crate::queue::Queue;
+use crate::store::claim;
+
+/// Longest pause between two SQLite checks while nothing changes.
+pub(crate) const SQLITE_IDLE: Duration = Duration::from_millis(8);
+/// Longest pause between two MySQL checks while nothing changes.
+pub(crate) const MYSQL_IDLE: Duration = Duration::from_millis(100);
+/// Pause after a failed check or a lost listening connection.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Watches for new work until the Poller stops.
+pub(crate) async fn watch(queue: Queue, poller: Addr<Poller>) {
+    match queue.db().get_database_backend() {
+        DbBackend::Postgres => listen(&queue, &poller).await,
+        DbBackend::Sqlite => probe(&queue, &poller, Duration::from_millis(1), SQLITE_IDLE).await,
+        _ => probe(&queue, &poller, Duration::from_millis(2), MYSQL_IDLE).await,
+    }
+}
+
+async fn listen(queue: &Queue, poller: &Addr<Poller>) {
+    let channel = migration::NOTIFY_CHANNEL;
+    while poller.connected() {
+        let pool = queue.db().get_postgres_connection_pool();
+        let mut listener = match PgListener::connect_with(pool).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::debug!("cannot listen for new tasks yet; polling meanwhile: {err}");
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        if let Err(err) = listener.listen(channel).await {
+            tracing::debug!("cannot listen for new tasks yet; polling meanwhile: {err}");
+            tokio::time::sleep(RETRY).await;
+            continue;
+        }
+        // Anything inserted before LISTEN took effect was not announced.
+        poller.do_send(Wake);
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(_)) => poller.do_send(Wake),
+                Ok(None) => {
+                    // Lost and reconnected: catch up on what was missed.
+                    poller.do_send(Wake);
+                }
+                Err(err) => {
+                    tracing::debug!("listening for new tasks stopped; reconnecting: {err}");
+                    tokio::time::sleep(RETRY).await;
+                    break;
+                }
+            }
+            if !poller.connected() {
+                return;
+            }
+        }
+    }
+}
+
+/// Polls a cheap change marker, at `fastest` after a change and backing off
+/// (doubling) to `slowest` while it stays the same.
+async fn probe(queue: &Queue, poller: &Addr<Poller>, fastest: Duration, slowest: Duration) {
+    let mut last = None;
+    let mut pause = fastest;
+    while poller.connected() {
+        tokio::time::sleep(pause).await;
+        match claim::change_marker(queue.db()).await {
+            Ok(marker) if last != Some(marker) => {
+                if last.is_some() {
+                    poller.do_send(Wake);
+                }
+                last = Some(marker);
+                pause = fastest;
+            }
+            Ok(_) => pause = (pause * 2).min(slowest),
+            Err(err) => {
+                tracing::debug!("cannot check for new tasks; polling meanwhile: {err}");
+                pause = RETRY;
+            }
+        }
+    }
+}
