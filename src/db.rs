@@ -46,7 +46,9 @@ pub async fn open(url: Option<&str>) -> Result<DatabaseConnection> {
 ///
 /// SQLite runs in WAL mode (other processes read while one writes) with a
 /// busy timeout of [`SQLITE_BUSY_TIMEOUT`] and `synchronous = FULL`, so a
-/// committed task survives a power cut, through one connection per process
+/// committed task survives a power cut (`?synchronous=normal` in the URL
+/// trades that for speed: a power cut may then roll back the last
+/// commits), through one connection per process
 /// (all of a process's writes go through one writer). PostgreSQL and MySQL connections time out after
 /// [`CONNECT_TIMEOUT`] instead of hanging on an unreachable host.
 pub async fn connect(url: Option<&str>) -> Result<DatabaseConnection> {
@@ -54,6 +56,7 @@ pub async fn connect(url: Option<&str>) -> Result<DatabaseConnection> {
         Some(url) => normalize_url(url)?,
         None => default_url(),
     };
+    let (url, synchronous) = sqlite_synchronous(&url)?;
     let mut options = ConnectOptions::new(url.clone());
     options
         .connect_timeout(CONNECT_TIMEOUT)
@@ -72,9 +75,9 @@ pub async fn connect(url: Option<&str>) -> Result<DatabaseConnection> {
             .min_connections(1)
             .acquire_timeout(SQLITE_BUSY_TIMEOUT * 2);
     }
-    options.map_sqlx_sqlite_opts(|opts| {
+    options.map_sqlx_sqlite_opts(move |opts| {
         opts.journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
+            .synchronous(synchronous)
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
     });
     Database::connect(options)
@@ -175,6 +178,48 @@ fn normalize_url(url: &str) -> Result<String> {
     }
 }
 
+/// Takes this crate's own `synchronous=` parameter out of a SQLite URL
+/// (sqlx does not know it): `full` (the default: a committed transaction
+/// survives a power cut) or `normal` (WAL commits are not flushed to disk
+/// one by one; a power cut may roll back the last ones, never corrupts the
+/// file; several times faster for small transactions).
+fn sqlite_synchronous(url: &str) -> Result<(String, SqliteSynchronous)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), SqliteSynchronous::Full));
+    };
+    if !url.starts_with("sqlite:") {
+        return Ok((url.to_owned(), SqliteSynchronous::Full));
+    }
+    let mut synchronous = SqliteSynchronous::Full;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some(("synchronous", value)) => {
+                synchronous = match value.to_ascii_lowercase().as_str() {
+                    "full" => SqliteSynchronous::Full,
+                    "normal" => SqliteSynchronous::Normal,
+                    other => {
+                        return Err(Error::InvalidDatabaseUrl {
+                            url: redact(url),
+                            reason: format!(
+                                "synchronous={other} is not supported; use synchronous=full \
+                                 (the default) or synchronous=normal"
+                            ),
+                        });
+                    }
+                }
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, synchronous))
+}
+
 /// The URL with its password replaced by `***`, for messages and logs.
 pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -212,6 +257,18 @@ mod tests {
         assert!(normalize_url("redis://h").is_err());
         assert!(normalize_url("no scheme").is_err());
         assert!(normalize_url("postgres://").is_err());
+    }
+
+    #[test]
+    fn sqlite_synchronous_is_ours_to_read() {
+        let (url, sync) = sqlite_synchronous("sqlite://q.db?mode=rwc&synchronous=normal").unwrap();
+        assert_eq!(url, "sqlite://q.db?mode=rwc");
+        assert!(matches!(sync, SqliteSynchronous::Normal));
+        let (url, sync) = sqlite_synchronous("sqlite://q.db?mode=rwc").unwrap();
+        assert_eq!(url, "sqlite://q.db?mode=rwc");
+        assert!(matches!(sync, SqliteSynchronous::Full));
+        let err = sqlite_synchronous("sqlite://q.db?synchronous=off").unwrap_err();
+        assert!(err.to_string().contains("synchronous=normal"), "{err}");
     }
 
     #[test]

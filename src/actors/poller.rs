@@ -26,6 +26,9 @@ use crate::worker;
 const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(100);
 /// Longest pause between claims while the database is away.
 const CLAIM_RETRY_MAX: Duration = Duration::from_secs(5);
+/// While tasks run, how long a few free slots wait for more to free up
+/// before they are filled anyway.
+const LINGER: Duration = Duration::from_millis(2);
 
 /// Anyone → Poller: look for due tasks now.
 #[derive(Message)]
@@ -63,6 +66,8 @@ pub(crate) struct Poller {
     pace: Pace,
     /// Claims that failed in a row (database away): sets the backoff.
     failures: u32,
+    /// A claim is due after [`LINGER`].
+    lingering: bool,
     drained: Vec<oneshot::Sender<()>>,
 }
 
@@ -86,12 +91,39 @@ impl Poller {
             stopping: false,
             pace: Pace::Fast,
             failures: 0,
+            lingering: false,
             drained: Vec::new(),
         }
     }
 
     /// Claims as many due tasks as there are free slots.
     fn poll(&mut self, ctx: &mut Context<Self>) {
+        if self.claiming {
+            self.poll_again = true;
+            return;
+        }
+        if self.stopping || self.idle.is_empty() {
+            return;
+        }
+        // A busy runner with only a few free slots waits a moment for more,
+        // so it claims in batches instead of one task per commit. An idle
+        // runner claims at once.
+        let enough = self.queue.config().concurrency().div_ceil(2);
+        if !self.busy.is_empty() && self.idle.len() < enough {
+            if !self.lingering {
+                self.lingering = true;
+                ctx.run_later(LINGER, |act, ctx| {
+                    act.lingering = false;
+                    act.claim(ctx);
+                });
+            }
+            return;
+        }
+        self.claim(ctx);
+    }
+
+    /// Claims as many due tasks as there are free slots, now.
+    fn claim(&mut self, ctx: &mut Context<Self>) {
         if self.claiming {
             self.poll_again = true;
             return;
@@ -109,6 +141,7 @@ impl Poller {
             match claimed {
                 Ok(tasks) if act.stopping => act.hand_back(tasks, ctx),
                 Ok(tasks) => {
+                    tracing::trace!(claimed = tasks.len(), limit, "claimed");
                     if act.failures > 0 {
                         tracing::info!(
                             failures = act.failures,

@@ -5,11 +5,11 @@
 //! the next repetition and deletes the task; failure reschedules with the
 //! seed's backoff or fails permanently; a released task is unlocked.
 //!
-//! Outcomes are written in batches, by group commit: when no write is in
-//! flight an outcome is written at once; outcomes that arrive while one is
-//! in flight wait for it and then go together, in one transaction. An idle
-//! queue pays no added latency, a busy one writes hundreds of outcomes per
-//! transaction. When the database is away, the write is retried with
+//! Outcomes are written in batches, by group commit: one write is in flight
+//! at a time, and what finishes meanwhile goes into the next transaction.
+//! A batch is written as soon as it holds half the runner's slots, else
+//! after a linger of 2 ms, so a busy runner writes hundreds of outcomes per
+//! commit, and a one-at-a-time runner writes each at once. When the database is away, the write is retried with
 //! backoff until it comes back, so no outcome is dropped (the executors
 //! wait meanwhile); a shutdown flushes what is pending.
 //!
@@ -40,6 +40,8 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Most outcomes written in one transaction.
 const MAX_BATCH: usize = 1_000;
+/// How long a small batch waits for more outcomes before it is written.
+const LINGER: Duration = Duration::from_millis(2);
 
 /// Executor → Scheduler: this execution ended. Resolves once the outcome is
 /// written, or given up at shutdown (logged).
@@ -62,6 +64,8 @@ pub(crate) struct Scheduler {
     pending: Vec<(Completed, oneshot::Sender<()>)>,
     /// A batch is being written.
     writing: bool,
+    /// A flush is due after [`LINGER`].
+    lingering: bool,
 }
 
 impl Scheduler {
@@ -73,6 +77,24 @@ impl Scheduler {
             beats: 0,
             pending: Vec::new(),
             writing: false,
+            lingering: false,
+        }
+    }
+
+    /// Writes what is pending now when it is a good batch (half the
+    /// runner's slots, or everything a one-at-a-time runner has), else after
+    /// [`LINGER`], so outcomes finishing a few milliseconds apart share a
+    /// transaction instead of each paying a commit.
+    fn flush_soon(&mut self, ctx: &mut Context<Self>) {
+        let enough = self.queue.config().concurrency().div_ceil(2);
+        if self.pending.len() >= enough {
+            self.flush(ctx);
+        } else if !self.lingering {
+            self.lingering = true;
+            ctx.run_later(LINGER, |act, ctx| {
+                act.lingering = false;
+                act.flush(ctx);
+            });
         }
     }
 
@@ -84,6 +106,7 @@ impl Scheduler {
         }
         self.writing = true;
         let take = self.pending.len().min(MAX_BATCH);
+        tracing::trace!(outcomes = take, "writing outcomes");
         let (batch, written): (Vec<_>, Vec<_>) = self
             .pending
             .drain(..take)
@@ -99,7 +122,7 @@ impl Scheduler {
         };
         ctx.spawn(write.into_actor(self).map(|(), act, ctx| {
             act.writing = false;
-            act.flush(ctx);
+            act.flush_soon(ctx);
         }));
     }
 
@@ -159,7 +182,7 @@ impl Handler<Completed> for Scheduler {
     fn handle(&mut self, completed: Completed, ctx: &mut Context<Self>) -> Self::Result {
         let (done, written) = oneshot::channel();
         self.pending.push((completed, done));
-        self.flush(ctx);
+        self.flush_soon(ctx);
         Box::pin(async move {
             written.await.ok();
         })

@@ -158,10 +158,18 @@ fn lock_rows(sql: &mut Sql, runner: &str, now: DateTime<Utc>) {
 
 /// `SELECT id FROM background_task WHERE <due> ORDER BY <claim order> LIMIT n`.
 fn due_ids(sql: &mut Sql, now: DateTime<Utc>, limit: usize, filter: &ClaimFilter<'_>) {
-    sql.push(
-        "SELECT id FROM background_task \
-         WHERE locked_by IS NULL AND failed_at IS NULL AND run_at <= ",
-    )
+    // The claim index returns rows in claim order and stops after `limit`;
+    // without the hint SQLite and MySQL pick a single-column index (say
+    // `failed_at`) and sort every due row, so a claim grows with the
+    // backlog. The index is this crate's own migration's.
+    sql.push(match sql.backend() {
+        DbBackend::Sqlite => "SELECT id FROM background_task INDEXED BY background_task_claim_idx",
+        DbBackend::MySql => {
+            "SELECT id FROM background_task FORCE INDEX (background_task_claim_idx)"
+        }
+        _ => "SELECT id FROM background_task",
+    })
+    .push(" WHERE locked_by IS NULL AND failed_at IS NULL AND run_at <= ")
     .bind(now);
     if let Some(queue) = filter.queue {
         sql.push(" AND queue = ").bind(queue);

@@ -60,6 +60,11 @@ impl Sql {
         }
     }
 
+    /// The dialect being written.
+    pub(crate) fn backend(&self) -> DbBackend {
+        self.backend
+    }
+
     /// Appends literal SQL.
     pub(crate) fn push(&mut self, text: &str) -> &mut Self {
         self.text.push_str(text);
