@@ -48,12 +48,15 @@ async fn listen(queue: &Queue, poller: &Addr<Poller>) {
     while poller.connected() {
         let pool = queue.db().get_postgres_connection_pool();
         let mut listener = match PgListener::connect_with(pool).await {
-            Ok(listener) => listener,
+            Ok(listener) => Listening(Some(listener)),
             Err(err) => {
                 tracing::debug!("cannot listen for new tasks yet; polling meanwhile: {err}");
                 tokio::time::sleep(RETRY).await;
                 continue;
             }
+        };
+        let Some(listener) = listener.0.as_mut() else {
+            return;
         };
         if let Err(err) = listener.listen(channel).await {
             tracing::debug!("cannot listen for new tasks yet; polling meanwhile: {err}");
@@ -78,6 +81,20 @@ async fn listen(queue: &Queue, poller: &Addr<Poller>) {
             if !poller.connected() {
                 return;
             }
+        }
+    }
+}
+
+/// A listener that can be dropped anywhere. Dropping a `PgListener` spawns
+/// a task (to `UNLISTEN` and return its connection), which panics without a
+/// Tokio runtime: when the runner's actors are dropped as the process exits,
+/// the listener is instead left to the exit, which closes its connection.
+struct Listening(Option<PgListener>);
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            std::mem::forget(self.0.take());
         }
     }
 }

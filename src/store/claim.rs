@@ -65,10 +65,13 @@ pub(crate) async fn claim(
             sql.push(" FOR UPDATE SKIP LOCKED) ");
             lock_rows(&mut sql, runner, now);
             sql.push(" FROM due WHERE background_task.id = due.id RETURNING background_task.*");
-            task::Entity::find()
+            let txn = super::begin_runner_write(db).await?;
+            let tasks = task::Entity::find()
                 .from_raw_sql(sql.build())
-                .all(db)
-                .await?
+                .all(&txn)
+                .await?;
+            txn.commit().await?;
+            tasks
         }
         DbBackend::MySql => claim_mysql(db, runner, now, limit, filter).await?,
         _ => {

@@ -13,8 +13,8 @@ pub(crate) mod outcome;
 pub(crate) mod runners;
 
 use sea_orm::{
-    DbBackend, DbErr, RuntimeErr, SqliteTransactionMode, Statement, TransactionOptions,
-    TransactionTrait, Value,
+    ConnectionTrait, DbBackend, DbErr, RuntimeErr, SqliteTransactionMode, Statement,
+    TransactionOptions, TransactionTrait, Value,
 };
 
 /// Begins a transaction that writes. On SQLite it is `BEGIN IMMEDIATE`: it
@@ -41,6 +41,27 @@ pub(crate) fn is_lock_conflict(err: &DbErr) -> bool {
         .as_database_error()
         .and_then(|db_err| db_err.try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>())
         .is_some_and(|mysql| matches!(mysql.number(), 1205 | 1213))
+}
+
+/// Begins a transaction for the runner's own writes (claims, outcomes,
+/// releases). As [`begin_write`], and on PostgreSQL with
+/// `synchronous_commit = off`: the commit does not wait for the WAL flush.
+/// A server crash can then lose the last fraction of a second of these
+/// writes, and the database stays consistent: a lost claim or outcome only
+/// means the task runs again after its lease (at-least-once, as with a
+/// runner crash). Enqueues never use this; they stay durable.
+pub(crate) async fn begin_runner_write<C: TransactionTrait + ConnectionTrait>(
+    conn: &C,
+) -> Result<C::Transaction, DbErr>
+where
+    C::Transaction: ConnectionTrait,
+{
+    let txn = begin_write(conn).await?;
+    if conn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared("SET LOCAL synchronous_commit = off")
+            .await?;
+    }
+    Ok(txn)
 }
 
 /// A hand-written statement being built: text plus bound values, with the

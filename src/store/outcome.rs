@@ -181,7 +181,7 @@ async fn record_once(
         .iter()
         .map(|(task, ending)| plan(task, *ending, max_attempts, now))
         .collect();
-    let txn = super::begin_write(db).await?;
+    let txn = super::begin_runner_write(db).await?;
     let leaving: Vec<i32> = endings
         .iter()
         .zip(&plans)
