@@ -148,12 +148,17 @@ async fn signals_stop_process_gracefully(t: TestDb) -> TestDb {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        // Locked for a while, so its body is running: a signal that lands
+        // between the claim's commit and the start hands the task back
+        // unstarted instead (also correct, but not what this checks).
         wait_for(
-            "the runner to take the task",
+            "the runner to be running the task",
             Duration::from_secs(30),
             || async {
+                let started_before = chrono::Utc::now() - chrono::TimeDelta::milliseconds(200);
                 task_row::Entity::find()
                     .filter(task_row::Column::LockedBy.is_not_null())
+                    .filter(task_row::Column::LockedAt.lte(started_before))
                     .count(&t.db)
                     .await
                     .unwrap()
