@@ -26,6 +26,16 @@ use poller::{AbortRunning, Poller, SetPace, StopClaiming};
 use crate::runner::Pace;
 use scheduler::Scheduler;
 
+/// How long a busy runner waits to fill a batch: the Poller for more free
+/// slots before it claims, the Scheduler for more outcomes before it writes.
+const BATCH_LINGER: Duration = Duration::from_millis(2);
+
+/// A batch worth its commit without lingering: half the runner's slots (so
+/// a one-at-a-time runner never lingers).
+fn batch_goal(queue: &Queue) -> usize {
+    queue.config().concurrency().div_ceil(2)
+}
+
 /// How long a shutdown waits, after the grace period, for outcomes that
 /// cannot be written (the database is away) before giving them up.
 const OUTCOME_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);

@@ -26,9 +26,6 @@ use crate::worker;
 const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(100);
 /// Longest pause between claims while the database is away.
 const CLAIM_RETRY_MAX: Duration = Duration::from_secs(5);
-/// While tasks run, how long a few free slots wait for more to free up
-/// before they are filled anyway.
-const LINGER: Duration = Duration::from_millis(2);
 
 /// Anyone → Poller: look for due tasks now.
 #[derive(Message)]
@@ -66,7 +63,7 @@ pub(crate) struct Poller {
     pace: Pace,
     /// Claims that failed in a row (database away): sets the backoff.
     failures: u32,
-    /// A claim is due after [`LINGER`].
+    /// A claim is due after [`super::BATCH_LINGER`].
     lingering: bool,
     drained: Vec<oneshot::Sender<()>>,
 }
@@ -98,21 +95,14 @@ impl Poller {
 
     /// Claims as many due tasks as there are free slots.
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        if self.claiming {
-            self.poll_again = true;
-            return;
-        }
-        if self.stopping || self.idle.is_empty() {
-            return;
-        }
         // A busy runner with only a few free slots waits a moment for more,
         // so it claims in batches instead of one task per commit. An idle
         // runner claims at once.
-        let enough = self.queue.config().concurrency().div_ceil(2);
-        if !self.busy.is_empty() && self.idle.len() < enough {
+        let few = !self.idle.is_empty() && self.idle.len() < super::batch_goal(&self.queue);
+        if few && !self.busy.is_empty() && !self.stopping {
             if !self.lingering {
                 self.lingering = true;
-                ctx.run_later(LINGER, |act, ctx| {
+                ctx.run_later(super::BATCH_LINGER, |act, ctx| {
                     act.lingering = false;
                     act.claim(ctx);
                 });

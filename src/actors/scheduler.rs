@@ -9,9 +9,10 @@
 //! at a time, and what finishes meanwhile goes into the next transaction.
 //! A batch is written as soon as it holds half the runner's slots, else
 //! after a linger of 2 ms, so a busy runner writes hundreds of outcomes per
-//! commit, and a one-at-a-time runner writes each at once. When the database is away, the write is retried with
-//! backoff until it comes back, so no outcome is dropped (the executors
-//! wait meanwhile); a shutdown flushes what is pending.
+//! commit, and a one-at-a-time runner writes each at once. When the
+//! database is away, the write is retried with backoff until it comes back,
+//! so no outcome is dropped (the executors wait meanwhile); a shutdown
+//! flushes what is pending.
 //!
 //! Every heartbeat (a third of the lease) it renews the locks this runner
 //! holds and its registry row, unlocks tasks whose runner stopped renewing
@@ -40,8 +41,6 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Most outcomes written in one transaction.
 const MAX_BATCH: usize = 1_000;
-/// How long a small batch waits for more outcomes before it is written.
-const LINGER: Duration = Duration::from_millis(2);
 
 /// Executor → Scheduler: this execution ended. Resolves once the outcome is
 /// written, or given up at shutdown (logged).
@@ -64,7 +63,7 @@ pub(crate) struct Scheduler {
     pending: Vec<(Completed, oneshot::Sender<()>)>,
     /// A batch is being written.
     writing: bool,
-    /// A flush is due after [`LINGER`].
+    /// A flush is due after [`super::BATCH_LINGER`].
     lingering: bool,
 }
 
@@ -81,17 +80,16 @@ impl Scheduler {
         }
     }
 
-    /// Writes what is pending now when it is a good batch (half the
-    /// runner's slots, or everything a one-at-a-time runner has), else after
-    /// [`LINGER`], so outcomes finishing a few milliseconds apart share a
-    /// transaction instead of each paying a commit.
+    /// Writes what is pending now when it is a good batch
+    /// ([`super::batch_goal`]), else after [`super::BATCH_LINGER`], so
+    /// outcomes finishing a few milliseconds apart share a transaction
+    /// instead of each paying a commit.
     fn flush_soon(&mut self, ctx: &mut Context<Self>) {
-        let enough = self.queue.config().concurrency().div_ceil(2);
-        if self.pending.len() >= enough {
+        if self.pending.len() >= super::batch_goal(&self.queue) {
             self.flush(ctx);
         } else if !self.lingering {
             self.lingering = true;
-            ctx.run_later(LINGER, |act, ctx| {
+            ctx.run_later(super::BATCH_LINGER, |act, ctx| {
                 act.lingering = false;
                 act.flush(ctx);
             });

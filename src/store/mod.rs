@@ -29,8 +29,8 @@ pub(crate) async fn begin_write<C: TransactionTrait>(conn: &C) -> Result<C::Tran
     .await
 }
 
-/// MySQL deadlock (1213) or lock wait timeout (1205): the claim can simply
-/// be tried again.
+/// MySQL deadlock (1213) or lock wait timeout (1205): the transaction (a
+/// claim, a batch of outcomes) can simply be tried again.
 pub(crate) fn is_lock_conflict(err: &DbErr) -> bool {
     let (DbErr::Exec(RuntimeErr::SqlxError(sqlx_err))
     | DbErr::Query(RuntimeErr::SqlxError(sqlx_err))) = err
