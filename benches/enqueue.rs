@@ -5,38 +5,11 @@
 
 use std::time::Duration;
 
-use background_tasks::{Queue, Task, TaskContext, TaskError, TaskSpec, db};
+use background_tasks::{Queue, TaskSpec};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sea_orm::ConnectionTrait;
 
-struct Noop;
-
-impl Task for Noop {
-    type Params = (u64,);
-    type Output = ();
-    fn name() -> &'static str {
-        "noop"
-    }
-    async fn run(&self, _: (u64,), _: TaskContext) -> Result<(), TaskError> {
-        Ok(())
-    }
-}
-
-fn backends(dir: &tempfile::TempDir) -> Vec<(&'static str, String)> {
-    let mut list = vec![(
-        "sqlite",
-        format!("sqlite://{}", dir.path().join("bench.sqlite3").display()),
-    )];
-    for (name, var) in [
-        ("postgres", "BGTASKS_BENCH_POSTGRES_URL"),
-        ("mysql", "BGTASKS_BENCH_MYSQL_URL"),
-    ] {
-        if let Ok(url) = std::env::var(var) {
-            list.push((name, url));
-        }
-    }
-    list
-}
+mod common;
+use common::{Noop, backends, open};
 
 fn enqueue(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -44,13 +17,7 @@ fn enqueue(c: &mut Criterion) {
     let mut group = c.benchmark_group("enqueue");
     group.measurement_time(Duration::from_secs(5));
     for (backend, url) in backends(&dir) {
-        let queue = rt.block_on(async {
-            let conn = db::open(Some(&url)).await.expect("open the bench database");
-            conn.execute_unprepared("DELETE FROM background_task")
-                .await
-                .expect("empty the queue");
-            Queue::new(conn)
-        });
+        let queue = rt.block_on(async { Queue::new(open(&url).await) });
         let mut n = 0u64;
         group.throughput(Throughput::Elements(1));
         group.bench_function(BenchmarkId::new("single", backend), |b| {

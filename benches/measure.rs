@@ -25,8 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use background_tasks::{
-    Config, Event, Queue, Registry, Runner, Task, TaskContext, TaskError, TaskSpec, builtin,
-    completed_task, db,
+    Config, Event, Queue, Registry, Runner, TaskSpec, builtin, completed_task, db,
 };
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -41,21 +40,10 @@ const FILL_CHUNK: u64 = 100_000;
 /// A measurement that makes no progress for this long is abandoned.
 const STALL: Duration = Duration::from_secs(120);
 
+mod common;
+use common::Noop;
+
 type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
-
-/// The no-op task the in-process measurements enqueue and run.
-struct Noop;
-
-impl Task for Noop {
-    type Params = (u64,);
-    type Output = ();
-    fn name() -> &'static str {
-        "bench.noop"
-    }
-    async fn run(&self, _: (u64,), _: TaskContext) -> Result<(), TaskError> {
-        Ok(())
-    }
-}
 
 /// `--name value` options and bare `--flag`s after the command.
 struct Opts {

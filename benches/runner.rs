@@ -17,14 +17,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use background_tasks::{
-    Config, Event, Queue, Registry, Runner, Task, TaskContext, TaskError, TaskSpec, db,
-};
+use background_tasks::{Config, Event, Queue, Registry, Runner, TaskSpec};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tokio::sync::Notify;
+
+mod common;
+use common::{Noop, backends, open};
 
 /// Tasks per `throughput` iteration.
 const BATCH: u64 = 2_000;
@@ -35,46 +35,6 @@ const GRACE: Duration = Duration::from_secs(10);
 /// that follows a finished task is over and the next enqueue meets an idle
 /// runner.
 const SETTLE: Duration = Duration::from_millis(5);
-
-struct Noop;
-
-impl Task for Noop {
-    type Params = (u64,);
-    type Output = ();
-    fn name() -> &'static str {
-        "noop"
-    }
-    async fn run(&self, _: (u64,), _: TaskContext) -> Result<(), TaskError> {
-        Ok(())
-    }
-}
-
-fn backends(dir: &tempfile::TempDir) -> Vec<(&'static str, String)> {
-    let mut list = vec![(
-        "sqlite",
-        format!("sqlite://{}", dir.path().join("bench.sqlite3").display()),
-    )];
-    for (name, var) in [
-        ("postgres", "BGTASKS_BENCH_POSTGRES_URL"),
-        ("mysql", "BGTASKS_BENCH_MYSQL_URL"),
-    ] {
-        if let Ok(url) = std::env::var(var) {
-            list.push((name, url));
-        }
-    }
-    list
-}
-
-/// Opens (and migrates) the bench database and empties the queue and its history.
-async fn open(url: &str) -> DatabaseConnection {
-    let conn = db::open(Some(url)).await.expect("open the bench database");
-    for table in ["background_task", "background_task_completedtask"] {
-        conn.execute_unprepared(&format!("DELETE FROM {table}"))
-            .await
-            .expect("empty the queue's tables");
-    }
-    conn
-}
 
 fn registry() -> Registry {
     let registry = Registry::new();
