@@ -1,8 +1,10 @@
-//! What the seed's Django admin offers, as functions an operator's tool (the
-//! CLI, the dashboard, your own code) can call: free-text search over task
-//! names and params, bulk priority +1 / -1, bulk delete, whether the
-//! process holding a lock is alive, and which due tasks no runner here can
-//! run. Editing a single task is a plain SeaORM update of its entity.
+//! What the seed's Django admin offers, and what its users asked it for, as
+//! functions an operator's tool (the CLI, the dashboard, your own code) can
+//! call: free-text search over task names and params, bulk priority +1 /
+//! -1, bulk delete, run now, retry a failed task, cancel a waiting one,
+//! whether the process holding a lock is alive, and which due tasks no
+//! runner here can run. Editing a single task is a plain SeaORM update of
+//! its entity. Read-only views are in [`crate::inspect`].
 
 use sea_orm::ConnectionTrait;
 
@@ -47,6 +49,53 @@ pub async fn delete_tasks<C: ConnectionTrait>(conn: &C, ids: &[i32]) -> Result<u
 /// Deletes the history rows `ids`, however many; returns rows deleted.
 pub async fn delete_completed<C: ConnectionTrait>(conn: &C, ids: &[i32]) -> Result<u64> {
     sql::delete_completed(conn, ids).await
+}
+
+/// Makes the waiting tasks `ids` due at `now` ("run now"); running tasks
+/// are left alone. Returns rows changed.
+pub async fn run_now<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[i32],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<u64> {
+    sql::run_now(conn, ids, now).await
+}
+
+/// Puts the failed history rows `ids` back in the queue, due at `now`:
+/// attempts start again from 0, the last error is kept, and the history
+/// row is removed (in one transaction, so two operators retrying at once
+/// enqueue it once). Ids that are not failed history rows are skipped.
+/// Returns the new tasks.
+pub async fn retry_failed<C>(
+    conn: &C,
+    ids: &[i32],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<task::Model>>
+where
+    C: sea_orm::TransactionTrait + ConnectionTrait,
+    C::Transaction: ConnectionTrait,
+{
+    sql::retry_failed(conn, ids, now).await
+}
+
+/// The last error written into the history row of a cancelled task.
+pub const CANCELLED_ERROR: &str = "Cancelled by an operator before it ran.";
+
+/// Cancels the waiting tasks `ids`: each moves to the history as failed at
+/// `now`, with [`CANCELLED_ERROR`] as its last error, so the cancellation
+/// stays on record and can be retried. A running task is left to finish
+/// (its body cannot be interrupted safely from another process). Returns
+/// the history rows written.
+pub async fn cancel<C>(
+    conn: &C,
+    ids: &[i32],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<completed_task::Model>>
+where
+    C: sea_orm::TransactionTrait + ConnectionTrait,
+    C::Transaction: ConnectionTrait,
+{
+    sql::cancel_waiting(conn, ids, CANCELLED_ERROR, now).await
 }
 
 /// Due tasks per name that no handler in `registry` can run: they wait for

@@ -62,6 +62,27 @@ enum Command {
         #[command(subcommand)]
         direction: Option<Direction>,
     },
+    /// Serve the web dashboard, its JSON API and Prometheus metrics (at
+    /// /metrics) on their own. It runs no tasks.
+    #[cfg(feature = "web")]
+    Dashboard(DashboardArgs),
+}
+
+#[cfg(feature = "web")]
+#[derive(Debug, Args)]
+struct DashboardArgs {
+    /// Address to listen on. Anything but a loopback address needs a password.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    bind: String,
+    /// Show everything, change nothing: turn every action off.
+    #[arg(long)]
+    read_only: bool,
+    /// HTTP Basic password (any user name) that every request must carry.
+    #[arg(long, env = "BGTASKS_DASHBOARD_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Seconds after its last heartbeat a runner counts as gone.
+    #[arg(long, env = "BACKGROUND_TASK_LEASE", default_value_t = 30.0)]
+    lease: f64,
 }
 
 #[derive(Debug, Args)]
@@ -201,7 +222,35 @@ async fn run(cli: Cli, registry: Registry) -> Result<()> {
         Command::Process(args) => process(url, registry, args).await,
         Command::Demo(args) => demo(url, args).await,
         Command::Migrate { direction } => migrate(url, direction.unwrap_or(Direction::Up)).await,
+        #[cfg(feature = "web")]
+        Command::Dashboard(args) => dashboard(url, registry, args).await,
     }
+}
+
+#[cfg(feature = "web")]
+async fn dashboard(url: Option<&str>, registry: Registry, args: DashboardArgs) -> Result<()> {
+    let bind = args.bind.parse().map_err(|_| {
+        Error::invalid(
+            "--bind",
+            format!(
+                "{:?} is not an address; use IP:PORT, such as 127.0.0.1:8000",
+                args.bind
+            ),
+        )
+    })?;
+    let config = Config::builder()
+        .lease(seconds("--lease", args.lease)?)
+        .build()?;
+    let queue = Queue::with_parts(db::open(url).await?, registry, config);
+    crate::web::serve(
+        queue,
+        crate::web::Standalone {
+            bind,
+            read_only: args.read_only,
+            password: args.password,
+        },
+    )
+    .await
 }
 
 async fn process(url: Option<&str>, registry: Registry, args: ProcessArgs) -> Result<()> {

@@ -49,6 +49,8 @@ pub mod db;
 pub mod entity;
 mod error;
 mod events;
+pub mod inspect;
+pub mod metrics;
 pub mod params;
 mod queries;
 mod queue;
@@ -57,6 +59,8 @@ mod runner;
 mod schedule;
 mod store;
 mod task;
+#[cfg(feature = "web")]
+pub mod web;
 mod worker;
 
 pub use clock::Clock;
@@ -75,3 +79,9 @@ pub use registry::Registry;
 pub use runner::{DEFAULT_SHUTDOWN_GRACE, Pace, Runner, RunnerHandle};
 pub use schedule::{Action, RunAt, Schedule, repeat};
 pub use task::{Task, TaskContext, TaskDefaults, TaskError};
+
+/// The README's Rust examples, compiled and run as doc tests so they stay
+/// true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -344,6 +344,7 @@ struct Inner {
     /// Tasks this queue's runner claimed and has not recorded yet: the
     /// locks its heartbeat renews.
     running: std::sync::Mutex<std::collections::HashSet<i32>>,
+    metrics: crate::metrics::Metrics,
 }
 
 /// Handle on the queue: enqueue tasks, query them, share the registry and
@@ -370,6 +371,7 @@ impl Queue {
                 runner_id: worker::runner_identity(),
                 wake: Arc::new(tokio::sync::Notify::new()),
                 running: std::sync::Mutex::default(),
+                metrics: crate::metrics::Metrics::new(),
             }),
         }
     }
@@ -408,6 +410,11 @@ impl Queue {
     /// ([`crate::Runner`]) does the same continuously, several at a time.
     pub async fn run_next_task(&self) -> bool {
         worker::run_next_task(self).await
+    }
+
+    /// This queue's metrics (see [`crate::metrics`]).
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
     }
 
     /// Ids of the tasks claimed here and not yet recorded.

@@ -2,6 +2,7 @@
 //! (an actix-web app) or standalone, and stop it gracefully.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::actors;
@@ -63,7 +64,7 @@ impl Runner {
             "runner started"
         );
         RunnerHandle {
-            running: actors::start(queue.clone()),
+            running: Arc::new(Mutex::new(Some(actors::start(queue.clone())))),
             queue,
         }
     }
@@ -77,31 +78,51 @@ impl Runner {
     }
 }
 
-/// A running runner. Dropping it does not stop it; call
+/// A running runner: cheap to clone (put it in `web::Data`), and clones
+/// share the runner. Dropping it does not stop it; call
 /// [`RunnerHandle::shutdown`].
+#[derive(Clone)]
 pub struct RunnerHandle {
     queue: Queue,
-    running: actors::Running,
+    /// `None` once shut down.
+    running: Arc<Mutex<Option<actors::Running>>>,
 }
 
 impl RunnerHandle {
-    /// The queue it runs (enqueue through it to wake the runner at once).
+    /// The queue it runs: enqueue through it (also with
+    /// [`Queue::enqueue_with`] inside your own transaction) and the runner
+    /// of this process wakes at once.
     pub fn queue(&self) -> &Queue {
         &self.queue
     }
 
     /// Switches between fast and slow polling after a finished task.
     pub fn set_pace(&self, pace: Pace) {
-        self.running.set_pace(pace);
+        if let Some(running) = self.lock().as_ref() {
+            running.set_pace(pace);
+        }
     }
 
     /// Stops claiming, waits up to `grace` for running tasks to finish and
     /// record their outcome, then stops the rest and hands their tasks back
     /// unlocked, without counting an attempt, so another runner can take
-    /// them. Returns when every actor has stopped.
-    pub async fn shutdown(self, grace: Duration) {
-        self.running.shutdown(grace).await;
-        tracing::info!(runner = self.queue.runner_id(), "runner stopped");
+    /// them. Returns when every actor has stopped. Calling it again, or on
+    /// a clone, does nothing.
+    pub async fn shutdown(&self, grace: Duration) {
+        let running = self.lock().take();
+        if let Some(running) = running {
+            running.shutdown(grace).await;
+            tracing::info!(runner = self.queue.runner_id(), "runner stopped");
+        }
+    }
+
+    /// Whether [`RunnerHandle::shutdown`] has been called.
+    pub fn is_shut_down(&self) -> bool {
+        self.lock().is_none()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<actors::Running>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

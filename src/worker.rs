@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::entity::task;
 use crate::error::Result;
@@ -77,16 +78,38 @@ pub(crate) fn spawn_execution(
 ) -> Option<JoinHandle<Result<(), TaskError>>> {
     let handler = queue.registry().handler(&task.task_name)?;
     let ctx = TaskContext::for_row(task.id, task.task_name.clone(), task.attempts);
-    Some(tokio::task::spawn(handler.run(&task.task_params, ctx)))
+    // One span per execution, so whatever the body logs carries the task.
+    let span = tracing::info_span!(
+        "task",
+        id = task.id,
+        name = %task.task_name,
+        attempt = task.attempts + 1,
+        queue = task.queue.as_deref().unwrap_or_default(),
+    );
+    Some(tokio::task::spawn(
+        handler.run(&task.task_params, ctx).instrument(span),
+    ))
+}
+
+/// A claimed task is about to run: logs it, emits `Started` and counts it.
+pub(crate) fn started(queue: &Queue, task: &task::Model) {
+    tracing::info!(task.id, "Running {task}");
+    queue.metrics().started(task, queue.config().clock().now());
+    queue.events().emit(Event::Started { task: task.clone() });
 }
 
 /// Waits for an execution for at most `limit` (`MAX_RUN_TIME`), stopping it
 /// when it runs longer.
 pub(crate) async fn finish_execution(
+    queue: &Queue,
+    task: &task::Model,
     mut handle: JoinHandle<Result<(), TaskError>>,
     limit: Duration,
 ) -> Execution {
-    match tokio::time::timeout(limit, &mut handle).await {
+    let began = std::time::Instant::now();
+    let finished = tokio::time::timeout(limit, &mut handle).await;
+    queue.metrics().executed(task, began.elapsed());
+    match finished {
         Ok(Ok(Ok(()))) => Execution::Succeeded,
         Ok(Ok(Err(err))) => Execution::Failed {
             error: err.full_text(),
@@ -237,6 +260,7 @@ fn announce(queue: &Queue, task: &task::Model, applied: Applied, now: DateTime<U
             completed,
             repeats_at,
         } => {
+            queue.metrics().succeeded(task);
             tracing::info!(task.id, "Ran task and deleting {task}");
             if let Some(next) = repeats_at {
                 tracing::debug!(task.id, "{task} repeats at {next}");
@@ -247,6 +271,7 @@ fn announce(queue: &Queue, task: &task::Model, applied: Applied, now: DateTime<U
             });
         }
         Applied::Retried { task: rescheduled } => {
+            queue.metrics().retried(task);
             let error = rescheduled.last_error.clone();
             tracing::error!(
                 task.id,
@@ -262,6 +287,7 @@ fn announce(queue: &Queue, task: &task::Model, applied: Applied, now: DateTime<U
             events.emit(Event::Rescheduled { task: rescheduled });
         }
         Applied::Failed { completed } => {
+            queue.metrics().failed(task);
             tracing::error!(
                 task.id,
                 attempts = completed.attempts,
@@ -294,8 +320,7 @@ fn announce(queue: &Queue, task: &task::Model, applied: Applied, now: DateTime<U
 
 /// Runs `task` (already claimed) to the end: events, body, outcome.
 pub(crate) async fn run_claimed(queue: &Queue, task: task::Model) -> Result<()> {
-    tracing::info!(task.id, "Running {task}");
-    queue.events().emit(Event::Started { task: task.clone() });
+    started(queue, &task);
     let execution = match spawn_execution(queue, &task) {
         Some(handle) => {
             // Renew the lock while the body runs, so no other runner takes
@@ -309,7 +334,7 @@ pub(crate) async fn run_claimed(queue: &Queue, task: task::Model) -> Result<()> 
                 }
             };
             tokio::select! {
-                execution = finish_execution(handle, queue.config().max_run_time()) => execution,
+                execution = finish_execution(queue, &task, handle, queue.config().max_run_time()) => execution,
                 never = beat => never,
             }
         }

@@ -15,7 +15,6 @@ use tokio::task::AbortHandle;
 
 use super::scheduler::Completed;
 use crate::entity::task;
-use crate::events::Event;
 use crate::queue::Queue;
 use crate::worker::{self, Execution};
 
@@ -57,10 +56,7 @@ impl Handler<Execute> for Executor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, Execute(task): Execute, _ctx: &mut Context<Self>) -> Self::Result {
-        tracing::info!(task.id, "Running {task}");
-        self.queue
-            .events()
-            .emit(Event::Started { task: task.clone() });
+        worker::started(&self.queue, &task);
         let id = task.id;
         let handle = worker::spawn_execution(&self.queue, &task);
         if let Some(handle) = &handle {
@@ -68,9 +64,10 @@ impl Handler<Execute> for Executor {
         }
         let limit = self.queue.config().max_run_time();
         let scheduler = self.scheduler.clone();
+        let queue = self.queue.clone();
         let work = async move {
             let execution = match handle {
-                Some(handle) => worker::finish_execution(handle, limit).await,
+                Some(handle) => worker::finish_execution(&queue, &task, handle, limit).await,
                 None => Execution::Released,
             };
             if let Err(err) = scheduler.send(Completed { task, execution }).await {

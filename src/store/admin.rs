@@ -1,16 +1,20 @@
 //! Statements behind the operator's views and bulk actions (the seed's
-//! admin): search, priority +1/-1, delete, due counts per task name.
+//! admin and the dashboard): search, priority +1/-1, delete, run now,
+//! retry a failed task, cancel a waiting one, due counts per task name.
 //! Id lists are cut into chunks so no statement exceeds a backend's bound
 //! parameters (the seed's admin failed with "too many SQL variables").
 
 use chrono::{DateTime, Utc};
+use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionSession, TransactionTrait,
 };
 
 use crate::entity::{completed_task, task};
 use crate::error::Result;
+use crate::store::begin_write;
 
 /// Ids per statement in bulk actions.
 const IDS_PER_STATEMENT: usize = 1_000;
@@ -127,4 +131,163 @@ pub(crate) async fn due_by_name<C: ConnectionTrait>(
         .into_tuple::<(String, i64)>()
         .all(conn)
         .await?)
+}
+
+/// Makes the waiting tasks `ids` due at `now` (the dashboard's "run now");
+/// running tasks are left alone. Returns rows changed.
+pub(crate) async fn run_now<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[i32],
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    let mut changed = 0;
+    for chunk in ids.chunks(IDS_PER_STATEMENT) {
+        changed += task::Entity::update_many()
+            .col_expr(task::Column::RunAt, Expr::value(now))
+            .filter(task::Column::Id.is_in(chunk.iter().copied()))
+            .filter(task::Column::LockedBy.is_null())
+            .exec(conn)
+            .await?
+            .rows_affected;
+    }
+    Ok(changed)
+}
+
+/// Rows `ids` of `E`, locked against concurrent writers until the
+/// transaction ends (`FOR UPDATE`; SQLite's write transaction already
+/// excludes every other writer).
+async fn locked_rows<C, E>(txn: &C, select: sea_orm::Select<E>) -> Result<Vec<E::Model>>
+where
+    C: ConnectionTrait,
+    E: EntityTrait,
+{
+    let select = if txn.get_database_backend() == DbBackend::Sqlite {
+        select
+    } else {
+        select.lock_exclusive()
+    };
+    Ok(select.all(txn).await?)
+}
+
+/// Puts the failed history rows `ids` back in the queue: each becomes a
+/// task due at `now` with its attempts reset and its last error kept (so
+/// the admin's "has error" still shows why it was retried), and the
+/// history row is removed. One transaction; rows that are not failed
+/// history rows are skipped. Returns the new tasks.
+pub(crate) async fn retry_failed<C: TransactionTrait + ConnectionTrait>(
+    conn: &C,
+    ids: &[i32],
+    now: DateTime<Utc>,
+) -> Result<Vec<task::Model>>
+where
+    C::Transaction: ConnectionTrait,
+{
+    let txn = begin_write(conn).await?;
+    let mut retried = Vec::new();
+    for chunk in ids.chunks(IDS_PER_STATEMENT) {
+        let failed = locked_rows(
+            &txn,
+            completed_task::Entity::find()
+                .filter(completed_task::Column::Id.is_in(chunk.iter().copied()))
+                .filter(completed_task::Column::FailedAt.is_not_null())
+                .order_by_asc(completed_task::Column::Id),
+        )
+        .await?;
+        if failed.is_empty() {
+            continue;
+        }
+        completed_task::Entity::delete_many()
+            .filter(completed_task::Column::Id.is_in(failed.iter().map(|row| row.id)))
+            .exec(&txn)
+            .await?;
+        for row in failed {
+            let task = task::Entity::insert(task::ActiveModel {
+                id: NotSet,
+                task_name: Set(row.task_name),
+                task_params: Set(row.task_params),
+                task_hash: Set(row.task_hash),
+                verbose_name: Set(row.verbose_name),
+                priority: Set(row.priority),
+                run_at: Set(now),
+                repeat: Set(row.repeat),
+                repeat_until: Set(row.repeat_until),
+                queue: Set(row.queue),
+                attempts: Set(0),
+                failed_at: Set(None),
+                last_error: Set(row.last_error),
+                locked_by: Set(None),
+                locked_at: Set(None),
+                creator_content_type_id: Set(row.creator_content_type_id),
+                creator_object_id: Set(row.creator_object_id),
+            })
+            .exec_with_returning(&txn)
+            .await?;
+            retried.push(task);
+        }
+    }
+    txn.commit().await?;
+    Ok(retried)
+}
+
+/// Cancels the waiting tasks `ids`: each moves to the history as failed at
+/// `now` with `reason` as its last error, so the cancellation stays on
+/// record (and can be retried). Running tasks are left alone. One
+/// transaction; returns the history rows written.
+pub(crate) async fn cancel_waiting<C: TransactionTrait + ConnectionTrait>(
+    conn: &C,
+    ids: &[i32],
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<completed_task::Model>>
+where
+    C::Transaction: ConnectionTrait,
+{
+    let txn = begin_write(conn).await?;
+    let mut cancelled = Vec::new();
+    for chunk in ids.chunks(IDS_PER_STATEMENT) {
+        // Locked first, so a runner cannot claim a row between reading and
+        // deleting it (a claim skips or waits for locked rows).
+        let waiting = locked_rows(
+            &txn,
+            task::Entity::find()
+                .filter(task::Column::Id.is_in(chunk.iter().copied()))
+                .filter(task::Column::LockedBy.is_null())
+                .order_by_asc(task::Column::Id),
+        )
+        .await?;
+        if waiting.is_empty() {
+            continue;
+        }
+        task::Entity::delete_many()
+            .filter(task::Column::Id.is_in(waiting.iter().map(|row| row.id)))
+            .filter(task::Column::LockedBy.is_null())
+            .exec(&txn)
+            .await?;
+        for row in waiting {
+            let completed = completed_task::Entity::insert(completed_task::ActiveModel {
+                id: NotSet,
+                task_name: Set(row.task_name),
+                task_params: Set(row.task_params),
+                task_hash: Set(row.task_hash),
+                verbose_name: Set(row.verbose_name),
+                priority: Set(row.priority),
+                run_at: Set(now),
+                repeat: Set(row.repeat),
+                repeat_until: Set(row.repeat_until),
+                queue: Set(row.queue),
+                attempts: Set(row.attempts),
+                failed_at: Set(Some(now)),
+                last_error: Set(reason.to_owned()),
+                locked_by: Set(None),
+                locked_at: Set(None),
+                creator_content_type_id: Set(row.creator_content_type_id),
+                creator_object_id: Set(row.creator_object_id),
+            })
+            .exec_with_returning(&txn)
+            .await?;
+            cancelled.push(completed);
+        }
+    }
+    txn.commit().await?;
+    Ok(cancelled)
 }

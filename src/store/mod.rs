@@ -9,6 +9,7 @@
 pub(crate) mod admin;
 pub(crate) mod claim;
 pub(crate) mod enqueue;
+pub(crate) mod inspect;
 pub(crate) mod outcome;
 pub(crate) mod runners;
 

@@ -6,6 +6,7 @@ mod fixture;
 mod tasks;
 
 mod admin;
+mod browser;
 mod child;
 mod cli;
 mod connect;
@@ -14,3 +15,4 @@ mod queries;
 mod resilience;
 mod runner;
 mod schema;
+mod web;

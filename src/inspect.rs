@@ -1,0 +1,571 @@
+//! Read-only views of the queue for operators: what the dashboard, the JSON
+//! API, the metrics endpoint and the CLI show.
+//!
+//! - [`list`]: one page of tasks in a [`State`], filtered by queue, name,
+//!   free text over name and params, and a time range. Pages are keyset
+//!   paginated: pass the [`Page::next`] cursor to get the following page.
+//!   No page counts the table, so browsing stays fast on millions of rows.
+//! - [`overview`]: tasks per queue and state, the oldest due task, and the
+//!   failed history (counted up to [`HISTORY_COUNT_CAP`]).
+//! - [`throughput`]: completions and failures per time bucket.
+//! - [`task`], [`completed`], [`chain`]: one task, and its repeat chain.
+//!
+//! States, at a given `now`:
+//!
+//! | state | table | rows |
+//! |---|---|---|
+//! | `pending` | `background_task` | unlocked, not failed, `run_at <= now` (due) |
+//! | `scheduled` | `background_task` | unlocked, not failed, `run_at > now` (includes retries waiting out their backoff) |
+//! | `running` | `background_task` | locked by a runner |
+//! | `failed` | `background_task_completedtask` | `failed_at` set: failed permanently |
+//! | `completed` | `background_task_completedtask` | `failed_at` empty: succeeded |
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
+use sea_orm::{ConnectionTrait, EntityTrait};
+use serde::Serialize;
+
+use crate::entity::{completed_task, task};
+use crate::error::{Error, Result};
+use crate::store::inspect as sql;
+
+/// Where a task is in its life. See the module docs for the exact rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Due and waiting for a runner.
+    Pending,
+    /// Waiting for its `run_at` (first run, retry backoff, or repeat).
+    Scheduled,
+    /// Locked by a runner.
+    Running,
+    /// Failed permanently (a history row with `failed_at`).
+    Failed,
+    /// Succeeded (a history row without `failed_at`).
+    Completed,
+}
+
+impl State {
+    /// Every state, in the order a task usually moves through them.
+    pub const ALL: [State; 5] = [
+        State::Scheduled,
+        State::Pending,
+        State::Running,
+        State::Completed,
+        State::Failed,
+    ];
+
+    /// Its lowercase name, as in URLs, JSON and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Scheduled => "scheduled",
+            State::Running => "running",
+            State::Failed => "failed",
+            State::Completed => "completed",
+        }
+    }
+
+    /// Whether its rows are history rows (`background_task_completedtask`).
+    pub fn in_history(self) -> bool {
+        matches!(self, State::Failed | State::Completed)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for State {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        State::ALL
+            .into_iter()
+            .find(|state| state.as_str().eq_ignore_ascii_case(text.trim()))
+            .ok_or_else(|| {
+                Error::invalid(
+                    "state",
+                    format!(
+                        "{text:?} is not a state; use one of pending, scheduled, running, \
+                         failed, completed"
+                    ),
+                )
+            })
+    }
+}
+
+/// Which named queue to show.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum QueueFilter {
+    /// Every queue (the default).
+    #[default]
+    Any,
+    /// Only tasks without a named queue (`queue IS NULL`).
+    Default,
+    /// Only this named queue.
+    Named(String),
+}
+
+impl QueueFilter {
+    /// How the default (unnamed) queue is written in URLs and on the
+    /// command line.
+    pub const DEFAULT_TOKEN: &'static str = "(default)";
+
+    /// From a URL or command-line value: empty is [`QueueFilter::Any`],
+    /// `(default)` is [`QueueFilter::Default`].
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "" => QueueFilter::Any,
+            Self::DEFAULT_TOKEN => QueueFilter::Default,
+            name => QueueFilter::Named(name.to_owned()),
+        }
+    }
+
+    /// The value [`QueueFilter::parse`] reads back.
+    pub fn token(&self) -> &str {
+        match self {
+            QueueFilter::Any => "",
+            QueueFilter::Default => Self::DEFAULT_TOKEN,
+            QueueFilter::Named(name) => name,
+        }
+    }
+}
+
+/// What to select within a state. Every field narrows; the default selects
+/// everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Named queue.
+    pub queue: QueueFilter,
+    /// Exact task name.
+    pub name: Option<String>,
+    /// Text contained in the task name or its params (the seed admin's
+    /// search), matched literally: `%` and `_` are not wildcards.
+    pub search: Option<String>,
+    /// `run_at` at or after this time (for history rows: finished at or after).
+    pub since: Option<DateTime<Utc>>,
+    /// `run_at` before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Where the next page starts: the sort keys of the last row shown.
+/// Opaque in URLs: written and read with `Display` / `FromStr`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub(crate) priority: i32,
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) id: i32,
+}
+
+impl Cursor {
+    fn of_task(state: State, task: &task::Model) -> Self {
+        let at = match state {
+            State::Running => task.locked_at.unwrap_or(task.run_at),
+            _ => task.run_at,
+        };
+        Cursor {
+            priority: task.priority,
+            at,
+            id: task.id,
+        }
+    }
+
+    fn of_completed(completed: &completed_task::Model) -> Self {
+        Cursor {
+            priority: completed.priority,
+            at: completed.run_at,
+            id: completed.id,
+        }
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}_{}_{}",
+            self.id,
+            self.at.timestamp_micros(),
+            self.priority
+        )
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let bad = || {
+            Error::invalid(
+                "after",
+                format!("{text:?} is not a page cursor; use the `next` value of a listing"),
+            )
+        };
+        let mut parts = text.split('_');
+        let (Some(id), Some(micros), Some(priority), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let micros: i64 = micros.parse().map_err(|_| bad())?;
+        Ok(Cursor {
+            id: id.parse().map_err(|_| bad())?,
+            at: DateTime::from_timestamp_micros(micros).ok_or_else(bad)?,
+            priority: priority.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// One listed row: a waiting or running task, or a history row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Row {
+    /// A row of `background_task`.
+    Task(task::Model),
+    /// A row of `background_task_completedtask`.
+    Completed(completed_task::Model),
+}
+
+impl Row {
+    /// Its id (in its own table).
+    pub fn id(&self) -> i32 {
+        match self {
+            Row::Task(t) => t.id,
+            Row::Completed(c) => c.id,
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// The state listed.
+    pub state: State,
+    /// The rows, in the state's order: pending in claim order, scheduled by
+    /// `run_at`, running by `locked_at`, history newest first.
+    pub rows: Vec<Row>,
+    /// Cursor of the next page; `None` on the last page.
+    pub next: Option<Cursor>,
+}
+
+/// Most rows one page may hold.
+pub const MAX_PAGE: u64 = 500;
+
+/// One page of tasks in `state` matching `filter`, starting after `after`
+/// (the first page when `None`), at most `limit` rows (1 to [`MAX_PAGE`]).
+pub async fn list<C: ConnectionTrait>(
+    conn: &C,
+    state: State,
+    filter: &Filter,
+    after: Option<&Cursor>,
+    limit: u64,
+    now: DateTime<Utc>,
+) -> Result<Page> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    // One row more than asked says whether there is a next page.
+    let (mut rows, more) = if state.in_history() {
+        let mut rows =
+            sql::page::<completed_task::Entity, _>(conn, state, filter, after, limit + 1, now)
+                .await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        (
+            rows.into_iter().map(Row::Completed).collect::<Vec<_>>(),
+            more,
+        )
+    } else {
+        let mut rows =
+            sql::page::<task::Entity, _>(conn, state, filter, after, limit + 1, now).await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        (rows.into_iter().map(Row::Task).collect::<Vec<_>>(), more)
+    };
+    let next = match rows.last_mut() {
+        Some(Row::Task(task)) if more => Some(Cursor::of_task(state, task)),
+        Some(Row::Completed(completed)) if more => Some(Cursor::of_completed(completed)),
+        _ => None,
+    };
+    Ok(Page { state, rows, next })
+}
+
+/// History rows are counted up to this many per queue and outcome in
+/// [`overview`]: an unbounded history table is not scanned whole.
+pub const HISTORY_COUNT_CAP: u64 = 100_000;
+
+/// Tasks in one queue and state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StateCount {
+    /// Named queue; `None` for the default queue.
+    pub queue: Option<String>,
+    /// The state.
+    pub state: State,
+    /// How many; for history states at most [`HISTORY_COUNT_CAP`].
+    pub count: i64,
+}
+
+/// The queue at a glance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Overview {
+    /// When it was taken.
+    pub now: DateTime<Utc>,
+    /// Waiting and running tasks per queue and state, and failed history
+    /// rows per queue (capped).
+    pub counts: Vec<StateCount>,
+    /// The due task that has waited longest.
+    pub oldest_due: Option<task::Model>,
+}
+
+impl Overview {
+    /// Total in `state` across queues.
+    pub fn total(&self, state: State) -> i64 {
+        self.counts
+            .iter()
+            .filter(|c| c.state == state)
+            .map(|c| c.count)
+            .sum()
+    }
+
+    /// How long the oldest due task has waited.
+    pub fn oldest_due_age(&self) -> Option<TimeDelta> {
+        self.oldest_due
+            .as_ref()
+            .map(|task| (self.now - task.run_at).max(TimeDelta::zero()))
+    }
+
+    /// The queues seen, default queue first.
+    pub fn queues(&self) -> Vec<Option<String>> {
+        let mut queues: Vec<Option<String>> = self.counts.iter().map(|c| c.queue.clone()).collect();
+        queues.sort();
+        queues.dedup();
+        queues
+    }
+}
+
+/// Counts per queue and state, and the oldest due task, at `now`.
+pub async fn overview<C: ConnectionTrait>(conn: &C, now: DateTime<Utc>) -> Result<Overview> {
+    let mut counts: Vec<StateCount> = sql::counts(conn, now)
+        .await?
+        .into_iter()
+        // Rows of the task table with failed_at set exist only when some
+        // other writer set it; they are reported with the history's failed.
+        .map(|(queue, state, count)| StateCount {
+            queue,
+            state,
+            count,
+        })
+        .collect();
+    for (queue, state, count) in sql::history_counts(conn, None, HISTORY_COUNT_CAP, now).await? {
+        if state == State::Failed {
+            counts.push(StateCount {
+                queue,
+                state,
+                count,
+            });
+        }
+    }
+    Ok(Overview {
+        now,
+        counts,
+        oldest_due: sql::oldest_due(conn, now).await?,
+    })
+}
+
+/// Completions over a window, per bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Throughput {
+    /// Start of the first bucket.
+    pub start: DateTime<Utc>,
+    /// Width of each bucket, in seconds.
+    pub bucket_seconds: i64,
+    /// Tasks that succeeded, per bucket.
+    pub succeeded: Vec<i64>,
+    /// Tasks that failed permanently, per bucket.
+    pub failed: Vec<i64>,
+}
+
+/// Completions and permanent failures in the `buckets` buckets of width
+/// `bucket` that end at `now` (the last bucket holds `now`).
+pub async fn throughput<C: ConnectionTrait>(
+    conn: &C,
+    now: DateTime<Utc>,
+    bucket: TimeDelta,
+    buckets: u32,
+) -> Result<Throughput> {
+    let bucket = bucket.max(TimeDelta::seconds(1));
+    let width = bucket.num_seconds();
+    // Buckets aligned to whole multiples of their width, so that two
+    // looks a few seconds apart show the same bars.
+    let aligned = now.timestamp() - now.timestamp().rem_euclid(width);
+    let start = DateTime::from_timestamp(aligned, 0).unwrap_or(now) - bucket * (buckets as i32 - 1);
+    let mut succeeded = vec![0; buckets as usize];
+    let mut failed = vec![0; buckets as usize];
+    for (index, is_failed, count) in sql::completions(conn, start, bucket, buckets).await? {
+        let series = if is_failed {
+            &mut failed
+        } else {
+            &mut succeeded
+        };
+        series[index as usize] += count;
+    }
+    Ok(Throughput {
+        start,
+        bucket_seconds: width,
+        succeeded,
+        failed,
+    })
+}
+
+/// The waiting or running task `id`.
+pub async fn task<C: ConnectionTrait>(conn: &C, id: i32) -> Result<Option<task::Model>> {
+    Ok(task::Entity::find_by_id(id).one(conn).await?)
+}
+
+/// The history row `id`.
+pub async fn completed<C: ConnectionTrait>(
+    conn: &C,
+    id: i32,
+) -> Result<Option<completed_task::Model>> {
+    Ok(completed_task::Entity::find_by_id(id).one(conn).await?)
+}
+
+/// A repeat chain: every run of one task name with the same params.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Chain {
+    /// Rows still waiting or running (the next occurrence), soonest first.
+    pub waiting: Vec<task::Model>,
+    /// Earlier runs, newest first.
+    pub history: Vec<completed_task::Model>,
+}
+
+/// The runs of `name` with `hash` (its repeat chain, or the earlier runs
+/// of the same call), at most `limit` of each kind.
+pub async fn chain<C: ConnectionTrait>(
+    conn: &C,
+    name: &str,
+    hash: &str,
+    limit: u64,
+) -> Result<Chain> {
+    let (waiting, history) = sql::chain(conn, name, hash, limit).await?;
+    Ok(Chain { waiting, history })
+}
+
+/// Reads a time given by an operator, in UTC: RFC 3339
+/// (`2026-11-27T10:00:00Z`), `YYYY-MM-DD HH:MM[:SS]`, `YYYY-MM-DDTHH:MM`
+/// (an HTML `datetime-local` input), `YYYY-MM-DD`, or an age before `now`:
+/// a number with `s`, `m`, `h` or `d` (`90m` is 90 minutes ago).
+pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(at) = NaiveDateTime::parse_from_str(text, format) {
+            return Ok(at.and_utc());
+        }
+    }
+    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+    }
+    if let Some(age) = parse_age(text) {
+        return Ok(now - age);
+    }
+    Err(Error::invalid(
+        "time",
+        format!(
+            "{text:?} is not a time; use 2026-11-27T10:00:00Z, 2026-11-27 10:00, 2026-11-27, \
+             or an age such as 30s, 15m, 2h, 7d"
+        ),
+    ))
+}
+
+/// `30s`, `15m`, `2h`, `7d` as a duration.
+pub fn parse_age(text: &str) -> Option<TimeDelta> {
+    let text = text.trim();
+    let split = text.len().checked_sub(1)?;
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number.parse().ok().filter(|n| *n >= 0)?;
+    match unit {
+        "s" => TimeDelta::try_seconds(number),
+        "m" => TimeDelta::try_minutes(number),
+        "h" => TimeDelta::try_hours(number),
+        "d" => TimeDelta::try_days(number),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_read_back() {
+        for state in State::ALL {
+            assert_eq!(state.as_str().parse::<State>().unwrap(), state);
+        }
+        assert_eq!(" Failed ".parse::<State>().unwrap(), State::Failed);
+        let err = "done".parse::<State>().unwrap_err().to_string();
+        assert!(err.contains("pending, scheduled"), "{err}");
+    }
+
+    #[test]
+    fn cursors_read_back() {
+        let cursor = Cursor {
+            priority: -3,
+            at: DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
+            id: 42,
+        };
+        assert_eq!(cursor.to_string().parse::<Cursor>().unwrap(), cursor);
+        for bad in ["", "1_2", "a_1_2", "1_2_3_4", "1_99999999999999999999_0"] {
+            assert!(bad.parse::<Cursor>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn queue_filters_read_back() {
+        for filter in [
+            QueueFilter::Any,
+            QueueFilter::Default,
+            QueueFilter::Named("mail".into()),
+        ] {
+            assert_eq!(QueueFilter::parse(filter.token()), filter);
+        }
+    }
+
+    #[test]
+    fn times_in_every_accepted_form() {
+        let now = DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let ten = DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        for text in [
+            "2026-11-27T10:00:00Z",
+            "2026-11-27T11:00:00+01:00",
+            "2026-11-27 10:00",
+            "2026-11-27 10:00:00",
+            "2026-11-27T10:00",
+            "2h",
+            "120m",
+        ] {
+            assert_eq!(parse_time(text, now).unwrap(), ten, "{text}");
+        }
+        assert_eq!(
+            parse_time("2026-11-27", now).unwrap(),
+            ten - TimeDelta::hours(10)
+        );
+        for bad in ["yesterday", "-2h", "2w", ""] {
+            assert!(parse_time(bad, now).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! Statements behind the operator's read views (dashboard, CLI, metrics):
+//! pages of tasks per state, counts per queue and state, the oldest due
+//! task, completions per time bucket, one task's repeat chain.
+//!
+//! Pages are keyset-paginated (`WHERE (sort keys) > (last row's keys)`), so
+//! page 1,000 costs what page 1 costs and no page needs a COUNT over the
+//! table. Each state's order follows an index: pending rows walk the claim
+//! index (named to SQLite and MySQL, whose planners otherwise sort every
+//! due row), scheduled and history rows walk Django's `run_at` index.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, FromQueryResult};
+
+use super::Sql;
+use crate::entity::{completed_task, task};
+use crate::error::Result;
+use crate::inspect::{Cursor, Filter, QueueFilter, State};
+
+/// Where a keyset page starts and how its rows are ordered.
+struct Order {
+    /// `ORDER BY` text.
+    by: &'static str,
+}
+
+fn order(state: State) -> Order {
+    Order {
+        by: match state {
+            State::Pending => "priority DESC, run_at ASC, id ASC",
+            State::Scheduled => "run_at ASC, id ASC",
+            State::Running => "locked_at ASC, id ASC",
+            State::Failed | State::Completed => "run_at DESC, id DESC",
+        },
+    }
+}
+
+/// `WHERE` text selecting `state`'s rows at `now`.
+fn push_state(sql: &mut Sql, state: State, now: DateTime<Utc>) {
+    match state {
+        State::Pending => {
+            sql.push("locked_by IS NULL AND failed_at IS NULL AND run_at <= ")
+                .bind(now);
+        }
+        State::Scheduled => {
+            sql.push("locked_by IS NULL AND failed_at IS NULL AND run_at > ")
+                .bind(now);
+        }
+        State::Running => {
+            sql.push("locked_by IS NOT NULL");
+        }
+        State::Failed => {
+            sql.push("failed_at IS NOT NULL");
+        }
+        State::Completed => {
+            sql.push("failed_at IS NULL");
+        }
+    }
+}
+
+/// The `LIKE` escape character: `!` rather than a backslash, whose meaning
+/// inside string literals differs between MySQL and the others.
+const LIKE_ESCAPE: char = '!';
+
+/// `%text%` with the LIKE wildcards in `text` escaped.
+pub(crate) fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | LIKE_ESCAPE) {
+            pattern.push(LIKE_ESCAPE);
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// ` AND ...` for each filter that is set.
+fn push_filter(sql: &mut Sql, filter: &Filter) {
+    match &filter.queue {
+        QueueFilter::Any => {}
+        QueueFilter::Default => {
+            sql.push(" AND queue IS NULL");
+        }
+        QueueFilter::Named(queue) => {
+            sql.push(" AND queue = ").bind(queue.clone());
+        }
+    }
+    if let Some(name) = &filter.name {
+        sql.push(" AND task_name = ").bind(name.clone());
+    }
+    if let Some(text) = filter.search.as_deref().filter(|t| !t.is_empty()) {
+        let pattern = contains_pattern(text);
+        sql.push(" AND (task_name LIKE ")
+            .bind(pattern.clone())
+            .push(" ESCAPE '!' OR task_params LIKE ")
+            .bind(pattern)
+            .push(" ESCAPE '!')");
+    }
+    if let Some(since) = filter.since {
+        sql.push(" AND run_at >= ").bind(since);
+    }
+    if let Some(until) = filter.until {
+        sql.push(" AND run_at < ").bind(until);
+    }
+}
+
+/// ` AND (keys after the cursor)`, in `state`'s order.
+fn push_after(sql: &mut Sql, state: State, after: &Cursor) {
+    let at = after.at;
+    let id = after.id;
+    match state {
+        State::Pending => {
+            let priority = after.priority;
+            sql.push(" AND (priority < ")
+                .bind(priority)
+                .push(" OR (priority = ")
+                .bind(priority)
+                .push(" AND (run_at > ")
+                .bind(at)
+                .push(" OR (run_at = ")
+                .bind(at)
+                .push(" AND id > ")
+                .bind(id)
+                .push("))))");
+        }
+        State::Scheduled => {
+            sql.push(" AND (run_at > ")
+                .bind(at)
+                .push(" OR (run_at = ")
+                .bind(at)
+                .push(" AND id > ")
+                .bind(id)
+                .push("))");
+        }
+        State::Running => {
+            sql.push(" AND (locked_at > ")
+                .bind(at)
+                .push(" OR (locked_at = ")
+                .bind(at)
+                .push(" AND id > ")
+                .bind(id)
+                .push("))");
+        }
+        State::Failed | State::Completed => {
+            sql.push(" AND (run_at < ")
+                .bind(at)
+                .push(" OR (run_at = ")
+                .bind(at)
+                .push(" AND id < ")
+                .bind(id)
+                .push("))");
+        }
+    }
+}
+
+/// `SELECT * FROM table [index hint] WHERE state AND filters AND after
+/// ORDER BY .. LIMIT limit`.
+fn page_statement(
+    backend: DbBackend,
+    state: State,
+    filter: &Filter,
+    after: Option<&Cursor>,
+    limit: u64,
+    now: DateTime<Utc>,
+) -> Sql {
+    let mut sql = Sql::new(backend);
+    let table = if state.in_history() {
+        "background_task_completedtask"
+    } else {
+        "background_task"
+    };
+    sql.push("SELECT * FROM ").push(table);
+    if state == State::Pending {
+        // The claim index holds exactly the unlocked, unfailed rows in
+        // pending order; without the hint SQLite and MySQL pick the run_at
+        // index and sort every due row for each page.
+        match backend {
+            DbBackend::Sqlite => {
+                sql.push(" INDEXED BY background_task_claim_idx");
+            }
+            DbBackend::MySql => {
+                sql.push(" FORCE INDEX (background_task_claim_idx)");
+            }
+            _ => {}
+        }
+    }
+    sql.push(" WHERE ");
+    push_state(&mut sql, state, now);
+    push_filter(&mut sql, filter);
+    if let Some(after) = after {
+        push_after(&mut sql, state, after);
+    }
+    sql.push(" ORDER BY ")
+        .push(order(state).by)
+        .push(" LIMIT ")
+        .bind(limit as i64);
+    sql
+}
+
+/// Up to `limit` rows of `E` in `state`: `task::Entity` for the waiting
+/// and running states, `completed_task::Entity` for the history states.
+pub(crate) async fn page<E: EntityTrait, C: ConnectionTrait>(
+    conn: &C,
+    state: State,
+    filter: &Filter,
+    after: Option<&Cursor>,
+    limit: u64,
+    now: DateTime<Utc>,
+) -> Result<Vec<E::Model>> {
+    let backend = conn.get_database_backend();
+    let statement = page_statement(backend, state, filter, after, limit, now);
+    Ok(E::find().from_raw_sql(statement.build()).all(conn).await?)
+}
+
+#[derive(Debug, FromQueryResult)]
+struct StateCountRow {
+    queue: Option<String>,
+    state: String,
+    count: i64,
+}
+
+/// Waiting and running tasks per queue and state at `now`: one pass over
+/// the task table.
+pub(crate) async fn counts<C: ConnectionTrait>(
+    conn: &C,
+    now: DateTime<Utc>,
+) -> Result<Vec<(Option<String>, State, i64)>> {
+    let mut sql = Sql::new(conn.get_database_backend());
+    sql.push(
+        "SELECT queue, state, COUNT(*) AS count FROM (SELECT queue, CASE \
+         WHEN locked_by IS NOT NULL THEN 'running' \
+         WHEN failed_at IS NOT NULL THEN 'failed' \
+         WHEN run_at <= ",
+    )
+    .bind(now)
+    .push(
+        " THEN 'pending' ELSE 'scheduled' END AS state FROM background_task) counted \
+         GROUP BY queue, state ORDER BY queue, state",
+    );
+    let rows = StateCountRow::find_by_statement(sql.build())
+        .all(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| Some((row.queue, row.state.parse().ok()?, row.count)))
+        .collect())
+}
+
+/// History rows per queue and outcome, counting at most `cap` rows of each
+/// outcome (history tables grow without bound; a bounded count stays fast).
+pub(crate) async fn history_counts<C: ConnectionTrait>(
+    conn: &C,
+    since: Option<DateTime<Utc>>,
+    cap: u64,
+    now: DateTime<Utc>,
+) -> Result<Vec<(Option<String>, State, i64)>> {
+    let mut out = Vec::new();
+    for state in [State::Failed, State::Completed] {
+        let mut sql = Sql::new(conn.get_database_backend());
+        sql.push("SELECT queue, '")
+            .push(state.as_str())
+            .push("' AS state, COUNT(*) AS count FROM (SELECT queue FROM background_task_completedtask WHERE ");
+        push_state(&mut sql, state, now);
+        if let Some(since) = since {
+            sql.push(" AND run_at >= ").bind(since);
+        }
+        sql.push(" LIMIT ")
+            .bind(cap as i64)
+            .push(") capped GROUP BY queue ORDER BY queue");
+        let rows = StateCountRow::find_by_statement(sql.build())
+            .all(conn)
+            .await?;
+        out.extend(rows.into_iter().map(|row| (row.queue, state, row.count)));
+    }
+    Ok(out)
+}
+
+/// The due task that has waited longest (earliest run_at), if any.
+pub(crate) async fn oldest_due<C: ConnectionTrait>(
+    conn: &C,
+    now: DateTime<Utc>,
+) -> Result<Option<task::Model>> {
+    let mut sql = Sql::new(conn.get_database_backend());
+    sql.push("SELECT * FROM background_task WHERE ");
+    push_state(&mut sql, State::Pending, now);
+    sql.push(" ORDER BY run_at ASC, id ASC LIMIT 1");
+    Ok(task::Entity::find()
+        .from_raw_sql(sql.build())
+        .one(conn)
+        .await?)
+}
+
+#[derive(Debug, FromQueryResult)]
+struct BucketRow {
+    bucket: i64,
+    failed: i64,
+    count: i64,
+}
+
+/// History rows finished in `[start, start + bucket × buckets)` per bucket
+/// of `bucket`, as `(bucket index, failed, count)`. The `run_at` of a
+/// history row is its completion time.
+pub(crate) async fn completions<C: ConnectionTrait>(
+    conn: &C,
+    start: DateTime<Utc>,
+    bucket: TimeDelta,
+    buckets: u32,
+) -> Result<Vec<(u32, bool, i64)>> {
+    let backend = conn.get_database_backend();
+    let seconds = bucket.num_seconds().max(1);
+    let end = start + bucket * buckets as i32;
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT bucket, failed, COUNT(*) AS count FROM (SELECT ");
+    // Seconds since `start`, whole, in each dialect.
+    match backend {
+        DbBackend::Postgres => {
+            sql.push("CAST(FLOOR(EXTRACT(EPOCH FROM (run_at - ")
+                .bind(start)
+                .push(")) / ")
+                .bind(seconds)
+                .push(") AS BIGINT)");
+        }
+        DbBackend::MySql => {
+            sql.push("CAST(FLOOR(TIMESTAMPDIFF(SECOND, ")
+                .bind(start)
+                .push(", run_at) / ")
+                .bind(seconds)
+                .push(") AS SIGNED)");
+        }
+        _ => {
+            sql.push("CAST((julianday(run_at) - julianday(")
+                .bind(start)
+                .push(")) * 86400.0 / ")
+                .bind(seconds)
+                .push(" AS INTEGER)");
+        }
+    }
+    let integer = match backend {
+        DbBackend::MySql => "SIGNED",
+        DbBackend::Postgres => "BIGINT",
+        _ => "INTEGER",
+    };
+    sql.push(" AS bucket, CAST(CASE WHEN failed_at IS NULL THEN 0 ELSE 1 END AS ")
+        .push(integer)
+        .push(
+            ") AS failed \
+             FROM background_task_completedtask WHERE run_at >= ",
+        )
+        .bind(start)
+        .push(" AND run_at < ")
+        .bind(end)
+        .push(") timed GROUP BY bucket, failed ORDER BY bucket, failed");
+    let rows = BucketRow::find_by_statement(sql.build()).all(conn).await?;
+    Ok(rows
+        .into_iter()
+        .filter(|row| (0..i64::from(buckets)).contains(&row.bucket))
+        .map(|row| (row.bucket as u32, row.failed != 0, row.count))
+        .collect())
+}
+
+/// Waiting rows and history rows of one repeat chain (same name and hash),
+/// newest first, at most `limit` of each.
+pub(crate) async fn chain<C: ConnectionTrait>(
+    conn: &C,
+    name: &str,
+    hash: &str,
+    limit: u64,
+) -> Result<(Vec<task::Model>, Vec<completed_task::Model>)> {
+    use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+    let waiting = task::Entity::find()
+        .filter(task::Column::TaskHash.eq(hash))
+        .filter(task::Column::TaskName.eq(name))
+        .order_by_asc(task::Column::RunAt)
+        .limit(limit)
+        .all(conn)
+        .await?;
+    let history = completed_task::Entity::find()
+        .filter(completed_task::Column::TaskHash.eq(hash))
+        .filter(completed_task::Column::TaskName.eq(name))
+        .order_by_desc(completed_task::Column::RunAt)
+        .order_by_desc(completed_task::Column::Id)
+        .limit(limit)
+        .all(conn)
+        .await?;
+    Ok((waiting, history))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(contains_pattern("a_b%c!d"), "%a!_b!%c!!d%");
+        assert_eq!(contains_pattern(""), "%%");
+    }
+
+    #[test]
+    fn pages_bind_every_value() {
+        let filter = Filter {
+            queue: QueueFilter::Named("q".into()),
+            name: Some("n".into()),
+            search: Some("50%".into()),
+            since: Some(Utc::now()),
+            until: None,
+        };
+        let cursor = Cursor {
+            priority: 3,
+            at: Utc::now(),
+            id: 9,
+        };
+        let sql = page_statement(
+            DbBackend::Postgres,
+            State::Pending,
+            &filter,
+            Some(&cursor),
+            20,
+            Utc::now(),
+        )
+        .build();
+        assert!(!sql.sql.contains("50%"), "{}", sql.sql);
+        assert!(sql.sql.contains("ORDER BY priority DESC"), "{}", sql.sql);
+        assert_eq!(sql.values.map_or(0, |v| v.0.len()), 12);
+    }
+}

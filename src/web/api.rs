@@ -1,0 +1,226 @@
+//! The JSON API behind the dashboard, and the metrics endpoint. Handlers
+//! are thin: parse, call [`crate::inspect`] / [`crate::admin`], answer.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::TimeDelta;
+use serde::{Deserialize, Serialize};
+
+use super::actions::{self, Action};
+use super::{Ctx, WebError, csrf};
+use crate::inspect::{self, Cursor, Filter, QueueFilter, State};
+
+/// Page size when none is asked for.
+pub(crate) const DEFAULT_LIMIT: u64 = 50;
+
+/// The list filters, as query parameters (shared by `/tasks` and
+/// `/api/tasks`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub(crate) struct ListQuery {
+    #[serde(default)]
+    pub(crate) state: Option<String>,
+    #[serde(default)]
+    pub(crate) queue: Option<String>,
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    #[serde(default)]
+    pub(crate) q: Option<String>,
+    #[serde(default)]
+    pub(crate) since: Option<String>,
+    #[serde(default)]
+    pub(crate) until: Option<String>,
+    #[serde(default)]
+    pub(crate) after: Option<String>,
+    #[serde(default)]
+    pub(crate) limit: Option<u64>,
+}
+
+/// A parsed listing request.
+pub(crate) struct Listing {
+    pub(crate) state: State,
+    pub(crate) filter: Filter,
+    pub(crate) after: Option<Cursor>,
+    pub(crate) limit: u64,
+}
+
+fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+impl ListQuery {
+    pub(crate) fn parse(&self, now: chrono::DateTime<chrono::Utc>) -> crate::Result<Listing> {
+        let state = match non_empty(&self.state) {
+            Some(state) => state.parse()?,
+            None => State::Pending,
+        };
+        let time = |value: &Option<String>| {
+            non_empty(value)
+                .map(|text| inspect::parse_time(text, now))
+                .transpose()
+        };
+        Ok(Listing {
+            state,
+            filter: Filter {
+                queue: QueueFilter::parse(non_empty(&self.queue).unwrap_or_default()),
+                name: non_empty(&self.name).map(str::to_owned),
+                search: non_empty(&self.q).map(str::to_owned),
+                since: time(&self.since)?,
+                until: time(&self.until)?,
+            },
+            after: non_empty(&self.after).map(str::parse).transpose()?,
+            limit: self
+                .limit
+                .unwrap_or(DEFAULT_LIMIT)
+                .clamp(1, inspect::MAX_PAGE),
+        })
+    }
+}
+
+fn api(err: impl Into<WebError>) -> WebError {
+    err.into().json(true)
+}
+
+/// The overview's throughput chart: the last hour, per minute.
+pub(crate) const CHART_BUCKET: TimeDelta = TimeDelta::minutes(1);
+/// Buckets in the overview's chart.
+pub(crate) const CHART_BUCKETS: u32 = 60;
+
+pub(crate) async fn overview(ctx: Ctx) -> Result<HttpResponse, WebError> {
+    let (db, now) = (ctx.queue().db(), ctx.now());
+    let overview = inspect::overview(db, now).await.map_err(api)?;
+    let throughput = inspect::throughput(db, now, CHART_BUCKET, CHART_BUCKETS)
+        .await
+        .map_err(api)?;
+    let runners = crate::admin::runners(db, ctx.queue().config().lease(), now)
+        .await
+        .map_err(api)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "now": overview.now,
+        "counts": overview.counts,
+        "oldest_due": overview.oldest_due,
+        "oldest_due_age_seconds": overview.oldest_due_age().map(|age| age.as_seconds_f64()),
+        "throughput": throughput,
+        "runners_alive": runners.iter().filter(|r| r.alive).count(),
+    })))
+}
+
+pub(crate) async fn tasks(
+    ctx: Ctx,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, WebError> {
+    let listing = query.parse(ctx.now()).map_err(api)?;
+    let page = inspect::list(
+        ctx.queue().db(),
+        listing.state,
+        &listing.filter,
+        listing.after.as_ref(),
+        listing.limit,
+        ctx.now(),
+    )
+    .await
+    .map_err(api)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "state": page.state,
+        "rows": page.rows,
+        "next": page.next.map(|cursor| cursor.to_string()),
+    })))
+}
+
+fn id_of(path: &str) -> Result<i32, WebError> {
+    path.parse()
+        .map_err(|_| WebError::bad_request(format!("{path:?} is not a task id")))
+}
+
+/// How many runs of a chain a detail shows.
+pub(crate) const CHAIN_LIMIT: u64 = 20;
+
+pub(crate) async fn task(ctx: Ctx, id: web::Path<String>) -> Result<HttpResponse, WebError> {
+    let id = id_of(&id).map_err(api)?;
+    let db = ctx.queue().db();
+    let task = inspect::task(db, id).await.map_err(api)?.ok_or_else(|| {
+        api(WebError::not_found(format!(
+            "there is no waiting or running task {id}: it may have finished; look in the history"
+        )))
+    })?;
+    let chain = inspect::chain(db, &task.task_name, &task.task_hash, CHAIN_LIMIT)
+        .await
+        .map_err(api)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "task": task, "chain": chain })))
+}
+
+pub(crate) async fn completed(ctx: Ctx, id: web::Path<String>) -> Result<HttpResponse, WebError> {
+    let id = id_of(&id).map_err(api)?;
+    let db = ctx.queue().db();
+    let completed = inspect::completed(db, id)
+        .await
+        .map_err(api)?
+        .ok_or_else(|| api(WebError::not_found(format!("there is no history row {id}"))))?;
+    let chain = inspect::chain(db, &completed.task_name, &completed.task_hash, CHAIN_LIMIT)
+        .await
+        .map_err(api)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "completed": completed, "chain": chain })))
+}
+
+#[derive(Serialize)]
+struct RunnerJson {
+    runner: crate::entity::runner::Model,
+    alive: bool,
+}
+
+pub(crate) async fn runners(ctx: Ctx) -> Result<HttpResponse, WebError> {
+    let runners = crate::admin::runners(ctx.queue().db(), ctx.queue().config().lease(), ctx.now())
+        .await
+        .map_err(api)?;
+    let runners: Vec<RunnerJson> = runners
+        .into_iter()
+        .map(|status| RunnerJson {
+            runner: status.runner,
+            alive: status.alive,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(runners))
+}
+
+/// Body of `POST /api/actions`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ActionRequest {
+    action: String,
+    ids: Vec<i32>,
+}
+
+pub(crate) async fn act(
+    ctx: Ctx,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, WebError> {
+    ctx.check_can_act().map_err(api)?;
+    csrf::check_origin(&req).map_err(api)?;
+    // Only JSON: a cross-site form cannot send it without a CORS preflight.
+    let is_json = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if !is_json {
+        return Err(api(WebError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send actions as JSON, with Content-Type: application/json",
+        )));
+    }
+    let request: ActionRequest = serde_json::from_slice(&body).map_err(|err| {
+        api(WebError::bad_request(format!(
+            "the body is not an action ({err}); send {{\"action\": \"retry\", \"ids\": [1, 2]}}"
+        )))
+    })?;
+    let action: Action = request.action.parse().map_err(api)?;
+    let outcome = actions::apply(ctx.queue(), action, &request.ids)
+        .await
+        .map_err(api)?;
+    Ok(HttpResponse::Ok().json(outcome))
+}
+
+pub(crate) async fn metrics(ctx: Ctx) -> Result<HttpResponse, WebError> {
+    let text = crate::metrics::render(ctx.queue()).await?;
+    Ok(HttpResponse::Ok()
+        .content_type(crate::metrics::CONTENT_TYPE)
+        .body(text))
+}

@@ -1,0 +1,885 @@
+//! The dashboard's HTML pages, rendered on the server with maud (which
+//! escapes every value it writes). Handlers are thin: parse, call
+//! [`crate::inspect`] / [`crate::admin`], render.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, TimeDelta, Utc};
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+
+use super::actions::{self, Action};
+use super::api::{CHAIN_LIMIT, CHART_BUCKET, CHART_BUCKETS, ListQuery};
+use super::{Ctx, WebError, csrf};
+use crate::admin::{self, RunnerStatus};
+use crate::entity::{completed_task, task};
+use crate::inspect::{self, Chain, Overview, Page, Row, State, Throughput};
+
+const STYLE: &str = include_str!("assets/style.css");
+const SCRIPT: &str = include_str!("assets/app.js");
+
+/// Headers every page carries: no framing, no sniffing, nothing but this
+/// origin's own assets.
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// What a page needs besides its data: the request's context and the
+/// token its forms carry.
+struct View<'a> {
+    ctx: &'a Ctx,
+    token: String,
+}
+
+/// Renders `body` in the layout, setting the CSRF cookie when it is new.
+fn respond(
+    req: &HttpRequest,
+    ctx: &Ctx,
+    title: &str,
+    nav: Nav,
+    body: impl FnOnce(&View<'_>) -> Markup,
+) -> Result<HttpResponse, WebError> {
+    let (token, fresh) = csrf::token(req)?;
+    let view = View { ctx, token };
+    let markup = layout(&view, title, nav, body(&view));
+    let mut response = HttpResponse::Ok();
+    response
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::REFERRER_POLICY, "same-origin"))
+        .insert_header((header::CACHE_CONTROL, "no-store"));
+    if fresh {
+        response.cookie(csrf::cookie(req, &view.token, &ctx.base));
+    }
+    Ok(response.body(markup.into_string()))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Nav {
+    Overview,
+    State(State),
+    Runners,
+}
+
+fn layout(view: &View<'_>, title: &str, nav: Nav, body: Markup) -> Markup {
+    let ctx = view.ctx;
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · background tasks" }
+                link rel="stylesheet" href=(ctx.link("assets/style.css"));
+                script src=(ctx.link("assets/app.js")) defer {}
+            }
+            body {
+                header.top {
+                    a.brand href=(ctx.base) { "background tasks" }
+                    nav {
+                        a href=(ctx.base) class=[(nav == Nav::Overview).then_some("current")] { "Overview" }
+                        @for state in State::ALL {
+                            a href=(ctx.link(&format!("tasks?state={state}")))
+                                class=[(nav == Nav::State(state)).then_some("current")] {
+                                (title_case(state.as_str()))
+                            }
+                        }
+                        a href=(ctx.link("runners")) class=[(nav == Nav::Runners).then_some("current")] { "Runners" }
+                    }
+                    @if !ctx.can_act() {
+                        span.badge { "read-only" }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+fn title_case(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
+}
+
+/// A time as "3 min ago" / "in 2 h", with the exact UTC time on hover.
+fn when(at: DateTime<Utc>, now: DateTime<Utc>) -> Markup {
+    html! {
+        time datetime=(at.to_rfc3339()) title=(at.format("%Y-%m-%d %H:%M:%S%.6f UTC")) {
+            (relative(at - now))
+        }
+    }
+}
+
+fn maybe_when(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Markup {
+    match at {
+        Some(at) => when(at, now),
+        None => html! { span.muted { "—" } },
+    }
+}
+
+fn relative(delta: TimeDelta) -> String {
+    let seconds = delta.num_seconds();
+    let span = seconds.unsigned_abs();
+    let text = match span {
+        0..=59 => format!("{span} s"),
+        60..=3_599 => format!("{} min", span / 60),
+        3_600..=86_399 => format!("{} h", span / 3_600),
+        _ => format!("{} d", span / 86_400),
+    };
+    if seconds < 0 {
+        format!("{text} ago")
+    } else if seconds == 0 {
+        "now".to_owned()
+    } else {
+        format!("in {text}")
+    }
+}
+
+fn duration(delta: TimeDelta) -> String {
+    relative(delta).trim_start_matches("in ").to_owned()
+}
+
+fn queue_name(queue: Option<&str>) -> Markup {
+    match queue {
+        Some(queue) => html! { (queue) },
+        None => html! { span.muted { "(default)" } },
+    }
+}
+
+/// At most `max` characters of `text`, with an ellipsis when cut.
+fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// `task_params` indented, when it is JSON.
+fn pretty_params(params: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(params)
+        .ok()
+        .and_then(|value| serde_json::to_string_pretty(&value).ok())
+        .unwrap_or_else(|| params.to_owned())
+}
+
+fn lock_state(locked_by: Option<&str>) -> Markup {
+    match admin::locked_by_pid_running(locked_by) {
+        Some(true) => html! { span.ok { "alive" } },
+        Some(false) => html! { span.bad { "not running" } },
+        None if locked_by.is_some_and(|l| !l.is_empty()) => {
+            html! { span.muted title="held on another host: not checkable from here" { "other host" } }
+        }
+        None => html! { span.muted { "—" } },
+    }
+}
+
+// ---- overview ---------------------------------------------------------
+
+pub(crate) async fn to_overview(ctx: Ctx) -> HttpResponse {
+    HttpResponse::Found()
+        .insert_header((header::LOCATION, ctx.base.clone()))
+        .finish()
+}
+
+pub(crate) async fn overview(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse, WebError> {
+    let (db, now) = (ctx.queue().db(), ctx.now());
+    let overview = inspect::overview(db, now).await?;
+    let throughput = inspect::throughput(db, now, CHART_BUCKET, CHART_BUCKETS).await?;
+    let runners = admin::runners(db, ctx.queue().config().lease(), now).await?;
+    respond(&req, &ctx, "Overview", Nav::Overview, |view| {
+        overview_page(view, &overview, &throughput, &runners)
+    })
+}
+
+fn overview_page(
+    view: &View<'_>,
+    overview: &Overview,
+    throughput: &Throughput,
+    runners: &[RunnerStatus],
+) -> Markup {
+    let ctx = view.ctx;
+    let alive = runners.iter().filter(|r| r.alive).count();
+    let states = [
+        State::Pending,
+        State::Scheduled,
+        State::Running,
+        State::Failed,
+    ];
+    html! {
+        h1 { "Overview" }
+        section.cards {
+            @for state in states {
+                a.card href=(ctx.link(&format!("tasks?state={state}"))) data-state=(state) {
+                    span.count { (overview.total(state)) }
+                    span.label { (state) }
+                }
+            }
+            a.card href=(ctx.link("runners")) {
+                span.count { (alive) }
+                span.label { "runners alive" }
+            }
+        }
+        section {
+            h2 { "Oldest due task" }
+            @match &overview.oldest_due {
+                Some(task) => p {
+                    a href=(ctx.link(&format!("tasks/{}", task.id))) { "#" (task.id) " " (task.task_name) }
+                    " has been due for "
+                    strong { (overview.oldest_due_age().map(duration).unwrap_or_default()) }
+                    "."
+                },
+                None => p.muted { "Nothing is due: every due task has been picked up." },
+            }
+        }
+        section {
+            h2 { "Last hour, per minute" }
+            (chart(throughput))
+        }
+        section {
+            h2 { "Per queue" }
+            @if !overview.counts.is_empty() {
+            table.grid {
+                thead { tr { th { "queue" } @for state in states { th.num { (state) } } } }
+                tbody {
+                    @for queue in overview.queues() {
+                        tr {
+                            td { (queue_name(queue.as_deref())) }
+                            @for state in states {
+                                @let count: i64 = overview.counts.iter()
+                                    .filter(|c| c.queue == queue && c.state == state)
+                                    .map(|c| c.count).sum();
+                                @let token = queue.as_deref().unwrap_or(inspect::QueueFilter::DEFAULT_TOKEN);
+                                td.num {
+                                    a href=(ctx.link(&format!("tasks?state={state}&queue={}", encode(token)))) { (count) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            }
+            @if overview.counts.is_empty() { p.muted { "The queue is empty." } }
+        }
+    }
+}
+
+/// Completions (green) and permanent failures (red) per bucket, as bars.
+fn chart(throughput: &Throughput) -> Markup {
+    let buckets = throughput.succeeded.len().max(1);
+    let (width, height, bar) = (720.0, 140.0, 720.0 / buckets as f64);
+    let peak = throughput
+        .succeeded
+        .iter()
+        .zip(&throughput.failed)
+        .map(|(s, f)| s + f)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let total_ok: i64 = throughput.succeeded.iter().sum();
+    let total_failed: i64 = throughput.failed.iter().sum();
+    html! {
+        figure.chart {
+            svg viewBox=(format!("0 0 {width} {}", height + 2.0)) role="img"
+                aria-label=(format!("{total_ok} completed and {total_failed} failed in the last hour")) {
+                @for (i, (ok, failed)) in throughput.succeeded.iter().zip(&throughput.failed).enumerate() {
+                    @let x = i as f64 * bar;
+                    @let ok_height = *ok as f64 / peak * height;
+                    @let failed_height = *failed as f64 / peak * height;
+                    @let start = throughput.start + TimeDelta::seconds(throughput.bucket_seconds * i as i64);
+                    g {
+                        title { (start.format("%H:%M")) " UTC: " (ok) " completed, " (failed) " failed" }
+                        rect.ok x=(x) y=(height - ok_height) width=(bar - 1.0) height=(ok_height) {}
+                        rect.failed x=(x) y=(height - ok_height - failed_height) width=(bar - 1.0) height=(failed_height) {}
+                    }
+                }
+                line x1="0" y1=(height + 1.0) x2=(width) y2=(height + 1.0) {}
+            }
+            figcaption {
+                span.ok { (total_ok) " completed" } " · " span.bad { (total_failed) " failed" }
+                " · peak " (peak as i64) " per minute"
+            }
+        }
+    }
+}
+
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+// ---- lists ------------------------------------------------------------
+
+/// What the last action did, carried in the redirect's query.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Notice {
+    #[serde(default)]
+    done: Option<String>,
+    #[serde(default)]
+    n: Option<u64>,
+}
+
+impl Notice {
+    fn render(&self) -> Option<Markup> {
+        let action: Action = self.done.as_deref()?.parse().ok()?;
+        let n = self.n.unwrap_or(0);
+        let noun = if n == 1 { "task" } else { "tasks" };
+        Some(html! { p.notice role="status" { (n) " " (noun) " " (action.done()) "." } })
+    }
+}
+
+pub(crate) async fn tasks(
+    ctx: Ctx,
+    req: HttpRequest,
+    query: web::Query<ListQuery>,
+    notice: web::Query<Notice>,
+) -> Result<HttpResponse, WebError> {
+    let now = ctx.now();
+    let listing = query.parse(now);
+    let state = listing.as_ref().map_or(State::Pending, |l| l.state);
+    let page = match &listing {
+        Ok(listing) => Some(
+            inspect::list(
+                ctx.queue().db(),
+                listing.state,
+                &listing.filter,
+                listing.after.as_ref(),
+                listing.limit,
+                now,
+            )
+            .await?,
+        ),
+        Err(_) => None,
+    };
+    let problem = listing.err().map(|err| err.to_string());
+    let here = format!("{}?{}", req.path(), req.query_string());
+    respond(
+        &req,
+        &ctx,
+        &title_case(state.as_str()),
+        Nav::State(state),
+        |view| {
+            html! {
+                h1 { (title_case(state.as_str())) }
+                @if let Some(notice) = notice.render() { (notice) }
+                @if let Some(problem) = &problem { p.problem role="alert" { (problem) } }
+                (filter_form(view, state, &query))
+                @if let Some(page) = &page { (list(view, page, &query, &here)) }
+            }
+        },
+    )
+}
+
+fn filter_form(view: &View<'_>, state: State, query: &ListQuery) -> Markup {
+    let value = |v: &Option<String>| v.clone().unwrap_or_default();
+    html! {
+        form.filters method="get" action=(view.ctx.link("tasks")) {
+            input type="hidden" name="state" value=(state);
+            label { "queue " input type="text" name="queue" value=(value(&query.queue)) placeholder="any; (default) for none"; }
+            label { "task " input type="text" name="name" value=(value(&query.name)) placeholder="exact name"; }
+            label { "search " input type="search" name="q" value=(value(&query.q)) placeholder="text in name or params"; }
+            label { "since " input type="text" name="since" value=(value(&query.since)) placeholder="2026-11-27 10:00 or 2h"; }
+            label { "until " input type="text" name="until" value=(value(&query.until)) placeholder="UTC"; }
+            button type="submit" { "Filter" }
+            a href=(view.ctx.link(&format!("tasks?state={state}"))) { "clear" }
+        }
+    }
+}
+
+/// The actions offered for rows in `state`.
+fn actions_for(state: State) -> &'static [Action] {
+    match state {
+        State::Pending | State::Scheduled => &[
+            Action::RunNow,
+            Action::PriorityUp,
+            Action::PriorityDown,
+            Action::Cancel,
+            Action::Delete,
+        ],
+        State::Running => &[],
+        State::Failed => &[Action::Retry, Action::DeleteCompleted],
+        State::Completed => &[Action::DeleteCompleted],
+    }
+}
+
+fn action_form(view: &View<'_>, back: &str, actions: &[Action], inner: Markup) -> Markup {
+    let can_act = view.ctx.can_act() && !actions.is_empty();
+    html! {
+        form.actions method="post" action=(view.ctx.link("actions")) {
+            input type="hidden" name="csrf" value=(view.token);
+            input type="hidden" name="back" value=(back);
+            @if can_act {
+                div.buttons {
+                    @for action in actions {
+                        button type="submit" name="action" value=(action.as_str())
+                            data-confirm=[action.destructive().then(|| format!("{} the selected tasks?", action.label()))] {
+                            (action.label())
+                        }
+                    }
+                }
+            }
+            (inner)
+        }
+    }
+}
+
+fn list(view: &View<'_>, page: &Page, query: &ListQuery, here: &str) -> Markup {
+    let ctx = view.ctx;
+    let now = ctx.now();
+    let actions = actions_for(page.state);
+    let selectable = ctx.can_act() && !actions.is_empty();
+    let table = html! {
+        table.grid #tasks data-state=(page.state) {
+            thead {
+                tr {
+                    @if selectable { th { input type="checkbox" .select-all aria-label="select all"; } }
+                    th.num { "id" }
+                    th { "task" }
+                    th { "params" }
+                    th { @if page.state.in_history() { "finished" } @else { "run at" } }
+                    th.num { "priority" }
+                    th.num { "attempts" }
+                    th { "error" }
+                    th { "locked by" }
+                    th { "process" }
+                    th { "queue" }
+                }
+            }
+            tbody {
+                @for row in &page.rows {
+                    (list_row(view, row, selectable, now))
+                }
+            }
+        }
+        @if page.rows.is_empty() { p.muted.empty { "No " (page.state) " tasks match." } }
+    };
+    let mut next_query = query.clone();
+    next_query.after = page.next.map(|cursor| cursor.to_string());
+    let mut first_query = query.clone();
+    first_query.after = None;
+    html! {
+        (action_form(view, here, actions, table))
+        nav.pages {
+            @if query.after.is_some() {
+                a href=(ctx.link(&format!("tasks?{}", query_string(&first_query)))) { "← first page" }
+            }
+            @if page.next.is_some() {
+                a.next href=(ctx.link(&format!("tasks?{}", query_string(&next_query)))) { "next page →" }
+            }
+        }
+    }
+}
+
+fn query_string(query: &ListQuery) -> String {
+    let pairs = [
+        ("state", &query.state),
+        ("queue", &query.queue),
+        ("name", &query.name),
+        ("q", &query.q),
+        ("since", &query.since),
+        ("until", &query.until),
+        ("after", &query.after),
+    ];
+    let mut out: Vec<String> = pairs
+        .iter()
+        .filter_map(|(key, value)| {
+            value
+                .as_deref()
+                .filter(|v| !v.is_empty())
+                .map(|v| format!("{key}={}", encode(v)))
+        })
+        .collect();
+    if let Some(limit) = query.limit {
+        out.push(format!("limit={limit}"));
+    }
+    out.join("&")
+}
+
+fn list_row(view: &View<'_>, row: &Row, selectable: bool, now: DateTime<Utc>) -> Markup {
+    let ctx = view.ctx;
+    match row {
+        Row::Task(task) => html! {
+            tr data-id=(task.id) {
+                @if selectable { td { input type="checkbox" name="id" value=(task.id) aria-label=(format!("select task {}", task.id)); } }
+                td.num { a href=(ctx.link(&format!("tasks/{}", task.id))) { (task.id) } }
+                td.task-name {
+                    a href=(ctx.link(&format!("tasks/{}", task.id))) { (task.task_name) }
+                    @if let Some(verbose) = &task.verbose_name { br; span.muted { (verbose) } }
+                }
+                td.params { code { (clip(&task.task_params, 80)) } }
+                td { (when(task.run_at, now)) }
+                td.num { (task.priority) }
+                td.num { (task.attempts) }
+                td { @if task.has_error() { span.bad title=(clip(&task.last_error, 300)) { "yes" } } @else { span.muted { "no" } } }
+                td { @if let Some(by) = &task.locked_by { code { (by) } } }
+                td { (lock_state(task.locked_by.as_deref())) }
+                td { (queue_name(task.queue.as_deref())) }
+            }
+        },
+        Row::Completed(done) => html! {
+            tr data-id=(done.id) {
+                @if selectable { td { input type="checkbox" name="id" value=(done.id) aria-label=(format!("select history row {}", done.id)); } }
+                td.num { a href=(ctx.link(&format!("completed/{}", done.id))) { (done.id) } }
+                td.task-name {
+                    a href=(ctx.link(&format!("completed/{}", done.id))) { (done.task_name) }
+                    @if let Some(verbose) = &done.verbose_name { br; span.muted { (verbose) } }
+                }
+                td.params { code { (clip(&done.task_params, 80)) } }
+                td { (when(done.run_at, now)) }
+                td.num { (done.priority) }
+                td.num { (done.attempts) }
+                td {
+                    @if done.failed() {
+                        span.bad title=(clip(&done.last_error, 300)) { (clip(first_line(&done.last_error), 60)) }
+                    } @else if done.has_error() {
+                        // Succeeded after an earlier attempt failed.
+                        span.muted title=(clip(&done.last_error, 300)) { "earlier attempt failed" }
+                    } @else {
+                        span.muted { "no" }
+                    }
+                }
+                td { @if let Some(by) = &done.locked_by { code { (by) } } }
+                td { span.muted { "—" } }
+                td { (queue_name(done.queue.as_deref())) }
+            }
+        },
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(text)
+}
+
+// ---- details ----------------------------------------------------------
+
+fn parse_id(text: &str) -> Result<i32, WebError> {
+    text.parse()
+        .map_err(|_| WebError::bad_request(format!("{text:?} is not a task id")))
+}
+
+pub(crate) async fn task(
+    ctx: Ctx,
+    req: HttpRequest,
+    id: web::Path<String>,
+    notice: web::Query<Notice>,
+) -> Result<HttpResponse, WebError> {
+    let id = parse_id(&id)?;
+    let db = ctx.queue().db();
+    let task = inspect::task(db, id).await?.ok_or_else(|| {
+        WebError::not_found(format!(
+            "There is no waiting or running task {id}: it may have finished or been deleted. \
+             Look for it in the completed or failed history."
+        ))
+    })?;
+    let chain = inspect::chain(db, &task.task_name, &task.task_hash, CHAIN_LIMIT).await?;
+    let title = format!("Task {id}");
+    respond(
+        &req,
+        &ctx,
+        &title,
+        Nav::State(task_state(&task, ctx.now())),
+        |view| task_page(view, &task, &chain, notice.render(), req.path()),
+    )
+}
+
+fn task_state(task: &task::Model, now: DateTime<Utc>) -> State {
+    if task.locked_by.is_some() {
+        State::Running
+    } else if task.run_at <= now {
+        State::Pending
+    } else {
+        State::Scheduled
+    }
+}
+
+fn task_page(
+    view: &View<'_>,
+    task: &task::Model,
+    chain: &Chain,
+    notice: Option<Markup>,
+    here: &str,
+) -> Markup {
+    let now = view.ctx.now();
+    let state = task_state(task, now);
+    let actions = actions_for(state);
+    html! {
+        h1 { "Task " (task.id) ": " (task.task_name) }
+        @if let Some(notice) = notice { (notice) }
+        p { span.state data-state=(state) { (state) } }
+        (action_form(view, here, actions, html! { input type="hidden" name="id" value=(task.id); }))
+        table.fields {
+            tr { th { "name" } td { (task.task_name) } }
+            tr { th { "verbose name" } td { (task.verbose_name.as_deref().unwrap_or("—")) } }
+            tr { th { "queue" } td { (queue_name(task.queue.as_deref())) } }
+            tr { th { "priority" } td { (task.priority) } }
+            tr { th { "run at" } td { (when(task.run_at, now)) " · " (task.run_at.format("%Y-%m-%d %H:%M:%S%.6f UTC")) } }
+            tr { th { "attempts" } td { (task.attempts) } }
+            tr { th { "repeat" } td { @if task.repeat > 0 { "every " (task.repeat) " s" @if let Some(until) = task.repeat_until { " until " (when(until, now)) } } @else { "never" } } }
+            tr { th { "locked by" } td { (task.locked_by.as_deref().unwrap_or("—")) " " (lock_state(task.locked_by.as_deref())) } }
+            tr { th { "locked at" } td { (maybe_when(task.locked_at, now)) } }
+            tr { th { "creator" } td { (creator(task.creator_content_type_id, task.creator_object_id)) } }
+            tr { th { "hash" } td { code { (task.task_hash) } } }
+        }
+        h2 { "Params" }
+        pre.params { (pretty_params(&task.task_params)) }
+        h2 { "Last error" }
+        @if task.last_error.is_empty() { p.muted { "None." } } @else { pre.error { (task.last_error) } }
+        (chain_view(view, chain, Some(task.id), None))
+    }
+}
+
+fn creator(content_type: Option<i32>, object: Option<i32>) -> Markup {
+    match (content_type, object) {
+        (Some(kind), Some(id)) => html! { "content type " (kind) ", object " (id) },
+        _ => html! { span.muted { "—" } },
+    }
+}
+
+pub(crate) async fn completed(
+    ctx: Ctx,
+    req: HttpRequest,
+    id: web::Path<String>,
+    notice: web::Query<Notice>,
+) -> Result<HttpResponse, WebError> {
+    let id = parse_id(&id)?;
+    let db = ctx.queue().db();
+    let done = inspect::completed(db, id).await?.ok_or_else(|| {
+        WebError::not_found(format!(
+            "There is no history row {id}: it may have been retried, pruned or deleted."
+        ))
+    })?;
+    let chain = inspect::chain(db, &done.task_name, &done.task_hash, CHAIN_LIMIT).await?;
+    let state = if done.failed() {
+        State::Failed
+    } else {
+        State::Completed
+    };
+    let title = format!("History {id}");
+    respond(&req, &ctx, &title, Nav::State(state), |view| {
+        completed_page(view, &done, state, &chain, notice.render(), req.path())
+    })
+}
+
+fn completed_page(
+    view: &View<'_>,
+    done: &completed_task::Model,
+    state: State,
+    chain: &Chain,
+    notice: Option<Markup>,
+    here: &str,
+) -> Markup {
+    let now = view.ctx.now();
+    let back = view.ctx.link(&format!("tasks?state={state}"));
+    html! {
+        h1 { (title_case(state.as_str())) " " (done.id) ": " (done.task_name) }
+        @if let Some(notice) = notice { (notice) }
+        p { span.state data-state=(state) { (state) } }
+        (action_form(view, if state == State::Failed { &back } else { here }, actions_for(state),
+            html! { input type="hidden" name="id" value=(done.id); }))
+        table.fields {
+            tr { th { "name" } td { (done.task_name) } }
+            tr { th { "verbose name" } td { (done.verbose_name.as_deref().unwrap_or("—")) } }
+            tr { th { "queue" } td { (queue_name(done.queue.as_deref())) } }
+            tr { th { "priority" } td { (done.priority) } }
+            tr { th { "finished" } td { (when(done.run_at, now)) " · " (done.run_at.format("%Y-%m-%d %H:%M:%S%.6f UTC")) } }
+            tr { th { "failed at" } td { (maybe_when(done.failed_at, now)) } }
+            tr { th { "attempts" } td { (done.attempts) } }
+            tr { th { "repeat" } td { @if done.repeat > 0 { "every " (done.repeat) " s" } @else { "never" } } }
+            tr { th { "ran on" } td { (done.locked_by.as_deref().unwrap_or("—")) } }
+            tr { th { "started" } td { (maybe_when(done.locked_at, now)) } }
+            tr { th { "creator" } td { (creator(done.creator_content_type_id, done.creator_object_id)) } }
+            tr { th { "hash" } td { code { (done.task_hash) } } }
+        }
+        h2 { "Params" }
+        pre.params { (pretty_params(&done.task_params)) }
+        h2 { "Last error" }
+        @if done.last_error.is_empty() { p.muted { "None." } } @else { pre.error { (done.last_error) } }
+        (chain_view(view, chain, None, Some(done.id)))
+    }
+}
+
+/// The other runs of the same task and params: its repeat chain.
+fn chain_view(
+    view: &View<'_>,
+    chain: &Chain,
+    task_id: Option<i32>,
+    completed_id: Option<i32>,
+) -> Markup {
+    let ctx = view.ctx;
+    let now = ctx.now();
+    html! {
+        h2 { "Runs of this task with the same params" }
+        @if chain.waiting.len() + chain.history.len() <= 1 {
+            p.muted { "No other run." }
+        } @else {
+            table.grid.chain {
+                thead { tr { th.num { "id" } th { "state" } th { "when" } th.num { "attempts" } th { "error" } } }
+                tbody {
+                    @for task in &chain.waiting {
+                        tr class=[(Some(task.id) == task_id).then_some("current")] {
+                            td.num { a href=(ctx.link(&format!("tasks/{}", task.id))) { (task.id) } }
+                            td { (task_state(task, now)) }
+                            td { (when(task.run_at, now)) }
+                            td.num { (task.attempts) }
+                            td { @if task.has_error() { span.bad { "yes" } } }
+                        }
+                    }
+                    @for done in &chain.history {
+                        tr class=[(Some(done.id) == completed_id).then_some("current")] {
+                            td.num { a href=(ctx.link(&format!("completed/{}", done.id))) { (done.id) } }
+                            td { @if done.failed() { "failed" } @else { "completed" } }
+                            td { (when(done.run_at, now)) }
+                            td.num { (done.attempts) }
+                            td { @if done.has_error() { span.bad { (clip(first_line(&done.last_error), 60)) } } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---- runners ----------------------------------------------------------
+
+pub(crate) async fn runners(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse, WebError> {
+    let now = ctx.now();
+    let runners = admin::runners(ctx.queue().db(), ctx.queue().config().lease(), now).await?;
+    respond(&req, &ctx, "Runners", Nav::Runners, |_| {
+        html! {
+            h1 { "Runners" }
+            p.muted { "Runners register themselves when they start and beat every few seconds; one whose last beat is older than its lease is shown as gone." }
+            table.grid #runners {
+                thead { tr { th { "host" } th.num { "pid" } th { "identity" } th { "queue" } th.num { "slots" } th.num { "tasks held" } th { "since" } th { "last seen" } th { "alive" } } }
+                tbody {
+                    @for status in &runners {
+                        @let runner = &status.runner;
+                        tr {
+                            td { (runner.host) }
+                            td.num { (runner.pid) }
+                            td { code { (runner.runner_id) } }
+                            td { @match &runner.queue { Some(q) => (q), None => span.muted { "every queue" } } }
+                            td.num { (runner.executors) }
+                            td.num { (runner.running) }
+                            td { (when(runner.started_at, now)) }
+                            td { (when(runner.last_seen, now)) }
+                            td { @if status.alive { span.ok { "alive" } } @else { span.bad { "gone" } } }
+                        }
+                    }
+                }
+            }
+            @if runners.is_empty() { p.muted { "No runner has registered with this database." } }
+        }
+    })
+}
+
+// ---- actions ----------------------------------------------------------
+
+pub(crate) async fn act(
+    ctx: Ctx,
+    req: HttpRequest,
+    form: web::Form<Vec<(String, String)>>,
+) -> Result<HttpResponse, WebError> {
+    let field = |name: &str| {
+        form.iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    csrf::check(&req, field("csrf"))?;
+    ctx.check_can_act()?;
+    let action: Action = field("action")
+        .ok_or_else(|| WebError::bad_request("the form names no action"))?
+        .parse()?;
+    let ids = form
+        .iter()
+        .filter(|(key, _)| key == "id")
+        .map(|(_, value)| value.parse::<i32>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| WebError::bad_request("a selected id is not a number"))?;
+    let outcome = actions::apply(ctx.queue(), action, &ids).await?;
+    // Back to the page the form was on, inside this dashboard only.
+    let back = field("back")
+        .filter(|back| back.starts_with(&ctx.base) && !back.starts_with("//"))
+        .unwrap_or(&ctx.base);
+    let mut back = back.to_owned();
+    // A detail page whose row the action removed goes back to its list.
+    let gone = matches!(
+        action,
+        Action::Retry | Action::Cancel | Action::Delete | Action::DeleteCompleted
+    );
+    if gone && (back.contains("/tasks/") || back.contains("/completed/")) {
+        back = ctx.base.clone();
+    }
+    let separator = if back.contains('?') { '&' } else { '?' };
+    let location = format!(
+        "{back}{separator}done={}&n={}",
+        action.as_str(),
+        outcome.changed
+    );
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish())
+}
+
+// ---- assets -----------------------------------------------------------
+
+pub(crate) async fn asset(file: web::Path<String>) -> Result<HttpResponse, WebError> {
+    let (body, content_type) = match file.as_str() {
+        "style.css" => (STYLE, "text/css; charset=utf-8"),
+        "app.js" => (SCRIPT, "text/javascript; charset=utf-8"),
+        other => {
+            return Err(WebError::not_found(format!("no asset named {other:?}")));
+        }
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .body(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_times_read_naturally() {
+        assert_eq!(relative(TimeDelta::seconds(-5)), "5 s ago");
+        assert_eq!(relative(TimeDelta::minutes(3)), "in 3 min");
+        assert_eq!(relative(TimeDelta::hours(-25)), "1 d ago");
+        assert_eq!(relative(TimeDelta::zero()), "now");
+    }
+
+    #[test]
+    fn clipping_respects_characters() {
+        assert_eq!(clip("héllo", 2), "hé…");
+        assert_eq!(clip("hi", 5), "hi");
+    }
+
+    #[test]
+    fn urls_encode_every_reserved_byte() {
+        assert_eq!(
+            encode("a b&c=(default)/é"),
+            "a%20b%26c%3D%28default%29%2F%C3%A9"
+        );
+    }
+
+    #[test]
+    fn templates_escape_what_they_show() {
+        let markup = html! { td { (clip("<script>alert(1)</script>", 80)) } };
+        assert_eq!(
+            markup.into_string(),
+            "<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>"
+        );
+    }
+}
