@@ -188,6 +188,7 @@ async fn create_orders_table(queue: &Queue) -> Result<(), sea_orm::DbErr> {
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )

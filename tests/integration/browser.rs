@@ -406,6 +406,26 @@ impl ExampleApp {
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Stops it as an operator would (SIGTERM) and waits for it to exit:
+    /// its status and its log.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let pid = i32::try_from(self.child.id()).expect("a pid fits an i32");
+        // SAFETY: sends SIGTERM to our own child process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for the example") {
+                return (status, self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the example did not stop within 60 s of SIGTERM:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for ExampleApp {
@@ -503,6 +523,10 @@ async fn dashboard_retry_turns_a_failed_task_into_a_success(t: TestDb) -> TestDb
         history[0],
         app.log_text()
     );
+    // The server stops on SIGTERM, then the runner drains and deregisters.
+    let (status, log) = app.stop();
+    assert!(status.success(), "{status}\n{log}");
+    assert!(log.contains("runner stopped"), "{log}");
     for png in [failed, succeeded, overview] {
         let bytes =
             std::fs::read(&png).unwrap_or_else(|e| panic!("reading {}: {e}", png.display()));

@@ -16,6 +16,7 @@ on_all_backends!(
     signals_stop_process_gracefully,
     settings_come_from_the_environment,
     demo_runs_a_mixed_workload,
+    dashboard_serves_alone_behind_its_password,
 );
 
 fn bgtasks(t: &TestDb) -> Command {
@@ -269,4 +270,86 @@ fn bad_settings_exit_non_zero_with_a_message() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("invalid database URL"));
+}
+
+/// One HTTP/1.1 GET to `127.0.0.1:port`, with an optional Authorization
+/// header: the status line's code and the body.
+fn http_get(port: u16, path: &str, authorization: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = authorization.map_or_else(String::new, |a| format!("Authorization: {a}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+async fn dashboard_serves_alone_behind_its_password(t: TestDb) -> TestDb {
+    queue(&t).enqueue::<builtin::Noop>(&()).await.unwrap();
+    // Anything but loopback needs a password.
+    let refused = bgtasks(&t)
+        .args(["dashboard", "--bind", "0.0.0.0:0"])
+        .env_remove("BGTASKS_DASHBOARD_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("BGTASKS_DASHBOARD_PASSWORD"), "{message}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = bgtasks(&t)
+        .args([
+            "dashboard",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+            "--read-only",
+        ])
+        .env("BGTASKS_DASHBOARD_PASSWORD", "s3cret")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the dashboard to listen",
+        Duration::from_secs(30),
+        || async move { std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() },
+    )
+    .await;
+    let (status, _) = http_get(port, "/api/overview", None);
+    assert_eq!(status, 401, "no password, no dashboard");
+    let (status, _) = http_get(port, "/api/overview", Some("Basic b3BzOndyb25n"));
+    assert_eq!(status, 401, "a wrong password");
+    // ops:s3cret
+    let (status, body) = http_get(port, "/api/overview", Some("Basic b3BzOnMzY3JldA=="));
+    assert_eq!(status, 200, "{body}");
+    let overview: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(overview["counts"][0]["state"], "pending", "{overview}");
+    let (status, page) = http_get(port, "/tasks?state=pending", Some("Basic b3BzOnMzY3JldA=="));
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("bgtasks.noop") && page.contains("read-only"),
+        "{page}"
+    );
+
+    // SIGTERM stops it cleanly.
+    let stopped = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let status = server.wait().unwrap();
+    assert!(status.success(), "{status}");
+    t
 }

@@ -953,6 +953,15 @@ async fn bad_input_is_answered_clearly(t: TestDb) -> TestDb {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _, _) = get_html(&app, "/tasks/abc").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    for (asset, kind) in [("style.css", "text/css"), ("app.js", "text/javascript")] {
+        let request = test::TestRequest::get()
+            .uri(&format!("{MOUNT}/assets/{asset}"))
+            .to_request();
+        let response = test::call_service(&app, request).await;
+        assert_eq!(response.status(), StatusCode::OK, "{asset}");
+        let content_type = response.headers().get(header::CONTENT_TYPE).unwrap();
+        assert!(content_type.to_str().unwrap().starts_with(kind), "{asset}");
+    }
     let (status, _, _) = get_html(&app, "/assets/../../etc/passwd").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     t
