@@ -20,6 +20,81 @@ pub const DEFAULT_SLEEP: Duration = Duration::from_secs(5);
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// Longest allowed queue name (the column is `varchar(190)`).
 pub const MAX_QUEUE_NAME_LEN: usize = 190;
+/// Default interval between two rounds of a runner's history pruning (when
+/// it has a [`Retention`]): 60 s. The first round runs a second after
+/// start.
+pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long the history (`background_task_completedtask`) is kept: which
+/// rows [`crate::admin::prune`], `bgtasks prune` and a runner configured
+/// with [`ConfigBuilder::retention`] delete. Every field left `None` keeps
+/// those rows; the default keeps every row forever, as the seed does.
+///
+/// A row's age counts from when its task finished: `run_at` for a
+/// succeeded row, `failed_at` for a failed one (the two are equal when
+/// this crate or Django writes the row).
+///
+/// ```
+/// use std::time::Duration;
+/// use background_tasks::Retention;
+///
+/// // Successes for a week, failures for 30 days, and never more than
+/// // 100,000 rows in all.
+/// let retention = Retention {
+///     completed: Some(Duration::from_secs(7 * 86_400)),
+///     failed: Some(Duration::from_secs(30 * 86_400)),
+///     keep_last: Some(100_000),
+/// };
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Delete succeeded history rows (no `failed_at`) that finished longer
+    /// ago than this (`BACKGROUND_TASK_KEEP_COMPLETED`, default: keep).
+    pub completed: Option<Duration>,
+    /// Delete failed history rows (`failed_at` set: failed permanently or
+    /// cancelled) that failed longer ago than this
+    /// (`BACKGROUND_TASK_KEEP_FAILED`, default: keep). Longer than
+    /// `completed` is usual: failures are what people come back to read.
+    pub failed: Option<Duration>,
+    /// Keep at most this many history rows, succeeded and failed alike: the
+    /// newest (by `run_at`, then id) stay, older ones are deleted whatever
+    /// their age (`BACKGROUND_TASK_KEEP_LAST`, default: no limit).
+    pub keep_last: Option<u64>,
+}
+
+impl Retention {
+    /// Whether it deletes nothing (every field `None`).
+    pub fn is_empty(&self) -> bool {
+        self.completed.is_none() && self.failed.is_none() && self.keep_last.is_none()
+    }
+
+    /// The stricter rules of a runner's automatic retention: a zero age or
+    /// `keep_last = 0` would delete each row as soon as it is written,
+    /// which is more often a mistake for "off" than a wish.
+    fn validate_for_runner(&self) -> Result<()> {
+        let zero = |option: &'static str| {
+            Error::invalid(
+                option,
+                "0 would delete every history row as soon as it is written; leave it unset to \
+                 keep the history forever, or give the shortest age you want to keep (1s, 7d)",
+            )
+        };
+        if self.completed.is_some_and(|age| age.is_zero()) {
+            return Err(zero("BACKGROUND_TASK_KEEP_COMPLETED"));
+        }
+        if self.failed.is_some_and(|age| age.is_zero()) {
+            return Err(zero("BACKGROUND_TASK_KEEP_FAILED"));
+        }
+        if self.keep_last == Some(0) {
+            return Err(Error::invalid(
+                "BACKGROUND_TASK_KEEP_LAST",
+                "0 would delete every history row as soon as it is written; leave it unset for \
+                 no limit, or give the number of newest rows to keep (at least 1)",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Which priority runs first (`BACKGROUND_TASK_PRIORITY_ORDERING`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,6 +130,8 @@ pub struct Config {
     pub(crate) sleep: Duration,
     pub(crate) queue: Option<String>,
     pub(crate) lease: Duration,
+    pub(crate) retention: Option<Retention>,
+    pub(crate) retention_interval: Duration,
     pub(crate) clock: Clock,
 }
 
@@ -70,6 +147,8 @@ impl Default for Config {
             sleep: DEFAULT_SLEEP,
             queue: None,
             lease: DEFAULT_LEASE,
+            retention: None,
+            retention_interval: DEFAULT_RETENTION_INTERVAL,
             clock: Clock::system(),
         }
     }
@@ -155,6 +234,19 @@ impl Config {
         self.lease / 3
     }
 
+    /// What the runner deletes from the history, on its own, every
+    /// [`Config::retention_interval`] (default `None`: the history is kept
+    /// forever, as in the seed).
+    pub fn retention(&self) -> Option<&Retention> {
+        self.retention.as_ref()
+    }
+
+    /// How often a runner with a [`Config::retention`] prunes the history
+    /// (default 60 s, [`DEFAULT_RETENTION_INTERVAL`]).
+    pub fn retention_interval(&self) -> Duration {
+        self.retention_interval
+    }
+
     /// The clock the queue and runner read.
     pub fn clock(&self) -> &Clock {
         &self.clock
@@ -230,6 +322,28 @@ impl ConfigBuilder {
         self
     }
 
+    /// Let the runner delete old history rows by `retention` (default:
+    /// none, the history is kept forever, as in the seed). It prunes once
+    /// a second after start and then every
+    /// [`ConfigBuilder::retention_interval`], in bounded batches (at most
+    /// 10 batches of 1,000 rows a round, sooner again while more is left),
+    /// so a large backlog never holds the database for long. A zero age or
+    /// `keep_last = 0` is refused by [`ConfigBuilder::build`]; an empty
+    /// retention is the same as none. Runners sharing a database can all
+    /// prune: they delete the same rows once. For a one-off cleanup use
+    /// [`crate::admin::prune`] or `bgtasks prune`.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.config.retention = Some(retention);
+        self
+    }
+
+    /// How often the runner prunes the history when it has a retention
+    /// (default 60 s, [`DEFAULT_RETENTION_INTERVAL`]; more than zero).
+    pub fn retention_interval(mut self, interval: Duration) -> Self {
+        self.config.retention_interval = interval;
+        self
+    }
+
     /// The clock to read (default: the system clock).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.config.clock = clock;
@@ -263,7 +377,19 @@ impl ConfigBuilder {
         if let Some(queue) = &c.queue {
             validate_queue_name(queue)?;
         }
-        Ok(self.config)
+        if let Some(retention) = &c.retention {
+            retention.validate_for_runner()?;
+        }
+        if c.retention_interval.is_zero() {
+            return Err(Error::invalid(
+                "retention interval",
+                "must be more than 0 seconds (the default is 60 s)",
+            ));
+        }
+        let mut config = self.config;
+        // Nothing to delete is the same as no retention: no timer at all.
+        config.retention = config.retention.filter(|r| !r.is_empty());
+        Ok(config)
     }
 }
 
@@ -341,5 +467,61 @@ mod tests {
         assert!(Config::builder().queue("").build().is_err());
         assert!(Config::builder().queue("q".repeat(191)).build().is_err());
         assert!(Config::builder().queue("q".repeat(190)).build().is_ok());
+    }
+
+    #[test]
+    fn retention_is_off_by_default_and_checked_at_build() {
+        let c = Config::builder().build().unwrap();
+        assert_eq!(c.retention(), None);
+        assert_eq!(c.retention_interval(), Duration::from_secs(60));
+
+        let week = Duration::from_secs(7 * 86_400);
+        let kept = Retention {
+            completed: Some(week),
+            keep_last: Some(10),
+            ..Retention::default()
+        };
+        let c = Config::builder().retention(kept.clone()).build().unwrap();
+        assert_eq!(c.retention(), Some(&kept));
+
+        let empty = Config::builder().retention(Retention::default()).build();
+        assert_eq!(
+            empty.unwrap().retention(),
+            None,
+            "nothing to delete is no retention"
+        );
+
+        for (zero, setting) in [
+            (
+                Retention {
+                    completed: Some(Duration::ZERO),
+                    ..Retention::default()
+                },
+                "BACKGROUND_TASK_KEEP_COMPLETED",
+            ),
+            (
+                Retention {
+                    failed: Some(Duration::ZERO),
+                    ..Retention::default()
+                },
+                "BACKGROUND_TASK_KEEP_FAILED",
+            ),
+            (
+                Retention {
+                    keep_last: Some(0),
+                    ..Retention::default()
+                },
+                "BACKGROUND_TASK_KEEP_LAST",
+            ),
+        ] {
+            let err = Config::builder().retention(zero).build().unwrap_err();
+            assert!(err.to_string().contains(setting), "{err}");
+        }
+        assert!(
+            Config::builder()
+                .retention_interval(Duration::ZERO)
+                .build()
+                .is_err()
+        );
     }
 }

@@ -88,6 +88,59 @@ pub async fn connect(url: Option<&str>) -> Result<DatabaseConnection> {
         })
 }
 
+/// Names of the migrations this version expects that have not run on
+/// `db`, in order: empty when the schema is up to date. Reads only: unlike
+/// sea-orm-migration's status, it never creates the migrations table.
+pub async fn pending_migrations(db: &DatabaseConnection) -> Result<Vec<String>> {
+    let backend = db.get_database_backend();
+    let table = Migrator::MIGRATION_TABLE;
+    let exists = match backend {
+        DbBackend::Postgres => format!(
+            "SELECT 1 AS found FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_name = '{table}'"
+        ),
+        DbBackend::MySql => format!(
+            "SELECT 1 AS found FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = '{table}'"
+        ),
+        _ => format!(
+            "SELECT 1 AS found FROM sqlite_master WHERE type = 'table' AND name = '{table}'"
+        ),
+    };
+    let applied: Vec<String> = if db
+        .query_one_raw(Statement::from_string(backend, exists))
+        .await?
+        .is_some()
+    {
+        db.query_all_raw(Statement::from_string(
+            backend,
+            format!("SELECT version FROM {table}"),
+        ))
+        .await?
+        .iter()
+        .filter_map(|row| row.try_get::<String>("", "version").ok())
+        .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Migrator::migrations()
+        .iter()
+        .map(|migration| migration.name().to_owned())
+        .filter(|name| !applied.contains(name))
+        .collect())
+}
+
+/// The file a SQLite URL (or the default, for `None`) names; `None` for
+/// other databases and for in-memory SQLite.
+pub fn sqlite_file(url: Option<&str>) -> Option<std::path::PathBuf> {
+    let url = url.map_or_else(default_url, str::to_owned);
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
 /// Applies the pending migrations of the queue's tables.
 ///
 /// Runs in one transaction holding a database-wide lock, so processes that

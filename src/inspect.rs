@@ -99,6 +99,28 @@ impl FromStr for State {
     }
 }
 
+impl State {
+    /// The state of a waiting or running row at `now`.
+    pub fn of_task(task: &task::Model, now: DateTime<Utc>) -> State {
+        if task.locked_by.is_some() {
+            State::Running
+        } else if task.run_at <= now {
+            State::Pending
+        } else {
+            State::Scheduled
+        }
+    }
+
+    /// The state of a history row.
+    pub fn of_completed(completed: &completed_task::Model) -> State {
+        if completed.failed() {
+            State::Failed
+        } else {
+            State::Completed
+        }
+    }
+}
+
 /// Which named queue to show.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum QueueFilter {
@@ -418,6 +440,12 @@ pub async fn throughput<C: ConnectionTrait>(
         succeeded,
         failed,
     })
+}
+
+/// Every queue in use by a waiting, running or history row, sorted;
+/// `None` is the default (unnamed) queue.
+pub async fn queues<C: ConnectionTrait>(conn: &C) -> Result<Vec<Option<String>>> {
+    sql::queues(conn).await
 }
 
 /// The waiting or running task `id`.

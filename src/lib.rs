@@ -46,6 +46,7 @@ pub mod cli;
 mod clock;
 mod config;
 pub mod db;
+pub mod doctor;
 pub mod entity;
 mod error;
 mod events;
@@ -66,7 +67,7 @@ mod worker;
 pub use clock::Clock;
 pub use config::{
     Config, ConfigBuilder, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RUN_TIME,
-    DEFAULT_SLEEP, MAX_QUEUE_NAME_LEN, PriorityOrdering,
+    DEFAULT_RETENTION_INTERVAL, DEFAULT_SLEEP, MAX_QUEUE_NAME_LEN, PriorityOrdering, Retention,
 };
 pub use entity::{completed_task, runner as runner_row, task as task_row};
 pub use error::{Error, Result};

@@ -15,11 +15,23 @@
 //! # Ok(()) }
 //! ```
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use sea_orm::{ColumnTrait, QueryFilter, Select};
 
 use crate::entity::{completed_task, task};
 use crate::queue::Creator;
+
+/// `within` before now, as naive UTC to the microsecond. These filters do
+/// not know their backend, and a naive value compares right on all three:
+/// on SQLite it is bound as Django's `YYYY-MM-DD HH:MM:SS.ffffff` text (the
+/// format of the stored values, see `store`), and PostgreSQL's connection
+/// runs in UTC, so it casts it to the same instant.
+fn since(within: TimeDelta) -> NaiveDateTime {
+    let at = Utc::now() - within;
+    DateTime::from_timestamp_micros(at.timestamp_micros())
+        .unwrap_or(at)
+        .naive_utc()
+}
 
 /// Filters of waiting and running tasks (the seed's `TaskManager`).
 pub trait TaskQuery: Sized {
@@ -55,7 +67,7 @@ impl CompletedTaskQuery for Select<completed_task::Entity> {
     fn failed(self, within: Option<TimeDelta>) -> Self {
         let query = self.filter(completed_task::Column::FailedAt.is_not_null());
         match within {
-            Some(within) => query.filter(completed_task::Column::FailedAt.gt(Utc::now() - within)),
+            Some(within) => query.filter(completed_task::Column::FailedAt.gt(since(within))),
             None => query,
         }
     }
@@ -63,7 +75,7 @@ impl CompletedTaskQuery for Select<completed_task::Entity> {
     fn succeeded(self, within: Option<TimeDelta>) -> Self {
         let query = self.filter(completed_task::Column::FailedAt.is_null());
         match within {
-            Some(within) => query.filter(completed_task::Column::RunAt.gt(Utc::now() - within)),
+            Some(within) => query.filter(completed_task::Column::RunAt.gt(since(within))),
             None => query,
         }
     }

@@ -19,9 +19,18 @@ mod m20261127_000001_create_seed_tables;
 mod m20261127_000002_add_claim_index;
 mod m20261127_000003_create_runner_table;
 mod m20261127_000004_notify_on_insert;
+mod m20261127_000005_sqlite_django_timestamps;
 
+/// `(column, index name)` of Django's single-column indexes on
+/// `background_task` and on `background_task_completedtask`: what
+/// `bgtasks doctor` expects to find.
+pub use m20261127_000001_create_seed_tables::{COMPLETED_INDEXES, TASK_INDEXES};
+/// Name of the index the runner's claim walks, on `background_task`.
+pub use m20261127_000002_add_claim_index::CLAIM_INDEX;
 /// The PostgreSQL channel on which an insert into `background_task` is announced.
 pub use m20261127_000004_notify_on_insert::CHANNEL as NOTIFY_CHANNEL;
+/// Name of the PostgreSQL trigger (and its function) that announces inserts.
+pub use m20261127_000004_notify_on_insert::TRIGGER as NOTIFY_TRIGGER;
 
 /// Every migration of the queue's schema, in order.
 pub struct Migrator;
@@ -39,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000002_add_claim_index::Migration),
             Box::new(m20261127_000003_create_runner_table::Migration),
             Box::new(m20261127_000004_notify_on_insert::Migration),
+            Box::new(m20261127_000005_sqlite_django_timestamps::Migration),
         ]
     }
 

@@ -10,6 +10,13 @@
 //!   `>= 0` check, where Django writes `integer UNSIGNED`.
 //! - No column gets a database default, exactly like Django: every insert
 //!   (ours and Django's) supplies every column.
+//!
+//! **Attaching to a Django database.** When a table already exists (Django's
+//! own `background_task` migrations created it, with its foreign keys to
+//! `django_content_type`), it is used as it is: this migration creates
+//! neither it nor its indexes, which Django created under the same names.
+//! Rolling back then leaves the tables Django owns (`django_migrations`
+//! records app `background_task`): dropping them is Django's decision.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DbBackend;
@@ -24,7 +31,7 @@ impl MigrationName for Migration {
 
 /// Single-column indexes of `background_task`, named as Django names them
 /// (`<table>_<column>_<first 8 hex of md5(table + column)>`).
-const TASK_INDEXES: [(&str, &str); 10] = [
+pub const TASK_INDEXES: [(&str, &str); 10] = [
     ("task_name", "background_task_task_name_4562d56a"),
     ("task_hash", "background_task_task_hash_d8f233bd"),
     ("priority", "background_task_priority_88bdbce9"),
@@ -41,7 +48,7 @@ const TASK_INDEXES: [(&str, &str); 10] = [
 ];
 
 /// The same set on `background_task_completedtask`.
-const COMPLETED_INDEXES: [(&str, &str); 10] = [
+pub const COMPLETED_INDEXES: [(&str, &str); 10] = [
     (
         "task_name",
         "background_task_completedtask_task_name_388dabc2",
@@ -86,6 +93,11 @@ impl MigrationTrait for Migration {
             ("background_task", &TASK_INDEXES),
             ("background_task_completedtask", &COMPLETED_INDEXES),
         ] {
+            if manager.has_table(table).await? {
+                // Created by Django's migrations (or an earlier install):
+                // attach to it as it is.
+                continue;
+            }
             manager.create_table(seed_table(table, backend)).await?;
             for (column, name) in indexes {
                 manager
@@ -103,6 +115,9 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if django_owns_tables(manager).await? {
+            return Ok(());
+        }
         for table in ["background_task_completedtask", "background_task"] {
             manager
                 .drop_table(Table::drop().table(Alias::new(table)).to_owned())
@@ -110,6 +125,24 @@ impl MigrationTrait for Migration {
         }
         Ok(())
     }
+}
+
+/// Whether Django's migrations created the tables: `django_migrations`
+/// records app `background_task`.
+async fn django_owns_tables(manager: &SchemaManager<'_>) -> Result<bool, DbErr> {
+    if !manager.has_table("django_migrations").await? {
+        return Ok(false);
+    }
+    let row = manager
+        .get_connection()
+        .query_one_raw(sea_orm_migration::sea_orm::Statement::from_string(
+            manager.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM django_migrations WHERE app = 'background_task'",
+        ))
+        .await?;
+    Ok(row
+        .and_then(|row| row.try_get_by_index::<i64>(0).ok())
+        .is_some_and(|n| n > 0))
 }
 
 /// Column types as Django's schema editor writes them for each backend.

@@ -34,7 +34,7 @@ impl MigrationName for Migration {
 }
 
 /// Name of the claim index on `background_task`.
-const CLAIM_INDEX: &str = "background_task_claim_idx";
+pub const CLAIM_INDEX: &str = "background_task_claim_idx";
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {

@@ -25,6 +25,9 @@ impl MigrationName for Migration {
 /// The channel runners listen on.
 pub const CHANNEL: &str = "background_tasks";
 
+/// Name of the trigger on `background_task`, and of its function.
+pub const TRIGGER: &str = "background_task_notify";
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {

@@ -19,6 +19,13 @@
 //! (their lease ran out: it died or hung); every few beats it reports due
 //! tasks whose name has no handler here (they wait for a runner that knows
 //! them).
+//!
+//! With a retention setting it prunes the history: a second after start,
+//! then every retention interval (60 s by default), at most
+//! [`PRUNE_BATCHES_PER_ROUND`] batches of [`PRUNE_BATCH`] rows a round, so
+//! a long-neglected history is worked off in short rounds (one a second
+//! while more is left) between the runner's own writes instead of in one
+//! long statement. A failed round is logged and tried again at the next.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,8 +34,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::admin;
+use crate::admin::{self, Pruned};
 use crate::entity::task;
+use crate::error::Result;
 use crate::queue::Queue;
 use crate::worker::{self, Execution};
 
@@ -41,6 +49,17 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Most outcomes written in one transaction.
 const MAX_BATCH: usize = 1_000;
+
+/// Rows one pruning batch selects and deletes (two short statements).
+const PRUNE_BATCH: usize = 1_000;
+/// Batches one pruning round deletes at most, so a round stays short.
+const PRUNE_BATCHES_PER_ROUND: usize = 10;
+/// The first pruning round runs this long after start (or after the
+/// retention interval, when that is shorter): after the start's own
+/// writes, and soon enough that a short-lived runner prunes too.
+const PRUNE_FIRST_ROUND: Duration = Duration::from_secs(1);
+/// Pause before the next round while rows are left to prune.
+const PRUNE_CATCH_UP: Duration = Duration::from_secs(1);
 
 /// Executor → Scheduler: this execution ended. Resolves once the outcome is
 /// written, or given up at shutdown (logged).
@@ -161,6 +180,28 @@ impl Scheduler {
             }
         }));
     }
+
+    /// One pruning round, then the next one scheduled: at the retention
+    /// interval, or soon when rows were left. Rounds never overlap.
+    fn prune(&mut self, ctx: &mut Context<Self>) {
+        let queue = self.queue.clone();
+        let round = async move { prune_round(&queue).await };
+        ctx.spawn(round.into_actor(self).map(|pruned, act, ctx| {
+            let interval = act.queue.config().retention_interval();
+            let next = match pruned {
+                Ok(pruned) if pruned.more => PRUNE_CATCH_UP.min(interval),
+                Ok(_) => interval,
+                Err(err) => {
+                    tracing::warn!(
+                        "could not prune the history; trying again in {} s: {err}",
+                        interval.as_secs_f64()
+                    );
+                    interval
+                }
+            };
+            ctx.run_later(next, Self::prune);
+        }));
+    }
 }
 
 impl Actor for Scheduler {
@@ -169,6 +210,13 @@ impl Actor for Scheduler {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.beat(ctx);
         ctx.run_interval(self.queue.config().heartbeat_interval(), Self::beat);
+        let config = self.queue.config();
+        if config.retention().is_some() {
+            ctx.run_later(
+                PRUNE_FIRST_ROUND.min(config.retention_interval()),
+                Self::prune,
+            );
+        }
     }
 }
 
@@ -185,6 +233,34 @@ impl Handler<Completed> for Scheduler {
             written.await.ok();
         })
     }
+}
+
+/// Deletes history rows by the queue's retention setting, at most
+/// [`PRUNE_BATCHES_PER_ROUND`] batches, and logs what went.
+async fn prune_round(queue: &Queue) -> Result<Pruned> {
+    let Some(retention) = queue.config().retention() else {
+        return Ok(Pruned::default());
+    };
+    let now = queue.config().clock().now();
+    let pruned = admin::prune_some(
+        queue.db(),
+        retention,
+        now,
+        PRUNE_BATCH,
+        PRUNE_BATCHES_PER_ROUND,
+    )
+    .await?;
+    if pruned.total() > 0 {
+        tracing::info!(
+            succeeded = pruned.completed,
+            failed = pruned.failed,
+            beyond_keep_last = pruned.beyond_keep_last,
+            more = pruned.more,
+            "pruned {} history rows by the retention setting",
+            pruned.total()
+        );
+    }
+    Ok(pruned)
 }
 
 /// Writes one batch of outcomes, retrying with backoff while the database

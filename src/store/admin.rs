@@ -9,7 +9,7 @@ use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionSession, TransactionTrait,
+    QuerySelect, QueryTrait, TransactionSession, TransactionTrait,
 };
 
 use crate::entity::{completed_task, task};
@@ -119,7 +119,7 @@ pub(crate) async fn due_by_name<C: ConnectionTrait>(
     conn: &C,
     now: DateTime<Utc>,
 ) -> Result<Vec<(String, i64)>> {
-    Ok(task::Entity::find()
+    let select = task::Entity::find()
         .select_only()
         .column(task::Column::TaskName)
         .column_as(task::Column::Id.count(), "count")
@@ -127,10 +127,16 @@ pub(crate) async fn due_by_name<C: ConnectionTrait>(
         .filter(task::Column::FailedAt.is_null())
         .filter(task::Column::RunAt.lte(now))
         .group_by(task::Column::TaskName)
-        .order_by_asc(task::Column::TaskName)
-        .into_tuple::<(String, i64)>()
-        .all(conn)
-        .await?)
+        .order_by_asc(task::Column::TaskName);
+    let statement = super::portable(select.build(conn.get_database_backend()));
+    let mut due = Vec::new();
+    for row in conn.query_all_raw(statement).await? {
+        due.push((
+            row.try_get::<String>("", "task_name")?,
+            row.try_get::<i64>("", "count")?,
+        ));
+    }
+    Ok(due)
 }
 
 /// Makes the waiting tasks `ids` due at `now` (the dashboard's "run now");
@@ -142,13 +148,11 @@ pub(crate) async fn run_now<C: ConnectionTrait>(
 ) -> Result<u64> {
     let mut changed = 0;
     for chunk in ids.chunks(IDS_PER_STATEMENT) {
-        changed += task::Entity::update_many()
+        let update = task::Entity::update_many()
             .col_expr(task::Column::RunAt, Expr::value(now))
             .filter(task::Column::Id.is_in(chunk.iter().copied()))
-            .filter(task::Column::LockedBy.is_null())
-            .exec(conn)
-            .await?
-            .rows_affected;
+            .filter(task::Column::LockedBy.is_null());
+        changed += super::execute(conn, update).await?.rows_affected();
     }
     Ok(changed)
 }
@@ -201,26 +205,28 @@ where
             .exec(&txn)
             .await?;
         for row in failed {
-            let task = task::Entity::insert(task::ActiveModel {
-                id: NotSet,
-                task_name: Set(row.task_name),
-                task_params: Set(row.task_params),
-                task_hash: Set(row.task_hash),
-                verbose_name: Set(row.verbose_name),
-                priority: Set(row.priority),
-                run_at: Set(now),
-                repeat: Set(row.repeat),
-                repeat_until: Set(row.repeat_until),
-                queue: Set(row.queue),
-                attempts: Set(0),
-                failed_at: Set(None),
-                last_error: Set(row.last_error),
-                locked_by: Set(None),
-                locked_at: Set(None),
-                creator_content_type_id: Set(row.creator_content_type_id),
-                creator_object_id: Set(row.creator_object_id),
-            })
-            .exec_with_returning(&txn)
+            let task = super::insert_returning(
+                &txn,
+                task::ActiveModel {
+                    id: NotSet,
+                    task_name: Set(row.task_name),
+                    task_params: Set(row.task_params),
+                    task_hash: Set(row.task_hash),
+                    verbose_name: Set(row.verbose_name),
+                    priority: Set(row.priority),
+                    run_at: Set(now),
+                    repeat: Set(row.repeat),
+                    repeat_until: Set(row.repeat_until),
+                    queue: Set(row.queue),
+                    attempts: Set(0),
+                    failed_at: Set(None),
+                    last_error: Set(row.last_error),
+                    locked_by: Set(None),
+                    locked_at: Set(None),
+                    creator_content_type_id: Set(row.creator_content_type_id),
+                    creator_object_id: Set(row.creator_object_id),
+                },
+            )
             .await?;
             retried.push(task);
         }
@@ -264,26 +270,28 @@ where
             .exec(&txn)
             .await?;
         for row in waiting {
-            let completed = completed_task::Entity::insert(completed_task::ActiveModel {
-                id: NotSet,
-                task_name: Set(row.task_name),
-                task_params: Set(row.task_params),
-                task_hash: Set(row.task_hash),
-                verbose_name: Set(row.verbose_name),
-                priority: Set(row.priority),
-                run_at: Set(now),
-                repeat: Set(row.repeat),
-                repeat_until: Set(row.repeat_until),
-                queue: Set(row.queue),
-                attempts: Set(row.attempts),
-                failed_at: Set(Some(now)),
-                last_error: Set(reason.to_owned()),
-                locked_by: Set(None),
-                locked_at: Set(None),
-                creator_content_type_id: Set(row.creator_content_type_id),
-                creator_object_id: Set(row.creator_object_id),
-            })
-            .exec_with_returning(&txn)
+            let completed = super::insert_returning(
+                &txn,
+                completed_task::ActiveModel {
+                    id: NotSet,
+                    task_name: Set(row.task_name),
+                    task_params: Set(row.task_params),
+                    task_hash: Set(row.task_hash),
+                    verbose_name: Set(row.verbose_name),
+                    priority: Set(row.priority),
+                    run_at: Set(now),
+                    repeat: Set(row.repeat),
+                    repeat_until: Set(row.repeat_until),
+                    queue: Set(row.queue),
+                    attempts: Set(row.attempts),
+                    failed_at: Set(Some(now)),
+                    last_error: Set(reason.to_owned()),
+                    locked_by: Set(None),
+                    locked_at: Set(None),
+                    creator_content_type_id: Set(row.creator_content_type_id),
+                    creator_object_id: Set(row.creator_object_id),
+                },
+            )
             .await?;
             cancelled.push(completed);
         }

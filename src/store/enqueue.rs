@@ -1,8 +1,10 @@
 //! The statements behind enqueueing.
 //!
 //! All of them go through SeaORM's query builder, which writes the right
-//! dialect for SQLite, PostgreSQL and MySQL; they take any connection or
-//! transaction, so the caller decides what commits together.
+//! dialect for SQLite, PostgreSQL and MySQL, and run through this crate's
+//! [`portable`](super::portable) step (timestamps in Django's text on
+//! SQLite); they take any connection or transaction, so the caller decides
+//! what commits together.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::sea_query::Expr;
@@ -10,6 +12,8 @@ use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
 };
+
+use super::{execute, fetch_one, insert_returning};
 
 use crate::entity::task;
 use crate::error::Result;
@@ -34,12 +38,10 @@ pub(crate) async fn delete_waiting_with_hash<C: ConnectionTrait>(
     conn: &C,
     hash: &str,
 ) -> Result<u64> {
-    let result = task::Entity::delete_many()
+    let delete = task::Entity::delete_many()
         .filter(task::Column::TaskHash.eq(hash))
-        .filter(task::Column::LockedAt.is_null())
-        .exec(conn)
-        .await?;
-    Ok(result.rows_affected)
+        .filter(task::Column::LockedAt.is_null());
+    Ok(execute(conn, delete).await?.rows_affected())
 }
 
 /// Bulk `remove_existing_tasks` over several hashes, in one statement.
@@ -47,12 +49,10 @@ pub(crate) async fn delete_waiting_with_hashes<C: ConnectionTrait>(
     conn: &C,
     hashes: &[String],
 ) -> Result<u64> {
-    let result = task::Entity::delete_many()
+    let delete = task::Entity::delete_many()
         .filter(task::Column::TaskHash.is_in(hashes.iter().map(String::as_str)))
-        .filter(task::Column::LockedAt.is_null())
-        .exec(conn)
-        .await?;
-    Ok(result.rows_affected)
+        .filter(task::Column::LockedAt.is_null());
+    Ok(execute(conn, delete).await?.rows_affected())
 }
 
 /// Filter of RESCHEDULE_EXISTING and CHECK_EXISTING: unlocked rows with the
@@ -83,13 +83,11 @@ pub(crate) async fn reschedule_existing<C: ConnectionTrait>(
     now: DateTime<Utc>,
     max_run_time: TimeDelta,
 ) -> Result<u64> {
-    let result = task::Entity::update_many()
+    let update = task::Entity::update_many()
         .col_expr(task::Column::RunAt, Expr::value(run_at))
         .col_expr(task::Column::Priority, Expr::value(priority))
-        .filter(existing(hash, queue, now, max_run_time))
-        .exec(conn)
-        .await?;
-    Ok(result.rows_affected)
+        .filter(existing(hash, queue, now, max_run_time));
+    Ok(execute(conn, update).await?.rows_affected())
 }
 
 /// CHECK_EXISTING: the id of one existing row, if any.
@@ -100,22 +98,15 @@ pub(crate) async fn find_existing<C: ConnectionTrait>(
     now: DateTime<Utc>,
     max_run_time: TimeDelta,
 ) -> Result<Option<i32>> {
-    let id = task::Entity::find()
-        .select_only()
-        .column(task::Column::Id)
+    let select = task::Entity::find()
         .filter(existing(hash, queue, now, max_run_time))
-        .limit(1)
-        .into_tuple::<i32>()
-        .one(conn)
-        .await?;
-    Ok(id)
+        .limit(1);
+    Ok(fetch_one(conn, select).await?.map(|row| row.id))
 }
 
 /// Inserts one row and returns it as stored.
 pub(crate) async fn insert<C: ConnectionTrait>(conn: &C, row: task::Model) -> Result<task::Model> {
-    Ok(task::Entity::insert(new_row(row))
-        .exec_with_returning(conn)
-        .await?)
+    Ok(insert_returning(conn, new_row(row)).await?)
 }
 
 /// Inserts rows with one statement per [`INSERT_CHUNK`] rows; returns the count.
@@ -127,9 +118,9 @@ pub(crate) async fn insert_many<C: ConnectionTrait>(
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<task::ActiveModel> = rows.by_ref().take(INSERT_CHUNK).map(new_row).collect();
-        inserted += task::Entity::insert_many(chunk)
-            .exec_without_returning(conn)
-            .await?;
+        inserted += execute(conn, task::Entity::insert_many(chunk))
+            .await?
+            .rows_affected();
     }
     Ok(inserted)
 }

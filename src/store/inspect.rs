@@ -358,6 +358,29 @@ pub(crate) async fn completions<C: ConnectionTrait>(
         .collect())
 }
 
+/// Every queue named by a waiting, running or history row (`None`: the
+/// default queue), sorted. Each table is read through its `queue` index.
+pub(crate) async fn queues<C: ConnectionTrait>(conn: &C) -> Result<Vec<Option<String>>> {
+    #[derive(Debug, FromQueryResult)]
+    struct QueueRow {
+        queue: Option<String>,
+    }
+    let mut sql = Sql::new(conn.get_database_backend());
+    sql.push(
+        "SELECT DISTINCT queue FROM background_task UNION \
+         SELECT DISTINCT queue FROM background_task_completedtask",
+    );
+    let mut queues: Vec<Option<String>> = QueueRow::find_by_statement(sql.build())
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|row| row.queue)
+        .collect();
+    queues.sort();
+    queues.dedup();
+    Ok(queues)
+}
+
 /// Waiting rows and history rows of one repeat chain (same name and hash),
 /// newest first, at most `limit` of each.
 pub(crate) async fn chain<C: ConnectionTrait>(

@@ -206,9 +206,7 @@ async fn record_once(
     }
     let completed = insert_history(&txn, history).await?;
     for chunk in repetitions.chunks(ROWS_PER_INSERT) {
-        task::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(&txn)
-            .await?;
+        super::execute(&txn, task::Entity::insert_many(chunk.to_vec())).await?;
     }
 
     let mut retried = HashSet::new();
@@ -321,26 +319,14 @@ async fn delete_held<C: ConnectionTrait>(
 }
 
 /// Inserts history rows, one statement per chunk, and returns them with
-/// their ids. Ids of one multi-row `INSERT` are handed out in row order
-/// (a sequence or rowid on PostgreSQL and SQLite, consecutive from the
-/// first on MySQL for an insert of known row count), so sorted ids match
-/// the rows in order.
+/// their ids (in row order: see [`super::insert_many_ids`]).
 async fn insert_history<C: ConnectionTrait>(
     conn: &C,
     rows: Vec<completed_task::ActiveModel>,
 ) -> Result<Vec<completed_task::Model>> {
-    let backend = conn.get_database_backend();
     let mut models = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let insert = completed_task::Entity::insert_many(chunk.to_vec());
-        let ids: Vec<i32> = if backend == DbBackend::MySql {
-            let first = insert.exec(conn).await?.last_insert_id.unwrap_or_default();
-            (first..).take(chunk.len()).collect()
-        } else {
-            let mut ids = insert.exec_with_returning_keys(conn).await?;
-            ids.sort_unstable();
-            ids
-        };
+        let ids = super::insert_many_ids(conn, chunk.to_vec()).await?;
         for (row, id) in chunk.iter().zip(ids) {
             let mut row = row.clone();
             row.id = Set(id);
@@ -365,7 +351,7 @@ async fn reschedule_if_held<C: ConnectionTrait>(
     error: &str,
     run_at: DateTime<Utc>,
 ) -> Result<bool> {
-    let result = task::Entity::update_many()
+    let update = task::Entity::update_many()
         .set(task::ActiveModel {
             attempts: Set(attempts),
             last_error: Set(error.to_owned()),
@@ -375,10 +361,8 @@ async fn reschedule_if_held<C: ConnectionTrait>(
             ..Default::default()
         })
         .filter(task::Column::Id.eq(id))
-        .filter(task::Column::LockedBy.eq(runner))
-        .exec(conn)
-        .await?;
-    Ok(result.rows_affected == 1)
+        .filter(task::Column::LockedBy.eq(runner));
+    Ok(super::execute(conn, update).await?.rows_affected() == 1)
 }
 
 /// The seed's `create_completed_task`: every field copied, `run_at` set to

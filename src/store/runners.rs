@@ -12,22 +12,20 @@ use crate::error::Result;
 /// Inserts (or replaces) the row of a starting runner.
 pub(crate) async fn register<C: ConnectionTrait>(conn: &C, row: runner::Model) -> Result<()> {
     let model: runner::ActiveModel = row.into();
-    runner::Entity::insert(model)
-        .on_conflict(
-            OnConflict::column(runner::Column::RunnerId)
-                .update_columns([
-                    runner::Column::Host,
-                    runner::Column::Pid,
-                    runner::Column::Queue,
-                    runner::Column::Executors,
-                    runner::Column::Running,
-                    runner::Column::StartedAt,
-                    runner::Column::LastSeen,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(conn)
-        .await?;
+    let insert = runner::Entity::insert(model).on_conflict(
+        OnConflict::column(runner::Column::RunnerId)
+            .update_columns([
+                runner::Column::Host,
+                runner::Column::Pid,
+                runner::Column::Queue,
+                runner::Column::Executors,
+                runner::Column::Running,
+                runner::Column::StartedAt,
+                runner::Column::LastSeen,
+            ])
+            .to_owned(),
+    );
+    super::execute(conn, insert).await?;
     Ok(())
 }
 
@@ -62,10 +60,9 @@ pub(crate) async fn heartbeat<C: ConnectionTrait>(
             runner::Column::Running,
             Expr::value(i32::try_from(held).unwrap_or(i32::MAX)),
         )
-        .filter(runner::Column::RunnerId.eq(runner_id))
-        .exec(conn)
-        .await?;
-    Ok((seen.rows_affected > 0).then_some(held))
+        .filter(runner::Column::RunnerId.eq(runner_id));
+    let seen = super::execute(conn, seen).await?;
+    Ok((seen.rows_affected() > 0).then_some(held))
 }
 
 /// Removes a runner's row at a clean shutdown.
@@ -82,11 +79,8 @@ pub(crate) async fn forget_dead<C: ConnectionTrait>(
     conn: &C,
     cutoff: DateTime<Utc>,
 ) -> Result<u64> {
-    Ok(runner::Entity::delete_many()
-        .filter(runner::Column::LastSeen.lt(cutoff))
-        .exec(conn)
-        .await?
-        .rows_affected)
+    let delete = runner::Entity::delete_many().filter(runner::Column::LastSeen.lt(cutoff));
+    Ok(super::execute(conn, delete).await?.rows_affected())
 }
 
 /// Every registered runner, most recently started first.

@@ -588,19 +588,9 @@ pub(crate) async fn task(
         &req,
         &ctx,
         &title,
-        Nav::State(task_state(&task, ctx.now())),
+        Nav::State(State::of_task(&task, ctx.now())),
         |view| task_page(view, &task, &chain, notice.render(), req.path()),
     )
-}
-
-fn task_state(task: &task::Model, now: DateTime<Utc>) -> State {
-    if task.locked_by.is_some() {
-        State::Running
-    } else if task.run_at <= now {
-        State::Pending
-    } else {
-        State::Scheduled
-    }
 }
 
 fn task_page(
@@ -611,7 +601,7 @@ fn task_page(
     here: &str,
 ) -> Markup {
     let now = view.ctx.now();
-    let state = task_state(task, now);
+    let state = State::of_task(task, now);
     let actions = actions_for(state);
     html! {
         h1 { "Task " (task.id) ": " (task.task_name) }
@@ -660,11 +650,7 @@ pub(crate) async fn completed(
         ))
     })?;
     let chain = inspect::chain(db, &done.task_name, &done.task_hash, CHAIN_LIMIT).await?;
-    let state = if done.failed() {
-        State::Failed
-    } else {
-        State::Completed
-    };
+    let state = State::of_completed(&done);
     let title = format!("History {id}");
     respond(&req, &ctx, &title, Nav::State(state), |view| {
         completed_page(view, &done, state, &chain, notice.render(), req.path())
@@ -729,7 +715,7 @@ fn chain_view(
                     @for task in &chain.waiting {
                         tr class=[(Some(task.id) == task_id).then_some("current")] {
                             td.num { a href=(ctx.link(&format!("tasks/{}", task.id))) { (task.id) } }
-                            td { (task_state(task, now)) }
+                            td { (State::of_task(task, now)) }
                             td { (when(task.run_at, now)) }
                             td.num { (task.attempts) }
                             td { @if task.has_error() { span.bad { "yes" } } }

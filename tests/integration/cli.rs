@@ -19,13 +19,13 @@ on_all_backends!(
     dashboard_serves_alone_behind_its_password,
 );
 
-fn bgtasks(t: &TestDb) -> Command {
+pub fn bgtasks(t: &TestDb) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_bgtasks"));
     command.env("DATABASE_URL", &t.url).env("RUST_LOG", "info");
     command
 }
 
-fn queue(t: &TestDb) -> background_tasks::Queue {
+pub fn queue(t: &TestDb) -> background_tasks::Queue {
     let registry = Registry::new();
     builtin::register(&registry);
     t.queue(registry, Config::default())
@@ -159,7 +159,7 @@ async fn signals_stop_process_gracefully(t: TestDb) -> TestDb {
                 let started_before = chrono::Utc::now() - chrono::TimeDelta::milliseconds(200);
                 task_row::Entity::find()
                     .filter(task_row::Column::LockedBy.is_not_null())
-                    .filter(task_row::Column::LockedAt.lte(started_before))
+                    .filter(task_row::Column::LockedAt.lte(started_before.naive_utc()))
                     .count(&t.db)
                     .await
                     .unwrap()
@@ -258,7 +258,7 @@ fn bad_settings_exit_non_zero_with_a_message() {
         .env("BACKGROUND_TASK_RUN_ASYNC", "true")
         .output()
         .unwrap();
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(2), "bad input");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("BACKGROUND_TASK_ASYNC_THREADS"), "{stderr}");
 
@@ -268,7 +268,7 @@ fn bad_settings_exit_non_zero_with_a_message() {
         .env("DATABASE_URL", "redis://localhost")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(output.status.code(), Some(2), "bad input");
     assert!(String::from_utf8_lossy(&output.stderr).contains("invalid database URL"));
 }
 
@@ -301,7 +301,7 @@ async fn dashboard_serves_alone_behind_its_password(t: TestDb) -> TestDb {
         .env_remove("BGTASKS_DASHBOARD_PASSWORD")
         .output()
         .unwrap();
-    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(refused.status.code(), Some(2), "bad input");
     let message = String::from_utf8_lossy(&refused.stderr);
     assert!(message.contains("BGTASKS_DASHBOARD_PASSWORD"), "{message}");
 

@@ -98,12 +98,25 @@ pub fn server_url(backend: Backend) -> Option<String> {
 /// Creates a fresh migrated database for `backend`, or `None` when that
 /// backend is not configured outside CI.
 pub async fn fresh(backend: Backend) -> Option<TestDb> {
+    fresh_with(backend, true).await
+}
+
+/// A fresh database, migrated by this crate (`migrated`) or left empty
+/// (connected, no table), or `None` when the backend is not configured
+/// outside CI.
+pub async fn fresh_with(backend: Backend, migrated: bool) -> Option<TestDb> {
+    let open = |url: String| async move {
+        if migrated {
+            background_tasks::db::open(Some(&url)).await
+        } else {
+            background_tasks::db::connect(Some(&url)).await
+        }
+        .unwrap_or_else(|err| panic!("open {url}: {err}"))
+    };
     if backend == Backend::Sqlite {
         let dir = tempfile::tempdir().expect("temporary directory");
         let url = format!("sqlite://{}", dir.path().join("queue.sqlite3").display());
-        let db = background_tasks::db::open(Some(&url))
-            .await
-            .expect("open SQLite");
+        let db = open(url.clone()).await;
         return Some(TestDb {
             db,
             url,
@@ -122,9 +135,7 @@ pub async fn fresh(backend: Backend) -> Option<TestDb> {
         .unwrap_or_else(|err| panic!("cannot create database {name} on {backend:?}: {err}"));
     admin.close().await.ok();
     let url = with_database(&admin_url, &name);
-    let db = background_tasks::db::open(Some(&url))
-        .await
-        .unwrap_or_else(|err| panic!("open {url}: {err}"));
+    let db = open(url.clone()).await;
     Some(TestDb {
         db,
         url,
@@ -167,7 +178,25 @@ where
     F: FnOnce(TestDb) -> Fut,
     Fut: Future<Output = TestDb>,
 {
-    let Some(test_db) = fresh(backend).await else {
+    run_with(backend, true, body).await;
+}
+
+/// [`run`] on an empty database (no table), for tests that create the
+/// schema another way (Django's migrations).
+pub async fn run_empty<F, Fut>(backend: Backend, body: F)
+where
+    F: FnOnce(TestDb) -> Fut,
+    Fut: Future<Output = TestDb>,
+{
+    run_with(backend, false, body).await;
+}
+
+async fn run_with<F, Fut>(backend: Backend, migrated: bool, body: F)
+where
+    F: FnOnce(TestDb) -> Fut,
+    Fut: Future<Output = TestDb>,
+{
+    let Some(test_db) = fresh_with(backend, migrated).await else {
         eprintln!(
             "skipped on {backend:?}: set {} to run it",
             backend.env_var().unwrap_or_default()
@@ -203,6 +232,29 @@ macro_rules! on_all_backends {
                 #[actix_rt::test]
                 async fn mysql() {
                     run(Backend::MySql, super::$name).await;
+                }
+            }
+        )+
+    };
+}
+
+/// Declares tests that run on an empty SQLite and PostgreSQL database: the
+/// two backends django-background-tasks is tested with here.
+#[macro_export]
+macro_rules! on_django_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use $crate::fixture::{run_empty, Backend};
+
+                #[actix_rt::test]
+                async fn sqlite() {
+                    run_empty(Backend::Sqlite, super::$name).await;
+                }
+
+                #[actix_rt::test]
+                async fn postgres() {
+                    run_empty(Backend::Postgres, super::$name).await;
                 }
             }
         )+

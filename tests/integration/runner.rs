@@ -56,8 +56,10 @@ async fn history(t: &TestDb) -> Vec<completed_task::Model> {
 /// commits between two reads cannot hide a task.
 async fn pending_work(queue: &Queue) -> u64 {
     let names = queue.registry().names();
-    let now = Utc::now();
+    // Naive UTC: on SQLite it binds as Django's text, the stored format.
+    let now = Utc::now().naive_utc();
     let expired = now - TimeDelta::from_std(queue.config().max_run_time()).unwrap();
+
     let mut due = sea_orm::Condition::all()
         .add(task_row::Column::TaskName.is_in(names))
         .add(task_row::Column::RunAt.lte(now))

@@ -13,6 +13,7 @@ on_all_backends!(
     both_tables_have_the_seeds_indexes,
     migrations_are_recorded_in_their_own_table_and_go_down_and_up,
     migrating_twice_is_a_no_op,
+    sqlite_timestamps_are_stored_in_djangos_text,
 );
 
 /// (name, nullable, varchar length) of the 17 columns, in order.
@@ -273,8 +274,8 @@ async fn migrations_are_recorded_in_their_own_table_and_go_down_and_up(t: TestDb
         .unwrap();
     assert_eq!(
         row.try_get_by_index::<i64>(0).unwrap(),
-        4,
-        "four migrations ran"
+        5,
+        "five migrations ran"
     );
     assert!(
         Migrator::get_pending_migrations(&t.db)
@@ -330,4 +331,102 @@ async fn futures_join<A: std::future::Future, B: std::future::Future>(
     b: B,
 ) -> (A::Output, B::Output) {
     tokio::join!(a, b)
+}
+
+/// Raw text of `column` of row `id` in `table` (SQLite).
+async fn raw_text(t: &TestDb, table: &str, column: &str, id: i32) -> Option<String> {
+    let row =
+        t.db.query_one_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            format!("SELECT {column} AS v FROM {table} WHERE id = {id}"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get::<Option<String>>("", "v").unwrap()
+}
+
+fn django_text(text: &str) -> bool {
+    // YYYY-MM-DD HH:MM:SS, then .ffffff or nothing: what Django writes.
+    let bytes = text.as_bytes();
+    (text.len() == 19 || (text.len() == 26 && bytes[19] == b'.'))
+        && bytes[10] == b' '
+        && !text.contains('+')
+}
+
+// SQLite keeps timestamps as text and compares text: what this crate
+// writes, what Django writes and what a plain SeaORM statement writes must
+// all end up in Django's format, or a same-day row would sort wrong.
+async fn sqlite_timestamps_are_stored_in_djangos_text(t: TestDb) -> TestDb {
+    use background_tasks::{Config, Registry, completed_task, task_row};
+    use chrono::{TimeDelta, Utc};
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, IntoActiveModel};
+    let queue = t.queue(Registry::new(), Config::default());
+    let task = queue
+        .enqueue_call("stamp", &(1,), &())
+        .schedule(60)
+        .repeat(60)
+        .repeat_until(Utc::now() + TimeDelta::days(1))
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    if t.backend != Backend::Sqlite {
+        // Typed timestamps: nothing to normalize; the round trip holds.
+        let read = task_row::Entity::find_by_id(task.id)
+            .one(&t.db)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(read.run_at, task.run_at);
+        return t;
+    }
+    for column in ["run_at", "repeat_until"] {
+        let text = raw_text(&t, "background_task", column, task.id)
+            .await
+            .unwrap();
+        assert!(django_text(&text), "{column} = {text:?}");
+    }
+    // A plain SeaORM write puts RFC 3339 text; the trigger rewrites it.
+    let mut row = task.clone().into_active_model();
+    // Whole microseconds: the precision Django and the trigger keep.
+    let locked_at = chrono::DateTime::from_timestamp_micros(
+        (Utc::now() - TimeDelta::hours(2)).timestamp_micros(),
+    )
+    .unwrap();
+    row.locked_at = Set(Some(locked_at));
+    row.locked_by = Set(Some("12345".into()));
+    row.update(&t.db).await.unwrap();
+    let text = raw_text(&t, "background_task", "locked_at", task.id)
+        .await
+        .unwrap();
+    assert!(django_text(&text), "locked_at = {text:?}");
+    let read = task_row::Entity::find_by_id(task.id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.locked_at, Some(locked_at), "the instant is kept");
+    let history = completed_task::ActiveModel {
+        task_name: Set("stamp".into()),
+        task_params: Set("[[1], {}]".into()),
+        task_hash: Set("h".into()),
+        priority: Set(0),
+        run_at: Set(Utc::now()),
+        repeat: Set(0),
+        attempts: Set(1),
+        failed_at: Set(Some(Utc::now())),
+        last_error: Set(String::new()),
+        ..Default::default()
+    }
+    .insert(&t.db)
+    .await
+    .unwrap();
+    for column in ["run_at", "failed_at"] {
+        let text = raw_text(&t, "background_task_completedtask", column, history.id)
+            .await
+            .unwrap();
+        assert!(django_text(&text), "{column} = {text:?}");
+    }
+    t
 }

@@ -12,11 +12,11 @@ use actix_web::{App, test};
 use background_tasks::web::{Access, Dashboard};
 use background_tasks::{Config, Queue, Registry, completed_task, task_row};
 use chrono::{TimeDelta, Utc};
-use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 
 use crate::fixture::TestDb;
+use crate::rows::History;
 use crate::tasks::{Add, Mail};
 
 on_all_backends!(
@@ -42,30 +42,14 @@ async fn history(
     error: Option<&str>,
     queue: Option<&str>,
 ) -> i32 {
-    let now = Utc::now();
-    completed_task::Entity::insert(completed_task::ActiveModel {
-        id: NotSet,
-        task_name: Set(name.into()),
-        task_params: Set(params.into()),
-        task_hash: Set(format!("{name}-{params}").chars().take(40).collect()),
-        verbose_name: Set(None),
-        priority: Set(0),
-        run_at: Set(now),
-        repeat: Set(0),
-        repeat_until: Set(None),
-        queue: Set(queue.map(str::to_owned)),
-        attempts: Set(1),
-        failed_at: Set(error.map(|_| now)),
-        last_error: Set(error.unwrap_or_default().into()),
-        locked_by: Set(Some("host:1:00000000".into())),
-        locked_at: Set(Some(now)),
-        creator_content_type_id: Set(None),
-        creator_object_id: Set(None),
-    })
-    .exec(&t.db)
+    History {
+        params: params.into(),
+        error: error.map(str::to_owned),
+        queue: queue.map(str::to_owned),
+        ..History::of(name)
+    }
+    .insert(t)
     .await
-    .unwrap()
-    .last_insert_id
 }
 
 /// Marks task `id` as locked by a runner.
@@ -352,29 +336,17 @@ async fn details_show_params_error_and_chain(t: TestDb) -> TestDb {
         .into_task()
         .unwrap();
     // An earlier run of the same call, failed.
-    let earlier = completed_task::Entity::insert(completed_task::ActiveModel {
-        id: NotSet,
-        task_name: Set(task.task_name.clone()),
-        task_params: Set(task.task_params.clone()),
-        task_hash: Set(task.task_hash.clone()),
-        verbose_name: Set(None),
-        priority: Set(0),
-        run_at: Set(Utc::now()),
-        repeat: Set(60),
-        repeat_until: Set(None),
-        queue: Set(None),
-        attempts: Set(3),
-        failed_at: Set(Some(Utc::now())),
-        last_error: Set("Traceback: ValueError: no".into()),
-        locked_by: Set(None),
-        locked_at: Set(None),
-        creator_content_type_id: Set(Some(7)),
-        creator_object_id: Set(Some(8)),
-    })
-    .exec(&t.db)
-    .await
-    .unwrap()
-    .last_insert_id;
+    let earlier = History {
+        params: task.task_params.clone(),
+        hash: Some(task.task_hash.clone()),
+        error: Some("Traceback: ValueError: no".into()),
+        repeat: 60,
+        attempts: Some(3),
+        creator: Some((7, 8)),
+        ..History::of(&task.task_name)
+    }
+    .insert(&t)
+    .await;
     let app = app(full(&queue)).await;
 
     let (status, detail) = get_json(&app, &format!("/api/tasks/{}", task.id)).await;

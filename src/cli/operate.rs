@@ -1,0 +1,915 @@
+//! The operator's commands: `enqueue`, `list`, `show`, `stats`, `retry`,
+//! `cancel`, `delete`. Each parses its flags, calls [`crate::inspect`] or
+//! [`crate::admin`], and prints a table or JSON.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use clap::Args;
+use sea_orm::DatabaseConnection;
+use serde_json::{Value, json};
+
+use super::output::{self, Progress, Table};
+use super::{Context, Failure};
+use crate::admin;
+use crate::config::Config;
+use crate::entity::{completed_task, task};
+use crate::inspect::{self, Cursor, Filter, QueueFilter, Row, State};
+use crate::queue::{Enqueued, Queue};
+
+/// The filters shared by `list`, `retry`, `cancel` and `delete`.
+#[derive(Debug, Default, Args)]
+pub(super) struct FilterArgs {
+    /// Named queue; `(default)` selects tasks without one.
+    #[arg(long)]
+    queue: Option<String>,
+    /// Exact task name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Text in the task name or its params (matched literally).
+    #[arg(long)]
+    search: Option<String>,
+    /// Only tasks whose run_at (for history rows: finish time) is at or
+    /// after this UTC time: 2026-11-27 10:00, RFC 3339, or an age (30m, 2h, 7d).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only tasks whose run_at is before this time (same forms as --since).
+    #[arg(long)]
+    until: Option<String>,
+}
+
+impl FilterArgs {
+    fn is_empty(&self) -> bool {
+        self.queue.is_none()
+            && self.name.is_none()
+            && self.search.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+    }
+
+    /// The filter, after checking that a named queue exists.
+    async fn filter(
+        &self,
+        conn: &DatabaseConnection,
+        now: DateTime<Utc>,
+    ) -> Result<Filter, Failure> {
+        let time = |option: &Option<String>| {
+            option
+                .as_deref()
+                .map(|text| inspect::parse_time(text, now))
+                .transpose()
+        };
+        let queue = QueueFilter::parse(self.queue.as_deref().unwrap_or_default());
+        if let QueueFilter::Named(name) = &queue {
+            let known = inspect::queues(conn).await?;
+            if !known.iter().any(|q| q.as_deref() == Some(name.as_str())) {
+                let names: Vec<&str> = known
+                    .iter()
+                    .map(|q| q.as_deref().unwrap_or(QueueFilter::DEFAULT_TOKEN))
+                    .collect();
+                return Err(Failure::BadInput(format!(
+                    "no task has the queue {name:?}; queues in use: {}",
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                )));
+            }
+        }
+        Ok(Filter {
+            queue,
+            name: self.name.clone(),
+            search: self.search.clone(),
+            since: time(&self.since)?,
+            until: time(&self.until)?,
+        })
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    Config::default().clock().now()
+}
+
+// ---- enqueue ----------------------------------------------------------
+
+#[derive(Debug, Args)]
+pub(super) struct EnqueueArgs {
+    /// Registered task name.
+    name: String,
+    /// Positional arguments, as a JSON array.
+    #[arg(long, default_value = "[]")]
+    args: String,
+    /// Keyword arguments, as a JSON object.
+    #[arg(long, default_value = "{}")]
+    kwargs: String,
+    /// When to run: seconds from now (60), a delay (15m, 2h), or a UTC time
+    /// (2026-11-28 09:00, RFC 3339). Default: the task's default, else now.
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Priority (higher runs first, by default).
+    #[arg(long, allow_negative_numbers = true)]
+    priority: Option<i32>,
+    /// Named queue.
+    #[arg(long)]
+    queue: Option<String>,
+    /// Human label.
+    #[arg(long)]
+    verbose_name: Option<String>,
+    /// Run again every this many seconds (or 15m, 1h, 1d) after each success.
+    #[arg(long)]
+    repeat: Option<String>,
+    /// Stop repeating after this UTC time.
+    #[arg(long)]
+    repeat_until: Option<String>,
+    /// Delete waiting tasks with the same name and params first (the
+    /// seed's remove_existing_tasks).
+    #[arg(long)]
+    remove_existing: bool,
+    /// Enqueue a name this binary has no handler for (another runner, say a
+    /// Django process_tasks, will run it).
+    #[arg(long)]
+    allow_unknown: bool,
+}
+
+fn json_arg(option: &str, text: &str, want_object: bool) -> Result<Value, Failure> {
+    let value: Value = serde_json::from_str(text).map_err(|err| {
+        Failure::BadInput(format!(
+            "{option} is not valid JSON ({err}): pass {}",
+            if want_object {
+                "an object such as '{\"to\": \"ada@example.com\"}'"
+            } else {
+                "an array such as '[1, \"two\"]'"
+            }
+        ))
+    })?;
+    let right_shape = if want_object {
+        value.is_object()
+    } else {
+        value.is_array()
+    };
+    if !right_shape {
+        return Err(Failure::BadInput(format!(
+            "{option} must be a JSON {}, not {value}",
+            if want_object { "object" } else { "array" }
+        )));
+    }
+    Ok(value)
+}
+
+/// A number of seconds, or an age such as `15m`.
+fn delay(option: &str, text: &str) -> Result<TimeDelta, Failure> {
+    if let Ok(seconds) = text.trim().parse::<i64>() {
+        return TimeDelta::try_seconds(seconds)
+            .ok_or_else(|| Failure::BadInput(format!("{option}: {seconds} s is out of range")));
+    }
+    inspect::parse_age(text).ok_or_else(|| {
+        Failure::BadInput(format!(
+            "{option}: {text:?} is not a number of seconds or a duration such as 90s, 15m, 2h, 1d"
+        ))
+    })
+}
+
+pub(super) async fn enqueue(ctx: &Context, args: EnqueueArgs) -> Result<(), Failure> {
+    let positional = json_arg("--args", &args.args, false)?;
+    let keywords = json_arg("--kwargs", &args.kwargs, true)?;
+    if !args.allow_unknown && !ctx.registry.contains(&args.name) {
+        let mut known = ctx.registry.names();
+        known.sort();
+        return Err(Failure::BadInput(format!(
+            "no task named {:?} is registered in this binary (it knows: {}); check the name, or \
+             pass --allow-unknown to enqueue it for another runner",
+            args.name,
+            known.join(", ")
+        )));
+    }
+    let now = now();
+    // Every option is read before anything is written.
+    let schedule = match args.schedule.as_deref() {
+        None => None,
+        Some(text) => Some(match delay("--schedule", text) {
+            Ok(delay) => now + delay,
+            Err(_) => inspect::parse_time(text, now)?,
+        }),
+    };
+    let repeat = args
+        .repeat
+        .as_deref()
+        .map(|t| delay("--repeat", t))
+        .transpose()?;
+    let repeat_until = args
+        .repeat_until
+        .as_deref()
+        .map(|t| inspect::parse_time(t, now))
+        .transpose()?;
+    let conn = ctx.migrated_db().await?;
+    let queue = Queue::with_parts(conn, ctx.registry.clone(), Config::default());
+    let mut call = queue.enqueue_call(&args.name, &positional, &keywords);
+    if let Some(at) = schedule {
+        call = call.schedule(at);
+    }
+    if let Some(priority) = args.priority {
+        call = call.priority(priority);
+    }
+    if let Some(name) = args.queue {
+        call = call.queue(name);
+    }
+    if let Some(label) = args.verbose_name {
+        call = call.verbose_name(label);
+    }
+    if let Some(repeat) = repeat {
+        call = call.repeat(repeat.num_seconds());
+    }
+    if let Some(until) = repeat_until {
+        call = call.repeat_until(until);
+    }
+    if args.remove_existing {
+        call = call.remove_existing_tasks(true);
+    }
+    match call.await? {
+        Enqueued::Created(task) => {
+            if ctx.json {
+                output::json(&json!({"result": "created", "task": task}));
+            } else {
+                println!(
+                    "enqueued task {} {} to run at {} UTC",
+                    task.id,
+                    task.task_name,
+                    output::time(task.run_at)
+                );
+            }
+        }
+        Enqueued::Rescheduled { count } => {
+            if ctx.json {
+                output::json(&json!({"result": "rescheduled", "count": count}));
+            } else {
+                println!(
+                    "moved {count} waiting task(s) with the same name and params (RESCHEDULE_EXISTING)"
+                );
+            }
+        }
+        Enqueued::AlreadyExists { id } => {
+            if ctx.json {
+                output::json(&json!({"result": "already_exists", "id": id}));
+            } else {
+                println!(
+                    "task {id} with the same name and params is already waiting (CHECK_EXISTING)"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---- list -------------------------------------------------------------
+
+#[derive(Debug, Args)]
+pub(super) struct ListArgs {
+    /// pending, scheduled, running, failed or completed (default: every
+    /// state, running first).
+    #[arg(long)]
+    state: Option<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// At most this many rows.
+    #[arg(long, default_value_t = 50)]
+    limit: u64,
+    /// Continue after this cursor (printed under a full page; needs --state).
+    #[arg(long)]
+    after: Option<String>,
+}
+
+/// States in the order a listing of every state shows them.
+const LIST_ORDER: [State; 5] = [
+    State::Running,
+    State::Pending,
+    State::Scheduled,
+    State::Failed,
+    State::Completed,
+];
+
+pub(super) async fn list(ctx: &Context, args: ListArgs) -> Result<(), Failure> {
+    let now = now();
+    let state: Option<State> = args.state.as_deref().map(str::parse).transpose()?;
+    let after: Option<Cursor> = args.after.as_deref().map(str::parse).transpose()?;
+    if after.is_some() && state.is_none() {
+        return Err(Failure::BadInput(
+            "--after continues a listing of one --state; give that --state too".into(),
+        ));
+    }
+    let conn = ctx.migrated_db().await?;
+    let filter = args.filter.filter(&conn, now).await?;
+    let limit = args.limit.clamp(1, inspect::MAX_PAGE);
+    let mut rows: Vec<(State, Row)> = Vec::new();
+    let mut next = None;
+    for state in state.map_or_else(|| LIST_ORDER.to_vec(), |s| vec![s]) {
+        let left = limit - rows.len() as u64;
+        if left == 0 {
+            break;
+        }
+        let page = inspect::list(&conn, state, &filter, after.as_ref(), left, now).await?;
+        next = page.next;
+        rows.extend(page.rows.into_iter().map(|row| (state, row)));
+    }
+    if rows.is_empty() {
+        return Err(Failure::NothingMatched(match state {
+            Some(state) => format!("no {state} task matches"),
+            None if args.filter.is_empty() => "the queue is empty: no task in any state".to_owned(),
+            None => "no task matches".to_owned(),
+        }));
+    }
+    if ctx.json {
+        let rows: Vec<Value> = rows
+            .iter()
+            .map(|(state, row)| row_json(*state, row))
+            .collect();
+        output::json(
+            &json!({"rows": rows, "next": next.filter(|_| state.is_some()).map(|c| c.to_string())}),
+        );
+        return Ok(());
+    }
+    let mut table = Table::new(&[
+        "id",
+        "state",
+        "task",
+        "queue",
+        "priority",
+        "attempts",
+        "run at / finished",
+        "error",
+    ]);
+    for (state, row) in &rows {
+        table.row(match row {
+            Row::Task(t) => vec![
+                t.id.to_string(),
+                state.to_string(),
+                t.task_name.clone(),
+                t.queue.clone().unwrap_or_default(),
+                t.priority.to_string(),
+                t.attempts.to_string(),
+                output::time(t.run_at),
+                output::error_line(&t.last_error, 50),
+            ],
+            Row::Completed(c) => vec![
+                c.id.to_string(),
+                state.to_string(),
+                c.task_name.clone(),
+                c.queue.clone().unwrap_or_default(),
+                c.priority.to_string(),
+                c.attempts.to_string(),
+                output::time(c.run_at),
+                output::error_line(&c.last_error, 50),
+            ],
+        });
+    }
+    table.print();
+    if let (Some(state), Some(next)) = (state, next) {
+        println!("more: bgtasks list --state {state} --limit {limit} --after {next}");
+    }
+    Ok(())
+}
+
+fn row_json(state: State, row: &Row) -> Value {
+    let mut value = serde_json::to_value(row).unwrap_or(Value::Null);
+    if let Some(object) = value.as_object_mut() {
+        object.insert("state".into(), json!(state));
+    }
+    value
+}
+
+// ---- show -------------------------------------------------------------
+
+#[derive(Debug, Args)]
+pub(super) struct ShowArgs {
+    /// Task id (a waiting or running task, else a history row).
+    id: i32,
+    /// The id is a history row's (failed or completed).
+    #[arg(long)]
+    history: bool,
+}
+
+pub(super) async fn show(ctx: &Context, args: ShowArgs) -> Result<(), Failure> {
+    let conn = ctx.migrated_db().await?;
+    let now = now();
+    let waiting = if args.history {
+        None
+    } else {
+        inspect::task(&conn, args.id).await?
+    };
+    if let Some(task) = waiting {
+        let state = State::of_task(&task, now);
+        let chain = inspect::chain(&conn, &task.task_name, &task.task_hash, 20).await?;
+        if ctx.json {
+            output::json(&json!({"state": state, "task": task, "chain": chain}));
+            return Ok(());
+        }
+        print_fields(&[
+            ("id", task.id.to_string()),
+            ("state", state.to_string()),
+            ("task", task.task_name.clone()),
+            (
+                "verbose name",
+                task.verbose_name.clone().unwrap_or_default(),
+            ),
+            (
+                "queue",
+                task.queue
+                    .clone()
+                    .unwrap_or_else(|| QueueFilter::DEFAULT_TOKEN.into()),
+            ),
+            ("priority", task.priority.to_string()),
+            ("run at", output::time(task.run_at)),
+            ("attempts", task.attempts.to_string()),
+            ("repeat", repeat_text(task.repeat, task.repeat_until)),
+            (
+                "locked by",
+                task.locked_by.clone().unwrap_or_else(|| "-".into()),
+            ),
+            ("locked at", output::maybe_time(task.locked_at)),
+            (
+                "creator",
+                creator_text(task.creator_content_type_id, task.creator_object_id),
+            ),
+            ("hash", task.task_hash.clone()),
+        ]);
+        print_body(&task.task_params, &task.last_error);
+        print_chain(&chain, now);
+        return Ok(());
+    }
+    let Some(done) = inspect::completed(&conn, args.id).await? else {
+        return Err(Failure::NothingMatched(format!(
+            "there is no task {} (neither waiting, running, nor in the history)",
+            args.id
+        )));
+    };
+    let state = State::of_completed(&done);
+    let chain = inspect::chain(&conn, &done.task_name, &done.task_hash, 20).await?;
+    if ctx.json {
+        output::json(&json!({"state": state, "completed": done, "chain": chain}));
+        return Ok(());
+    }
+    print_fields(&[
+        ("history id", done.id.to_string()),
+        ("state", state.to_string()),
+        ("task", done.task_name.clone()),
+        (
+            "verbose name",
+            done.verbose_name.clone().unwrap_or_default(),
+        ),
+        (
+            "queue",
+            done.queue
+                .clone()
+                .unwrap_or_else(|| QueueFilter::DEFAULT_TOKEN.into()),
+        ),
+        ("priority", done.priority.to_string()),
+        ("finished", output::time(done.run_at)),
+        ("failed at", output::maybe_time(done.failed_at)),
+        ("attempts", done.attempts.to_string()),
+        ("repeat", repeat_text(done.repeat, done.repeat_until)),
+        (
+            "ran on",
+            done.locked_by.clone().unwrap_or_else(|| "-".into()),
+        ),
+        ("started", output::maybe_time(done.locked_at)),
+        (
+            "creator",
+            creator_text(done.creator_content_type_id, done.creator_object_id),
+        ),
+        ("hash", done.task_hash.clone()),
+    ]);
+    print_body(&done.task_params, &done.last_error);
+    print_chain(&chain, now);
+    Ok(())
+}
+
+fn repeat_text(repeat: i64, until: Option<DateTime<Utc>>) -> String {
+    match (repeat, until) {
+        (0, _) => "never".into(),
+        (every, None) => format!("every {every} s"),
+        (every, Some(until)) => format!("every {every} s until {}", output::time(until)),
+    }
+}
+
+fn creator_text(kind: Option<i32>, id: Option<i32>) -> String {
+    match (kind, id) {
+        (Some(kind), Some(id)) => format!("content type {kind}, object {id}"),
+        _ => "-".into(),
+    }
+}
+
+fn print_fields(fields: &[(&str, String)]) {
+    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in fields {
+        println!("{key:>width$}: {value}");
+    }
+}
+
+fn print_body(params: &str, last_error: &str) {
+    let pretty = serde_json::from_str::<Value>(params)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| params.to_owned());
+    println!("\nparams:\n{pretty}");
+    if last_error.is_empty() {
+        println!("\nlast error: none");
+    } else {
+        println!("\nlast error:\n{last_error}");
+    }
+}
+
+fn print_chain(chain: &inspect::Chain, now: DateTime<Utc>) {
+    if chain.waiting.len() + chain.history.len() <= 1 {
+        return;
+    }
+    println!("\nruns with the same name and params (the repeat chain):");
+    let mut table = Table::new(&["id", "state", "when", "attempts", "error"]);
+    for task in &chain.waiting {
+        table.row(vec![
+            task.id.to_string(),
+            State::of_task(task, now).to_string(),
+            output::time(task.run_at),
+            task.attempts.to_string(),
+            output::error_line(&task.last_error, 50),
+        ]);
+    }
+    for done in &chain.history {
+        let state = if done.failed() { "failed" } else { "completed" };
+        table.row(vec![
+            format!("history {}", done.id),
+            state.into(),
+            output::time(done.run_at),
+            done.attempts.to_string(),
+            output::error_line(&done.last_error, 50),
+        ]);
+    }
+    table.print();
+}
+
+// ---- stats ------------------------------------------------------------
+
+#[derive(Debug, Args)]
+pub(super) struct StatsArgs {
+    /// Minutes of throughput to show, per minute.
+    #[arg(long, default_value_t = 15)]
+    minutes: u32,
+    /// Seconds after its last heartbeat a runner counts as gone.
+    #[arg(long, env = "BACKGROUND_TASK_LEASE", default_value_t = 30.0)]
+    lease: f64,
+}
+
+pub(super) async fn stats(ctx: &Context, args: StatsArgs) -> Result<(), Failure> {
+    let conn = ctx.migrated_db().await?;
+    let now = now();
+    let lease = super::seconds("--lease", args.lease)?;
+    let minutes = args.minutes.clamp(1, 24 * 60);
+    let overview = inspect::overview(&conn, now).await?;
+    let throughput = inspect::throughput(&conn, now, TimeDelta::minutes(1), minutes).await?;
+    let runners = admin::runners(&conn, lease, now).await?;
+    let alive: Vec<_> = runners.iter().filter(|r| r.alive).collect();
+    let succeeded: i64 = throughput.succeeded.iter().sum();
+    let failed: i64 = throughput.failed.iter().sum();
+    if ctx.json {
+        output::json(&json!({
+            "now": now,
+            "counts": overview.counts,
+            "oldest_due": overview.oldest_due,
+            "oldest_due_age_seconds": overview.oldest_due_age().map(|a| a.as_seconds_f64()),
+            "throughput": throughput,
+            "runners_alive": alive.iter().map(|r| &r.runner).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    let states = [
+        State::Pending,
+        State::Scheduled,
+        State::Running,
+        State::Failed,
+    ];
+    let mut table = Table::new(&["queue", "pending", "scheduled", "running", "failed"]);
+    for queue in overview.queues() {
+        let mut row = vec![
+            queue
+                .clone()
+                .unwrap_or_else(|| QueueFilter::DEFAULT_TOKEN.into()),
+        ];
+        for state in states {
+            let count: i64 = overview
+                .counts
+                .iter()
+                .filter(|c| c.queue == queue && c.state == state)
+                .map(|c| c.count)
+                .sum();
+            row.push(count.to_string());
+        }
+        table.row(row);
+    }
+    if table.is_empty() {
+        println!("no waiting, running or failed task");
+    } else {
+        table.print();
+    }
+    match (&overview.oldest_due, overview.oldest_due_age()) {
+        (Some(task), Some(age)) => println!(
+            "\noldest due task: {} {} (due for {} s)",
+            task.id,
+            task.task_name,
+            age.num_seconds()
+        ),
+        _ => println!("\noldest due task: none (nothing is waiting past its time)"),
+    }
+    println!(
+        "last {minutes} min: {succeeded} completed, {failed} failed ({:.1} per minute)",
+        (succeeded + failed) as f64 / f64::from(minutes)
+    );
+    println!("runners alive: {}", alive.len());
+    for status in alive {
+        let r = &status.runner;
+        println!(
+            "  {} (pid {} on {}, queue {}, {} of {} slots busy, since {})",
+            r.runner_id,
+            r.pid,
+            r.host,
+            r.queue.as_deref().unwrap_or("every"),
+            r.running,
+            r.executors,
+            output::time(r.started_at)
+        );
+    }
+    Ok(())
+}
+
+// ---- retry, cancel, delete ---------------------------------------------
+
+/// Which rows a bulk command acts on.
+#[derive(Debug, Args)]
+pub(super) struct Selection {
+    /// Ids to act on.
+    ids: Vec<i32>,
+    /// Every row of the command's states, when no id or filter is given.
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+/// Ids to act on: the given ones, or every row of `states` matching the
+/// filter (page by page: no statement reads the whole table at once).
+async fn select(
+    conn: &DatabaseConnection,
+    selection: &Selection,
+    states: &[State],
+    now: DateTime<Utc>,
+) -> Result<Vec<i32>, Failure> {
+    if !selection.ids.is_empty() {
+        if !selection.filter.is_empty() || selection.all {
+            return Err(Failure::BadInput(
+                "give ids or a filter (or --all), not both".into(),
+            ));
+        }
+        return Ok(selection.ids.clone());
+    }
+    if selection.filter.is_empty() && !selection.all {
+        return Err(Failure::BadInput(
+            "say which tasks: give ids, a filter (--queue, --name, --search, --since, \
+             --until), or --all"
+                .into(),
+        ));
+    }
+    let filter = selection.filter.filter(conn, now).await?;
+    let mut ids = Vec::new();
+    for state in states {
+        let mut after = None;
+        loop {
+            let page = inspect::list(
+                conn,
+                *state,
+                &filter,
+                after.as_ref(),
+                inspect::MAX_PAGE,
+                now,
+            )
+            .await?;
+            ids.extend(page.rows.iter().map(Row::id));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Ids per batch of a bulk action: each batch is one transaction.
+const BATCH: usize = 1_000;
+
+/// Runs `act` over `ids` in batches, with progress; returns what each
+/// batch returned, in order.
+async fn in_batches<F, Fut>(
+    ctx: &Context,
+    label: &'static str,
+    ids: &[i32],
+    mut act: F,
+) -> Result<Vec<i32>, Failure>
+where
+    F: FnMut(Vec<i32>) -> Fut,
+    Fut: std::future::Future<Output = crate::Result<Vec<i32>>>,
+{
+    let mut progress = Progress::new(
+        label,
+        Some(ids.len() as u64),
+        ctx.json || ids.len() <= BATCH,
+    );
+    let mut changed = Vec::new();
+    for (i, chunk) in ids.chunks(BATCH).enumerate() {
+        changed.extend(act(chunk.to_vec()).await?);
+        progress.set(((i + 1) * BATCH).min(ids.len()) as u64);
+    }
+    progress.finish();
+    Ok(changed)
+}
+
+fn report(
+    ctx: &Context,
+    action: &str,
+    asked: usize,
+    changed: &[i32],
+    what: &str,
+    new_ids: bool,
+) -> Result<(), Failure> {
+    if changed.is_empty() {
+        return Err(Failure::NothingMatched(format!(
+            "none of the {asked} selected id(s) is {what}; nothing was changed"
+        )));
+    }
+    if ctx.json {
+        output::json(
+            &json!({"action": action, "selected": asked, "changed": changed.len(), "ids": changed}),
+        );
+    } else {
+        let ids: Vec<String> = changed.iter().take(20).map(i32::to_string).collect();
+        let more = if changed.len() > 20 { ", …" } else { "" };
+        let label = if new_ids { "new task ids" } else { "ids" };
+        println!(
+            "{action}: {} of {asked} selected ({label}: {}{more})",
+            changed.len(),
+            ids.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub(super) struct RetryArgs {
+    #[command(flatten)]
+    selection: Selection,
+}
+
+pub(super) async fn retry(ctx: &Context, args: RetryArgs) -> Result<(), Failure> {
+    let conn = ctx.migrated_db().await?;
+    let now = now();
+    let ids = select(&conn, &args.selection, &[State::Failed], now).await?;
+    if ids.is_empty() {
+        return Err(Failure::NothingMatched(
+            "no failed task matches; nothing was retried".into(),
+        ));
+    }
+    let retried = in_batches(ctx, "retrying", &ids, |chunk| {
+        let conn = conn.clone();
+        async move {
+            Ok(admin::retry_failed(&conn, &chunk, now)
+                .await?
+                .iter()
+                .map(|t| t.id)
+                .collect())
+        }
+    })
+    .await?;
+    report(
+        ctx,
+        "retried",
+        ids.len(),
+        &retried,
+        "a failed task in the history",
+        true,
+    )
+}
+
+#[derive(Debug, Args)]
+pub(super) struct CancelArgs {
+    #[command(flatten)]
+    selection: Selection,
+}
+
+pub(super) async fn cancel(ctx: &Context, args: CancelArgs) -> Result<(), Failure> {
+    let conn = ctx.migrated_db().await?;
+    let now = now();
+    let ids = select(
+        &conn,
+        &args.selection,
+        &[State::Pending, State::Scheduled],
+        now,
+    )
+    .await?;
+    if ids.is_empty() {
+        return Err(Failure::NothingMatched(
+            "no waiting task matches; nothing was cancelled".into(),
+        ));
+    }
+    let cancelled = in_batches(ctx, "cancelling", &ids, |chunk| {
+        let conn = conn.clone();
+        async move {
+            let rows: Vec<completed_task::Model> = admin::cancel(&conn, &chunk, now).await?;
+            Ok(rows.iter().map(|row| row.id).collect())
+        }
+    })
+    .await?;
+    report(
+        ctx,
+        "cancelled",
+        ids.len(),
+        &cancelled,
+        "a waiting task (running tasks are left to finish)",
+        false,
+    )
+}
+
+#[derive(Debug, Args)]
+pub(super) struct DeleteArgs {
+    /// The ids (or the --state) are history rows'.
+    #[arg(long)]
+    history: bool,
+    /// With a filter or --all: delete rows in this state (pending,
+    /// scheduled, running, failed or completed).
+    #[arg(long)]
+    state: Option<String>,
+    #[command(flatten)]
+    selection: Selection,
+}
+
+pub(super) async fn delete(ctx: &Context, args: DeleteArgs) -> Result<(), Failure> {
+    let state: Option<State> = args.state.as_deref().map(str::parse).transpose()?;
+    let history = args.history || state.is_some_and(State::in_history);
+    if args.selection.ids.is_empty() && state.is_none() {
+        return Err(Failure::BadInput(
+            "to delete by filter, say which --state (pending, scheduled, running, failed or completed)".into(),
+        ));
+    }
+    let conn = ctx.migrated_db().await?;
+    let now = now();
+    let states: Vec<State> = state.into_iter().collect();
+    let ids = select(&conn, &args.selection, &states, now).await?;
+    if ids.is_empty() {
+        return Err(Failure::NothingMatched(
+            "no task matches; nothing was deleted".into(),
+        ));
+    }
+    let existing = existing_ids(&conn, &ids, history).await?;
+    let deleted = in_batches(ctx, "deleting", &existing, |chunk| {
+        let conn = conn.clone();
+        async move {
+            if history {
+                admin::delete_completed(&conn, &chunk).await?;
+            } else {
+                admin::delete_tasks(&conn, &chunk).await?;
+            }
+            Ok(chunk)
+        }
+    })
+    .await?;
+    let what = if history {
+        "a history row"
+    } else {
+        "a waiting or running task (use --history for history ids)"
+    };
+    report(ctx, "deleted", ids.len(), &deleted, what, false)
+}
+
+/// Which of `ids` exist, in the task table or (with `history`) the history.
+async fn existing_ids(
+    conn: &DatabaseConnection,
+    ids: &[i32],
+    history: bool,
+) -> Result<Vec<i32>, Failure> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+    let mut found = Vec::new();
+    for chunk in ids.chunks(BATCH) {
+        let rows: Vec<i32> = if history {
+            completed_task::Entity::find()
+                .select_only()
+                .column(completed_task::Column::Id)
+                .filter(completed_task::Column::Id.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(conn)
+                .await?
+        } else {
+            task::Entity::find()
+                .select_only()
+                .column(task::Column::Id)
+                .filter(task::Column::Id.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(conn)
+                .await?
+        };
+        found.extend(rows);
+    }
+    Ok(found)
+}

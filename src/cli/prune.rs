@@ -1,0 +1,231 @@
+//! `bgtasks prune`: deletes old history rows by a retention policy, in
+//! bounded batches with progress, or counts them with `--dry-run`. Also
+//! holds the duration syntax its flags and `process`'s retention flags read.
+
+use std::time::Duration;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::output::{self, Progress, Table};
+use super::{Context, Failure};
+use crate::admin::{self, Pruned, Pruning};
+use crate::clock::Clock;
+use crate::config::Retention;
+
+/// Rows a `--dry-run` (and the progress bar's total) counts at most per
+/// reason: beyond it, "at least" is said.
+const PREVIEW_CAP: u64 = 1_000_000;
+
+#[derive(Debug, Args)]
+pub(super) struct PruneArgs {
+    /// Delete succeeded history rows that finished longer ago than this:
+    /// 7d, 12h, 90m, 30s, or a number of seconds.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    completed_older_than: Option<Duration>,
+    /// Delete failed (and cancelled) history rows that failed longer ago
+    /// than this: 30d, 12h, 90m, 30s, or a number of seconds.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    failed_older_than: Option<Duration>,
+    /// Keep at most this many history rows, the newest; delete older ones
+    /// whatever their age (0 deletes every history row).
+    #[arg(long, value_name = "N")]
+    keep_last: Option<u64>,
+    /// Rows selected and deleted per statement, 1 to 10000. Smaller
+    /// batches hold locks for less time; larger ones finish sooner.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1_000,
+        value_parser = clap::value_parser!(u64).range(1..=admin::MAX_PRUNE_BATCH as u64)
+    )]
+    batch: u64,
+    /// Count what would be deleted, and delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// What `--json` prints.
+#[derive(Serialize)]
+struct Report {
+    /// Whether this only counted.
+    dry_run: bool,
+    /// Succeeded rows older than `--completed-older-than`.
+    completed: u64,
+    /// Failed rows older than `--failed-older-than`.
+    failed: u64,
+    /// Rows beyond the newest `--keep-last`.
+    beyond_keep_last: u64,
+    /// All of them.
+    total: u64,
+    /// A dry run stopped counting at its cap: the counts are lower bounds.
+    at_least: bool,
+}
+
+pub(super) async fn run(ctx: &Context, args: PruneArgs) -> Result<(), Failure> {
+    let retention = Retention {
+        completed: args.completed_older_than,
+        failed: args.failed_older_than,
+        keep_last: args.keep_last,
+    };
+    if retention.is_empty() {
+        return Err(Failure::BadInput(
+            "say what to prune: give --completed-older-than, --failed-older-than or \
+             --keep-last (or several); nothing was deleted"
+                .into(),
+        ));
+    }
+    let now = Clock::system().now();
+    let batch = usize::try_from(args.batch).unwrap_or(admin::MAX_PRUNE_BATCH);
+    let mut pruning = Pruning::new(&retention, now, batch)?;
+    let conn = ctx.migrated_db().await?;
+    let preview = admin::prune_preview(&conn, &retention, now, PREVIEW_CAP).await?;
+    let capped =
+        [preview.completed, preview.failed, preview.beyond_keep_last].contains(&PREVIEW_CAP);
+    if args.dry_run || preview.total() == 0 {
+        report(ctx, &retention, preview, args.dry_run, capped);
+        return Ok(());
+    }
+    let mut progress = Progress::new("pruning", (!capped).then(|| preview.total()), ctx.json);
+    while pruning.step(&conn).await? {
+        progress.set(pruning.pruned().total());
+    }
+    progress.set(pruning.pruned().total());
+    progress.finish();
+    report(ctx, &retention, pruning.pruned(), false, false);
+    Ok(())
+}
+
+/// Prints what was (or would be) deleted per reason.
+fn report(ctx: &Context, retention: &Retention, pruned: Pruned, dry_run: bool, at_least: bool) {
+    if ctx.json {
+        output::json(&Report {
+            dry_run,
+            completed: pruned.completed,
+            failed: pruned.failed,
+            beyond_keep_last: pruned.beyond_keep_last,
+            total: pruned.total(),
+            at_least,
+        });
+        return;
+    }
+    if pruned.total() == 0 {
+        println!(
+            "nothing to prune: no history row is {}",
+            policy(retention).join(", or ")
+        );
+        return;
+    }
+    let mut table = Table::new(&["REASON", if dry_run { "WOULD DELETE" } else { "DELETED" }]);
+    let count = |n: u64| {
+        if at_least && n == PREVIEW_CAP {
+            format!("at least {n}")
+        } else {
+            n.to_string()
+        }
+    };
+    if let Some(age) = retention.completed {
+        table.row(vec![
+            format!("succeeded, finished more than {} ago", age_text(age)),
+            count(pruned.completed),
+        ]);
+    }
+    if let Some(age) = retention.failed {
+        table.row(vec![
+            format!("failed, more than {} ago", age_text(age)),
+            count(pruned.failed),
+        ]);
+    }
+    if let Some(keep) = retention.keep_last {
+        table.row(vec![
+            format!("beyond the newest {keep}"),
+            count(pruned.beyond_keep_last),
+        ]);
+    }
+    table.row(vec!["total".into(), count(pruned.total())]);
+    table.print();
+    if dry_run {
+        println!("dry run: nothing was deleted");
+    }
+}
+
+/// The policy in words, one part per rule.
+fn policy(retention: &Retention) -> Vec<String> {
+    let mut parts = Vec::new();
+    if let Some(age) = retention.completed {
+        parts.push(format!("a success older than {}", age_text(age)));
+    }
+    if let Some(age) = retention.failed {
+        parts.push(format!("a failure older than {}", age_text(age)));
+    }
+    if let Some(keep) = retention.keep_last {
+        parts.push(format!("beyond the newest {keep}"));
+    }
+    parts
+}
+
+/// A duration as it is written on the command line: `7d`, `12h`, `90m`,
+/// `30s`.
+fn age_text(age: Duration) -> String {
+    let secs = age.as_secs();
+    if age.subsec_nanos() != 0 {
+        format!("{}s", age.as_secs_f64())
+    } else if secs != 0 && secs.is_multiple_of(86_400) {
+        format!("{}d", secs / 86_400)
+    } else if secs != 0 && secs.is_multiple_of(3_600) {
+        format!("{}h", secs / 3_600)
+    } else if secs != 0 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// Reads a duration flag: a whole number with `s`, `m`, `h` or `d`
+/// (`30s`, `90m`, `12h`, `7d`), or a number of seconds (`3600`, `0.5`).
+/// Also the value parser of `process`'s retention flags.
+pub(super) fn duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let parsed = match crate::inspect::parse_age(text) {
+        Some(age) => age.to_std().ok(),
+        None => text
+            .parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok()),
+    };
+    parsed.ok_or_else(|| {
+        format!(
+            "{text:?} is not a duration; use a number of seconds (3600) or a whole number with \
+             s, m, h or d (30s, 90m, 12h, 7d)"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_every_accepted_form() {
+        assert_eq!(duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(duration("12h"), Ok(Duration::from_secs(12 * 3_600)));
+        assert_eq!(duration("90m"), Ok(Duration::from_secs(90 * 60)));
+        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration("3600"), Ok(Duration::from_secs(3_600)));
+        assert_eq!(duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "7x", "-1", "-1d", "d", "1.5h", "NaN", "inf"] {
+            let err = duration(bad).unwrap_err();
+            assert!(err.contains("not a duration"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn ages_are_written_back_as_typed() {
+        for text in ["7d", "12h", "90m", "30s", "0s"] {
+            assert_eq!(age_text(duration(text).unwrap()), text);
+        }
+        assert_eq!(age_text(Duration::from_secs(3_600 * 36)), "36h");
+        assert_eq!(age_text(Duration::from_millis(1_500)), "1.5s");
+    }
+}

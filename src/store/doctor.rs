@@ -1,0 +1,252 @@
+//! What `bgtasks doctor` reads: which tables, indexes and trigger exist,
+//! the server's version and clock, SQLite's journal mode, and the locks
+//! held per runner identity.
+//!
+//! Times are bound through [`portable`](super::portable), as everywhere.
+//! Catalog queries differ per backend; they are chosen in one place,
+//! [`Dialect::of`]. Every statement only reads, and none touches a table
+//! that may be missing unless the caller has seen it exist.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait,
+};
+
+use super::{Sql, portable};
+use crate::entity::task;
+use crate::error::Result;
+
+/// The catalog queries of one backend. Table names are bound after each
+/// text, as a list (`IN (...)`).
+struct Dialect {
+    /// Names of the listed tables that exist.
+    tables: &'static str,
+    /// `(table, index)` of every index on the listed tables.
+    indexes: &'static str,
+    /// The server's version, as text.
+    version: &'static str,
+    /// The server's clock, in UTC; `None`: the database is on this host.
+    clock: Option<&'static str>,
+}
+
+impl Dialect {
+    fn of(backend: DbBackend) -> Self {
+        match backend {
+            DbBackend::Postgres => Dialect {
+                tables: "SELECT table_name::text FROM information_schema.tables \
+                         WHERE table_schema = current_schema() AND table_name IN ",
+                indexes: "SELECT tablename::text, indexname::text FROM pg_indexes \
+                          WHERE schemaname = current_schema() AND tablename IN ",
+                version: "SELECT current_setting('server_version')",
+                // clock_timestamp(), not now(): the time of reading, not of
+                // the transaction's start.
+                clock: Some("SELECT clock_timestamp()"),
+            },
+            // information_schema's text columns come back as binary
+            // strings on some versions: cast them.
+            DbBackend::MySql => Dialect {
+                tables: "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
+                         WHERE table_schema = DATABASE() AND table_name IN ",
+                indexes: "SELECT DISTINCT CAST(table_name AS CHAR), CAST(index_name AS CHAR) \
+                          FROM information_schema.statistics \
+                          WHERE table_schema = DATABASE() AND table_name IN ",
+                version: "SELECT CAST(VERSION() AS CHAR)",
+                clock: Some("SELECT UTC_TIMESTAMP(6)"),
+            },
+            _ => Dialect {
+                tables: "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ",
+                indexes: "SELECT tbl_name, name FROM sqlite_master \
+                          WHERE type = 'index' AND tbl_name IN ",
+                version: "SELECT sqlite_version()",
+                clock: None,
+            },
+        }
+    }
+}
+
+/// Which of `tables` exist.
+pub(crate) async fn existing_tables<C: ConnectionTrait>(
+    conn: &C,
+    tables: &[&str],
+) -> Result<Vec<String>> {
+    let backend = conn.get_database_backend();
+    let mut sql = Sql::new(backend);
+    sql.push(Dialect::of(backend).tables)
+        .bind_list(tables.iter().copied());
+    let rows = conn.query_all_raw(sql.build()).await?;
+    Ok(rows
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0))
+        .collect::<Result<_, _>>()?)
+}
+
+/// `(table, index)` of every index on `tables` (SQLite's automatic
+/// indexes and the primary keys included).
+pub(crate) async fn indexes<C: ConnectionTrait>(
+    conn: &C,
+    tables: &[&str],
+) -> Result<Vec<(String, String)>> {
+    let backend = conn.get_database_backend();
+    let mut sql = Sql::new(backend);
+    sql.push(Dialect::of(backend).indexes)
+        .bind_list(tables.iter().copied());
+    let rows = conn.query_all_raw(sql.build()).await?;
+    Ok(rows
+        .iter()
+        .map(|row| Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?)))
+        .collect::<Result<_, sea_orm::DbErr>>()?)
+}
+
+/// Whether the PostgreSQL trigger `name` exists on `background_task`;
+/// `None` on other backends, which have no such trigger.
+pub(crate) async fn notify_trigger<C: ConnectionTrait>(
+    conn: &C,
+    name: &str,
+) -> Result<Option<bool>> {
+    let backend = conn.get_database_backend();
+    if backend != DbBackend::Postgres {
+        return Ok(None);
+    }
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+         WHERE c.relname = 'background_task' AND c.relnamespace = current_schema()::regnamespace \
+         AND NOT t.tgisinternal AND t.tgname = ",
+    )
+    .bind(name);
+    Ok(Some(conn.query_one_raw(sql.build()).await?.is_some()))
+}
+
+/// The server's version (SQLite: the library's).
+pub(crate) async fn version<C: ConnectionTrait>(conn: &C) -> Result<String> {
+    let backend = conn.get_database_backend();
+    let mut sql = Sql::new(backend);
+    sql.push(Dialect::of(backend).version);
+    Ok(match conn.query_one_raw(sql.build()).await? {
+        Some(row) => row.try_get_by_index::<String>(0)?,
+        None => String::new(),
+    })
+}
+
+/// SQLite's journal mode (`wal`, `delete`, `memory`, ...); `None` on
+/// other backends.
+pub(crate) async fn journal_mode<C: ConnectionTrait>(conn: &C) -> Result<Option<String>> {
+    let backend = conn.get_database_backend();
+    if backend != DbBackend::Sqlite {
+        return Ok(None);
+    }
+    let mut sql = Sql::new(backend);
+    sql.push("PRAGMA journal_mode");
+    Ok(match conn.query_one_raw(sql.build()).await? {
+        Some(row) => Some(row.try_get_by_index::<String>(0)?),
+        None => None,
+    })
+}
+
+/// The server's clock, in UTC; `None` when the database is on this host
+/// (SQLite).
+pub(crate) async fn server_clock<C: ConnectionTrait>(conn: &C) -> Result<Option<DateTime<Utc>>> {
+    let backend = conn.get_database_backend();
+    let Some(text) = Dialect::of(backend).clock else {
+        return Ok(None);
+    };
+    let mut sql = Sql::new(backend);
+    sql.push(text);
+    let Some(row) = conn.query_one_raw(sql.build()).await? else {
+        return Ok(None);
+    };
+    Ok(Some(match backend {
+        DbBackend::Postgres => row.try_get_by_index::<DateTime<Utc>>(0)?,
+        // UTC_TIMESTAMP is a DATETIME: a time without zone, in UTC.
+        _ => row.try_get_by_index::<NaiveDateTime>(0)?.and_utc(),
+    }))
+}
+
+/// Tasks locked before `before`, counted per `locked_by`.
+pub(crate) async fn old_locks_by_owner<C: ConnectionTrait>(
+    conn: &C,
+    before: DateTime<Utc>,
+) -> Result<Vec<(String, i64)>> {
+    let select = task::Entity::find()
+        .select_only()
+        .column(task::Column::LockedBy)
+        .column_as(task::Column::Id.count(), "count")
+        .filter(task::Column::LockedBy.is_not_null())
+        .filter(task::Column::LockedAt.lt(before))
+        .group_by(task::Column::LockedBy)
+        .order_by_asc(task::Column::LockedBy)
+        .build(conn.get_database_backend());
+    let rows = conn.query_all_raw(portable(select)).await?;
+    Ok(rows
+        .iter()
+        .map(|row| Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?)))
+        .collect::<Result<_, sea_orm::DbErr>>()?)
+}
+
+/// Ids of tasks locked by one of `owners` before `before`, lowest first,
+/// at most `limit`.
+pub(crate) async fn old_locked_ids<C: ConnectionTrait>(
+    conn: &C,
+    owners: &[&str],
+    before: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<i32>> {
+    if owners.is_empty() {
+        return Ok(Vec::new());
+    }
+    let select = task::Entity::find()
+        .select_only()
+        .column(task::Column::Id)
+        .filter(task::Column::LockedBy.is_in(owners.iter().copied()))
+        .filter(task::Column::LockedAt.lt(before))
+        .order_by_asc(task::Column::Id)
+        .limit(limit)
+        .build(conn.get_database_backend());
+    let rows = conn.query_all_raw(portable(select)).await?;
+    Ok(rows
+        .iter()
+        .map(|row| row.try_get_by_index::<i32>(0))
+        .collect::<Result<_, _>>()?)
+}
+
+/// The `background_task` migrations Django recorded in `django_migrations`;
+/// `None` when that table does not exist (no Django project migrated this
+/// database).
+pub(crate) async fn django_migrations<C: ConnectionTrait>(conn: &C) -> Result<Option<Vec<String>>> {
+    if existing_tables(conn, &["django_migrations"])
+        .await?
+        .is_empty()
+    {
+        return Ok(None);
+    }
+    let backend = conn.get_database_backend();
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT name FROM django_migrations WHERE app = 'background_task' ORDER BY id");
+    let rows = conn.query_all_raw(sql.build()).await?;
+    Ok(Some(
+        rows.iter()
+            .map(|row| row.try_get_by_index::<String>(0))
+            .collect::<Result<_, _>>()?,
+    ))
+}
+
+/// Which of `names` exist as triggers (SQLite); `None` on other backends.
+pub(crate) async fn sqlite_triggers<C: ConnectionTrait>(
+    conn: &C,
+    names: &[&str],
+) -> Result<Option<Vec<String>>> {
+    let backend = conn.get_database_backend();
+    if backend != DbBackend::Sqlite {
+        return Ok(None);
+    }
+    let mut sql = Sql::new(backend);
+    sql.push("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name IN ")
+        .bind_list(names.iter().copied());
+    let rows = conn.query_all_raw(sql.build()).await?;
+    Ok(Some(
+        rows.iter()
+            .map(|row| row.try_get_by_index::<String>(0))
+            .collect::<Result<_, _>>()?,
+    ))
+}

@@ -1,0 +1,95 @@
+"""Settings of the interoperability test project: the real django-background-tasks
+1.2.8 on the database named by the environment.
+
+Environment:
+  BGTASKS_DJANGO_DATABASE  (required) sqlite:///ABSOLUTE/PATH
+                           or postgres://user[:password]@host[:port]/name
+  BGTASKS_DJANGO_RECORD    file that the interop.* tasks append to (interop/tasks.py)
+  BGTASKS_DJANGO_MAX_ATTEMPTS, BGTASKS_DJANGO_MAX_RUN_TIME
+                           optional overrides of MAX_ATTEMPTS (default 25) and
+                           MAX_RUN_TIME (default 3600 s)
+  BGTASKS_DJANGO_LOG_LEVEL log level of the stderr log handler (default WARNING)
+"""
+import os
+from urllib.parse import unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+def database_from_url(url):
+    """Django DATABASES['default'] for a sqlite:/// or postgres:// URL."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        # sqlite:///ABSOLUTE/PATH -> netloc '' and path '/ABSOLUTE/PATH'
+        if parts.netloc or not parts.path.startswith("/") or parts.path == "/":
+            raise ImproperlyConfigured(
+                f"BGTASKS_DJANGO_DATABASE={url!r}: a SQLite URL must be sqlite:///ABSOLUTE/PATH"
+            )
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": unquote(parts.path),
+            # Rust and Python share the file: wait for its lock instead of failing.
+            "OPTIONS": {"timeout": 30},
+        }
+    if parts.scheme in ("postgres", "postgresql"):
+        name = unquote(parts.path.lstrip("/"))
+        if not name or not parts.hostname:
+            raise ImproperlyConfigured(
+                f"BGTASKS_DJANGO_DATABASE={url!r}: a PostgreSQL URL must be postgres://user@host:port/name"
+            )
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": name,
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname,
+            "PORT": str(parts.port or ""),
+        }
+    raise ImproperlyConfigured(
+        f"BGTASKS_DJANGO_DATABASE={url!r}: unsupported scheme {parts.scheme!r} (use sqlite:/// or postgres://)"
+    )
+
+
+_DATABASE_URL = os.environ.get("BGTASKS_DJANGO_DATABASE")
+if not _DATABASE_URL:
+    raise ImproperlyConfigured(
+        "BGTASKS_DJANGO_DATABASE is not set (sqlite:///ABSOLUTE/PATH or postgres://user@host:port/name)"
+    )
+
+DATABASES = {"default": database_from_url(_DATABASE_URL)}
+
+SECRET_KEY = "interop-tests-only-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "background_task",
+    # A plain module path, not an AppConfig path: background_task's
+    # autodiscover() imports "<entry>.tasks" for each entry.
+    "interop",
+]
+
+# background_task has no default_auto_field: keep its 32-bit AutoField (and
+# silence models.W042).
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+
+# django-background-tasks settings (the library reads these exact names).
+if os.environ.get("BGTASKS_DJANGO_MAX_ATTEMPTS"):
+    MAX_ATTEMPTS = int(os.environ["BGTASKS_DJANGO_MAX_ATTEMPTS"])
+if os.environ.get("BGTASKS_DJANGO_MAX_RUN_TIME"):
+    MAX_RUN_TIME = int(os.environ["BGTASKS_DJANGO_MAX_RUN_TIME"])
+BACKGROUND_TASK_RUN_ASYNC = False
+
+# Everything logs to stderr: stdout is kept for interop.py's JSON.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+    "root": {"handlers": ["stderr"], "level": os.environ.get("BGTASKS_DJANGO_LOG_LEVEL", "WARNING")},
+}

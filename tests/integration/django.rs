@@ -1,0 +1,556 @@
+//! One database with a Django app, proved with the real
+//! django-background-tasks 1.2.8: Django's migrations create the tables,
+//! Rust attaches to them; Python enqueues and a Rust runner executes, Rust
+//! enqueues and Django's `process_tasks` executes; both read each other's
+//! rows field by field, and identical calls hash identically.
+//!
+//! The Python side is `tests/django/interop.py`, in the virtual environment
+//! `scripts/install-django.sh` creates (`target/django-venv`; `.ci/run`
+//! runs it). Without it these tests are skipped with a note, except under
+//! `CI=true`, where they fail. They run on SQLite and PostgreSQL, the two
+//! databases the Python side is set up for.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use background_tasks::params::{self, ParamsError};
+use background_tasks::{
+    Config, Creator, Queue, Registry, Runner, Task, TaskContext, TaskError, admin, completed_task,
+    db, doctor, task_row,
+};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::{Map, Value, json};
+
+use crate::fixture::{Backend, TestDb, wait_for};
+
+on_django_backends!(
+    python_enqueues_and_a_rust_runner_executes,
+    rust_enqueues_and_django_process_tasks_executes,
+    identical_calls_hash_identically_across_languages,
+    the_django_admin_reads_rows_rust_holds,
+);
+
+/// The Python side, on the test's database.
+struct Django {
+    python: PathBuf,
+    script: PathBuf,
+    database: String,
+    record: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Django {
+    /// `None` (with a note) when the virtual environment is missing
+    /// outside CI.
+    fn new(t: &TestDb) -> Option<Django> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let venv = std::env::var_os("BGTASKS_DJANGO_VENV")
+            .map_or_else(|| root.join("target/django-venv"), PathBuf::from);
+        let python = venv.join("bin/python");
+        if !python.exists() {
+            let message = format!(
+                "{} is missing: run scripts/install-django.sh to install Django and \
+                 django-background-tasks 1.2.8",
+                python.display()
+            );
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+            eprintln!("note: the Django interop test is skipped: {message}");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        Some(Django {
+            python,
+            script: root.join("tests/django/interop.py"),
+            database: t.url.clone(),
+            record: dir.path().join("record.jsonl"),
+            _dir: dir,
+        })
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.python);
+        command
+            .arg(&self.script)
+            .args(args)
+            .env("BGTASKS_DJANGO_DATABASE", &self.database)
+            .env("BGTASKS_DJANGO_RECORD", &self.record)
+            .env("BGTASKS_DJANGO_MAX_ATTEMPTS", "1");
+        command
+    }
+
+    /// Runs `interop.py ARGS` and parses its JSON answer.
+    fn run(&self, args: &[&str]) -> Value {
+        let output = self.command(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "interop.py {args:?} failed:\n{}\n{stdout}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    }
+
+    /// What the Python task functions received, one call per line.
+    fn recorded(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+}
+
+/// Django's migrations create the tables; this crate attaches to them.
+async fn attach(t: &TestDb, django: &Django) {
+    let migrated = django.run(&["migrate"]);
+    assert!(
+        migrated["applied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "background_task.0001_initial"),
+        "{migrated}"
+    );
+    db::migrate(&t.db)
+        .await
+        .expect("this crate's migrations attach to Django's tables");
+    let findings = doctor::check(&t.db, &Registry::new(), &doctor::Options::default()).await;
+    let mode = findings.iter().find(|f| f.check == "mode").unwrap();
+    assert!(mode.detail.contains("shared with Django"), "{mode:?}");
+    let schema = findings.iter().find(|f| f.check == "schema").unwrap();
+    assert_eq!(schema.status, doctor::Status::Ok, "{schema:?}");
+    let indexes = findings.iter().find(|f| f.check == "indexes").unwrap();
+    assert_eq!(indexes.status, doctor::Status::Ok, "{indexes:?}");
+}
+
+/// A call as stored: positional and keyword arguments.
+type Call = (Vec<Value>, Map<String, Value>);
+
+/// A Rust handler registered under a Python task's name, recording the
+/// positional and keyword arguments it received.
+#[derive(Clone, Default)]
+struct Record {
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl Task for Record {
+    type Params = Call;
+    type Output = ();
+    fn name() -> &'static str {
+        "interop.record"
+    }
+    fn encode(params: &Self::Params) -> Result<String, ParamsError> {
+        params::encode_call(&params.0, &params.1)
+    }
+    fn decode(task_params: &str) -> Result<Self::Params, ParamsError> {
+        params::decode_call(task_params)
+    }
+    async fn run(&self, call: Self::Params, _: TaskContext) -> Result<(), TaskError> {
+        self.calls.lock().unwrap().push(call);
+        Ok(())
+    }
+}
+
+/// `interop.add(a, b)`, in Rust.
+#[derive(Clone, Default)]
+struct Add {
+    sums: Arc<Mutex<Vec<i64>>>,
+}
+
+impl Task for Add {
+    type Params = (i64, i64);
+    type Output = ();
+    fn name() -> &'static str {
+        "interop.add"
+    }
+    async fn run(&self, (a, b): (i64, i64), _: TaskContext) -> Result<(), TaskError> {
+        self.sums.lock().unwrap().push(a + b);
+        Ok(())
+    }
+}
+
+fn raw_times_are_djangos(django: &Django, backend: Backend) {
+    if backend != Backend::Sqlite {
+        return;
+    }
+    let raw = django.run(&["raw-datetimes"]);
+    for table in ["background_task", "background_task_completedtask"] {
+        for row in raw[table].as_array().unwrap() {
+            for column in ["run_at", "locked_at", "failed_at", "repeat_until"] {
+                if let Some(text) = row[column].as_str() {
+                    assert!(
+                        !text.contains('T') && !text.contains('+'),
+                        "{table}.{column} = {text:?} is not Django's format"
+                    );
+                }
+            }
+        }
+    }
+}
+
+async fn python_enqueues_and_a_rust_runner_executes(t: TestDb) -> TestDb {
+    let Some(django) = Django::new(&t) else {
+        return t;
+    };
+    attach(&t, &django).await;
+    let record = django.run(&[
+        "enqueue",
+        "--name",
+        "interop.record",
+        "--args",
+        "[1, \"\u{e9}\"]",
+        "--kwargs",
+        "{\"b\": 2, \"nested\": {\"z\": [1.5, null, true]}}",
+        "--priority",
+        "5",
+        "--queue",
+        "q",
+        "--schedule",
+        "-10",
+        "--verbose-name",
+        "Record one",
+        "--creator-order-id",
+        "7",
+    ]);
+    django.run(&[
+        "enqueue",
+        "--name",
+        "interop.add",
+        "--args",
+        "[2, 3]",
+        "--schedule",
+        "-10",
+    ]);
+    let later = django.run(&[
+        "enqueue",
+        "--name",
+        "interop.add",
+        "--args",
+        "[9, 9]",
+        "--schedule",
+        "3600",
+    ]);
+
+    let registry = Registry::new();
+    let recorder = Record::default();
+    let adder = Add::default();
+    registry.register(recorder.clone()).register(adder.clone());
+    let queue = Queue::with_parts(t.db.clone(), registry, Config::default());
+    let mut ran = 0;
+    while queue.run_next_task().await {
+        ran += 1;
+    }
+    assert_eq!(ran, 2, "the two due tasks, not the one an hour away");
+    assert_eq!(
+        *recorder.calls.lock().unwrap(),
+        vec![(
+            vec![json!(1), json!("\u{e9}")],
+            json!({"b": 2, "nested": {"z": [1.5, null, true]}})
+                .as_object()
+                .unwrap()
+                .clone()
+        )],
+        "the Rust handler got Python's positional and keyword arguments"
+    );
+    assert_eq!(*adder.sums.lock().unwrap(), vec![5]);
+
+    // Django reads the history Rust wrote, every field.
+    let completed = django.run(&["completed"]);
+    let row = completed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["task_name"] == "interop.record")
+        .unwrap_or_else(|| panic!("{completed}"));
+    for field in [
+        "task_params",
+        "task_hash",
+        "verbose_name",
+        "priority",
+        "queue",
+        "repeat",
+        "repeat_until",
+        "creator_content_type_id",
+        "creator_object_id",
+    ] {
+        assert_eq!(row[field], record[field], "{field}: {row}");
+    }
+    assert_eq!(row["attempts"], 1);
+    assert_eq!(row["failed_at"], Value::Null);
+    assert_eq!(row["last_error"], "");
+    assert_eq!(row["locked_by"], queue.runner_id());
+    assert!(
+        row["locked_at"].is_string() && row["run_at"].is_string(),
+        "{row}"
+    );
+    assert_eq!(row["display"]["creator"]["str"], "Order #7", "{row}");
+    assert_eq!(row["display"]["has_error"], false);
+    // The task an hour away still waits, untouched, for either side.
+    let tasks = django.run(&["tasks"]);
+    assert_eq!(tasks.as_array().unwrap().len(), 1, "{tasks}");
+    assert_eq!(tasks[0]["id"], later["id"]);
+    assert_eq!(tasks[0]["attempts"], 0);
+    raw_times_are_djangos(&django, t.backend);
+    t
+}
+
+async fn rust_enqueues_and_django_process_tasks_executes(t: TestDb) -> TestDb {
+    let Some(django) = Django::new(&t) else {
+        return t;
+    };
+    attach(&t, &django).await;
+    let order = django.run(&["create-order", "--id", "7"]);
+    let content_type = order["content_type_id"].as_i64().unwrap() as i32;
+    let queue = Queue::new(t.db.clone());
+    let record = queue
+        .enqueue_call(
+            "interop.record",
+            &json!([1, "\u{e9}", {"k": [1, 2]}]),
+            &json!({"b": 2.5, "flag": false}),
+        )
+        .priority(3)
+        .queue("q")
+        .verbose_name("from Rust")
+        .creator(Creator::new(content_type, 7))
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    queue
+        .enqueue_call("interop.add", &(2, 3), &())
+        .await
+        .unwrap();
+    queue
+        .enqueue_call("interop.fail", &("boom",), &())
+        .await
+        .unwrap();
+    let later = queue
+        .enqueue_call("interop.add", &(9, 9), &())
+        .schedule(3_600)
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    raw_times_are_djangos(&django, t.backend);
+
+    let processed = django.run(&["process", "--duration", "3"]);
+    let python_pid = processed["pid"].as_i64().unwrap().to_string();
+    let mut calls = django.recorded();
+    calls.sort_by_key(|call| call["task"].as_str().unwrap().to_owned());
+    assert_eq!(
+        calls,
+        vec![
+            json!({"task": "interop.add", "args": [2, 3], "kwargs": {}}),
+            json!({"task": "interop.fail", "args": ["boom"], "kwargs": {}}),
+            json!({"task": "interop.record", "args": [1, "\u{e9}", {"k": [1, 2]}], "kwargs": {"b": 2.5, "flag": false}}),
+        ],
+        "the Python functions got Rust's arguments; the task an hour away did not run"
+    );
+
+    // Rust reads the history Django wrote.
+    let history = completed_task::Entity::find()
+        .filter(completed_task::Column::TaskName.eq("interop.record"))
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(history.task_params, record.task_params);
+    assert_eq!(history.task_hash, record.task_hash);
+    assert_eq!((history.priority, history.queue.as_deref()), (3, Some("q")));
+    assert_eq!(history.verbose_name.as_deref(), Some("from Rust"));
+    assert_eq!(
+        (history.creator_content_type_id, history.creator_object_id),
+        (Some(content_type), Some(7))
+    );
+    assert_eq!((history.attempts, history.failed_at), (1, None));
+    assert_eq!(
+        history.locked_by.as_deref(),
+        Some(python_pid.as_str()),
+        "Django's worker writes its pid"
+    );
+    assert!(history.run_at >= record.run_at);
+    // Django's bare pid reads as a process of this host: gone now.
+    assert_eq!(
+        admin::locked_by_pid_running(history.locked_by.as_deref()),
+        Some(false)
+    );
+    let failed = completed_task::Entity::find()
+        .filter(completed_task::Column::TaskName.eq("interop.fail"))
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        failed.failed_at.is_some() && failed.last_error.contains("interop.fail always fails"),
+        "{failed:?}"
+    );
+    let waiting: Vec<i32> = task_row::Entity::find()
+        .all(&t.db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(waiting, vec![later.id]);
+    raw_times_are_djangos(&django, t.backend);
+    t
+}
+
+async fn identical_calls_hash_identically_across_languages(t: TestDb) -> TestDb {
+    let Some(django) = Django::new(&t) else {
+        return t;
+    };
+    attach(&t, &django).await;
+    for (args, kwargs) in [
+        (json!([]), json!({})),
+        (json!([1, 2.5, "x", null, true]), json!({})),
+        (
+            json!(["\u{e9}\u{65e5}\u{672c}\u{1f600}", "a\"b\\c\n"]),
+            json!({"z": 1, "a": {"y": [1e-5, 1e16, 0.1]}}),
+        ),
+        (json!([]), json!({"to": "ada@example.com", "n": -3})),
+    ] {
+        let python = django.run(&[
+            "hash",
+            "--name",
+            "interop.record",
+            "--args",
+            &args.to_string(),
+            "--kwargs",
+            &kwargs.to_string(),
+        ]);
+        let encoded = params::encode_call(&args, &kwargs).unwrap();
+        assert_eq!(python["task_params"], encoded, "{args} {kwargs}");
+        assert_eq!(
+            python["task_hash"],
+            params::task_hash("interop.record", &encoded)
+        );
+    }
+
+    // remove_existing from Rust removes what Python enqueued with the same call.
+    for _ in 0..2 {
+        django.run(&[
+            "enqueue",
+            "--name",
+            "interop.record",
+            "--args",
+            "[1]",
+            "--schedule",
+            "60",
+        ]);
+    }
+    let queue = Queue::new(t.db.clone());
+    queue
+        .enqueue_call("interop.record", &(1,), &())
+        .remove_existing_tasks(true)
+        .await
+        .unwrap();
+    let rows = task_row::Entity::find().all(&t.db).await.unwrap();
+    assert_eq!(rows.len(), 1, "Python's two copies were replaced: {rows:?}");
+    // CHECK_EXISTING from Python finds the row Rust wrote.
+    let created = django.run(&[
+        "enqueue",
+        "--name",
+        "interop.record",
+        "--args",
+        "[1]",
+        "--action",
+        "check_existing",
+    ]);
+    assert_eq!(
+        created,
+        Value::Null,
+        "Django found Rust's row and created nothing"
+    );
+    // RESCHEDULE_EXISTING from Python moves it.
+    django.run(&[
+        "enqueue",
+        "--name",
+        "interop.record",
+        "--args",
+        "[1]",
+        "--schedule",
+        "7200",
+        "--action",
+        "reschedule_existing",
+    ]);
+    let moved = task_row::Entity::find_by_id(rows[0].id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        moved.run_at > rows[0].run_at + chrono::TimeDelta::minutes(60),
+        "{moved:?}"
+    );
+    t
+}
+
+/// Holds until told to finish: a task that is running while the test looks.
+#[derive(Clone, Default)]
+struct Hold {
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl Task for Hold {
+    type Params = ();
+    type Output = ();
+    fn name() -> &'static str {
+        "interop.hold"
+    }
+    async fn run(&self, _: (), _: TaskContext) -> Result<(), TaskError> {
+        self.release.notified().await;
+        Ok(())
+    }
+}
+
+async fn the_django_admin_reads_rows_rust_holds(t: TestDb) -> TestDb {
+    let Some(django) = Django::new(&t) else {
+        return t;
+    };
+    attach(&t, &django).await;
+    let registry = Registry::new();
+    let hold = Hold::default();
+    registry.register(hold.clone());
+    let queue = Queue::with_parts(t.db.clone(), registry, Config::default());
+    let task = queue
+        .enqueue::<Hold>(&())
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    let runner = Runner::start(queue.clone());
+    let db = t.db.clone();
+    wait_for(
+        "the Rust runner to lock the task",
+        std::time::Duration::from_secs(20),
+        || {
+            let db = db.clone();
+            async move {
+                task_row::Entity::find_by_id(task.id)
+                    .one(&db)
+                    .await
+                    .unwrap()
+                    .is_some_and(|r| r.locked_by.is_some())
+            }
+        },
+    )
+    .await;
+    let listed = django.run(&["admin-list"]);
+    let row = listed["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pk"] == task.id)
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(row["task_name"], "interop.hold");
+    assert_eq!(row["locked_by"], queue.runner_id(), "{row}");
+    // The admin's column runs int(locked_by): a Rust runner's host:pid:random
+    // identity is never taken for some other local process, and reads as
+    // not running (README: what the Django admin shows).
+    assert_eq!(row["locked_by_pid_running"], false, "{row}");
+    hold.release.notify_one();
+    runner.shutdown(std::time::Duration::from_secs(10)).await;
+    t
+}

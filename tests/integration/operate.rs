@@ -1,0 +1,599 @@
+//! The operator's commands of `bgtasks` end to end: the built binary
+//! against a real database, checked through its exit code, its output
+//! (tables and `--json`) and the rows it leaves.
+
+use std::process::Output;
+
+use background_tasks::{admin, completed_task, task_row};
+use chrono::{TimeDelta, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::Value;
+
+use crate::cli::{bgtasks, queue};
+use crate::fixture::TestDb;
+use crate::rows::History;
+
+on_all_backends!(
+    enqueue_stores_every_option,
+    enqueue_refuses_bad_input_and_changes_nothing,
+    list_filters_pages_and_says_when_nothing_matches,
+    show_prints_a_task_and_its_chain,
+    stats_reports_queues_throughput_and_runners,
+    retry_cancel_and_delete_by_id_and_by_filter,
+    commands_refuse_an_unmigrated_database,
+    demo_prints_json_for_scripts,
+);
+
+/// Runs `bgtasks ARGS` on the test database.
+fn run(t: &TestDb, args: &[&str]) -> Output {
+    bgtasks(t).args(args).output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs `bgtasks --json ARGS`, expecting success, and parses its output.
+fn run_json(t: &TestDb, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let output = run(t, &all);
+    assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    serde_json::from_str(&stdout(&output)).unwrap_or_else(|e| panic!("{e}: {}", stdout(&output)))
+}
+
+fn code(output: &Output) -> Option<i32> {
+    output.status.code()
+}
+
+async fn task_count(t: &TestDb) -> u64 {
+    task_row::Entity::find().count(&t.db).await.unwrap()
+}
+
+/// A history row as a runner writes it, finished `age` ago.
+async fn history(
+    t: &TestDb,
+    name: &str,
+    queue: Option<&str>,
+    error: Option<&str>,
+    age: TimeDelta,
+) -> i32 {
+    History {
+        queue: queue.map(str::to_owned),
+        error: error.map(str::to_owned),
+        age,
+        ..History::of(name)
+    }
+    .insert(t)
+    .await
+}
+
+async fn enqueue_stores_every_option(t: TestDb) -> TestDb {
+    let until = (Utc::now() + TimeDelta::days(2))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let out = run_json(
+        &t,
+        &[
+            "enqueue",
+            "bgtasks.echo",
+            "--args",
+            "[\"hi\", 2]",
+            "--kwargs",
+            "{\"to\": \"ada\"}",
+            "--priority",
+            "-3",
+            "--queue",
+            "mail",
+            "--schedule",
+            "2h",
+            "--verbose-name",
+            "Say hi",
+            "--repeat",
+            "15m",
+            "--repeat-until",
+            &until,
+        ],
+    );
+    assert_eq!(out["result"], "created", "{out}");
+    let id = out["task"]["id"].as_i64().unwrap() as i32;
+    let row = task_row::Entity::find_by_id(id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.task_params, "[[\"hi\", 2], {\"to\": \"ada\"}]");
+    assert_eq!(
+        (row.priority, row.queue.as_deref(), row.repeat),
+        (-3, Some("mail"), 900)
+    );
+    assert_eq!(row.verbose_name.as_deref(), Some("Say hi"));
+    let in_two_hours = Utc::now() + TimeDelta::hours(2);
+    assert!(
+        (row.run_at - in_two_hours).num_seconds().abs() < 60,
+        "{}",
+        row.run_at
+    );
+    assert_eq!(
+        row.repeat_until
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string(),
+        until
+    );
+
+    // Seconds and absolute times schedule too; --remove-existing replaces.
+    let at = (Utc::now() + TimeDelta::days(1))
+        .format("%Y-%m-%d %H:%M")
+        .to_string();
+    let output = run(&t, &["enqueue", "bgtasks.noop", "--schedule", &at]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("enqueued task"),
+        "{}",
+        stdout(&output)
+    );
+    run(&t, &["enqueue", "bgtasks.noop", "--schedule", "60"]);
+    let output = run(&t, &["enqueue", "bgtasks.noop", "--remove-existing"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let noops = task_row::Entity::find()
+        .filter(task_row::Column::TaskName.eq("bgtasks.noop"))
+        .count(&t.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        noops, 1,
+        "--remove-existing deleted the waiting copies first"
+    );
+    t
+}
+
+async fn enqueue_refuses_bad_input_and_changes_nothing(t: TestDb) -> TestDb {
+    for (args, says) in [
+        (
+            vec!["enqueue", "bgtasks.echo", "--args", "[1,"],
+            "not valid JSON",
+        ),
+        (
+            vec!["enqueue", "bgtasks.echo", "--args", "{\"a\": 1}"],
+            "must be a JSON array",
+        ),
+        (
+            vec!["enqueue", "bgtasks.echo", "--kwargs", "[1]"],
+            "must be a JSON object",
+        ),
+        (vec!["enqueue", "no.such.task"], "--allow-unknown"),
+        (
+            vec!["enqueue", "bgtasks.noop", "--schedule", "soonish"],
+            "2026-11-27",
+        ),
+        (
+            vec!["enqueue", "bgtasks.noop", "--repeat", "often"],
+            "duration",
+        ),
+        (vec!["enqueue", "bgtasks.noop", "--queue", ""], "queue"),
+        (vec!["enqueue", "bgtasks.echo", "--args", "[NaN]"], "JSON"),
+    ] {
+        let output = run(&t, &args);
+        assert_eq!(code(&output), Some(2), "{args:?}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains(says),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    assert_eq!(task_count(&t).await, 0, "bad input writes nothing");
+    let output = run(&t, &["enqueue", "django.only", "--allow-unknown"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(task_count(&t).await, 1);
+    t
+}
+
+async fn list_filters_pages_and_says_when_nothing_matches(t: TestDb) -> TestDb {
+    let output = run(&t, &["list"]);
+    assert_eq!(code(&output), Some(3), "an empty queue lists nothing");
+    let q = queue(&t);
+    for i in 0..5 {
+        q.enqueue_call("bgtasks.echo", &(i,), &())
+            .priority(i)
+            .queue("mail")
+            .await
+            .unwrap();
+    }
+    q.enqueue_call("bgtasks.noop", &(), &())
+        .schedule(3_600)
+        .await
+        .unwrap();
+    history(
+        &t,
+        "bgtasks.fail",
+        None,
+        Some("Traceback\nValueError: boom"),
+        TimeDelta::minutes(5),
+    )
+    .await;
+    history(&t, "bgtasks.noop", None, None, TimeDelta::minutes(5)).await;
+
+    let output = run(&t, &["list"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let table = stdout(&output);
+    for expected in [
+        "pending",
+        "scheduled",
+        "failed",
+        "completed",
+        "ValueError: boom",
+    ] {
+        assert!(table.contains(expected), "{expected} missing:\n{table}");
+    }
+    let all = run_json(&t, &["list"]);
+    assert_eq!(all["rows"].as_array().unwrap().len(), 8, "{all}");
+
+    let failed = run_json(&t, &["list", "--state", "failed"]);
+    assert_eq!(failed["rows"][0]["task_name"], "bgtasks.fail");
+    assert_eq!(failed["rows"][0]["state"], "failed");
+    let mail = run_json(&t, &["list", "--queue", "mail", "--search", "[[3]"]);
+    assert_eq!(mail["rows"].as_array().unwrap().len(), 1, "{mail}");
+    let default = run_json(
+        &t,
+        &["list", "--queue", "(default)", "--state", "scheduled"],
+    );
+    assert_eq!(default["rows"][0]["task_name"], "bgtasks.noop");
+    let recent = run_json(&t, &["list", "--state", "completed", "--since", "1h"]);
+    assert_eq!(recent["rows"].as_array().unwrap().len(), 1);
+    let output = run(&t, &["list", "--state", "completed", "--until", "1h"]);
+    assert_eq!(code(&output), Some(3), "nothing finished over an hour ago");
+
+    // Pages: two rows, then the rest through the printed cursor.
+    let output = run(&t, &["list", "--state", "pending", "--limit", "2"]);
+    let text = stdout(&output);
+    let more = text
+        .lines()
+        .find(|l| l.starts_with("more: "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let cursor = more.rsplit(' ').next().unwrap();
+    let page = run_json(&t, &["list", "--state", "pending", "--limit", "2"]);
+    assert_eq!(page["next"], cursor);
+    let rest = run_json(&t, &["list", "--state", "pending", "--after", cursor]);
+    let priorities: Vec<i64> = rest["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["priority"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        priorities,
+        vec![2, 1, 0],
+        "the page after the first two, in claim order"
+    );
+
+    for (args, exit) in [
+        (vec!["list", "--queue", "nosuch"], 2),
+        (vec!["list", "--state", "done"], 2),
+        (vec!["list", "--since", "yesterday"], 2),
+        (vec!["list", "--after", "1_2_3"], 2),
+        (vec!["list", "--name", "nobody"], 3),
+    ] {
+        let output = run(&t, &args);
+        assert_eq!(code(&output), Some(exit), "{args:?}: {}", stderr(&output));
+    }
+    t
+}
+
+async fn show_prints_a_task_and_its_chain(t: TestDb) -> TestDb {
+    let q = queue(&t);
+    let task = q
+        .enqueue_call("bgtasks.echo", &("x",), &())
+        .repeat(60)
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    let earlier = History {
+        params: task.task_params.clone(),
+        hash: Some(task.task_hash.clone()),
+        error: Some("Traceback\nKeyError: 'x'".into()),
+        repeat: 60,
+        attempts: Some(2),
+        creator: Some((3, 4)),
+        ..History::of(&task.task_name)
+    }
+    .insert(&t)
+    .await;
+
+    let output = run(&t, &["show", &task.id.to_string()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for expected in [
+        "state: pending",
+        "repeat: every 60 s",
+        "\"x\"",
+        "repeat chain",
+        &format!("history {earlier}"),
+        "KeyError: 'x'",
+    ] {
+        assert!(text.contains(expected), "{expected} missing:\n{text}");
+    }
+    let shown = run_json(&t, &["show", &earlier.to_string(), "--history"]);
+    assert_eq!(shown["state"], "failed");
+    assert_eq!(shown["completed"]["last_error"], "Traceback\nKeyError: 'x'");
+    assert_eq!(shown["completed"]["creator_object_id"], 4);
+    assert_eq!(shown["chain"]["waiting"][0]["id"], task.id);
+    let output = run(&t, &["show", "999999"]);
+    assert_eq!(code(&output), Some(3));
+    assert!(
+        stderr(&output).contains("no task 999999"),
+        "{}",
+        stderr(&output)
+    );
+    t
+}
+
+async fn stats_reports_queues_throughput_and_runners(t: TestDb) -> TestDb {
+    let q = queue(&t);
+    q.enqueue_call("bgtasks.noop", &(), &())
+        .queue("mail")
+        .await
+        .unwrap();
+    q.enqueue_call("bgtasks.noop", &(), &())
+        .schedule(600)
+        .await
+        .unwrap();
+    history(&t, "bgtasks.noop", None, None, TimeDelta::minutes(2)).await;
+    history(&t, "bgtasks.noop", None, None, TimeDelta::minutes(3)).await;
+    history(
+        &t,
+        "bgtasks.fail",
+        Some("mail"),
+        Some("boom"),
+        TimeDelta::minutes(1),
+    )
+    .await;
+    history(&t, "bgtasks.noop", None, None, TimeDelta::hours(2)).await;
+
+    let stats = run_json(&t, &["stats", "--minutes", "10"]);
+    let count = |queue: Option<&str>, state: &str| -> i64 {
+        stats["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["queue"].as_str() == queue && c["state"] == state)
+            .map(|c| c["count"].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(count(Some("mail"), "pending"), 1, "{stats}");
+    assert_eq!(count(None, "scheduled"), 1);
+    assert_eq!(count(Some("mail"), "failed"), 1);
+    let sum = |series: &str| -> i64 {
+        stats["throughput"][series]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        (sum("succeeded"), sum("failed")),
+        (2, 1),
+        "only the last 10 minutes"
+    );
+    assert_eq!(
+        stats["throughput"]["succeeded"].as_array().unwrap().len(),
+        10
+    );
+    assert!(stats["oldest_due"]["id"].is_i64());
+    assert_eq!(stats["runners_alive"].as_array().unwrap().len(), 0);
+
+    let output = run(&t, &["stats"]);
+    let text = stdout(&output);
+    assert!(
+        text.contains("mail")
+            && text.contains("oldest due task")
+            && text.contains("runners alive: 0"),
+        "{text}"
+    );
+    t
+}
+
+async fn retry_cancel_and_delete_by_id_and_by_filter(t: TestDb) -> TestDb {
+    let q = queue(&t);
+    let failed = history(
+        &t,
+        "bgtasks.fail",
+        Some("mail"),
+        Some("boom"),
+        TimeDelta::minutes(1),
+    )
+    .await;
+    let other_failed = history(
+        &t,
+        "bgtasks.fail",
+        None,
+        Some("boom"),
+        TimeDelta::minutes(1),
+    )
+    .await;
+    let done = history(&t, "bgtasks.noop", None, None, TimeDelta::minutes(1)).await;
+
+    // Retry by id: a succeeded row is not retried.
+    let out = run_json(&t, &["retry", &failed.to_string(), &done.to_string()]);
+    assert_eq!(
+        (out["selected"].as_i64(), out["changed"].as_i64()),
+        (Some(2), Some(1)),
+        "{out}"
+    );
+    let new_id = out["ids"][0].as_i64().unwrap() as i32;
+    let retried = task_row::Entity::find_by_id(new_id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (retried.attempts, retried.queue.as_deref()),
+        (0, Some("mail"))
+    );
+    assert!(
+        completed_task::Entity::find_by_id(failed)
+            .one(&t.db)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Retry by filter, then nothing is left to retry.
+    let output = run(&t, &["retry", "--name", "bgtasks.fail"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("retried: 1 of 1"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(
+        completed_task::Entity::find_by_id(other_failed)
+            .one(&t.db)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(code(&run(&t, &["retry", "--all"])), Some(3));
+    // Naming nothing at all is refused.
+    let output = run(&t, &["retry"]);
+    assert_eq!(code(&output), Some(2));
+    assert!(
+        stderr(&output).contains("say which tasks"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Cancel by filter: the waiting tasks of queue mail move to the history.
+    q.enqueue_call("bgtasks.noop", &(), &())
+        .queue("mail")
+        .schedule(600)
+        .await
+        .unwrap();
+    let keep = q
+        .enqueue_call("bgtasks.noop", &(), &())
+        .queue("other")
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    let out = run_json(&t, &["cancel", "--queue", "mail"]);
+    assert_eq!(
+        out["changed"], 2,
+        "the retried task and the scheduled one: {out}"
+    );
+    let cancelled = completed_task::Entity::find()
+        .filter(completed_task::Column::LastError.eq(admin::CANCELLED_ERROR))
+        .count(&t.db)
+        .await
+        .unwrap();
+    assert_eq!(cancelled, 2);
+    assert!(
+        task_row::Entity::find_by_id(keep.id)
+            .one(&t.db)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        code(&run(&t, &["cancel", "--queue", "mail"])),
+        Some(3),
+        "nothing left to cancel"
+    );
+
+    // Delete: a task by id, history rows by state, a missing id.
+    let output = run(&t, &["delete", &keep.id.to_string()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        task_row::Entity::find_by_id(keep.id)
+            .one(&t.db)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let out = run_json(&t, &["delete", "--state", "failed", "--all"]);
+    assert_eq!(out["changed"], 2, "the two cancelled rows: {out}");
+    let output = run(&t, &["delete", "--history", &done.to_string()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        completed_task::Entity::find().count(&t.db).await.unwrap(),
+        0
+    );
+    assert_eq!(code(&run(&t, &["delete", "424242"])), Some(3));
+    assert_eq!(
+        code(&run(&t, &["delete", "--all"])),
+        Some(2),
+        "deleting by filter needs a --state"
+    );
+    t
+}
+
+async fn commands_refuse_an_unmigrated_database(t: TestDb) -> TestDb {
+    let status = run_json(&t, &["migrate", "status"]);
+    assert!(
+        status
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["applied"] == true),
+        "{status}"
+    );
+    let output = run(&t, &["migrate", "down", "--all"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    for args in [
+        vec!["list"],
+        vec!["stats"],
+        vec!["enqueue", "bgtasks.noop"],
+        vec!["retry", "--all"],
+        vec!["show", "1"],
+    ] {
+        let output = run(&t, &args);
+        assert_eq!(code(&output), Some(5), "{args:?}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("bgtasks migrate"),
+            "{}",
+            stderr(&output)
+        );
+    }
+    let status = run_json(&t, &["migrate", "status"]);
+    assert!(
+        status
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["applied"] == false),
+        "{status}"
+    );
+    let output = run(&t, &["migrate"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        code(&run(&t, &["list"])),
+        Some(3),
+        "migrated again, and empty"
+    );
+
+    if t.backend == crate::fixture::Backend::Sqlite {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.sqlite3");
+        let output = bgtasks(&t)
+            .env("DATABASE_URL", format!("sqlite://{}", missing.display()))
+            .arg("list")
+            .output()
+            .unwrap();
+        assert_eq!(code(&output), Some(5), "{}", stderr(&output));
+        assert!(!missing.exists(), "a read command creates no database");
+    }
+    t
+}
+
+async fn demo_prints_json_for_scripts(t: TestDb) -> TestDb {
+    let out = run_json(&t, &["demo", "--tasks", "20"]);
+    assert_eq!(out["enqueued"], 31, "{out}");
+    assert_eq!(out["failed"].as_array().unwrap().len(), 2);
+    assert!(out["succeeded"].as_i64().unwrap() >= 28);
+    t
+}
