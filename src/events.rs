@@ -5,7 +5,8 @@
 //! an actor for real work). Order per task, as in django-background-tasks:
 //! - success: `Created`, `Started`, `Successful`, `Finished`;
 //! - retry: `Started`, `Error`, `Rescheduled`, `Finished`;
-//! - permanent failure: `Started`, `Error`, `Failed`, `Finished`.
+//! - permanent failure: `Started`, `Error`, `Failed`, `Finished`;
+//! - snooze: `Started`, `Snoozed`, `Finished`.
 //!
 //! `Created` fires once per row inserted by an enqueue call; not for
 //! repetitions, not when RESCHEDULE_EXISTING or CHECK_EXISTING inserted
@@ -48,6 +49,12 @@ pub enum Event {
     /// A failed task will be retried later (`task_rescheduled`).
     Rescheduled {
         /// The row with its new run_at and attempts.
+        task: task::Model,
+    },
+    /// A task body asked to run again later without counting an attempt
+    /// ([`crate::TaskError::snooze`]); no seed counterpart.
+    Snoozed {
+        /// The row with its new run_at.
         task: task::Model,
     },
     /// A task failed permanently and its history row is written (`task_failed`).

@@ -13,7 +13,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use crate::task::{Task, TaskContext, TaskDefaults, TaskError};
 
 /// A task body erased to run from a stored row.
-pub(crate) type RunFuture = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send>>;
+/// What a body's future resolves to: its result as JSON text (`None` for a
+/// body that returns nothing), or its error.
+pub(crate) type RunFuture = Pin<Box<dyn Future<Output = Result<Option<String>, TaskError>> + Send>>;
 
 /// What the registry keeps per name.
 pub(crate) trait Handler: Send + Sync {
@@ -44,12 +46,27 @@ impl<T: Task> Handler for TypedHandler<T> {
                     ctx.task_name()
                 ))
             })?;
-            task.run(params, ctx).await.map(drop)
+            let output = task.run(params, ctx).await?;
+            Ok(result_json(&output))
         })
     }
 }
 
 /// Task handlers by name. Cheap to clone; clones share the same map.
+/// `output` as the JSON stored in a history row's `result`; `None` when it
+/// is `()` (or `null`). A value JSON cannot hold (a map with non-text keys)
+/// is logged and not stored: the task still succeeded.
+fn result_json<O: serde::Serialize>(output: &O) -> Option<String> {
+    match serde_json::to_value(output) {
+        Ok(serde_json::Value::Null) => None,
+        Ok(value) => Some(value.to_string()),
+        Err(err) => {
+            tracing::warn!("a task's result cannot be stored as JSON and is dropped: {err}");
+            None
+        }
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: Arc<RwLock<HashMap<String, Arc<dyn Handler>>>>,

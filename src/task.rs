@@ -53,9 +53,10 @@ use crate::schedule::Schedule;
 pub trait Task: Send + Sync + 'static {
     /// The task's parameters.
     type Params: Serialize + DeserializeOwned + Send + 'static;
-    /// What the body returns on success: returned by [`Task::now`]; the
-    /// runner discards it, as the seed does.
-    type Output: Send + 'static;
+    /// What the body returns on success: returned by [`Task::now`]; a
+    /// runner stores it as JSON in the history row's `result` (the seed
+    /// discarded it). `()` stores nothing.
+    type Output: Serialize + Send + 'static;
 
     /// The name rows are stored and looked up under (at most 190 characters).
     ///
@@ -126,6 +127,10 @@ pub struct TaskDefaults {
     pub queue: Option<String>,
     /// Delete waiting identical tasks before inserting a new one.
     pub remove_existing_tasks: bool,
+    /// A repeating task schedules its next occurrence even when this one
+    /// failed permanently (the seed stops the chain at the first permanent
+    /// failure; its issues #296 and #277). Default: false, as in the seed.
+    pub repeat_after_failure: bool,
 }
 
 impl TaskDefaults {
@@ -149,6 +154,13 @@ impl TaskDefaults {
     /// Sets whether enqueueing first removes waiting identical tasks.
     pub fn remove_existing_tasks(mut self, remove: bool) -> Self {
         self.remove_existing_tasks = remove;
+        self
+    }
+
+    /// Sets whether a repeating task's chain goes on after a permanent
+    /// failure ([`TaskDefaults::repeat_after_failure`]).
+    pub fn repeat_after_failure(mut self, repeat: bool) -> Self {
+        self.repeat_after_failure = repeat;
         self
     }
 }
@@ -204,6 +216,9 @@ impl TaskContext {
 /// the first occurrence, whatever `MAX_ATTEMPTS` says.
 pub struct TaskError {
     permanent: bool,
+    /// Set by [`TaskError::snooze`]: run again after this long, without
+    /// counting an attempt.
+    snooze: Option<std::time::Duration>,
     error: Box<dyn std::error::Error + Send + Sync + 'static>,
 }
 
@@ -212,14 +227,34 @@ impl TaskError {
     pub fn msg(message: impl Into<String>) -> Self {
         Self {
             permanent: false,
+            snooze: None,
             error: message.into().into(),
         }
+    }
+
+    /// Not a failure: run this task again after `delay`, without counting
+    /// an attempt and without touching its last error (a body that waits
+    /// for something outside, say a rate limit, returns
+    /// `Err(TaskError::snooze(..))`). The task keeps its params, priority and
+    /// queue; run inline with [`Task::now`], it is just an `Err`.
+    pub fn snooze(delay: std::time::Duration) -> Self {
+        Self {
+            permanent: false,
+            snooze: Some(delay),
+            error: format!("snoozed for {} s", delay.as_secs_f64()).into(),
+        }
+    }
+
+    /// The delay of a [`TaskError::snooze`].
+    pub fn snoozed_for(&self) -> Option<std::time::Duration> {
+        self.snooze
     }
 
     /// A retryable error wrapping `error`.
     pub fn retryable(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
         Self {
             permanent: false,
+            snooze: None,
             error: error.into(),
         }
     }
@@ -228,6 +263,7 @@ impl TaskError {
     pub fn invalid(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
         Self {
             permanent: true,
+            snooze: None,
             error: error.into(),
         }
     }
@@ -272,6 +308,7 @@ impl fmt::Debug for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskError")
             .field("permanent", &self.permanent)
+            .field("snooze", &self.snooze)
             .field("error", &self.error)
             .finish()
     }

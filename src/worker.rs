@@ -26,8 +26,8 @@ use crate::task::{TaskContext, TaskError};
 /// How one execution of a task body ended.
 #[derive(Clone, Debug)]
 pub(crate) enum Execution {
-    /// The body returned `Ok`.
-    Succeeded,
+    /// The body returned `Ok`, with its result as JSON (`None` for `()`).
+    Succeeded { result: Option<String> },
     /// The body returned an error, panicked, or ran past `MAX_RUN_TIME`.
     Failed {
         /// Full text for `last_error`.
@@ -35,19 +35,28 @@ pub(crate) enum Execution {
         /// An invalid-task error: no retry.
         permanent: bool,
     },
+    /// The body asked to run again after `delay`, without counting an
+    /// attempt ([`TaskError::snooze`]).
+    Snoozed { delay: Duration },
     /// The execution was stopped by a shutdown, or this runner has no
     /// handler for the task: hand the task back without counting an attempt.
     Released,
 }
 
 impl Execution {
-    fn ending(&self) -> Ending<'_> {
+    /// How the outcome is written; `repeat_after_failure` is the task's
+    /// definition-time choice ([`crate::TaskDefaults::repeat_after_failure`]).
+    fn ending(&self, repeat_after_failure: bool) -> Ending<'_> {
         match self {
-            Execution::Succeeded => Ending::Succeeded,
+            Execution::Succeeded { result } => Ending::Succeeded {
+                result: result.as_deref(),
+            },
             Execution::Failed { error, permanent } => Ending::Failed {
                 error,
                 permanent: *permanent,
+                repeat_after_failure,
             },
+            Execution::Snoozed { delay } => Ending::Snoozed { delay: *delay },
             Execution::Released => Ending::Released,
         }
     }
@@ -75,7 +84,7 @@ pub(crate) fn runner_identity() -> String {
 pub(crate) fn spawn_execution(
     queue: &Queue,
     task: &task::Model,
-) -> Option<JoinHandle<Result<(), TaskError>>> {
+) -> Option<JoinHandle<Result<Option<String>, TaskError>>> {
     let handler = queue.registry().handler(&task.task_name)?;
     let ctx = TaskContext::for_row(task.id, task.task_name.clone(), task.attempts);
     // One span per execution, so whatever the body logs carries the task.
@@ -103,14 +112,17 @@ pub(crate) fn started(queue: &Queue, task: &task::Model) {
 pub(crate) async fn finish_execution(
     queue: &Queue,
     task: &task::Model,
-    mut handle: JoinHandle<Result<(), TaskError>>,
+    mut handle: JoinHandle<Result<Option<String>, TaskError>>,
     limit: Duration,
 ) -> Execution {
     let began = std::time::Instant::now();
     let finished = tokio::time::timeout(limit, &mut handle).await;
     queue.metrics().executed(task, began.elapsed());
     match finished {
-        Ok(Ok(Ok(()))) => Execution::Succeeded,
+        Ok(Ok(Ok(result))) => Execution::Succeeded { result },
+        Ok(Ok(Err(err))) if err.snoozed_for().is_some() => Execution::Snoozed {
+            delay: err.snoozed_for().unwrap_or_default(),
+        },
         Ok(Ok(Err(err))) => Execution::Failed {
             error: err.full_text(),
             permanent: err.is_permanent(),
@@ -228,7 +240,13 @@ pub(crate) async fn apply_batch(queue: &Queue, batch: &[(task::Model, Execution)
     let now = queue.config().clock().now();
     let endings: Vec<(&task::Model, Ending<'_>)> = batch
         .iter()
-        .map(|(task, execution)| (task, execution.ending()))
+        .map(|(task, execution)| {
+            let repeat_after_failure = queue
+                .registry()
+                .defaults(&task.task_name)
+                .is_some_and(|defaults| defaults.repeat_after_failure);
+            (task, execution.ending(repeat_after_failure))
+        })
         .collect();
     let applied = outcome::record(
         queue.db(),
@@ -302,6 +320,10 @@ fn announce(queue: &Queue, task: &task::Model, applied: Applied, now: DateTime<U
                 task_id: task.id,
                 completed,
             });
+        }
+        Applied::Snoozed { task: snoozed } => {
+            tracing::info!(task.id, "Snoozed {task} until {}", snoozed.run_at);
+            events.emit(Event::Snoozed { task: snoozed });
         }
         Applied::Released => {
             tracing::info!(task.id, "handed back {task} unfinished");

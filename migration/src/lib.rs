@@ -20,6 +20,7 @@ mod m20261127_000002_add_claim_index;
 mod m20261127_000003_create_runner_table;
 mod m20261127_000004_notify_on_insert;
 mod m20261127_000005_sqlite_django_timestamps;
+mod m20261127_000006_add_task_result;
 
 /// `(column, index name)` of Django's single-column indexes on
 /// `background_task` and on `background_task_completedtask`: what
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000003_create_runner_table::Migration),
             Box::new(m20261127_000004_notify_on_insert::Migration),
             Box::new(m20261127_000005_sqlite_django_timestamps::Migration),
+            Box::new(m20261127_000006_add_task_result::Migration),
         ]
     }
 

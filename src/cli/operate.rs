@@ -477,6 +477,9 @@ pub(super) async fn show(ctx: &Context, args: ShowArgs) -> Result<(), Failure> {
         ("hash", done.task_hash.clone()),
     ]);
     print_body(&done.task_params, &done.last_error);
+    if let Some(result) = &done.result {
+        println!("\nresult:\n{}", pretty_json(result));
+    }
     print_chain(&chain, now);
     Ok(())
 }
@@ -503,12 +506,16 @@ fn print_fields(fields: &[(&str, String)]) {
     }
 }
 
-fn print_body(params: &str, last_error: &str) {
-    let pretty = serde_json::from_str::<Value>(params)
+/// JSON text indented, or as it is when it is not JSON.
+fn pretty_json(text: &str) -> String {
+    serde_json::from_str::<Value>(text)
         .ok()
         .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or_else(|| params.to_owned());
-    println!("\nparams:\n{pretty}");
+        .unwrap_or_else(|| text.to_owned())
+}
+
+fn print_body(params: &str, last_error: &str) {
+    println!("\nparams:\n{}", pretty_json(params));
     if last_error.is_empty() {
         println!("\nlast error: none");
     } else {

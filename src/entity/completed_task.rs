@@ -49,6 +49,11 @@ pub struct Model {
     pub creator_content_type_id: Option<i32>,
     /// Creator, object id part.
     pub creator_object_id: Option<i32>,
+    /// What the task returned, as JSON; `None` when it returned nothing (or
+    /// failed, or ran under Django). This crate's column, added by its
+    /// migration 6: nullable, so Django's inserts leave it empty.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub result: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

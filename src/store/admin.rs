@@ -290,6 +290,7 @@ where
                     locked_at: Set(None),
                     creator_content_type_id: Set(row.creator_content_type_id),
                     creator_object_id: Set(row.creator_object_id),
+                    result: Set(None),
                 },
             )
             .await?;

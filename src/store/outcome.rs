@@ -42,10 +42,18 @@ const MYSQL_RETRIES: usize = 5;
 /// How one execution ended, as the Scheduler reports it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Ending<'a> {
-    /// The body returned `Ok`.
-    Succeeded,
-    /// The body failed; `permanent` for an invalid-task error (no retry).
-    Failed { error: &'a str, permanent: bool },
+    /// The body returned `Ok`, with its result as JSON.
+    Succeeded { result: Option<&'a str> },
+    /// The body failed; `permanent` for an invalid-task error (no retry);
+    /// `repeat_after_failure` when a permanent failure still schedules the
+    /// next repetition.
+    Failed {
+        error: &'a str,
+        permanent: bool,
+        repeat_after_failure: bool,
+    },
+    /// Run again after `delay`; the attempt does not count.
+    Snoozed { delay: std::time::Duration },
     /// Hand the task back unfinished.
     Released,
 }
@@ -64,6 +72,8 @@ pub(crate) enum Applied {
     },
     /// Retryable failure: the task row as rescheduled.
     Retried { task: task::Model },
+    /// Snoozed: the task row as rescheduled, attempts unchanged.
+    Snoozed { task: task::Model },
     /// Permanent failure: the history row.
     Failed { completed: completed_task::Model },
     /// Handed back unfinished.
@@ -107,11 +117,17 @@ enum Plan {
     Leave {
         attempts: i32,
         failure: Option<String>,
+        result: Option<String>,
+        /// Whether a repeating task schedules its next occurrence.
+        repeat: bool,
     },
+    /// Back to waiting at `run_at` (a retry, or a snooze that keeps the
+    /// attempts and the last error).
     Retry {
         attempts: i32,
         error: String,
         run_at: DateTime<Utc>,
+        snoozed: bool,
     },
     Release,
 }
@@ -119,25 +135,40 @@ enum Plan {
 fn plan(task: &task::Model, ending: Ending<'_>, max_attempts: u32, now: DateTime<Utc>) -> Plan {
     let attempts = task.attempts.saturating_add(1);
     match ending {
-        Ending::Succeeded => Plan::Leave {
+        Ending::Succeeded { result } => Plan::Leave {
             attempts,
             failure: None,
+            result: result.map(str::to_owned),
+            repeat: true,
         },
-        Ending::Failed { error, permanent } => {
+        Ending::Failed {
+            error,
+            permanent,
+            repeat_after_failure,
+        } => {
             let exhausted = i64::from(attempts) >= i64::from(max_attempts);
             if permanent || exhausted {
                 Plan::Leave {
                     attempts,
                     failure: Some(error.to_owned()),
+                    result: None,
+                    repeat: repeat_after_failure,
                 }
             } else {
                 Plan::Retry {
                     attempts,
                     error: error.to_owned(),
                     run_at: now + backoff(attempts),
+                    snoozed: false,
                 }
             }
         }
+        Ending::Snoozed { delay } => Plan::Retry {
+            attempts: task.attempts,
+            error: task.last_error.clone(),
+            run_at: now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX),
+            snoozed: true,
+        },
         Ending::Released => Plan::Release,
     }
 }
@@ -193,14 +224,22 @@ async fn record_once(
     let mut history = Vec::new();
     let mut repetitions = Vec::new();
     for ((task, _), plan) in endings.iter().zip(&plans) {
-        let Plan::Leave { attempts, failure } = plan else {
+        let Plan::Leave {
+            attempts,
+            failure,
+            result,
+            repeat,
+        } = plan
+        else {
             continue;
         };
         if !held.contains(&task.id) {
             continue;
         }
-        history.push(history_row(task, *attempts, failure.as_deref(), now));
-        if failure.is_none() && repeats(task, now) {
+        let mut row = history_row(task, *attempts, failure.as_deref(), now);
+        row.result = Set(result.clone());
+        history.push(row);
+        if *repeat && repeats(task, now) {
             repetitions.push(repetition_row(task, now));
         }
     }
@@ -215,6 +254,7 @@ async fn record_once(
             attempts,
             error,
             run_at,
+            ..
         } = plan
             && reschedule_if_held(&txn, runner, task.id, *attempts, error, *run_at).await?
         {
@@ -254,6 +294,7 @@ async fn record_once(
                 attempts,
                 error,
                 run_at,
+                snoozed,
             } => {
                 let mut rescheduled = (*task).clone();
                 rescheduled.attempts = attempts;
@@ -261,7 +302,11 @@ async fn record_once(
                 rescheduled.run_at = run_at;
                 rescheduled.locked_by = None;
                 rescheduled.locked_at = None;
-                Applied::Retried { task: rescheduled }
+                if snoozed {
+                    Applied::Snoozed { task: rescheduled }
+                } else {
+                    Applied::Retried { task: rescheduled }
+                }
             }
             Plan::Release => Applied::Released,
         })
@@ -391,6 +436,7 @@ fn history_row(
         locked_at: Set(task.locked_at),
         creator_content_type_id: Set(task.creator_content_type_id),
         creator_object_id: Set(task.creator_object_id),
+        result: Set(None),
     }
 }
 

@@ -689,6 +689,10 @@ fn completed_page(
         }
         h2 { "Params" }
         pre.params { (pretty_params(&done.task_params)) }
+        @if let Some(result) = &done.result {
+            h2 { "Result" }
+            pre.result { (pretty_params(result)) }
+        }
         h2 { "Last error" }
         @if done.last_error.is_empty() { p.muted { "None." } } @else { pre.error { (done.last_error) } }
         (chain_view(view, chain, None, Some(done.id)))

@@ -12,6 +12,7 @@ mod cli;
 mod connect;
 mod django;
 mod enqueue;
+mod features;
 mod maintenance;
 mod operate;
 mod queries;

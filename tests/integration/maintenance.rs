@@ -148,6 +148,7 @@ async fn insert_history(t: &TestDb, finished: DateTime<Utc>, failed: bool) -> i3
         locked_at: Set(None),
         creator_content_type_id: Set(None),
         creator_object_id: Set(None),
+        result: Set(None),
     };
     write(t, completed_task::Entity::insert(row)).await;
     completed_task::Entity::find()

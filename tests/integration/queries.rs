@@ -61,6 +61,7 @@ fn history_row(
         locked_at: Some(when),
         creator_content_type_id: creator.map(|c| c.content_type_id),
         creator_object_id: creator.map(|c| c.object_id),
+        result: None,
     }
     .into_active_model();
     row.id = NotSet;

@@ -65,6 +65,7 @@ impl History {
             locked_at: Set(Some(at)),
             creator_content_type_id: Set(self.creator.map(|c| c.0)),
             creator_object_id: Set(self.creator.map(|c| c.1)),
+            result: Set(None),
         })
         .exec(&t.db)
         .await

@@ -125,7 +125,13 @@ fn expected_type(backend: Backend, column: &str) -> &'static str {
 
 async fn both_tables_have_the_seeds_columns(t: TestDb) -> TestDb {
     for table in ["background_task", "background_task_completedtask"] {
-        let actual = columns(&t, table).await;
+        let mut actual = columns(&t, table).await;
+        if table == "background_task_completedtask" {
+            // This crate's own column, after the seed's 17: nullable, so
+            // Django's inserts leave it empty.
+            let result = actual.pop().unwrap();
+            assert_eq!((result.name.as_str(), result.nullable), ("result", true));
+        }
         let names: Vec<&str> = actual.iter().map(|c| c.name.as_str()).collect();
         let expected: Vec<&str> = COLUMNS.iter().map(|c| c.0).collect();
         assert_eq!(names, expected, "{table}: column names and order");
@@ -274,8 +280,8 @@ async fn migrations_are_recorded_in_their_own_table_and_go_down_and_up(t: TestDb
         .unwrap();
     assert_eq!(
         row.try_get_by_index::<i64>(0).unwrap(),
-        5,
-        "five migrations ran"
+        6,
+        "six migrations ran"
     );
     assert!(
         Migrator::get_pending_migrations(&t.db)

@@ -1,0 +1,279 @@
+//! Task features beyond the seed (issue 8): results stored with the
+//! history row, and snoozing without using an attempt.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use background_tasks::{
+    Config, Event, Registry, Runner, Task, TaskContext, TaskDefaults, TaskError, admin,
+    completed_task, inspect, task_row,
+};
+use chrono::{TimeDelta, Utc};
+use sea_orm::EntityTrait;
+use serde::{Deserialize, Serialize};
+
+use crate::fixture::{TestDb, wait_for};
+
+on_all_backends!(
+    results_are_stored_with_the_history_row,
+    a_runner_stores_results_too,
+    a_snoozed_task_runs_again_without_using_an_attempt,
+    a_repeat_chain_can_survive_a_permanent_failure,
+);
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Sum {
+    sum: i64,
+    note: String,
+}
+
+/// Returns a value worth keeping.
+struct Adder;
+
+impl Task for Adder {
+    type Params = (i64, i64);
+    type Output = Sum;
+    fn name() -> &'static str {
+        "features.add"
+    }
+    async fn run(&self, (a, b): (i64, i64), _: TaskContext) -> Result<Sum, TaskError> {
+        Ok(Sum {
+            sum: a + b,
+            note: "\u{e9}t\u{e9}".into(),
+        })
+    }
+}
+
+/// Returns nothing.
+struct Quiet;
+
+impl Task for Quiet {
+    type Params = ();
+    type Output = ();
+    fn name() -> &'static str {
+        "features.quiet"
+    }
+    async fn run(&self, _: (), _: TaskContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+async fn results_are_stored_with_the_history_row(t: TestDb) -> TestDb {
+    let registry = Registry::new();
+    registry.register(Adder).register(Quiet);
+    let queue = t.queue(registry, Config::default());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&events);
+    queue.events().subscribe(move |event| {
+        if let Event::Successful { completed, .. } = event {
+            seen.lock().unwrap().push(completed.clone());
+        }
+    });
+    queue.enqueue::<Adder>(&(2, 3)).await.unwrap();
+    queue.enqueue::<Quiet>(&()).await.unwrap();
+    while queue.run_next_task().await {}
+
+    let history = completed_task::Entity::find().all(&t.db).await.unwrap();
+    let added = history
+        .iter()
+        .find(|r| r.task_name == "features.add")
+        .unwrap();
+    let stored: Sum = serde_json::from_str(added.result.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        stored,
+        Sum {
+            sum: 5,
+            note: "\u{e9}t\u{e9}".into()
+        }
+    );
+    let quiet = history
+        .iter()
+        .find(|r| r.task_name == "features.quiet")
+        .unwrap();
+    assert_eq!(quiet.result, None, "() stores nothing");
+    let carried = events.lock().unwrap().contains(added);
+    assert!(carried, "the event carries the stored row with its result");
+    // Readable through the inspection API (and so the JSON API and CLI).
+    let read = inspect::completed(&t.db, added.id).await.unwrap().unwrap();
+    assert_eq!(read.result, added.result);
+    t
+}
+
+async fn a_runner_stores_results_too(t: TestDb) -> TestDb {
+    let registry = Registry::new();
+    registry.register(Adder);
+    let queue = t.queue(registry, Config::builder().run_async(true).build().unwrap());
+    for i in 0..5 {
+        queue.enqueue::<Adder>(&(i, 10)).await.unwrap();
+    }
+    let runner = Runner::start(queue.clone());
+    let db = t.db.clone();
+    wait_for("five results", Duration::from_secs(20), || {
+        let db = db.clone();
+        async move { completed_task::Entity::find().all(&db).await.unwrap().len() == 5 }
+    })
+    .await;
+    runner.shutdown(Duration::from_secs(5)).await;
+    let mut sums: Vec<i64> = completed_task::Entity::find()
+        .all(&t.db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Sum>(r.result.as_deref().unwrap())
+                .unwrap()
+                .sum
+        })
+        .collect();
+    sums.sort_unstable();
+    assert_eq!(sums, vec![10, 11, 12, 13, 14]);
+    t
+}
+
+/// Snoozes for an hour on its first run, succeeds on the next.
+#[derive(Clone, Default)]
+struct Patient {
+    runs: Arc<Mutex<u32>>,
+}
+
+impl Task for Patient {
+    type Params = ();
+    type Output = ();
+    fn name() -> &'static str {
+        "features.patient"
+    }
+    async fn run(&self, _: (), _: TaskContext) -> Result<(), TaskError> {
+        let mut runs = self.runs.lock().unwrap();
+        *runs += 1;
+        if *runs == 1 {
+            return Err(TaskError::snooze(Duration::from_secs(3_600)));
+        }
+        Ok(())
+    }
+}
+
+async fn a_snoozed_task_runs_again_without_using_an_attempt(t: TestDb) -> TestDb {
+    let registry = Registry::new();
+    let patient = Patient::default();
+    registry.register(patient.clone());
+    let queue = t.queue(registry, Config::default());
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&order);
+    queue.events().subscribe(move |event| {
+        let name = match event {
+            Event::Started { .. } => "started",
+            Event::Snoozed { .. } => "snoozed",
+            Event::Error { .. } => "error",
+            Event::Successful { .. } => "successful",
+            Event::Finished { .. } => "finished",
+            Event::Created { .. } => "created",
+            _ => "other",
+        };
+        seen.lock().unwrap().push(name);
+    });
+    let task = queue
+        .enqueue::<Patient>(&())
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    let before = Utc::now();
+    assert!(queue.run_next_task().await);
+    let row = task_row::Entity::find_by_id(task.id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .expect("a snoozed task stays in the queue");
+    assert_eq!(row.attempts, 0, "a snooze uses no attempt");
+    assert_eq!(row.last_error, "", "and is not an error");
+    assert!(row.locked_by.is_none() && row.locked_at.is_none());
+    let due_in = row.run_at - before;
+    assert!(
+        due_in > TimeDelta::minutes(59) && due_in < TimeDelta::minutes(61),
+        "{due_in}"
+    );
+    assert!(!queue.run_next_task().await, "not due for an hour");
+    assert_eq!(
+        *order.lock().unwrap(),
+        vec!["created", "started", "snoozed", "finished"]
+    );
+
+    // Made due now (an operator's "run now"), it runs and succeeds.
+    admin::run_now(&t.db, &[task.id], Utc::now()).await.unwrap();
+    assert!(queue.run_next_task().await);
+    let history = completed_task::Entity::find().all(&t.db).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].attempts, 1, "only the real run counts");
+    assert!(history[0].failed_at.is_none());
+    t
+}
+
+/// A nightly report that fails on one night; the next night still runs.
+struct Nightly;
+
+impl Task for Nightly {
+    type Params = (i64,);
+    type Output = ();
+    fn name() -> &'static str {
+        "features.nightly"
+    }
+    fn defaults() -> TaskDefaults {
+        TaskDefaults::new().repeat_after_failure(true)
+    }
+    async fn run(&self, _: (i64,), _: TaskContext) -> Result<(), TaskError> {
+        Err(TaskError::invalid("the source was empty tonight"))
+    }
+}
+
+/// The same failure without the option: the seed's behaviour, the chain ends.
+struct Fragile;
+
+impl Task for Fragile {
+    type Params = (i64,);
+    type Output = ();
+    fn name() -> &'static str {
+        "features.fragile"
+    }
+    async fn run(&self, _: (i64,), _: TaskContext) -> Result<(), TaskError> {
+        Err(TaskError::invalid("the source was empty tonight"))
+    }
+}
+
+async fn a_repeat_chain_can_survive_a_permanent_failure(t: TestDb) -> TestDb {
+    let registry = Registry::new();
+    registry.register(Nightly).register(Fragile);
+    let queue = t.queue(registry, Config::default());
+    let nightly = queue
+        .enqueue::<Nightly>(&(1,))
+        .repeat(86_400)
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    queue
+        .enqueue::<Fragile>(&(1,))
+        .repeat(86_400)
+        .await
+        .unwrap();
+    while queue.run_next_task().await {}
+
+    let history = completed_task::Entity::find().all(&t.db).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert!(history.iter().all(|row| row.failed_at.is_some()));
+    let waiting = task_row::Entity::find().all(&t.db).await.unwrap();
+    assert_eq!(
+        waiting.len(),
+        1,
+        "only the chain that asked goes on: {waiting:?}"
+    );
+    let next = &waiting[0];
+    assert_eq!(next.task_name, "features.nightly");
+    assert_eq!(next.task_params, nightly.task_params);
+    assert_eq!(
+        (next.attempts, next.last_error.as_str()),
+        (0, ""),
+        "a fresh occurrence"
+    );
+    assert_eq!(next.run_at, nightly.run_at + TimeDelta::days(1));
+    t
+}
