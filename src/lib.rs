@@ -79,7 +79,7 @@ pub use queue::{
 pub use registry::Registry;
 pub use runner::{DEFAULT_SHUTDOWN_GRACE, Pace, Runner, RunnerHandle};
 pub use schedule::{Action, RunAt, Schedule, repeat};
-pub use task::{Task, TaskContext, TaskDefaults, TaskError};
+pub use task::{Backoff, KeepHistory, Task, TaskContext, TaskDefaults, TaskError};
 
 /// The README's Rust examples, compiled and run as doc tests so they stay
 /// true.

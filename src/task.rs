@@ -131,6 +131,124 @@ pub struct TaskDefaults {
     /// failed permanently (the seed stops the chain at the first permanent
     /// failure; its issues #296 and #277). Default: false, as in the seed.
     pub repeat_after_failure: bool,
+    /// Attempts before this task fails permanently; `None`: the runner's
+    /// `MAX_ATTEMPTS` (default 25).
+    pub max_attempts: Option<u32>,
+    /// How long one execution may run before it is stopped and counted as
+    /// a failed attempt; `None`: the runner's `MAX_RUN_TIME` (default 1 h).
+    pub max_run_time: Option<std::time::Duration>,
+    /// How long to wait before retrying; `None`: the seed's
+    /// `attempts^4 + 5` seconds.
+    pub backoff: Option<Backoff>,
+    /// Which of its history rows are kept (default: all, as in the seed).
+    pub keep_history: KeepHistory,
+}
+
+/// How long a failed task waits before its next attempt.
+#[derive(Clone)]
+pub enum Backoff {
+    /// The seed's `attempts^4 + 5` seconds: 6 s, 21 s, 86 s, 261 s, ...
+    Seed,
+    /// `base × 2^(attempts − 1)`, at most `max`, minus a random part of up
+    /// to `jitter` (0 to 1) of it, so that tasks failing together do not
+    /// all come back at the same instant.
+    Exponential {
+        /// Delay after the first failure.
+        base: std::time::Duration,
+        /// Longest delay.
+        max: std::time::Duration,
+        /// Share of the delay that is random, from 0 (none) to 1.
+        jitter: f64,
+    },
+    /// Always the same delay.
+    Fixed(std::time::Duration),
+    /// Your own function of the number of attempts so far (1 after the
+    /// first failure).
+    Custom(std::sync::Arc<dyn Fn(u32) -> std::time::Duration + Send + Sync>),
+}
+
+impl Backoff {
+    /// The delay after `attempts` attempts (1 after the first failure).
+    pub fn delay(&self, attempts: u32) -> std::time::Duration {
+        use std::time::Duration;
+        match self {
+            Backoff::Seed => {
+                Duration::from_secs(u64::from(attempts).saturating_pow(4).saturating_add(5))
+            }
+            Backoff::Exponential { base, max, jitter } => {
+                let doublings = attempts.saturating_sub(1).min(63);
+                let full = base
+                    .checked_mul(1u32.checked_shl(doublings.min(31)).unwrap_or(u32::MAX))
+                    .unwrap_or(*max)
+                    .min(*max);
+                let jitter = jitter.clamp(0.0, 1.0);
+                full.mul_f64(1.0 - jitter * random_fraction())
+            }
+            Backoff::Fixed(delay) => *delay,
+            Backoff::Custom(delay) => delay(attempts),
+        }
+    }
+}
+
+/// A number in `[0, 1)` from the OS's randomness (through `RandomState`,
+/// which is seeded from it).
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl fmt::Debug for Backoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Backoff::Seed => f.write_str("Seed"),
+            Backoff::Exponential { base, max, jitter } => f
+                .debug_struct("Exponential")
+                .field("base", base)
+                .field("max", max)
+                .field("jitter", jitter)
+                .finish(),
+            Backoff::Fixed(delay) => f.debug_tuple("Fixed").field(delay).finish(),
+            Backoff::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+impl PartialEq for Backoff {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Backoff::Seed, Backoff::Seed) => true,
+            (
+                Backoff::Exponential { base, max, jitter },
+                Backoff::Exponential {
+                    base: b,
+                    max: m,
+                    jitter: j,
+                },
+            ) => base == b && max == m && jitter.to_bits() == j.to_bits(),
+            (Backoff::Fixed(a), Backoff::Fixed(b)) => a == b,
+            (Backoff::Custom(a), Backoff::Custom(b)) => std::sync::Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+// Equality above compares jitter by its bits, so it is reflexive.
+impl Eq for Backoff {}
+
+/// Which history rows (`background_task_completedtask`) a task keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeepHistory {
+    /// Every finished run (the seed's behaviour).
+    #[default]
+    Always,
+    /// Only permanent failures: successes leave no row.
+    FailuresOnly,
+    /// None: a finished run leaves no row (its events still fire, with a
+    /// history row of id 0 that was never stored).
+    Never,
 }
 
 impl TaskDefaults {
@@ -161,6 +279,30 @@ impl TaskDefaults {
     /// failure ([`TaskDefaults::repeat_after_failure`]).
     pub fn repeat_after_failure(mut self, repeat: bool) -> Self {
         self.repeat_after_failure = repeat;
+        self
+    }
+
+    /// Sets this task's attempts before it fails permanently (at least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts.max(1));
+        self
+    }
+
+    /// Sets how long one execution of this task may run.
+    pub fn max_run_time(mut self, limit: std::time::Duration) -> Self {
+        self.max_run_time = Some(limit);
+        self
+    }
+
+    /// Sets how long this task waits before a retry.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = Some(backoff);
+        self
+    }
+
+    /// Sets which of this task's history rows are kept.
+    pub fn keep_history(mut self, keep: KeepHistory) -> Self {
+        self.keep_history = keep;
         self
     }
 }
@@ -327,6 +469,37 @@ mod tests {
         let err = TaskError::from(Outer(std::io::Error::other("disk full")));
         assert!(!err.is_permanent());
         assert_eq!(err.full_text(), "outer\nCaused by: disk full");
+    }
+
+    #[test]
+    fn backoffs_give_their_delays() {
+        use std::time::Duration;
+        assert_eq!(Backoff::Seed.delay(1), Duration::from_secs(6));
+        assert_eq!(Backoff::Seed.delay(4), Duration::from_secs(261));
+        assert_eq!(
+            Backoff::Fixed(Duration::from_secs(9)).delay(7),
+            Duration::from_secs(9)
+        );
+        let exact = Backoff::Exponential {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(60),
+            jitter: 0.0,
+        };
+        assert_eq!(exact.delay(1), Duration::from_secs(2));
+        assert_eq!(exact.delay(3), Duration::from_secs(8));
+        assert_eq!(exact.delay(50), Duration::from_secs(60), "capped");
+        let jittered = Backoff::Exponential {
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(60),
+            jitter: 0.5,
+        };
+        for _ in 0..100 {
+            let delay = jittered.delay(1);
+            assert!(delay > Duration::from_secs(5) && delay <= Duration::from_secs(10));
+        }
+        let custom = Backoff::Custom(std::sync::Arc::new(|n| Duration::from_secs(u64::from(n))));
+        assert_eq!(custom.delay(5), Duration::from_secs(5));
+        assert_eq!(custom.clone(), custom);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::queue::Queue;
 use crate::store::claim::{self, ClaimFilter};
 use crate::store::outcome::{self, Applied, Ending};
 use crate::store::runners;
-use crate::task::{TaskContext, TaskError};
+use crate::task::{KeepHistory, TaskContext, TaskDefaults, TaskError};
 
 /// How one execution of a task body ended.
 #[derive(Clone, Debug)]
@@ -44,18 +44,27 @@ pub(crate) enum Execution {
 }
 
 impl Execution {
-    /// How the outcome is written; `repeat_after_failure` is the task's
-    /// definition-time choice ([`crate::TaskDefaults::repeat_after_failure`]).
-    fn ending(&self, repeat_after_failure: bool) -> Ending<'_> {
+    /// How the outcome is written, under the policies of the task's
+    /// definition (`defaults`; the runner's settings where it has none).
+    fn ending(&self, task: &task::Model, defaults: &TaskDefaults) -> Ending<'_> {
         match self {
             Execution::Succeeded { result } => Ending::Succeeded {
                 result: result.as_deref(),
+                keep: defaults.keep_history == KeepHistory::Always,
             },
-            Execution::Failed { error, permanent } => Ending::Failed {
-                error,
-                permanent: *permanent,
-                repeat_after_failure,
-            },
+            Execution::Failed { error, permanent } => {
+                let attempts = u32::try_from(task.attempts.saturating_add(1)).unwrap_or(1);
+                Ending::Failed {
+                    error,
+                    permanent: *permanent,
+                    repeat_after_failure: defaults.repeat_after_failure,
+                    max_attempts: defaults.max_attempts,
+                    retry_in: defaults.backoff.as_ref().map(|backoff| {
+                        TimeDelta::from_std(backoff.delay(attempts)).unwrap_or(TimeDelta::MAX)
+                    }),
+                    keep: defaults.keep_history != KeepHistory::Never,
+                }
+            }
             Execution::Snoozed { delay } => Ending::Snoozed { delay: *delay },
             Execution::Released => Ending::Released,
         }
@@ -98,6 +107,16 @@ pub(crate) fn spawn_execution(
     Some(tokio::task::spawn(
         handler.run(&task.task_params, ctx).instrument(span),
     ))
+}
+
+/// How long one execution of `task` may run: its definition's
+/// `max_run_time`, else the runner's `MAX_RUN_TIME`.
+pub(crate) fn run_time_limit(queue: &Queue, task: &task::Model) -> Duration {
+    queue
+        .registry()
+        .defaults(&task.task_name)
+        .and_then(|defaults| defaults.max_run_time)
+        .unwrap_or_else(|| queue.config().max_run_time())
 }
 
 /// A claimed task is about to run: logs it, emits `Started` and counts it.
@@ -241,11 +260,11 @@ pub(crate) async fn apply_batch(queue: &Queue, batch: &[(task::Model, Execution)
     let endings: Vec<(&task::Model, Ending<'_>)> = batch
         .iter()
         .map(|(task, execution)| {
-            let repeat_after_failure = queue
+            let defaults = queue
                 .registry()
                 .defaults(&task.task_name)
-                .is_some_and(|defaults| defaults.repeat_after_failure);
-            (task, execution.ending(repeat_after_failure))
+                .unwrap_or_default();
+            (task, execution.ending(task, &defaults))
         })
         .collect();
     let applied = outcome::record(
@@ -356,7 +375,7 @@ pub(crate) async fn run_claimed(queue: &Queue, task: task::Model) -> Result<()> 
                 }
             };
             tokio::select! {
-                execution = finish_execution(queue, &task, handle, queue.config().max_run_time()) => execution,
+                execution = finish_execution(queue, &task, handle, run_time_limit(queue, &task)) => execution,
                 never = beat => never,
             }
         }

@@ -62,7 +62,7 @@ impl Handler<Execute> for Executor {
         if let Some(handle) = &handle {
             self.running.insert(id, handle.abort_handle());
         }
-        let limit = self.queue.config().max_run_time();
+        let limit = worker::run_time_limit(&self.queue, &task);
         let scheduler = self.scheduler.clone();
         let queue = self.queue.clone();
         let work = async move {

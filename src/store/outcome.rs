@@ -42,15 +42,22 @@ const MYSQL_RETRIES: usize = 5;
 /// How one execution ended, as the Scheduler reports it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Ending<'a> {
-    /// The body returned `Ok`, with its result as JSON.
-    Succeeded { result: Option<&'a str> },
+    /// The body returned `Ok`, with its result as JSON; `keep`: a history
+    /// row is stored.
+    Succeeded { result: Option<&'a str>, keep: bool },
     /// The body failed; `permanent` for an invalid-task error (no retry);
     /// `repeat_after_failure` when a permanent failure still schedules the
     /// next repetition.
+    /// `max_attempts` and `retry_in` override the runner's `MAX_ATTEMPTS`
+    /// and the seed's backoff for this task; `keep`: a permanent failure
+    /// stores a history row.
     Failed {
         error: &'a str,
         permanent: bool,
         repeat_after_failure: bool,
+        max_attempts: Option<u32>,
+        retry_in: Option<TimeDelta>,
+        keep: bool,
     },
     /// Run again after `delay`; the attempt does not count.
     Snoozed { delay: std::time::Duration },
@@ -120,6 +127,8 @@ enum Plan {
         result: Option<String>,
         /// Whether a repeating task schedules its next occurrence.
         repeat: bool,
+        /// Whether the history row is stored.
+        keep: bool,
     },
     /// Back to waiting at `run_at` (a retry, or a snooze that keeps the
     /// attempts and the last error).
@@ -135,17 +144,22 @@ enum Plan {
 fn plan(task: &task::Model, ending: Ending<'_>, max_attempts: u32, now: DateTime<Utc>) -> Plan {
     let attempts = task.attempts.saturating_add(1);
     match ending {
-        Ending::Succeeded { result } => Plan::Leave {
+        Ending::Succeeded { result, keep } => Plan::Leave {
             attempts,
             failure: None,
             result: result.map(str::to_owned),
             repeat: true,
+            keep,
         },
         Ending::Failed {
             error,
             permanent,
             repeat_after_failure,
+            max_attempts: task_max_attempts,
+            retry_in,
+            keep,
         } => {
+            let max_attempts = task_max_attempts.unwrap_or(max_attempts);
             let exhausted = i64::from(attempts) >= i64::from(max_attempts);
             if permanent || exhausted {
                 Plan::Leave {
@@ -153,12 +167,13 @@ fn plan(task: &task::Model, ending: Ending<'_>, max_attempts: u32, now: DateTime
                     failure: Some(error.to_owned()),
                     result: None,
                     repeat: repeat_after_failure,
+                    keep,
                 }
             } else {
                 Plan::Retry {
                     attempts,
                     error: error.to_owned(),
-                    run_at: now + backoff(attempts),
+                    run_at: now + retry_in.unwrap_or_else(|| backoff(attempts)),
                     snoozed: false,
                 }
             }
@@ -229,6 +244,7 @@ async fn record_once(
             failure,
             result,
             repeat,
+            keep,
         } = plan
         else {
             continue;
@@ -238,7 +254,7 @@ async fn record_once(
         }
         let mut row = history_row(task, *attempts, failure.as_deref(), now);
         row.result = Set(result.clone());
-        history.push(row);
+        history.push((row, *keep));
         if *repeat && repeats(task, now) {
             repetitions.push(repetition_row(task, now));
         }
@@ -363,22 +379,34 @@ async fn delete_held<C: ConnectionTrait>(
     Ok(held)
 }
 
-/// Inserts history rows, one statement per chunk, and returns them with
-/// their ids (in row order: see [`super::insert_many_ids`]).
+/// Inserts the history rows marked kept, one statement per chunk, and
+/// returns every row in order with its id (in row order: see
+/// [`super::insert_many_ids`]); a row not kept has id 0.
 async fn insert_history<C: ConnectionTrait>(
     conn: &C,
-    rows: Vec<completed_task::ActiveModel>,
+    rows: Vec<(completed_task::ActiveModel, bool)>,
 ) -> Result<Vec<completed_task::Model>> {
-    let mut models = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(ROWS_PER_INSERT) {
-        let ids = super::insert_many_ids(conn, chunk.to_vec()).await?;
-        for (row, id) in chunk.iter().zip(ids) {
-            let mut row = row.clone();
-            row.id = Set(id);
-            models.push(completed_model(row));
-        }
+    let kept: Vec<completed_task::ActiveModel> = rows
+        .iter()
+        .filter(|(_, keep)| *keep)
+        .map(|(row, _)| row.clone())
+        .collect();
+    let mut ids = Vec::with_capacity(kept.len());
+    for chunk in kept.chunks(ROWS_PER_INSERT) {
+        ids.extend(super::insert_many_ids(conn, chunk.to_vec()).await?);
     }
-    Ok(models)
+    let mut ids = ids.into_iter();
+    Ok(rows
+        .into_iter()
+        .map(|(mut row, keep)| {
+            row.id = Set(if keep {
+                ids.next().unwrap_or_default()
+            } else {
+                0
+            });
+            completed_model(row)
+        })
+        .collect())
 }
 
 fn completed_model(row: completed_task::ActiveModel) -> completed_task::Model {

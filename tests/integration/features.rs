@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use background_tasks::{
-    Config, Event, Registry, Runner, Task, TaskContext, TaskDefaults, TaskError, admin,
-    completed_task, inspect, task_row,
+    Backoff, Config, Event, KeepHistory, Registry, Runner, Task, TaskContext, TaskDefaults,
+    TaskError, admin, completed_task, inspect, task_row,
 };
 use chrono::{TimeDelta, Utc};
 use sea_orm::EntityTrait;
@@ -19,6 +19,9 @@ on_all_backends!(
     a_runner_stores_results_too,
     a_snoozed_task_runs_again_without_using_an_attempt,
     a_repeat_chain_can_survive_a_permanent_failure,
+    attempts_and_backoff_are_set_per_task,
+    a_task_keeps_only_the_history_it_asks_for,
+    the_time_limit_is_set_per_task,
 );
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -275,5 +278,199 @@ async fn a_repeat_chain_can_survive_a_permanent_failure(t: TestDb) -> TestDb {
         "a fresh occurrence"
     );
     assert_eq!(next.run_at, nightly.run_at + TimeDelta::days(1));
+    t
+}
+
+/// Always fails (retryably), with its own attempts and backoff.
+struct Picky;
+
+impl Task for Picky {
+    type Params = ();
+    type Output = ();
+    fn name() -> &'static str {
+        "features.picky"
+    }
+    fn defaults() -> TaskDefaults {
+        TaskDefaults::new()
+            .max_attempts(2)
+            .backoff(Backoff::Fixed(Duration::from_secs(600)))
+    }
+    async fn run(&self, _: (), _: TaskContext) -> Result<(), TaskError> {
+        Err(TaskError::msg("not today"))
+    }
+}
+
+async fn attempts_and_backoff_are_set_per_task(t: TestDb) -> TestDb {
+    let registry = Registry::new();
+    registry.register(Picky);
+    // The runner's own setting would allow 25 attempts.
+    let queue = t.queue(registry, Config::default());
+    let task = queue
+        .enqueue::<Picky>(&())
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    let before = Utc::now();
+    assert!(queue.run_next_task().await);
+    let row = task_row::Entity::find_by_id(task.id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.attempts, 1);
+    let wait = row.run_at - before;
+    assert!(
+        wait > TimeDelta::seconds(590) && wait < TimeDelta::seconds(610),
+        "the task's fixed 600 s, not the seed's 6 s: {wait}"
+    );
+    admin::run_now(&t.db, &[task.id], Utc::now()).await.unwrap();
+    assert!(queue.run_next_task().await);
+    assert!(
+        task_row::Entity::find_by_id(task.id)
+            .one(&t.db)
+            .await
+            .unwrap()
+            .is_none(),
+        "the second attempt was its last"
+    );
+    let history = completed_task::Entity::find().all(&t.db).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (history[0].attempts, history[0].failed_at.is_some()),
+        (2, true)
+    );
+    t
+}
+
+/// Succeeds or fails as asked, keeping only failures in the history.
+struct Tidy;
+
+impl Task for Tidy {
+    type Params = bool;
+    type Output = ();
+    fn name() -> &'static str {
+        "features.tidy"
+    }
+    fn defaults() -> TaskDefaults {
+        TaskDefaults::new().keep_history(KeepHistory::FailuresOnly)
+    }
+    async fn run(&self, fail: bool, _: TaskContext) -> Result<(), TaskError> {
+        if fail {
+            return Err(TaskError::invalid("asked to fail"));
+        }
+        Ok(())
+    }
+}
+
+/// Keeps no history at all.
+struct Silent;
+
+impl Task for Silent {
+    type Params = bool;
+    type Output = ();
+    fn name() -> &'static str {
+        "features.silent"
+    }
+    fn defaults() -> TaskDefaults {
+        TaskDefaults::new().keep_history(KeepHistory::Never)
+    }
+    async fn run(&self, fail: bool, _: TaskContext) -> Result<(), TaskError> {
+        if fail {
+            return Err(TaskError::invalid("asked to fail"));
+        }
+        Ok(())
+    }
+}
+
+async fn a_task_keeps_only_the_history_it_asks_for(t: TestDb) -> TestDb {
+    let registry = Registry::new();
+    registry.register(Tidy).register(Silent);
+    let queue = t.queue(registry, Config::default());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&events);
+    queue.events().subscribe(move |event| match event {
+        Event::Successful { completed, .. } | Event::Failed { completed, .. } => {
+            seen.lock()
+                .unwrap()
+                .push((completed.task_name.clone(), completed.id));
+        }
+        _ => {}
+    });
+    for fail in [false, true] {
+        queue.enqueue::<Tidy>(&fail).await.unwrap();
+        queue.enqueue::<Silent>(&fail).await.unwrap();
+    }
+    while queue.run_next_task().await {}
+    assert!(
+        task_row::Entity::find()
+            .all(&t.db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let history = completed_task::Entity::find().all(&t.db).await.unwrap();
+    assert_eq!(history.len(), 1, "only Tidy's failure is kept: {history:?}");
+    assert_eq!(history[0].task_name, "features.tidy");
+    assert!(history[0].failed_at.is_some());
+    let events = events.lock().unwrap().clone();
+    assert_eq!(
+        events.len(),
+        4,
+        "every outcome still has its event: {events:?}"
+    );
+    assert_eq!(
+        events.iter().filter(|(_, id)| *id == 0).count(),
+        3,
+        "rows not kept carry id 0"
+    );
+    t
+}
+
+/// Sleeps far longer than its own time limit.
+struct Slow;
+
+impl Task for Slow {
+    type Params = ();
+    type Output = ();
+    fn name() -> &'static str {
+        "features.slow"
+    }
+    fn defaults() -> TaskDefaults {
+        TaskDefaults::new().max_run_time(Duration::from_millis(200))
+    }
+    async fn run(&self, _: (), _: TaskContext) -> Result<(), TaskError> {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(())
+    }
+}
+
+async fn the_time_limit_is_set_per_task(t: TestDb) -> TestDb {
+    let registry = Registry::new();
+    registry.register(Slow);
+    let queue = t.queue(registry, Config::default());
+    let task = queue
+        .enqueue::<Slow>(&())
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert!(queue.run_next_task().await);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "stopped at its own limit, not the runner's hour"
+    );
+    let row = task_row::Entity::find_by_id(task.id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.attempts, 1);
+    assert!(
+        row.last_error.contains("MAX_RUN_TIME (0.2 s)"),
+        "{}",
+        row.last_error
+    );
     t
 }
