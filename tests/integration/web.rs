@@ -836,6 +836,23 @@ async fn metrics_and_runners_report_a_running_runner(t: TestDb) -> TestDb {
         },
     )
     .await;
+    // The runner registers itself beside its first claims: wait for its row.
+    let lease = queue.config().lease();
+    crate::fixture::wait_for(
+        "the runner to register",
+        std::time::Duration::from_secs(20),
+        || {
+            let db = db.clone();
+            async move {
+                background_tasks::admin::runners(&db, lease, Utc::now())
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|r| r.alive)
+            }
+        },
+    )
+    .await;
     let app = app(full(&queue)).await;
     let response = test::call_service(
         &app,
