@@ -292,6 +292,7 @@ mod tests {
             locked_at: Some(now),
             creator_content_type_id: None,
             creator_object_id: None,
+            unique_key: None,
         }
     }
 

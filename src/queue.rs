@@ -108,6 +108,7 @@ pub struct TaskSpec {
     repeat: i64,
     repeat_until: Option<DateTime<Utc>>,
     remove_existing_tasks: Option<bool>,
+    unique: Option<bool>,
 }
 
 /// The setters shared by [`TaskSpec`] and [`Enqueue`].
@@ -163,6 +164,17 @@ macro_rules! option_setters {
             self.spec_mut().remove_existing_tasks = Some(remove);
             self
         }
+
+        /// A unique task: at most one live row (waiting or running) with
+        /// this name and params, enforced by a unique index in the
+        /// database, so concurrent enqueues from any number of processes
+        /// insert it once. When one is already there, the enqueue inserts
+        /// nothing and returns [`Enqueued::AlreadyExists`] with its id.
+        /// Overrides the task's default.
+        pub fn unique(mut self, unique: bool) -> Self {
+            self.spec_mut().unique = Some(unique);
+            self
+        }
     };
 }
 
@@ -206,6 +218,7 @@ impl TaskSpec {
             repeat: 0,
             repeat_until: None,
             remove_existing_tasks: None,
+            unique: None,
         }
     }
 
@@ -265,6 +278,11 @@ impl TaskSpec {
             ));
         }
         let task_hash = params::task_hash(&self.name, &task_params);
+        // A unique task's key: its name and params, as the hash says them.
+        let unique_key = self
+            .unique
+            .unwrap_or(self.defaults.unique)
+            .then(|| task_hash.clone());
         let row = task::Model {
             id: 0,
             task_name: self.name,
@@ -283,6 +301,7 @@ impl TaskSpec {
             locked_at: None,
             creator_content_type_id: self.creator.map(|c| c.content_type_id),
             creator_object_id: self.creator.map(|c| c.object_id),
+            unique_key,
         };
         Ok(Resolved {
             row,
@@ -514,7 +533,7 @@ impl Queue {
         let resolved = spec.resolve(now)?;
         let single_statement = !resolved.remove_existing && resolved.action == Action::Schedule;
         let enqueued = if single_statement {
-            Enqueued::Created(enqueue::insert(conn, resolved.row).await?)
+            insert_row(conn, resolved.row).await?
         } else {
             // Several statements: one transaction (a savepoint inside the
             // caller's), so nothing is half-done if one of them fails.
@@ -578,7 +597,7 @@ impl Queue {
                 }
             }
         }
-        Ok(Enqueued::Created(enqueue::insert(conn, row).await?))
+        insert_row(conn, row).await
     }
 
     /// Writes many tasks with one INSERT per chunk of rows, in one
@@ -657,6 +676,32 @@ impl Queue {
     fn max_run_time(&self) -> TimeDelta {
         TimeDelta::from_std(self.config().max_run_time()).unwrap_or(TimeDelta::MAX)
     }
+}
+
+/// Inserts `row`. A unique task whose key a live row already holds inserts
+/// nothing and answers that row's id.
+async fn insert_row<C: ConnectionTrait>(conn: &C, row: task::Model) -> Result<Enqueued> {
+    let Some(key) = row.unique_key.clone() else {
+        return Ok(Enqueued::Created(enqueue::insert(conn, row).await?));
+    };
+    // The row holding the key can finish (and leave) between the insert
+    // that found it and the look-up: then the next insert succeeds.
+    for _ in 0..3 {
+        if let Some(task) = enqueue::insert_unique(conn, row.clone()).await? {
+            return Ok(Enqueued::Created(task));
+        }
+        if let Some(id) = enqueue::id_with_unique_key(conn, &key).await? {
+            return Ok(Enqueued::AlreadyExists { id });
+        }
+    }
+    Err(Error::invalid(
+        "unique",
+        format!(
+            "the unique task {} kept being inserted and finished by others while this \
+             enqueue looked; try again",
+            row.task_name
+        ),
+    ))
 }
 
 impl std::fmt::Debug for Queue {

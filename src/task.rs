@@ -142,6 +142,8 @@ pub struct TaskDefaults {
     pub backoff: Option<Backoff>,
     /// Which of its history rows are kept (default: all, as in the seed).
     pub keep_history: KeepHistory,
+    /// Enqueue it as a unique task by default (see `Enqueue::unique`).
+    pub unique: bool,
 }
 
 /// How long a failed task waits before its next attempt.
@@ -303,6 +305,13 @@ impl TaskDefaults {
     /// Sets which of this task's history rows are kept.
     pub fn keep_history(mut self, keep: KeepHistory) -> Self {
         self.keep_history = keep;
+        self
+    }
+
+    /// Makes every enqueue of this task a unique one by default: at most one
+    /// live row with the same name and params.
+    pub fn unique(mut self, unique: bool) -> Self {
+        self.unique = unique;
         self
     }
 }

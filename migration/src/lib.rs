@@ -21,6 +21,7 @@ mod m20261127_000003_create_runner_table;
 mod m20261127_000004_notify_on_insert;
 mod m20261127_000005_sqlite_django_timestamps;
 mod m20261127_000006_add_task_result;
+mod m20261127_000007_add_unique_key;
 
 /// `(column, index name)` of Django's single-column indexes on
 /// `background_task` and on `background_task_completedtask`: what
@@ -51,6 +52,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000004_notify_on_insert::Migration),
             Box::new(m20261127_000005_sqlite_django_timestamps::Migration),
             Box::new(m20261127_000006_add_task_result::Migration),
+            Box::new(m20261127_000007_add_unique_key::Migration),
         ]
     }
 

@@ -128,6 +128,10 @@ pub(super) struct EnqueueArgs {
     /// Django process_tasks, will run it).
     #[arg(long)]
     allow_unknown: bool,
+    /// A unique task: nothing is inserted while a live row with the same
+    /// name and params exists (its id is printed instead).
+    #[arg(long)]
+    unique: bool,
 }
 
 fn json_arg(option: &str, text: &str, want_object: bool) -> Result<Value, Failure> {
@@ -223,6 +227,9 @@ pub(super) async fn enqueue(ctx: &Context, args: EnqueueArgs) -> Result<(), Fail
     }
     if args.remove_existing {
         call = call.remove_existing_tasks(true);
+    }
+    if args.unique {
+        call = call.unique(true);
     }
     match call.await? {
         Enqueued::Created(task) => {

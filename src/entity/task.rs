@@ -47,6 +47,11 @@ pub struct Model {
     pub creator_content_type_id: Option<i32>,
     /// Creator, generic foreign key: object id part (never negative).
     pub creator_object_id: Option<i32>,
+    /// Set for a unique task (opt-in): the key no two live rows may share,
+    /// enforced by a unique index. This crate's column (migration 7):
+    /// nullable, and Django's inserts leave it empty, so they are never
+    /// refused.
+    pub unique_key: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

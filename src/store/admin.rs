@@ -225,6 +225,7 @@ where
                     locked_at: Set(None),
                     creator_content_type_id: Set(row.creator_content_type_id),
                     creator_object_id: Set(row.creator_object_id),
+                    unique_key: Set(None),
                 },
             )
             .await?;

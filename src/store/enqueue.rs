@@ -13,6 +13,9 @@ use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
 };
 
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{DbBackend, FromQueryResult, QueryTrait};
+
 use super::{execute, fetch_one, insert_returning};
 
 use crate::entity::task;
@@ -109,18 +112,78 @@ pub(crate) async fn insert<C: ConnectionTrait>(conn: &C, row: task::Model) -> Re
     Ok(insert_returning(conn, new_row(row)).await?)
 }
 
+/// Inserts a unique task's row: the row as stored, or `None` when a live
+/// row already holds its key. The unique index decides, not a look-up
+/// first, so concurrent inserts from any number of connections leave one
+/// row. PostgreSQL and SQLite skip the conflicting row (`ON CONFLICT DO
+/// NOTHING`, which keeps the caller's transaction usable); MySQL refuses
+/// it with a duplicate-key error, which leaves its transaction usable.
+pub(crate) async fn insert_unique<C: ConnectionTrait>(
+    conn: &C,
+    row: task::Model,
+) -> Result<Option<task::Model>> {
+    let backend = conn.get_database_backend();
+    if backend == DbBackend::MySql {
+        return match insert_returning(conn, new_row(row)).await {
+            Ok(task) => Ok(Some(task)),
+            Err(err) if super::is_duplicate_key(&err) => Ok(None),
+            Err(err) => Err(err.into()),
+        };
+    }
+    let mut insert = task::Entity::insert(new_row(row)).on_conflict(skip_taken_keys());
+    QueryTrait::query(&mut insert).returning_all();
+    let statement = super::portable(insert.build(backend));
+    Ok(task::Model::find_by_statement(statement).one(conn).await?)
+}
+
+/// The id of the live row holding unique `key`, if any.
+pub(crate) async fn id_with_unique_key<C: ConnectionTrait>(
+    conn: &C,
+    key: &str,
+) -> Result<Option<i32>> {
+    let select = task::Entity::find().filter(task::Column::UniqueKey.eq(key));
+    Ok(fetch_one(conn, select).await?.map(|row| row.id))
+}
+
+/// `ON CONFLICT (unique_key) DO NOTHING`.
+fn skip_taken_keys() -> OnConflict {
+    OnConflict::column(task::Column::UniqueKey)
+        .do_nothing()
+        .to_owned()
+}
+
 /// Inserts rows with one statement per [`INSERT_CHUNK`] rows; returns the count.
 pub(crate) async fn insert_many<C: ConnectionTrait>(
     conn: &C,
     rows: Vec<task::Model>,
 ) -> Result<u64> {
+    let backend = conn.get_database_backend();
+    let unique = rows.iter().any(|row| row.unique_key.is_some());
+    if unique && backend == DbBackend::MySql {
+        // MySQL has no per-row "skip the duplicate" for a multi-row insert
+        // that keeps other errors errors: unique rows go one by one.
+        let mut inserted = 0;
+        for row in rows {
+            if row.unique_key.is_none() {
+                insert(conn, row).await?;
+                inserted += 1;
+            } else if insert_unique(conn, row).await?.is_some() {
+                inserted += 1;
+            }
+        }
+        return Ok(inserted);
+    }
     let mut inserted = 0;
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<task::ActiveModel> = rows.by_ref().take(INSERT_CHUNK).map(new_row).collect();
-        inserted += execute(conn, task::Entity::insert_many(chunk))
-            .await?
-            .rows_affected();
+        let mut insert = task::Entity::insert_many(chunk);
+        if unique {
+            // Rows whose key a live row (or an earlier row of this batch)
+            // holds are skipped; the count says how many went in.
+            insert = insert.on_conflict(skip_taken_keys());
+        }
+        inserted += execute(conn, insert).await?.rows_affected();
     }
     Ok(inserted)
 }
@@ -145,5 +208,6 @@ fn new_row(row: task::Model) -> task::ActiveModel {
         locked_at: Set(row.locked_at),
         creator_content_type_id: Set(row.creator_content_type_id),
         creator_object_id: Set(row.creator_object_id),
+        unique_key: Set(row.unique_key),
     }
 }

@@ -60,6 +60,19 @@ pub(crate) fn is_lock_conflict(err: &DbErr) -> bool {
         .is_some_and(|mysql| matches!(mysql.number(), 1205 | 1213))
 }
 
+/// MySQL's duplicate key error (1062): a unique task's key is taken.
+pub(crate) fn is_duplicate_key(err: &DbErr) -> bool {
+    let (DbErr::Exec(RuntimeErr::SqlxError(sqlx_err))
+    | DbErr::Query(RuntimeErr::SqlxError(sqlx_err))) = err
+    else {
+        return false;
+    };
+    sqlx_err
+        .as_database_error()
+        .and_then(|db_err| db_err.try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|mysql| mysql.number() == 1062)
+}
+
 /// Begins a transaction for the runner's own writes (claims, outcomes,
 /// releases). As [`begin_write`], and on PostgreSQL with
 /// `synchronous_commit = off`: the commit does not wait for the WAL flush.

@@ -489,6 +489,9 @@ fn repetition_row(task: &task::Model, now: DateTime<Utc>) -> task::ActiveModel {
         locked_at: Set(None),
         creator_content_type_id: Set(task.creator_content_type_id),
         creator_object_id: Set(task.creator_object_id),
+        // The next occurrence keeps a unique task's key: this row, which
+        // held it, is deleted earlier in the same transaction.
+        unique_key: Set(task.unique_key.clone()),
     }
 }
 

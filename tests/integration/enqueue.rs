@@ -168,6 +168,7 @@ async fn rows_match_the_python_vectors_column_for_column(t: TestDb) -> TestDb {
             locked_at: None,
             creator_content_type_id: None,
             creator_object_id: None,
+            unique_key: None,
         };
         assert_eq!(read, expected, "vector {name}");
         assert_eq!(stored, expected, "returned row of vector {name}");

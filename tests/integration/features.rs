@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use background_tasks::{
-    Backoff, Config, Event, KeepHistory, Registry, Runner, Task, TaskContext, TaskDefaults,
-    TaskError, admin, completed_task, inspect, task_row,
+    Backoff, Config, Enqueued, Event, KeepHistory, Queue, Registry, Runner, Task, TaskContext,
+    TaskDefaults, TaskError, TaskSpec, admin, completed_task, db, inspect, task_row,
 };
 use chrono::{TimeDelta, Utc};
 use sea_orm::EntityTrait;
@@ -22,6 +22,8 @@ on_all_backends!(
     attempts_and_backoff_are_set_per_task,
     a_task_keeps_only_the_history_it_asks_for,
     the_time_limit_is_set_per_task,
+    a_unique_task_has_one_live_row,
+    concurrent_enqueues_of_a_unique_task_insert_one_row,
 );
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -472,5 +474,74 @@ async fn the_time_limit_is_set_per_task(t: TestDb) -> TestDb {
         "{}",
         row.last_error
     );
+    t
+}
+
+async fn a_unique_task_has_one_live_row(t: TestDb) -> TestDb {
+    let registry = Registry::new();
+    registry.register(Adder);
+    let queue = t.queue(registry, Config::default());
+    let first = queue.enqueue::<Adder>(&(1, 1)).unique(true).await.unwrap();
+    let Enqueued::Created(row) = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(row.unique_key.as_deref(), Some(row.task_hash.as_str()));
+    let again = queue.enqueue::<Adder>(&(1, 1)).unique(true).await.unwrap();
+    assert_eq!(again, Enqueued::AlreadyExists { id: row.id });
+    // Other params are another task; a plain enqueue (or Django's insert,
+    // which never sets the key) is never refused.
+    assert!(matches!(
+        queue.enqueue::<Adder>(&(2, 2)).unique(true).await.unwrap(),
+        Enqueued::Created(_)
+    ));
+    assert!(matches!(
+        queue.enqueue::<Adder>(&(1, 1)).await.unwrap(),
+        Enqueued::Created(_)
+    ));
+    // Bulk: duplicates of live rows and of each other are skipped.
+    let inserted = queue
+        .enqueue_many(
+            [(1, 1), (3, 3), (3, 3), (2, 2)].map(|p| TaskSpec::new::<Adder>(&p).unique(true)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(inserted, 1, "only (3, 3), once");
+    assert_eq!(task_row::Entity::find().all(&t.db).await.unwrap().len(), 4);
+    // Live rows only: once it has run, the key is free again.
+    while queue.run_next_task().await {}
+    assert!(matches!(
+        queue.enqueue::<Adder>(&(1, 1)).unique(true).await.unwrap(),
+        Enqueued::Created(_)
+    ));
+    t
+}
+
+async fn concurrent_enqueues_of_a_unique_task_insert_one_row(t: TestDb) -> TestDb {
+    // Eight connections of their own, enqueueing the same unique task at once.
+    let mut queues = Vec::new();
+    for _ in 0..8 {
+        let conn = db::connect(Some(&t.url)).await.unwrap();
+        queues.push(Queue::new(conn));
+    }
+    let enqueues = queues.iter().map(|queue| async move {
+        queue
+            .enqueue_call("features.once", &(42,), &())
+            .unique(true)
+            .await
+            .unwrap()
+    });
+    let results = futures_util::future::join_all(enqueues).await;
+    let rows = task_row::Entity::find().all(&t.db).await.unwrap();
+    assert_eq!(rows.len(), 1, "exactly one row: {rows:?}");
+    let id = rows[0].id;
+    let created = results
+        .iter()
+        .filter(|r| matches!(r, Enqueued::Created(task) if task.id == id))
+        .count();
+    let found = results
+        .iter()
+        .filter(|r| **r == Enqueued::AlreadyExists { id })
+        .count();
+    assert_eq!((created, found), (1, 7), "{results:?}");
     t
 }

@@ -126,12 +126,15 @@ fn expected_type(backend: Backend, column: &str) -> &'static str {
 async fn both_tables_have_the_seeds_columns(t: TestDb) -> TestDb {
     for table in ["background_task", "background_task_completedtask"] {
         let mut actual = columns(&t, table).await;
-        if table == "background_task_completedtask" {
-            // This crate's own column, after the seed's 17: nullable, so
-            // Django's inserts leave it empty.
-            let result = actual.pop().unwrap();
-            assert_eq!((result.name.as_str(), result.nullable), ("result", true));
-        }
+        // This crate's own column after the seed's 17: nullable, so
+        // Django's inserts leave it empty.
+        let own = actual.pop().unwrap();
+        let expected_own = if table == "background_task" {
+            "unique_key"
+        } else {
+            "result"
+        };
+        assert_eq!((own.name.as_str(), own.nullable), (expected_own, true));
         let names: Vec<&str> = actual.iter().map(|c| c.name.as_str()).collect();
         let expected: Vec<&str> = COLUMNS.iter().map(|c| c.0).collect();
         assert_eq!(names, expected, "{table}: column names and order");
@@ -232,11 +235,20 @@ async fn both_tables_have_the_seeds_indexes(t: TestDb) -> TestDb {
                 "{table}: index {name}, non-unique, on {column}"
             );
         }
-        assert!(
-            !actual.iter().any(|i| i.2),
-            "{table} has no unique index besides the primary key: {:?}",
-            actual
-        );
+        // The seed's columns have no unique index (task_hash included); the
+        // one unique index is over this crate's nullable `unique_key`, set
+        // only for unique tasks.
+        let unique: Vec<&str> = actual
+            .iter()
+            .filter(|i| i.2)
+            .map(|i| i.1.as_str())
+            .collect();
+        let allowed: &[&str] = if table == "background_task" {
+            &["unique_key"]
+        } else {
+            &[]
+        };
+        assert_eq!(unique, allowed, "{table}: unique indexes {actual:?}");
         let extra: Vec<_> = actual
             .iter()
             .filter(|i| {
@@ -246,7 +258,10 @@ async fn both_tables_have_the_seeds_indexes(t: TestDb) -> TestDb {
             })
             .collect();
         let expected_extra: Vec<&str> = if table == "background_task" {
-            vec!["background_task_claim_idx"]
+            vec![
+                "background_task_claim_idx",
+                "background_task_unique_key_uniq",
+            ]
         } else {
             vec![]
         };
@@ -280,8 +295,8 @@ async fn migrations_are_recorded_in_their_own_table_and_go_down_and_up(t: TestDb
         .unwrap();
     assert_eq!(
         row.try_get_by_index::<i64>(0).unwrap(),
-        6,
-        "six migrations ran"
+        7,
+        "seven migrations ran"
     );
     assert!(
         Migrator::get_pending_migrations(&t.db)
