@@ -46,31 +46,28 @@ pub(crate) async fn begin_write<C: TransactionTrait>(conn: &C) -> Result<C::Tran
     .await
 }
 
-/// MySQL deadlock (1213) or lock wait timeout (1205): the transaction (a
-/// claim, a batch of outcomes) can simply be tried again.
-pub(crate) fn is_lock_conflict(err: &DbErr) -> bool {
+/// The MySQL error number behind `err`, if it is a MySQL server error.
+fn mysql_error_number(err: &DbErr) -> Option<u16> {
     let (DbErr::Exec(RuntimeErr::SqlxError(sqlx_err))
     | DbErr::Query(RuntimeErr::SqlxError(sqlx_err))) = err
     else {
-        return false;
+        return None;
     };
     sqlx_err
         .as_database_error()
         .and_then(|db_err| db_err.try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>())
-        .is_some_and(|mysql| matches!(mysql.number(), 1205 | 1213))
+        .map(|mysql| mysql.number())
+}
+
+/// MySQL deadlock (1213) or lock wait timeout (1205): the transaction (a
+/// claim, a batch of outcomes) can simply be tried again.
+pub(crate) fn is_lock_conflict(err: &DbErr) -> bool {
+    matches!(mysql_error_number(err), Some(1205 | 1213))
 }
 
 /// MySQL's duplicate key error (1062): a unique task's key is taken.
 pub(crate) fn is_duplicate_key(err: &DbErr) -> bool {
-    let (DbErr::Exec(RuntimeErr::SqlxError(sqlx_err))
-    | DbErr::Query(RuntimeErr::SqlxError(sqlx_err))) = err
-    else {
-        return false;
-    };
-    sqlx_err
-        .as_database_error()
-        .and_then(|db_err| db_err.try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>())
-        .is_some_and(|mysql| mysql.number() == 1062)
+    mysql_error_number(err) == Some(1062)
 }
 
 /// Begins a transaction for the runner's own writes (claims, outcomes,
