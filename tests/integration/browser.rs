@@ -184,6 +184,27 @@ impl Browser {
         }
     }
 
+    /// Waits until the current URL contains `part` (a navigation landed).
+    pub async fn wait_for_url(&self, part: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let url = self
+                .client
+                .current_url()
+                .await
+                .map(|url| url.to_string())
+                .unwrap_or_default();
+            if url.contains(part) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for the URL to contain {part:?}; it is {url:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Saves a PNG of the viewport as `<CARGO_TARGET_TMPDIR>/browser/<name>.png`
     /// and returns its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
@@ -456,6 +477,9 @@ async fn dashboard_retry_turns_a_failed_task_into_a_success(t: TestDb) -> TestDb
         .click()
         .await
         .expect("clicking Sync inventory");
+    // The click only starts the form's POST: navigating away before its
+    // redirect lands would cancel it.
+    browser.wait_for_url("synced=1", wait).await;
 
     // The sync fails on its first try; with MAX_ATTEMPTS=1 that is final.
     browser
