@@ -315,8 +315,8 @@ pub async fn list<C: ConnectionTrait>(
     Ok(Page { state, rows, next })
 }
 
-/// History rows are counted up to this many per queue and outcome in
-/// [`overview`]: an unbounded history table is not scanned whole.
+/// Failed history rows are counted up to this many in all (across queues)
+/// in [`overview`]: an unbounded history table is not scanned whole.
 pub const HISTORY_COUNT_CAP: u64 = 100_000;
 
 /// Tasks in one queue and state.
@@ -381,14 +381,12 @@ pub async fn overview<C: ConnectionTrait>(conn: &C, now: DateTime<Utc>) -> Resul
             count,
         })
         .collect();
-    for (queue, state, count) in sql::history_counts(conn, None, HISTORY_COUNT_CAP, now).await? {
-        if state == State::Failed {
-            counts.push(StateCount {
-                queue,
-                state,
-                count,
-            });
-        }
+    for (queue, count) in sql::failed_counts(conn, HISTORY_COUNT_CAP).await? {
+        counts.push(StateCount {
+            queue,
+            state: State::Failed,
+            count,
+        });
     }
     Ok(Overview {
         now,

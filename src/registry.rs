@@ -109,6 +109,16 @@ impl Registry {
         self.read().get(name).map(|h| h.defaults().clone())
     }
 
+    /// `f` of the defaults of `name`, read in place: the runner asks for
+    /// every outcome it writes, so nothing is cloned.
+    pub(crate) fn with_defaults<R>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&TaskDefaults) -> R,
+    ) -> Option<R> {
+        self.read().get(name).map(|handler| f(handler.defaults()))
+    }
+
     pub(crate) fn handler(&self, name: &str) -> Option<Arc<dyn Handler>> {
         self.read().get(name).cloned()
     }

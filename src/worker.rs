@@ -114,8 +114,8 @@ pub(crate) fn spawn_execution(
 pub(crate) fn run_time_limit(queue: &Queue, task: &task::Model) -> Duration {
     queue
         .registry()
-        .defaults(&task.task_name)
-        .and_then(|defaults| defaults.max_run_time)
+        .with_defaults(&task.task_name, |defaults| defaults.max_run_time)
+        .flatten()
         .unwrap_or_else(|| queue.config().max_run_time())
 }
 
@@ -139,12 +139,12 @@ pub(crate) async fn finish_execution(
     queue.metrics().executed(task, began.elapsed());
     match finished {
         Ok(Ok(Ok(result))) => Execution::Succeeded { result },
-        Ok(Ok(Err(err))) if err.snoozed_for().is_some() => Execution::Snoozed {
-            delay: err.snoozed_for().unwrap_or_default(),
-        },
-        Ok(Ok(Err(err))) => Execution::Failed {
-            error: err.full_text(),
-            permanent: err.is_permanent(),
+        Ok(Ok(Err(err))) => match err.snoozed_for() {
+            Some(delay) => Execution::Snoozed { delay },
+            None => Execution::Failed {
+                error: err.full_text(),
+                permanent: err.is_permanent(),
+            },
         },
         Ok(Err(join)) if join.is_panic() => Execution::Failed {
             error: format!("the task panicked: {}", panic_message(join.into_panic())),
@@ -260,11 +260,11 @@ pub(crate) async fn apply_batch(queue: &Queue, batch: &[(task::Model, Execution)
     let endings: Vec<(&task::Model, Ending<'_>)> = batch
         .iter()
         .map(|(task, execution)| {
-            let defaults = queue
+            let ending = queue
                 .registry()
-                .defaults(&task.task_name)
-                .unwrap_or_default();
-            (task, execution.ending(task, &defaults))
+                .with_defaults(&task.task_name, |defaults| execution.ending(task, defaults))
+                .unwrap_or_else(|| execution.ending(task, &TaskDefaults::default()));
+            (task, ending)
         })
         .collect();
     let applied = outcome::record(

@@ -246,33 +246,23 @@ pub(crate) async fn counts<C: ConnectionTrait>(
         .collect())
 }
 
-/// History rows per queue and outcome, counting at most `cap` rows of each
-/// outcome (history tables grow without bound; a bounded count stays fast).
-pub(crate) async fn history_counts<C: ConnectionTrait>(
+/// Failed history rows per queue, counting at most `cap` rows (history
+/// tables grow without bound; a bounded count stays fast).
+pub(crate) async fn failed_counts<C: ConnectionTrait>(
     conn: &C,
-    since: Option<DateTime<Utc>>,
     cap: u64,
-    now: DateTime<Utc>,
-) -> Result<Vec<(Option<String>, State, i64)>> {
-    let mut out = Vec::new();
-    for state in [State::Failed, State::Completed] {
-        let mut sql = Sql::new(conn.get_database_backend());
-        sql.push("SELECT queue, '")
-            .push(state.as_str())
-            .push("' AS state, COUNT(*) AS count FROM (SELECT queue FROM background_task_completedtask WHERE ");
-        push_state(&mut sql, state, now);
-        if let Some(since) = since {
-            sql.push(" AND run_at >= ").bind(since);
-        }
-        sql.push(" LIMIT ")
-            .bind(cap as i64)
-            .push(") capped GROUP BY queue ORDER BY queue");
-        let rows = StateCountRow::find_by_statement(sql.build())
-            .all(conn)
-            .await?;
-        out.extend(rows.into_iter().map(|row| (row.queue, state, row.count)));
-    }
-    Ok(out)
+) -> Result<Vec<(Option<String>, i64)>> {
+    let mut sql = Sql::new(conn.get_database_backend());
+    sql.push(
+        "SELECT queue, 'failed' AS state, COUNT(*) AS count FROM (SELECT queue \
+         FROM background_task_completedtask WHERE failed_at IS NOT NULL LIMIT ",
+    )
+    .bind(cap as i64)
+    .push(") capped GROUP BY queue ORDER BY queue");
+    let rows = StateCountRow::find_by_statement(sql.build())
+        .all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|row| (row.queue, row.count)).collect())
 }
 
 /// The due task that has waited longest (earliest run_at), if any.
