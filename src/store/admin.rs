@@ -271,30 +271,10 @@ where
             .exec(&txn)
             .await?;
         for row in waiting {
-            let completed = super::insert_returning(
-                &txn,
-                completed_task::ActiveModel {
-                    id: NotSet,
-                    task_name: Set(row.task_name),
-                    task_params: Set(row.task_params),
-                    task_hash: Set(row.task_hash),
-                    verbose_name: Set(row.verbose_name),
-                    priority: Set(row.priority),
-                    run_at: Set(now),
-                    repeat: Set(row.repeat),
-                    repeat_until: Set(row.repeat_until),
-                    queue: Set(row.queue),
-                    attempts: Set(row.attempts),
-                    failed_at: Set(Some(now)),
-                    last_error: Set(reason.to_owned()),
-                    locked_by: Set(None),
-                    locked_at: Set(None),
-                    creator_content_type_id: Set(row.creator_content_type_id),
-                    creator_object_id: Set(row.creator_object_id),
-                    result: Set(None),
-                },
-            )
-            .await?;
+            // The row a permanent failure writes: the task's fields, run_at
+            // and failed_at now, the reason as its error.
+            let history = super::outcome::history_row(&row, row.attempts, Some(reason), now);
+            let completed = super::insert_returning(&txn, history).await?;
             cancelled.push(completed);
         }
     }

@@ -440,7 +440,7 @@ async fn reschedule_if_held<C: ConnectionTrait>(
 
 /// The seed's `create_completed_task`: every field copied, `run_at` set to
 /// the completion time.
-fn history_row(
+pub(crate) fn history_row(
     task: &task::Model,
     attempts: i32,
     failure: Option<&str>,
