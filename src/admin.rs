@@ -1,7 +1,8 @@
 //! What the seed's Django admin offers, and what its users asked it for, as
 //! functions an operator's tool (the CLI, the dashboard, your own code) can
 //! call: free-text search over task names and params, bulk priority +1 /
-//! -1, bulk delete, run now, retry a failed task, cancel a waiting one,
+//! -1, bulk delete, run now, retry a failed task, cancel a task (waiting or
+//! running), global per-queue concurrency limits ([`set_queue_limit`]),
 //! whether the process holding a lock is alive, which due tasks no
 //! runner here can run, and pruning the history by a [`Retention`]
 //! ([`prune`], in bounded batches). Editing a single task is a plain
@@ -83,24 +84,89 @@ where
     sql::retry_failed(conn, ids, now).await
 }
 
-/// The last error written into the history row of a cancelled task.
+/// The last error written into the history row of a task cancelled
+/// before it ran.
 pub const CANCELLED_ERROR: &str = "Cancelled by an operator before it ran.";
 
-/// Cancels the waiting tasks `ids`: each moves to the history as failed at
-/// `now`, with [`CANCELLED_ERROR`] as its last error, so the cancellation
-/// stays on record and can be retried. A running task is left to finish
-/// (its body cannot be interrupted safely from another process). Returns
-/// the history rows written.
+/// The start of the last error of a task cancelled while it ran; what
+/// follows says how it stopped.
+pub const CANCELLED_RUNNING_ERROR: &str = "Cancelled by an operator while it ran";
+
+/// What [`cancel`] did.
+#[derive(Clone, Debug, Default)]
+pub struct Cancellation {
+    /// History rows of the waiting tasks cancelled at once (failed, with
+    /// [`CANCELLED_ERROR`] and `cancelled_at`).
+    pub cancelled: Vec<completed_task::Model>,
+    /// Running tasks asked to stop: their runner signals the body
+    /// ([`crate::TaskContext::cancelled`]) within about a second, stops it
+    /// after its cancel grace period, and writes a history row with
+    /// `cancelled_at`.
+    pub stopping: Vec<i32>,
+}
+
+impl Cancellation {
+    /// How many tasks were cancelled or asked to stop.
+    pub fn len(&self) -> usize {
+        self.cancelled.len() + self.stopping.len()
+    }
+
+    /// True when no task matched.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Cancels the tasks `ids`. A waiting task moves to the history at once, as
+/// failed at `now` with [`CANCELLED_ERROR`] and `cancelled_at` set, so the
+/// cancellation stays on record and can be retried. A running task is
+/// asked to stop (see [`Cancellation::stopping`]). Ids of finished or
+/// unknown tasks are skipped.
 pub async fn cancel<C>(
     conn: &C,
     ids: &[i32],
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<completed_task::Model>>
+) -> Result<Cancellation>
 where
     C: sea_orm::TransactionTrait + ConnectionTrait,
     C::Transaction: ConnectionTrait,
 {
-    sql::cancel_waiting(conn, ids, CANCELLED_ERROR, now).await
+    let (cancelled, stopping) = sql::cancel(conn, ids, CANCELLED_ERROR, now).await?;
+    Ok(Cancellation {
+        cancelled,
+        stopping,
+    })
+}
+
+/// Sets the global concurrency limit of `queue`: at most `max_running` of
+/// its tasks run at once across every runner sharing the database,
+/// enforced in each runner's claim. Runners learn of a new or changed
+/// limit at their next heartbeat (a third of the lease: 10 s by default).
+pub async fn set_queue_limit<C: ConnectionTrait>(
+    conn: &C,
+    queue: &str,
+    max_running: u32,
+) -> Result<()> {
+    crate::config::validate_queue_name(queue)?;
+    let max_running = i32::try_from(max_running).map_err(|_| {
+        crate::Error::invalid(
+            "max_running",
+            format!("{max_running} is more than {} tasks", i32::MAX),
+        )
+    })?;
+    crate::store::limits::set(conn, queue, max_running).await
+}
+
+/// Removes the global concurrency limit of `queue`; false when it had none.
+pub async fn remove_queue_limit<C: ConnectionTrait>(conn: &C, queue: &str) -> Result<bool> {
+    crate::store::limits::remove(conn, queue).await
+}
+
+/// Every global concurrency limit.
+pub async fn queue_limits<C: ConnectionTrait>(
+    conn: &C,
+) -> Result<Vec<crate::entity::queue_limit::Model>> {
+    crate::store::limits::list(conn).await
 }
 
 /// Due tasks per name that no handler in `registry` can run: they wait for

@@ -18,6 +18,9 @@ pub const DEFAULT_SLEEP: Duration = Duration::from_secs(5);
 /// Default lease: a runner that has not renewed its locks for this long is
 /// taken for dead, and its tasks are run by others. Renewed every third of it.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// Default cancel grace: how long a running task's body has, after an
+/// operator cancelled it, to stop on its own before the runner stops it.
+pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(10);
 /// Longest allowed queue name (the column is `varchar(190)`).
 pub const MAX_QUEUE_NAME_LEN: usize = 190;
 /// Default interval between two rounds of a runner's history pruning (when
@@ -132,6 +135,8 @@ pub struct Config {
     pub(crate) lease: Duration,
     pub(crate) retention: Option<Retention>,
     pub(crate) retention_interval: Duration,
+    pub(crate) cancel_grace: Duration,
+    pub(crate) queue_limits: std::collections::BTreeMap<String, usize>,
     pub(crate) clock: Clock,
 }
 
@@ -149,6 +154,8 @@ impl Default for Config {
             lease: DEFAULT_LEASE,
             retention: None,
             retention_interval: DEFAULT_RETENTION_INTERVAL,
+            cancel_grace: DEFAULT_CANCEL_GRACE,
+            queue_limits: std::collections::BTreeMap::new(),
             clock: Clock::system(),
         }
     }
@@ -245,6 +252,18 @@ impl Config {
     /// (default 60 s, [`DEFAULT_RETENTION_INTERVAL`]).
     pub fn retention_interval(&self) -> Duration {
         self.retention_interval
+    }
+
+    /// How long a cancelled running task's body has to stop on its own
+    /// before the runner stops it (default 10 s, [`DEFAULT_CANCEL_GRACE`]).
+    pub fn cancel_grace(&self) -> Duration {
+        self.cancel_grace
+    }
+
+    /// This runner's own per-queue concurrency limits: at most this many
+    /// tasks of the queue run at once here (default: none).
+    pub fn queue_limits(&self) -> &std::collections::BTreeMap<String, usize> {
+        &self.queue_limits
     }
 
     /// The clock the queue and runner read.
@@ -344,6 +363,23 @@ impl ConfigBuilder {
         self
     }
 
+    /// How long the body of a running task an operator cancelled has to
+    /// return on its own (it sees [`crate::TaskContext::cancelled`]) before
+    /// the runner stops it (default 10 s, [`DEFAULT_CANCEL_GRACE`]).
+    pub fn cancel_grace(mut self, grace: Duration) -> Self {
+        self.config.cancel_grace = grace;
+        self
+    }
+
+    /// At most `max_running` tasks of `queue` run at once in this runner
+    /// (at least 1), whatever its number of slots; `bgtasks --queue-limit
+    /// queue=N`. For a limit across every runner sharing the database, see
+    /// [`crate::admin::set_queue_limit`]; both apply when both are set.
+    pub fn queue_limit(mut self, queue: impl Into<String>, max_running: usize) -> Self {
+        self.config.queue_limits.insert(queue.into(), max_running);
+        self
+    }
+
     /// The clock to read (default: the system clock).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.config.clock = clock;
@@ -379,6 +415,18 @@ impl ConfigBuilder {
         }
         if let Some(retention) = &c.retention {
             retention.validate_for_runner()?;
+        }
+        for (queue, max_running) in &c.queue_limits {
+            validate_queue_name(queue)?;
+            if *max_running == 0 {
+                return Err(Error::invalid(
+                    "queue limit",
+                    format!(
+                        "queue {queue:?} is limited to 0 tasks at once; give at least 1 (or no \
+                         limit, or run no runner for it)"
+                    ),
+                ));
+            }
         }
         if c.retention_interval.is_zero() {
             return Err(Error::invalid(

@@ -6,7 +6,8 @@
 //! - success: `Created`, `Started`, `Successful`, `Finished`;
 //! - retry: `Started`, `Error`, `Rescheduled`, `Finished`;
 //! - permanent failure: `Started`, `Error`, `Failed`, `Finished`;
-//! - snooze: `Started`, `Snoozed`, `Finished`.
+//! - snooze: `Started`, `Snoozed`, `Finished`;
+//! - cancelled while running: `Started`, `Cancelled`, `Finished`.
 //!
 //! `Created` fires once per row inserted by an enqueue call; not for
 //! repetitions, not when RESCHEDULE_EXISTING or CHECK_EXISTING inserted
@@ -62,6 +63,15 @@ pub enum Event {
         /// Id the task had.
         task_id: i32,
         /// The history row, with `failed_at` set.
+        completed: completed_task::Model,
+    },
+    /// An operator cancelled a running task, and its history row, with
+    /// `cancelled_at`, is written; no seed counterpart. (A waiting task
+    /// cancelled by [`crate::admin::cancel`] fires nothing: it never ran.)
+    Cancelled {
+        /// Id the task had.
+        task_id: i32,
+        /// The history row, with `failed_at` and `cancelled_at` set.
         completed: completed_task::Model,
     },
     /// A task body finished, whatever the outcome (`task_finished`).

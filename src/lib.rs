@@ -45,6 +45,7 @@ pub mod builtin;
 pub mod cli;
 mod clock;
 mod config;
+pub mod cron;
 pub mod db;
 pub mod doctor;
 pub mod entity;
@@ -53,6 +54,7 @@ mod events;
 pub mod inspect;
 pub mod metrics;
 pub mod params;
+mod policy;
 mod queries;
 mod queue;
 mod registry;
@@ -66,8 +68,9 @@ mod worker;
 
 pub use clock::Clock;
 pub use config::{
-    Config, ConfigBuilder, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RUN_TIME,
-    DEFAULT_RETENTION_INTERVAL, DEFAULT_SLEEP, MAX_QUEUE_NAME_LEN, PriorityOrdering, Retention,
+    Config, ConfigBuilder, DEFAULT_CANCEL_GRACE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_RUN_TIME, DEFAULT_RETENTION_INTERVAL, DEFAULT_SLEEP, MAX_QUEUE_NAME_LEN,
+    PriorityOrdering, Retention,
 };
 pub use entity::{completed_task, runner as runner_row, task as task_row};
 pub use error::{Error, Result};

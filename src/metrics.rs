@@ -293,6 +293,8 @@ mod tests {
             creator_content_type_id: None,
             creator_object_id: None,
             unique_key: None,
+            policy: None,
+            cancel_requested_at: None,
         }
     }
 

@@ -109,6 +109,10 @@ pub struct TaskSpec {
     repeat_until: Option<DateTime<Utc>>,
     remove_existing_tasks: Option<bool>,
     unique: Option<bool>,
+    max_attempts: Option<u32>,
+    max_run_time: Option<std::time::Duration>,
+    backoff: Option<crate::task::Backoff>,
+    keep_history: Option<crate::task::KeepHistory>,
 }
 
 /// The setters shared by [`TaskSpec`] and [`Enqueue`].
@@ -175,6 +179,38 @@ macro_rules! option_setters {
             self.spec_mut().unique = Some(unique);
             self
         }
+
+        /// Attempts before this task fails permanently (at least 1), for
+        /// this enqueue only; overrides the task's definition and the
+        /// runner's `MAX_ATTEMPTS`. Stored with the row, so any runner
+        /// honours it, and kept by a repeat chain.
+        pub fn max_attempts(mut self, attempts: u32) -> Self {
+            self.spec_mut().max_attempts = Some(attempts.max(1));
+            self
+        }
+
+        /// How long one execution may run, for this enqueue only;
+        /// overrides the definition and `MAX_RUN_TIME`.
+        pub fn max_run_time(mut self, limit: std::time::Duration) -> Self {
+            self.spec_mut().max_run_time = Some(limit);
+            self
+        }
+
+        /// The wait before each retry, for this enqueue only. A
+        /// [`Backoff::Custom`](crate::Backoff::Custom) function cannot be
+        /// stored with a row: the enqueue fails with
+        /// [`Error::InvalidOption`] (set it in the task's definition).
+        pub fn backoff(mut self, backoff: crate::task::Backoff) -> Self {
+            self.spec_mut().backoff = Some(backoff);
+            self
+        }
+
+        /// Which of this task's history rows are kept, for this enqueue
+        /// only.
+        pub fn keep_history(mut self, keep: crate::task::KeepHistory) -> Self {
+            self.spec_mut().keep_history = Some(keep);
+            self
+        }
     };
 }
 
@@ -219,6 +255,10 @@ impl TaskSpec {
             repeat_until: None,
             remove_existing_tasks: None,
             unique: None,
+            max_attempts: None,
+            max_run_time: None,
+            backoff: None,
+            keep_history: None,
         }
     }
 
@@ -277,6 +317,18 @@ impl TaskSpec {
                 format!("object id {} is negative", creator.object_id),
             ));
         }
+        let overrides = crate::policy::Overrides {
+            max_attempts: self.max_attempts,
+            max_run_time_ms: self
+                .max_run_time
+                .map(|limit| u64::try_from(limit.as_millis()).unwrap_or(u64::MAX)),
+            backoff: self
+                .backoff
+                .as_ref()
+                .map(crate::policy::StoredBackoff::of)
+                .transpose()?,
+            keep_history: self.keep_history,
+        };
         let task_hash = params::task_hash(&self.name, &task_params);
         // A unique task's key: its name and params, as the hash says them.
         let unique_key = self
@@ -302,6 +354,8 @@ impl TaskSpec {
             creator_content_type_id: self.creator.map(|c| c.content_type_id),
             creator_object_id: self.creator.map(|c| c.object_id),
             unique_key,
+            policy: overrides.to_column(),
+            cancel_requested_at: None,
         };
         Ok(Resolved {
             row,
@@ -362,8 +416,18 @@ struct Inner {
     wake: Arc<tokio::sync::Notify>,
     /// Tasks this queue's runner claimed and has not recorded yet: the
     /// locks its heartbeat renews.
-    running: std::sync::Mutex<std::collections::HashSet<i32>>,
+    running: std::sync::Mutex<std::collections::HashMap<i32, Running>>,
+    /// Queues with a global concurrency limit, as last read (see
+    /// [`crate::admin::set_queue_limit`]), refreshed at each heartbeat.
+    global_limits: std::sync::Mutex<Vec<String>>,
     metrics: crate::metrics::Metrics,
+}
+
+/// A task claimed by this queue's runner and not yet recorded.
+struct Running {
+    queue: Option<String>,
+    /// Set to true when an operator cancels the task.
+    cancel: tokio::sync::watch::Sender<bool>,
 }
 
 /// Handle on the queue: enqueue tasks, query them, share the registry and
@@ -390,6 +454,7 @@ impl Queue {
                 runner_id: worker::runner_identity(),
                 wake: Arc::new(tokio::sync::Notify::new()),
                 running: std::sync::Mutex::default(),
+                global_limits: std::sync::Mutex::default(),
                 metrics: crate::metrics::Metrics::new(),
             }),
         }
@@ -436,32 +501,76 @@ impl Queue {
         &self.inner.metrics
     }
 
-    /// Ids of the tasks claimed here and not yet recorded.
-    pub(crate) fn running_ids(&self) -> Vec<i32> {
-        let running = self
-            .inner
+    fn running(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<i32, Running>> {
+        self.inner
             .running
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        running.iter().copied().collect()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn track_running(&self, ids: impl IntoIterator<Item = i32>) {
-        let mut running = self
-            .inner
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        running.extend(ids);
+    /// Ids of the tasks claimed here and not yet recorded.
+    pub(crate) fn running_ids(&self) -> Vec<i32> {
+        self.running().keys().copied().collect()
+    }
+
+    /// How many tasks of `queue` are claimed here and not yet recorded.
+    pub(crate) fn running_in(&self, queue: Option<&str>) -> usize {
+        self.running()
+            .values()
+            .filter(|running| running.queue.as_deref() == queue)
+            .count()
+    }
+
+    pub(crate) fn track_running(&self, tasks: &[task::Model]) {
+        let mut running = self.running();
+        for task in tasks {
+            let (cancel, _) = tokio::sync::watch::channel(false);
+            running.insert(
+                task.id,
+                Running {
+                    queue: task.queue.clone(),
+                    cancel,
+                },
+            );
+        }
     }
 
     pub(crate) fn untrack_running(&self, id: i32) {
-        let mut running = self
-            .inner
-            .running
+        self.running().remove(&id);
+    }
+
+    /// The cancellation signal of a task claimed here, for its body.
+    pub(crate) fn cancel_signal(&self, id: i32) -> Option<tokio::sync::watch::Receiver<bool>> {
+        self.running()
+            .get(&id)
+            .map(|running| running.cancel.subscribe())
+    }
+
+    /// Signals the bodies of the tasks `ids` (claimed here) that an
+    /// operator cancelled them; returns how many were not signalled before.
+    pub(crate) fn signal_cancelled(&self, ids: &[i32]) -> usize {
+        let running = self.running();
+        ids.iter()
+            .filter_map(|id| running.get(id))
+            .filter(|running| !running.cancel.send_replace(true))
+            .count()
+    }
+
+    /// Queues with a global concurrency limit, as last read.
+    pub(crate) fn globally_limited(&self) -> Vec<String> {
+        self.inner
+            .global_limits
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        running.remove(&id);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_globally_limited(&self, queues: Vec<String>) {
+        *self
+            .inner
+            .global_limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = queues;
     }
 
     /// Tells a runner of this queue in this process to look for work now.

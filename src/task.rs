@@ -241,7 +241,8 @@ impl PartialEq for Backoff {
 impl Eq for Backoff {}
 
 /// Which history rows (`background_task_completedtask`) a task keeps.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum KeepHistory {
     /// Every finished run (the seed's behaviour).
     #[default]
@@ -322,15 +323,23 @@ pub struct TaskContext {
     task_id: Option<i32>,
     task_name: String,
     attempts: i32,
+    /// Turns true when an operator cancels the task.
+    cancel: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl TaskContext {
     /// The context of a run from a stored row.
-    pub(crate) fn for_row(task_id: i32, task_name: String, attempts: i32) -> Self {
+    pub(crate) fn for_row(
+        task_id: i32,
+        task_name: String,
+        attempts: i32,
+        cancel: Option<tokio::sync::watch::Receiver<bool>>,
+    ) -> Self {
         Self {
             task_id: Some(task_id),
             task_name,
             attempts,
+            cancel,
         }
     }
 
@@ -340,6 +349,7 @@ impl TaskContext {
             task_id: None,
             task_name: task_name.to_owned(),
             attempts: 0,
+            cancel: None,
         }
     }
 
@@ -356,6 +366,42 @@ impl TaskContext {
     /// Attempts made before this one (0 on the first run).
     pub fn attempts(&self) -> i32 {
         self.attempts
+    }
+
+    /// True once an operator cancelled this task (`bgtasks cancel`, the
+    /// dashboard, [`crate::admin::cancel`]). A long body checks it between
+    /// steps and returns early; one that does not is stopped after the
+    /// runner's cancel grace period. Always false for an inline run.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|cancel| *cancel.borrow())
+    }
+
+    /// Resolves when an operator cancels this task; never, for an inline
+    /// run. For `tokio::select!` against the body's own work:
+    ///
+    /// ```
+    /// # use background_tasks::{TaskContext, TaskError};
+    /// # async fn copy_next_chunk() -> bool { false }
+    /// async fn body(ctx: TaskContext) -> Result<(), TaskError> {
+    ///     loop {
+    ///         tokio::select! {
+    ///             () = ctx.cancelled() => return Err(TaskError::msg("cancelled; stopped cleanly")),
+    ///             more = copy_next_chunk() => if !more { return Ok(()) },
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub async fn cancelled(&self) {
+        match &self.cancel {
+            Some(cancel) => {
+                let mut cancel = cancel.clone();
+                if cancel.wait_for(|cancelled| *cancelled).await.is_err() {
+                    // The runner forgot the task: it is no longer running.
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending().await,
+        }
     }
 }
 

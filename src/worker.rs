@@ -14,14 +14,16 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::admin::CANCELLED_RUNNING_ERROR;
 use crate::entity::task;
 use crate::error::Result;
 use crate::events::Event;
+use crate::policy::Effective;
 use crate::queue::Queue;
-use crate::store::claim::{self, ClaimFilter};
+use crate::store::claim::{self, ClaimFilter, Queues};
 use crate::store::outcome::{self, Applied, Ending};
 use crate::store::runners;
-use crate::task::{KeepHistory, TaskContext, TaskDefaults, TaskError};
+use crate::task::{KeepHistory, TaskContext, TaskError};
 
 /// How one execution of a task body ended.
 #[derive(Clone, Debug)]
@@ -38,37 +40,53 @@ pub(crate) enum Execution {
     /// The body asked to run again after `delay`, without counting an
     /// attempt ([`TaskError::snooze`]).
     Snoozed { delay: Duration },
+    /// An operator cancelled the task while it ran; `error` says how the
+    /// body stopped.
+    Cancelled { error: String },
     /// The execution was stopped by a shutdown, or this runner has no
     /// handler for the task: hand the task back without counting an attempt.
     Released,
 }
 
 impl Execution {
-    /// How the outcome is written, under the policies of the task's
-    /// definition (`defaults`; the runner's settings where it has none).
-    fn ending(&self, task: &task::Model, defaults: &TaskDefaults) -> Ending<'_> {
+    /// How the outcome is written, under the policies of this execution
+    /// (the enqueue's overrides, the task's definition, else the runner's
+    /// settings).
+    fn ending(&self, task: &task::Model, policy: &Effective) -> Ending<'_> {
         match self {
             Execution::Succeeded { result } => Ending::Succeeded {
                 result: result.as_deref(),
-                keep: defaults.keep_history == KeepHistory::Always,
+                keep: policy.keep_history == KeepHistory::Always,
             },
             Execution::Failed { error, permanent } => {
                 let attempts = u32::try_from(task.attempts.saturating_add(1)).unwrap_or(1);
                 Ending::Failed {
                     error,
                     permanent: *permanent,
-                    repeat_after_failure: defaults.repeat_after_failure,
-                    max_attempts: defaults.max_attempts,
-                    retry_in: defaults.backoff.as_ref().map(|backoff| {
+                    repeat_after_failure: policy.repeat_after_failure,
+                    max_attempts: policy.max_attempts,
+                    retry_in: policy.backoff.as_ref().map(|backoff| {
                         TimeDelta::from_std(backoff.delay(attempts)).unwrap_or(TimeDelta::MAX)
                     }),
-                    keep: defaults.keep_history != KeepHistory::Never,
+                    keep: policy.keep_history != KeepHistory::Never,
                 }
             }
             Execution::Snoozed { delay } => Ending::Snoozed { delay: *delay },
+            Execution::Cancelled { error } => Ending::Cancelled { error },
             Execution::Released => Ending::Released,
         }
     }
+}
+
+/// The policies `task` runs under: its enqueue's overrides over its
+/// definition's.
+pub(crate) fn policy(queue: &Queue, task: &task::Model) -> Effective {
+    queue
+        .registry()
+        .with_defaults(&task.task_name, |defaults| {
+            Effective::of(task, Some(defaults))
+        })
+        .unwrap_or_else(|| Effective::of(task, None))
 }
 
 /// A runner identity unique across hosts and restarts, within the 64
@@ -88,14 +106,37 @@ pub(crate) fn runner_identity() -> String {
     format!("{}:{}:{:08x}", host, std::process::id(), random as u32)
 }
 
-/// Starts the body of `task` on the current runtime. The returned handle
-/// catches a panic as an error and can be aborted.
-pub(crate) fn spawn_execution(
-    queue: &Queue,
-    task: &task::Model,
-) -> Option<JoinHandle<Result<Option<String>, TaskError>>> {
-    let handler = queue.registry().handler(&task.task_name)?;
-    let ctx = TaskContext::for_row(task.id, task.task_name.clone(), task.attempts);
+/// How the start of an execution went.
+pub(crate) enum Spawned {
+    /// The body runs; the handle catches a panic as an error and can be
+    /// aborted.
+    Running(JoinHandle<Result<Option<String>, TaskError>>),
+    /// The execution ended before the body started: no handler here, or
+    /// the task was cancelled before it started again.
+    Ended(Execution),
+}
+
+/// Starts the body of `task` on the current runtime.
+pub(crate) fn spawn_execution(queue: &Queue, task: &task::Model) -> Spawned {
+    if task.cancel_requested_at.is_some() {
+        // Cancelled while it ran, then handed back (its runner stopped):
+        // it does not start again.
+        return Spawned::Ended(Execution::Cancelled {
+            error: format!(
+                "{CANCELLED_RUNNING_ERROR}; its runner stopped before it ended, and it was not \
+                 started again"
+            ),
+        });
+    }
+    let Some(handler) = queue.registry().handler(&task.task_name) else {
+        return Spawned::Ended(Execution::Released);
+    };
+    let ctx = TaskContext::for_row(
+        task.id,
+        task.task_name.clone(),
+        task.attempts,
+        queue.cancel_signal(task.id),
+    );
     // One span per execution, so whatever the body logs carries the task.
     let span = tracing::info_span!(
         "task",
@@ -104,18 +145,16 @@ pub(crate) fn spawn_execution(
         attempt = task.attempts + 1,
         queue = task.queue.as_deref().unwrap_or_default(),
     );
-    Some(tokio::task::spawn(
+    Spawned::Running(tokio::task::spawn(
         handler.run(&task.task_params, ctx).instrument(span),
     ))
 }
 
-/// How long one execution of `task` may run: its definition's
-/// `max_run_time`, else the runner's `MAX_RUN_TIME`.
+/// How long one execution of `task` may run: its enqueue's or its
+/// definition's `max_run_time`, else the runner's `MAX_RUN_TIME`.
 pub(crate) fn run_time_limit(queue: &Queue, task: &task::Model) -> Duration {
-    queue
-        .registry()
-        .with_defaults(&task.task_name, |defaults| defaults.max_run_time)
-        .flatten()
+    policy(queue, task)
+        .max_run_time
         .unwrap_or_else(|| queue.config().max_run_time())
 }
 
@@ -126,32 +165,26 @@ pub(crate) fn started(queue: &Queue, task: &task::Model) {
     queue.events().emit(Event::Started { task: task.clone() });
 }
 
+type Body = JoinHandle<Result<Option<String>, TaskError>>;
+
 /// Waits for an execution for at most `limit` (`MAX_RUN_TIME`), stopping it
-/// when it runs longer.
+/// when it runs longer. When an operator cancels the task meanwhile, the
+/// body has the runner's cancel grace period to return; then it is stopped.
 pub(crate) async fn finish_execution(
     queue: &Queue,
     task: &task::Model,
-    mut handle: JoinHandle<Result<Option<String>, TaskError>>,
+    mut handle: Body,
     limit: Duration,
 ) -> Execution {
     let began = std::time::Instant::now();
-    let finished = tokio::time::timeout(limit, &mut handle).await;
-    queue.metrics().executed(task, began.elapsed());
-    match finished {
-        Ok(Ok(Ok(result))) => Execution::Succeeded { result },
-        Ok(Ok(Err(err))) => match err.snoozed_for() {
-            Some(delay) => Execution::Snoozed { delay },
-            None => Execution::Failed {
-                error: err.full_text(),
-                permanent: err.is_permanent(),
-            },
-        },
-        Ok(Err(join)) if join.is_panic() => Execution::Failed {
-            error: format!("the task panicked: {}", panic_message(join.into_panic())),
-            permanent: false,
-        },
-        Ok(Err(_cancelled)) => Execution::Released,
-        Err(_elapsed) => {
+    let cancel = queue.cancel_signal(task.id);
+    let finished = tokio::select! {
+        finished = tokio::time::timeout(limit, &mut handle) => Some(finished),
+        () = cancelled(cancel) => None,
+    };
+    let execution = match finished {
+        Some(Ok(joined)) => ended(joined),
+        Some(Err(_elapsed)) => {
             handle.abort();
             Execution::Failed {
                 error: format!(
@@ -161,6 +194,78 @@ pub(crate) async fn finish_execution(
                 permanent: false,
             }
         }
+        None => stop_cancelled(queue, task, handle).await,
+    };
+    queue.metrics().executed(task, began.elapsed());
+    execution
+}
+
+/// Resolves when `signal` turns true; never without one.
+async fn cancelled(signal: Option<tokio::sync::watch::Receiver<bool>>) {
+    if let Some(mut signal) = signal
+        && signal.wait_for(|cancelled| *cancelled).await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
+/// The body of a cancelled task: waits the grace period for it to return,
+/// then stops it.
+async fn stop_cancelled(queue: &Queue, task: &task::Model, mut handle: Body) -> Execution {
+    let grace = queue.config().cancel_grace();
+    tracing::warn!(
+        task.id,
+        "{task} was cancelled by an operator; its body has {} s to stop",
+        grace.as_secs_f64()
+    );
+    match tokio::time::timeout(grace, &mut handle).await {
+        // It finished its work anyway: a success is a success.
+        Ok(Ok(Ok(result))) => Execution::Succeeded { result },
+        Ok(Ok(Err(err))) => Execution::Cancelled {
+            error: format!(
+                "{CANCELLED_RUNNING_ERROR}; the task stopped on its own: {}",
+                err.full_text()
+            ),
+        },
+        Ok(Err(join)) if join.is_panic() => Execution::Cancelled {
+            error: format!(
+                "{CANCELLED_RUNNING_ERROR}; the task panicked while stopping: {}",
+                panic_message(join.into_panic())
+            ),
+        },
+        // Aborted by a shutdown meanwhile: handed back, and not started again.
+        Ok(Err(_aborted)) => Execution::Released,
+        Err(_elapsed) => {
+            handle.abort();
+            Execution::Cancelled {
+                error: format!(
+                    "{CANCELLED_RUNNING_ERROR}; it was stopped after the {} s grace period",
+                    grace.as_secs_f64()
+                ),
+            }
+        }
+    }
+}
+
+/// How a body that returned (or panicked, or was aborted) ended.
+fn ended(
+    joined: std::result::Result<Result<Option<String>, TaskError>, tokio::task::JoinError>,
+) -> Execution {
+    match joined {
+        Ok(Ok(result)) => Execution::Succeeded { result },
+        Ok(Err(err)) => match err.snoozed_for() {
+            Some(delay) => Execution::Snoozed { delay },
+            None => Execution::Failed {
+                error: err.full_text(),
+                permanent: err.is_permanent(),
+            },
+        },
+        Err(join) if join.is_panic() => Execution::Failed {
+            error: format!("the task panicked: {}", panic_message(join.into_panic())),
+            permanent: false,
+        },
+        Err(_cancelled) => Execution::Released,
     }
 }
 
@@ -178,14 +283,74 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
 pub(crate) async fn claim(queue: &Queue, limit: usize) -> Result<Vec<task::Model>> {
     let names = queue.registry().names();
     let config = queue.config();
+    let ordering = config.priority_ordering();
+    let now = config.clock().now();
+    let (db, runner) = (queue.db(), queue.runner_id());
+    // Queues under a limit (this runner's, or a global one) are claimed one
+    // by one, each up to its room, before the others.
+    let global = queue.globally_limited();
+    let mut limited: Vec<&str> = config
+        .queue_limits()
+        .keys()
+        .map(String::as_str)
+        .chain(global.iter().map(String::as_str))
+        .filter(|limited| config.queue().is_none_or(|only| only == *limited))
+        .collect();
+    limited.sort_unstable();
+    limited.dedup();
+    let mut tasks = Vec::new();
+    for name in &limited {
+        let free = limit - tasks.len();
+        let room = config
+            .queue_limits()
+            .get(*name)
+            .map_or(free, |max| max.saturating_sub(queue.running_in(Some(name))))
+            .min(free);
+        if room == 0 {
+            continue;
+        }
+        let filter = ClaimFilter {
+            names: &names,
+            queues: Queues::Only(name),
+            ordering,
+        };
+        let is_global = global.iter().any(|queue| queue == name);
+        match claim::claim(db, runner, now, room, &filter, is_global).await {
+            Ok(claimed) => {
+                queue.track_running(&claimed);
+                tasks.extend(claimed);
+            }
+            // Run what was claimed; the next poll tries again.
+            Err(err) if !tasks.is_empty() => {
+                tracing::warn!("could not claim tasks of queue {name}: {err}");
+                return Ok(tasks);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let free = limit - tasks.len();
+    let unlimited: Vec<String> = limited.iter().map(|name| (*name).to_owned()).collect();
+    let queues = match config.queue() {
+        Some(_) if !limited.is_empty() => return Ok(tasks),
+        Some(only) => Queues::Only(only),
+        None if limited.is_empty() => Queues::All,
+        None => Queues::AllBut(&unlimited),
+    };
     let filter = ClaimFilter {
         names: &names,
-        queue: config.queue(),
-        ordering: config.priority_ordering(),
+        queues,
+        ordering,
     };
-    let now = config.clock().now();
-    let tasks = claim::claim(queue.db(), queue.runner_id(), now, limit, &filter).await?;
-    queue.track_running(tasks.iter().map(|t| t.id));
+    match claim::claim(db, runner, now, free, &filter, false).await {
+        Ok(claimed) => {
+            queue.track_running(&claimed);
+            tasks.extend(claimed);
+        }
+        Err(err) if !tasks.is_empty() => {
+            tracing::warn!("could not claim tasks: {err}");
+        }
+        Err(err) => return Err(err),
+    }
     Ok(tasks)
 }
 
@@ -208,7 +373,8 @@ pub(crate) async fn unlock_expired(queue: &Queue) -> Result<u64> {
 }
 
 /// Renews the locks of the tasks this runner is running, and its registry
-/// row. Registers the runner again if its row was removed.
+/// row. Registers the runner again if its row was removed. Reads the
+/// queues under a global concurrency limit.
 pub(crate) async fn heartbeat(queue: &Queue) -> Result<()> {
     let now = queue.config().clock().now();
     let running = queue.running_ids();
@@ -218,6 +384,25 @@ pub(crate) async fn heartbeat(queue: &Queue) -> Result<()> {
     {
         register(queue).await?;
     }
+    read_global_limits(queue).await
+}
+
+/// Reads which queues have a global concurrency limit.
+pub(crate) async fn read_global_limits(queue: &Queue) -> Result<()> {
+    let limits = crate::store::limits::list(queue.db()).await?;
+    queue.set_globally_limited(limits.into_iter().map(|limit| limit.queue).collect());
+    Ok(())
+}
+
+/// Signals the bodies of the running tasks an operator cancelled.
+pub(crate) async fn check_cancelled(queue: &Queue) -> Result<()> {
+    let running = queue.running_ids();
+    if running.is_empty() {
+        return Ok(());
+    }
+    let requested =
+        crate::store::admin::cancel_requested(queue.db(), queue.runner_id(), &running).await?;
+    queue.signal_cancelled(&requested);
     Ok(())
 }
 
@@ -260,10 +445,7 @@ pub(crate) async fn apply_batch(queue: &Queue, batch: &[(task::Model, Execution)
     let endings: Vec<(&task::Model, Ending<'_>)> = batch
         .iter()
         .map(|(task, execution)| {
-            let ending = queue
-                .registry()
-                .with_defaults(&task.task_name, |defaults| execution.ending(task, defaults))
-                .unwrap_or_else(|| execution.ending(task, &TaskDefaults::default()));
+            let ending = execution.ending(task, &policy(queue, task));
             (task, ending)
         })
         .collect();
@@ -340,6 +522,13 @@ fn announce(queue: &Queue, task: &task::Model, applied: Applied, now: DateTime<U
                 completed,
             });
         }
+        Applied::Cancelled { completed } => {
+            tracing::warn!(task.id, "Cancelled {task}: {}", completed.last_error);
+            events.emit(Event::Cancelled {
+                task_id: task.id,
+                completed,
+            });
+        }
         Applied::Snoozed { task: snoozed } => {
             tracing::info!(task.id, "Snoozed {task} until {}", snoozed.run_at);
             events.emit(Event::Snoozed { task: snoozed });
@@ -363,7 +552,7 @@ fn announce(queue: &Queue, task: &task::Model, applied: Applied, now: DateTime<U
 pub(crate) async fn run_claimed(queue: &Queue, task: task::Model) -> Result<()> {
     started(queue, &task);
     let execution = match spawn_execution(queue, &task) {
-        Some(handle) => {
+        Spawned::Running(handle) => {
             // Renew the lock while the body runs, so no other runner takes
             // the task for abandoned.
             let beat = async {
@@ -379,7 +568,7 @@ pub(crate) async fn run_claimed(queue: &Queue, task: task::Model) -> Result<()> 
                 never = beat => never,
             }
         }
-        None => Execution::Released,
+        Spawned::Ended(execution) => execution,
     };
     apply(queue, task, execution).await
 }

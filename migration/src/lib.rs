@@ -22,6 +22,7 @@ mod m20261127_000004_notify_on_insert;
 mod m20261127_000005_sqlite_django_timestamps;
 mod m20261127_000006_add_task_result;
 mod m20261127_000007_add_unique_key;
+mod m20261127_000008_add_task_features;
 
 /// `(column, index name)` of Django's single-column indexes on
 /// `background_task` and on `background_task_completedtask`: what
@@ -33,6 +34,9 @@ pub use m20261127_000002_add_claim_index::CLAIM_INDEX;
 pub use m20261127_000004_notify_on_insert::CHANNEL as NOTIFY_CHANNEL;
 /// Name of the PostgreSQL trigger (and its function) that announces inserts.
 pub use m20261127_000004_notify_on_insert::TRIGGER as NOTIFY_TRIGGER;
+
+/// Names of the cron schedule and queue limit tables.
+pub use m20261127_000008_add_task_features::{QUEUE_LIMITS, SCHEDULES};
 
 /// Every migration of the queue's schema, in order.
 pub struct Migrator;
@@ -53,6 +57,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000005_sqlite_django_timestamps::Migration),
             Box::new(m20261127_000006_add_task_result::Migration),
             Box::new(m20261127_000007_add_unique_key::Migration),
+            Box::new(m20261127_000008_add_task_features::Migration),
         ]
     }
 

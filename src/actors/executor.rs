@@ -16,7 +16,7 @@ use tokio::task::AbortHandle;
 use super::scheduler::Completed;
 use crate::entity::task;
 use crate::queue::Queue;
-use crate::worker::{self, Execution};
+use crate::worker;
 
 /// Poller → Executor: run this claimed task. Resolves once its outcome is
 /// written, so the Poller knows the executor is free.
@@ -58,17 +58,19 @@ impl Handler<Execute> for Executor {
     fn handle(&mut self, Execute(task): Execute, _ctx: &mut Context<Self>) -> Self::Result {
         worker::started(&self.queue, &task);
         let id = task.id;
-        let handle = worker::spawn_execution(&self.queue, &task);
-        if let Some(handle) = &handle {
+        let spawned = worker::spawn_execution(&self.queue, &task);
+        if let worker::Spawned::Running(handle) = &spawned {
             self.running.insert(id, handle.abort_handle());
         }
         let limit = worker::run_time_limit(&self.queue, &task);
         let scheduler = self.scheduler.clone();
         let queue = self.queue.clone();
         let work = async move {
-            let execution = match handle {
-                Some(handle) => worker::finish_execution(&queue, &task, handle, limit).await,
-                None => Execution::Released,
+            let execution = match spawned {
+                worker::Spawned::Running(handle) => {
+                    worker::finish_execution(&queue, &task, handle, limit).await
+                }
+                worker::Spawned::Ended(execution) => execution,
             };
             if let Err(err) = scheduler.send(Completed { task, execution }).await {
                 tracing::error!("the scheduler is gone; an outcome was not recorded: {err}");

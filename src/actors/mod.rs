@@ -4,7 +4,9 @@
 //! ```text
 //!   enqueue ──Wake──▶ Poller ──Execute──▶ Executor × N ──Completed──▶ Scheduler ──▶ database
 //!                       ▲    claim (1 statement)   (one arbiter each)        history, retry, repeat,
-//!                       └──── reply: executor free ◀──────────────────────── expired locks
+//!                       └──── reply: executor free ◀──────────────────────── expired locks,
+//!                                                                          cron schedules,
+//!                                                                          cancel requests
 //! ```
 
 mod executor;

@@ -254,7 +254,16 @@ impl Actor for Poller {
         );
         // Enqueues in other processes: the backend's watch.
         ctx.spawn(super::watch::watch(self.queue.clone(), ctx.address()).into_actor(self));
-        self.poll(ctx);
+        // The first claim knows which queues have a global limit.
+        let queue = self.queue.clone();
+        let limits = async move {
+            if let Err(err) = worker::read_global_limits(&queue).await {
+                tracing::warn!(
+                    "could not read the queues' global limits; retrying at the next heartbeat: {err}"
+                );
+            }
+        };
+        ctx.wait(limits.into_actor(self).map(|(), act, ctx| act.poll(ctx)));
     }
 }
 

@@ -14,6 +14,14 @@
 //! so no outcome is dropped (the executors wait meanwhile); a shutdown
 //! flushes what is pending.
 //!
+//! It enqueues the due occurrences of cron schedules (see [`crate::cron`]:
+//! each once, whichever runner gets there first): it knows the earliest
+//! next occurrence, checks its clock against it every second, and reads
+//! the schedules again at each heartbeat.
+//!
+//! Every second it looks for cancel requests of the tasks this runner runs
+//! (one indexed read by id while any runs) and signals their bodies.
+//!
 //! Every heartbeat (a third of the lease) it renews the locks this runner
 //! holds and its registry row, unlocks tasks whose runner stopped renewing
 //! (their lease ran out: it died or hung); every few beats it reports due
@@ -39,6 +47,14 @@ use crate::entity::task;
 use crate::error::Result;
 use crate::queue::Queue;
 use crate::worker::{self, Execution};
+
+/// How often the runner looks for cancel requests of the tasks it runs
+/// (at most; more often when the heartbeat is shorter).
+const CANCEL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the runner checks whether a cron schedule may be due (a clock
+/// read; the database is read only when one is).
+const CRON_TICK: Duration = Duration::from_secs(1);
 
 /// Due tasks without a handler here are counted every this many heartbeats.
 const UNHANDLED_REPORT_EVERY: u32 = 6;
@@ -84,6 +100,15 @@ pub(crate) struct Scheduler {
     writing: bool,
     /// A flush is due after [`super::BATCH_LINGER`].
     lingering: bool,
+    /// A look for cancel requests is in flight.
+    checking_cancels: bool,
+    /// A look for due cron schedules is in flight.
+    firing: bool,
+    /// The earliest next occurrence of the schedules, as last read.
+    cron_next: Option<chrono::DateTime<chrono::Utc>>,
+    /// When to read the schedules again anyway (created or changed by
+    /// others meanwhile): every heartbeat.
+    cron_refresh: std::time::Instant,
 }
 
 impl Scheduler {
@@ -96,6 +121,10 @@ impl Scheduler {
             pending: Vec::new(),
             writing: false,
             lingering: false,
+            checking_cancels: false,
+            firing: false,
+            cron_next: None,
+            cron_refresh: std::time::Instant::now(),
         }
     }
 
@@ -181,6 +210,60 @@ impl Scheduler {
         }));
     }
 
+    /// Signals the bodies of running tasks an operator cancelled (one look
+    /// at a time; nothing to do while nothing runs).
+    fn check_cancels(&mut self, ctx: &mut Context<Self>) {
+        if self.checking_cancels {
+            return;
+        }
+        self.checking_cancels = true;
+        let queue = self.queue.clone();
+        let check = async move { worker::check_cancelled(&queue).await };
+        ctx.spawn(check.into_actor(self).map(|checked, act, _| {
+            act.checking_cancels = false;
+            if let Err(err) = checked {
+                tracing::warn!("could not look for cancelled tasks; trying again: {err}");
+            }
+        }));
+    }
+
+    /// Enqueues the due occurrences of cron schedules (one look at a time).
+    fn fire_schedules(&mut self, ctx: &mut Context<Self>) {
+        let now = self.queue.config().clock().now();
+        let due = self.cron_next.is_some_and(|next| next <= now)
+            || std::time::Instant::now() >= self.cron_refresh;
+        if self.firing || !due {
+            return;
+        }
+        self.firing = true;
+        let queue = self.queue.clone();
+        let fire = async move {
+            let fired = crate::cron::enqueue_due(queue.db(), now).await?;
+            if !fired.enqueued.is_empty() {
+                queue.wake_handle().notify_one();
+            }
+            for task in fired.enqueued {
+                queue.events().emit(crate::Event::Created { task });
+            }
+            crate::cron::next_due(queue.db()).await
+        };
+        ctx.spawn(fire.into_actor(self).map(|next, act, _| {
+            act.firing = false;
+            match next {
+                Ok(next) => {
+                    act.cron_next = next;
+                    act.cron_refresh =
+                        std::time::Instant::now() + act.queue.config().heartbeat_interval();
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        "could not fire the cron schedules; trying again in a second: {err}"
+                    );
+                }
+            }
+        }));
+    }
+
     /// One pruning round, then the next one scheduled: at the retention
     /// interval, or soon when rows were left. Rounds never overlap.
     fn prune(&mut self, ctx: &mut Context<Self>) {
@@ -209,8 +292,14 @@ impl Actor for Scheduler {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.beat(ctx);
+        self.fire_schedules(ctx);
         ctx.run_interval(self.queue.config().heartbeat_interval(), Self::beat);
         let config = self.queue.config();
+        ctx.run_interval(
+            CANCEL_CHECK_INTERVAL.min(config.heartbeat_interval()),
+            Self::check_cancels,
+        );
+        ctx.run_interval(CRON_TICK, Self::fire_schedules);
         if config.retention().is_some() {
             ctx.run_later(
                 PRUNE_FIRST_ROUND.min(config.retention_interval()),

@@ -11,8 +11,8 @@
 //! ```
 //!
 //! Commands: `process` (run tasks), `enqueue`, `list`, `show`, `stats`,
-//! `retry`, `cancel`, `delete`, `prune`, `doctor`, `demo`, `migrate` and
-//! `dashboard`; `bgtasks help COMMAND` explains each. Every command prints a
+//! `retry`, `cancel`, `delete`, `cron` (schedules), `limit` (global queue
+//! limits), `prune`, `doctor`, `demo`, `migrate` and `dashboard`; `bgtasks help COMMAND` explains each. Every command prints a
 //! table for people, or JSON with `--json`.
 //!
 //! Exit codes: 0 done; 1 the command failed (the database is unreachable, a
@@ -38,6 +38,7 @@ mod operate;
 mod output;
 mod process;
 mod prune;
+mod schedules;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -82,8 +83,19 @@ enum Command {
     Stats(operate::StatsArgs),
     /// Put failed tasks back in the queue (by history id, or by filter).
     Retry(operate::RetryArgs),
-    /// Cancel waiting tasks: they move to the history as cancelled.
+    /// Cancel tasks: waiting ones move to the history as cancelled; running
+    /// ones are asked to stop.
     Cancel(operate::CancelArgs),
+    /// Cron schedules: add, list, pause, resume, remove.
+    Cron {
+        #[command(subcommand)]
+        command: schedules::CronCommand,
+    },
+    /// Global per-queue concurrency limits: set, remove, list.
+    Limit {
+        #[command(subcommand)]
+        command: schedules::LimitCommand,
+    },
     /// Delete tasks (or history rows) for good.
     Delete(operate::DeleteArgs),
     /// Delete old history rows by a retention policy, in bounded batches.
@@ -235,6 +247,8 @@ async fn run(cli: Cli, registry: Registry) -> Result<(), Failure> {
         Command::Stats(args) => operate::stats(&ctx, args).await,
         Command::Retry(args) => operate::retry(&ctx, args).await,
         Command::Cancel(args) => operate::cancel(&ctx, args).await,
+        Command::Cron { command } => schedules::cron(&ctx, command).await,
+        Command::Limit { command } => schedules::limit(&ctx, command).await,
         Command::Delete(args) => operate::delete(&ctx, args).await,
         Command::Prune(args) => prune::run(&ctx, args).await,
         Command::Doctor(args) => doctor::run(&ctx, args).await,

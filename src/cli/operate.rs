@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::entity::{completed_task, task};
 use crate::inspect::{self, Cursor, Filter, QueueFilter, Row, State};
 use crate::queue::{Enqueued, Queue};
+use crate::task::KeepHistory;
 
 /// The filters shared by `list`, `retry`, `cancel` and `delete`.
 #[derive(Debug, Default, Args)]
@@ -132,9 +133,21 @@ pub(super) struct EnqueueArgs {
     /// name and params exists (its id is printed instead).
     #[arg(long)]
     unique: bool,
+    /// Attempts before this task fails for good, for this enqueue only
+    /// (overrides the task's definition and MAX_ATTEMPTS).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_attempts: Option<u32>,
+    /// How long one execution may run (90s, 15m, or seconds), for this
+    /// enqueue only (overrides the definition and MAX_RUN_TIME).
+    #[arg(long)]
+    max_run_time: Option<String>,
+    /// Which history rows this task keeps: always, failures-only or never,
+    /// for this enqueue only.
+    #[arg(long)]
+    keep_history: Option<String>,
 }
 
-fn json_arg(option: &str, text: &str, want_object: bool) -> Result<Value, Failure> {
+pub(super) fn json_arg(option: &str, text: &str, want_object: bool) -> Result<Value, Failure> {
     let value: Value = serde_json::from_str(text).map_err(|err| {
         Failure::BadInput(format!(
             "{option} is not valid JSON ({err}): pass {}",
@@ -204,9 +217,41 @@ pub(super) async fn enqueue(ctx: &Context, args: EnqueueArgs) -> Result<(), Fail
         .as_deref()
         .map(|t| inspect::parse_time(t, now))
         .transpose()?;
+    let max_run_time = args
+        .max_run_time
+        .as_deref()
+        .map(|t| {
+            delay("--max-run-time", t)?
+                .to_std()
+                .ok()
+                .filter(|limit| !limit.is_zero())
+                .ok_or_else(|| Failure::BadInput("--max-run-time must be more than 0".into()))
+        })
+        .transpose()?;
+    let keep_history = args
+        .keep_history
+        .as_deref()
+        .map(|text| match text {
+            "always" => Ok(KeepHistory::Always),
+            "failures-only" | "failures_only" => Ok(KeepHistory::FailuresOnly),
+            "never" => Ok(KeepHistory::Never),
+            other => Err(Failure::BadInput(format!(
+                "--keep-history: {other:?} is not always, failures-only or never"
+            ))),
+        })
+        .transpose()?;
     let conn = ctx.migrated_db().await?;
     let queue = Queue::with_parts(conn, ctx.registry.clone(), Config::default());
     let mut call = queue.enqueue_call(&args.name, &positional, &keywords);
+    if let Some(attempts) = args.max_attempts {
+        call = call.max_attempts(attempts);
+    }
+    if let Some(limit) = max_run_time {
+        call = call.max_run_time(limit);
+    }
+    if let Some(keep) = keep_history {
+        call = call.keep_history(keep);
+    }
     if let Some(at) = schedule {
         call = call.schedule(at);
     }
@@ -470,6 +515,7 @@ pub(super) async fn show(ctx: &Context, args: ShowArgs) -> Result<(), Failure> {
         ("priority", done.priority.to_string()),
         ("finished", output::time(done.run_at)),
         ("failed at", output::maybe_time(done.failed_at)),
+        ("cancelled at", output::maybe_time(done.cancelled_at)),
         ("attempts", done.attempts.to_string()),
         ("repeat", repeat_text(done.repeat, done.repeat_until)),
         (
@@ -819,31 +865,63 @@ pub(super) async fn cancel(ctx: &Context, args: CancelArgs) -> Result<(), Failur
     let ids = select(
         &conn,
         &args.selection,
-        &[State::Pending, State::Scheduled],
+        &[State::Pending, State::Scheduled, State::Running],
         now,
     )
     .await?;
     if ids.is_empty() {
         return Err(Failure::NothingMatched(
-            "no waiting task matches; nothing was cancelled".into(),
+            "no waiting or running task matches; nothing was cancelled".into(),
         ));
     }
+    let stopping = std::cell::RefCell::new(Vec::new());
     let cancelled = in_batches(ctx, "cancelling", &ids, |chunk| {
         let conn = conn.clone();
+        let stopping = &stopping;
         async move {
-            let rows: Vec<completed_task::Model> = admin::cancel(&conn, &chunk, now).await?;
-            Ok(rows.iter().map(|row| row.id).collect())
+            let done = admin::cancel(&conn, &chunk, now).await?;
+            stopping.borrow_mut().extend(done.stopping);
+            Ok(done.cancelled.iter().map(|row| row.id).collect())
         }
     })
     .await?;
-    report(
-        ctx,
-        "cancelled",
-        ids.len(),
-        &cancelled,
-        "a waiting task (running tasks are left to finish)",
-        false,
-    )
+    let stopping = stopping.into_inner();
+    if cancelled.is_empty() && stopping.is_empty() {
+        return Err(Failure::NothingMatched(format!(
+            "none of the {} selected id(s) is a waiting task or a running one not already \
+             asked to stop; nothing was changed",
+            ids.len()
+        )));
+    }
+    if ctx.json {
+        output::json(&json!({
+            "action": "cancelled",
+            "selected": ids.len(),
+            "changed": cancelled.len() + stopping.len(),
+            "ids": cancelled,
+            "stopping": stopping,
+        }));
+    } else {
+        let list = |ids: &[i32]| {
+            let shown: Vec<String> = ids.iter().take(20).map(i32::to_string).collect();
+            let more = if ids.len() > 20 { ", …" } else { "" };
+            format!("{}{more}", shown.join(", "))
+        };
+        println!(
+            "cancelled: {} waiting task(s) moved to the history (history ids: {})",
+            cancelled.len(),
+            list(&cancelled)
+        );
+        if !stopping.is_empty() {
+            println!(
+                "asked {} running task(s) to stop (ids: {}); their runners stop them within their \
+                 cancel grace period and record them as cancelled",
+                stopping.len(),
+                list(&stopping)
+            );
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]

@@ -37,6 +37,15 @@ pub(super) struct ProcessArgs {
     /// runner on a database.
     #[arg(long, env = "BACKGROUND_TASK_LEASE", default_value_t = 30.0)]
     pub(super) lease: f64,
+    /// Seconds the body of a running task an operator cancelled has to stop
+    /// on its own before it is stopped.
+    #[arg(long, env = "BACKGROUND_TASK_CANCEL_GRACE", default_value_t = 10.0)]
+    pub(super) cancel_grace: f64,
+    /// At most N tasks of QUEUE at once in this runner (QUEUE=N; repeat the
+    /// flag for several queues). For a limit across all runners, see
+    /// `bgtasks limit`.
+    #[arg(long, value_name = "QUEUE=N", value_parser = queue_limit)]
+    pub(super) queue_limit: Vec<(String, usize)>,
     #[command(flatten)]
     pub(super) settings: Settings,
     #[command(flatten)]
@@ -160,6 +169,10 @@ pub(super) async fn run(ctx: &Context, args: ProcessArgs) -> Result<(), Failure>
     if let Some(queue) = &args.queue {
         builder = builder.queue(queue);
     }
+    builder = builder.cancel_grace(seconds("--cancel-grace", args.cancel_grace)?);
+    for (queue, max_running) in &args.queue_limit {
+        builder = builder.queue_limit(queue, *max_running);
+    }
     let retention = args.retention.retention();
     if !retention.is_empty() {
         builder = builder.retention(retention);
@@ -221,4 +234,16 @@ async fn until(duration: Option<Duration>) {
         Some(duration) => tokio::time::sleep(duration).await,
         None => std::future::pending().await,
     }
+}
+
+/// `QUEUE=N` of `--queue-limit`.
+fn queue_limit(text: &str) -> Result<(String, usize), String> {
+    let (queue, max) = text
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{text:?} is not QUEUE=N, such as mail=2"))?;
+    let max = max
+        .trim()
+        .parse::<usize>()
+        .map_err(|_| format!("{max:?} in {text:?} is not a number of tasks, such as mail=2"))?;
+    Ok((queue.trim().to_owned(), max))
 }

@@ -54,6 +54,10 @@ pub struct Model {
     /// migration 6: nullable, so Django's inserts leave it empty.
     #[sea_orm(column_type = "Text", nullable)]
     pub result: Option<String>,
+    /// Set when the task was cancelled by an operator (before or while it
+    /// ran); such a row also has `failed_at`, so Django's admin lists it as
+    /// failed. This crate's column (migration 8), nullable.
+    pub cancelled_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -13,5 +13,7 @@
 //! stored value of the same day.
 
 pub mod completed_task;
+pub mod queue_limit;
 pub mod runner;
+pub mod schedule;
 pub mod task;

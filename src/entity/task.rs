@@ -52,6 +52,15 @@ pub struct Model {
     /// nullable, and Django's inserts leave it empty, so they are never
     /// refused.
     pub unique_key: Option<String>,
+    /// Policies set for this enqueue only, overriding the task's definition
+    /// (max attempts, time limit, backoff, history), as JSON; `None` for
+    /// none. This crate's column (migration 8), nullable.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub policy: Option<String>,
+    /// Set when an operator cancelled the task while it ran: its runner
+    /// signals the body and stops it after the grace period. This crate's
+    /// column (migration 8), nullable.
+    pub cancel_requested_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

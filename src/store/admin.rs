@@ -1,6 +1,7 @@
 //! Statements behind the operator's views and bulk actions (the seed's
 //! admin and the dashboard): search, priority +1/-1, delete, run now,
-//! retry a failed task, cancel a waiting one, due counts per task name.
+//! retry a failed task, cancel a task (waiting or running), due counts per
+//! task name.
 //! Id lists are cut into chunks so no statement exceeds a backend's bound
 //! parameters (the seed's admin failed with "too many SQL variables").
 
@@ -14,7 +15,7 @@ use sea_orm::{
 
 use crate::entity::{completed_task, task};
 use crate::error::Result;
-use crate::store::begin_write;
+use crate::store::{Sql, begin_write};
 
 /// Ids per statement in bulk actions.
 const IDS_PER_STATEMENT: usize = 1_000;
@@ -226,6 +227,8 @@ where
                     creator_content_type_id: Set(row.creator_content_type_id),
                     creator_object_id: Set(row.creator_object_id),
                     unique_key: Set(None),
+                    policy: Set(None),
+                    cancel_requested_at: Set(None),
                 },
             )
             .await?;
@@ -236,32 +239,52 @@ where
     Ok(retried)
 }
 
-/// Cancels the waiting tasks `ids`: each moves to the history as failed at
-/// `now` with `reason` as its last error, so the cancellation stays on
-/// record (and can be retried). Running tasks are left alone. One
-/// transaction; returns the history rows written.
-pub(crate) async fn cancel_waiting<C: TransactionTrait + ConnectionTrait>(
+/// Cancels the tasks `ids`. A waiting one moves to the history at once, as
+/// failed at `now` with `reason` as its last error and `cancelled_at` set,
+/// so the cancellation stays on record (and can be retried). A running one
+/// gets `cancel_requested_at`: its runner signals the body and stops it
+/// after its grace period, then writes the same kind of history row. One
+/// transaction; returns the history rows written and the ids of the
+/// running tasks asked to stop.
+pub(crate) async fn cancel<C: TransactionTrait + ConnectionTrait>(
     conn: &C,
     ids: &[i32],
     reason: &str,
     now: DateTime<Utc>,
-) -> Result<Vec<completed_task::Model>>
+) -> Result<(Vec<completed_task::Model>, Vec<i32>)>
 where
     C::Transaction: ConnectionTrait,
 {
     let txn = begin_write(conn).await?;
     let mut cancelled = Vec::new();
+    let mut stopping = Vec::new();
     for chunk in ids.chunks(IDS_PER_STATEMENT) {
         // Locked first, so a runner cannot claim a row between reading and
         // deleting it (a claim skips or waits for locked rows).
-        let waiting = locked_rows(
+        let rows = locked_rows(
             &txn,
             task::Entity::find()
                 .filter(task::Column::Id.is_in(chunk.iter().copied()))
-                .filter(task::Column::LockedBy.is_null())
                 .order_by_asc(task::Column::Id),
         )
         .await?;
+        let (running, waiting): (Vec<_>, Vec<_>) =
+            rows.into_iter().partition(|row| row.locked_by.is_some());
+        let running: Vec<i32> = running
+            .into_iter()
+            .filter(|row| row.cancel_requested_at.is_none())
+            .map(|row| row.id)
+            .collect();
+        if !running.is_empty() {
+            let mut request = Sql::new(txn.get_database_backend());
+            request
+                .push("UPDATE background_task SET cancel_requested_at = ")
+                .bind(now)
+                .push(" WHERE id IN ")
+                .bind_list(running.iter().copied());
+            txn.execute_raw(request.build()).await?;
+            stopping.extend(running);
+        }
         if waiting.is_empty() {
             continue;
         }
@@ -272,12 +295,36 @@ where
             .await?;
         for row in waiting {
             // The row a permanent failure writes: the task's fields, run_at
-            // and failed_at now, the reason as its error.
-            let history = super::outcome::history_row(&row, row.attempts, Some(reason), now);
+            // and failed_at now, the reason as its error; marked cancelled.
+            let mut history = super::outcome::history_row(&row, row.attempts, Some(reason), now);
+            history.cancelled_at = Set(Some(now));
             let completed = super::insert_returning(&txn, history).await?;
             cancelled.push(completed);
         }
     }
     txn.commit().await?;
-    Ok(cancelled)
+    Ok((cancelled, stopping))
+}
+
+/// Of the tasks `ids` that `runner` holds, those an operator asked to
+/// cancel (see [`cancel`]).
+pub(crate) async fn cancel_requested<C: ConnectionTrait>(
+    conn: &C,
+    runner: &str,
+    ids: &[i32],
+) -> Result<Vec<i32>> {
+    let mut requested = Vec::new();
+    for chunk in ids.chunks(IDS_PER_STATEMENT) {
+        let mut sql = Sql::new(conn.get_database_backend());
+        sql.push(
+            "SELECT id FROM background_task WHERE cancel_requested_at IS NOT NULL AND locked_by = ",
+        )
+        .bind(runner)
+        .push(" AND id IN ")
+        .bind_list(chunk.iter().copied());
+        for row in conn.query_all_raw(sql.build()).await? {
+            requested.push(row.try_get_by_index::<i32>(0)?);
+        }
+    }
+    Ok(requested)
 }

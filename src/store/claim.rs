@@ -17,11 +17,14 @@
 //! - MySQL/MariaDB (no `LIMIT` in an `IN` subquery): `SELECT ... FOR UPDATE
 //!   SKIP LOCKED`, then `UPDATE` by id, in one transaction, retried on
 //!   deadlock (1213) and lock wait timeout (1205).
+//!
+//! A queue with a global concurrency limit is claimed on its own, and its
+//! claim first locks the queue's limit row and counts the queue's running
+//! tasks in the same transaction ([`super::limits::room`]), so claims of
+//! that queue by any number of runners take turns and never exceed it.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait};
 
 use super::Sql;
 use crate::config::PriorityOrdering;
@@ -35,25 +38,74 @@ const MYSQL_CLAIM_RETRIES: usize = 5;
 pub(crate) struct ClaimFilter<'a> {
     /// Task names with a handler in this runner.
     pub names: &'a [String],
-    /// Only this queue; `None`: every queue.
-    pub queue: Option<&'a str>,
+    /// Which queues.
+    pub queues: Queues<'a>,
     /// Priority order.
     pub ordering: PriorityOrdering,
 }
 
-/// Claims up to `limit` due tasks for `runner`, in claim order.
+/// The queues a claim takes tasks from.
+#[derive(Clone, Copy)]
+pub(crate) enum Queues<'a> {
+    /// Every queue.
+    All,
+    /// Only this one.
+    Only(&'a str),
+    /// Every queue but these (and the default queue is never excluded).
+    AllBut(&'a [String]),
+}
+
+/// Claims up to `limit` due tasks for `runner`, in claim order. With
+/// `global_limit`, the filter names one queue, and the claim takes no more
+/// than that queue's global concurrency limit leaves room for (see
+/// [`super::limits::room`]), in the same transaction.
 pub(crate) async fn claim(
     db: &DatabaseConnection,
     runner: &str,
     now: DateTime<Utc>,
     limit: usize,
     filter: &ClaimFilter<'_>,
+    global_limit: bool,
 ) -> Result<Vec<task::Model>> {
     if limit == 0 || filter.names.is_empty() {
         return Ok(Vec::new());
     }
+    let mut attempt = 0;
+    let mut tasks = loop {
+        match claim_once(db, runner, now, limit, filter, global_limit).await {
+            Err(err) if attempt < MYSQL_CLAIM_RETRIES && super::is_lock_conflict(&err) => {
+                attempt += 1;
+                tracing::debug!(attempt, "claim hit a lock conflict; retrying: {err}");
+            }
+            outcome => break outcome?,
+        }
+    };
+    // RETURNING gives no order; hand tasks out in claim order.
+    sort_in_claim_order(&mut tasks, filter.ordering);
+    Ok(tasks)
+}
+
+async fn claim_once(
+    db: &DatabaseConnection,
+    runner: &str,
+    now: DateTime<Utc>,
+    limit: usize,
+    filter: &ClaimFilter<'_>,
+    global_limit: bool,
+) -> Result<Vec<task::Model>, DbErr> {
     let backend = db.get_database_backend();
-    let mut tasks = match backend {
+    let txn = super::begin_runner_write(db).await?;
+    let limit = match (global_limit, filter.queues) {
+        (true, Queues::Only(queue)) => super::limits::room(&txn, queue)
+            .await?
+            .map_or(limit, |room| room.min(limit)),
+        _ => limit,
+    };
+    if limit == 0 {
+        txn.commit().await?;
+        return Ok(Vec::new());
+    }
+    let tasks = match backend {
         DbBackend::Postgres => {
             // The locking select must run exactly once: as a plain `IN
             // (subquery)` the planner may re-run it per row (a semi join),
@@ -65,87 +117,50 @@ pub(crate) async fn claim(
             sql.push(" FOR UPDATE SKIP LOCKED) ");
             lock_rows(&mut sql, runner, now);
             sql.push(" FROM due WHERE background_task.id = due.id RETURNING background_task.*");
-            let txn = super::begin_runner_write(db).await?;
-            let tasks = task::Entity::find()
+            task::Entity::find()
                 .from_raw_sql(sql.build())
                 .all(&txn)
-                .await?;
-            txn.commit().await?;
-            tasks
+                .await?
         }
-        DbBackend::MySql => claim_mysql(db, runner, now, limit, filter).await?,
+        DbBackend::MySql => {
+            // No `LIMIT` in an `IN` subquery: select and lock, then update.
+            let mut select = Sql::new(backend);
+            due_ids(&mut select, now, limit, filter);
+            select.push(" FOR UPDATE SKIP LOCKED");
+            let ids: Vec<i32> = txn
+                .query_all_raw(select.build())
+                .await?
+                .iter()
+                .map(|row| row.try_get_by_index::<i32>(0))
+                .collect::<Result<_, _>>()?;
+            if ids.is_empty() {
+                Vec::new()
+            } else {
+                let mut update = Sql::new(backend);
+                lock_rows(&mut update, runner, now);
+                update.push(" WHERE id IN ").bind_list(ids.iter().copied());
+                txn.execute_raw(update.build()).await?;
+                let mut read = Sql::new(backend);
+                read.push("SELECT * FROM background_task WHERE id IN ")
+                    .bind_list(ids.iter().copied());
+                task::Entity::find()
+                    .from_raw_sql(read.build())
+                    .all(&txn)
+                    .await?
+            }
+        }
         _ => {
-            let txn = super::begin_write(db).await?;
             let mut sql = Sql::new(backend);
             lock_rows(&mut sql, runner, now);
             sql.push(" WHERE locked_by IS NULL AND id IN (");
             due_ids(&mut sql, now, limit, filter);
             sql.push(") RETURNING *");
-            let tasks = task::Entity::find()
+            task::Entity::find()
                 .from_raw_sql(sql.build())
                 .all(&txn)
-                .await?;
-            txn.commit().await?;
-            tasks
+                .await?
         }
     };
-    // RETURNING gives no order; hand tasks out in claim order.
-    sort_in_claim_order(&mut tasks, filter.ordering);
-    Ok(tasks)
-}
-
-async fn claim_mysql(
-    db: &DatabaseConnection,
-    runner: &str,
-    now: DateTime<Utc>,
-    limit: usize,
-    filter: &ClaimFilter<'_>,
-) -> Result<Vec<task::Model>> {
-    let mut attempt = 0;
-    loop {
-        match claim_mysql_once(db, runner, now, limit, filter).await {
-            Err(err) if attempt < MYSQL_CLAIM_RETRIES && super::is_lock_conflict(&err) => {
-                attempt += 1;
-                tracing::debug!(attempt, "claim hit a lock conflict; retrying: {err}");
-            }
-            outcome => return Ok(outcome?),
-        }
-    }
-}
-
-async fn claim_mysql_once(
-    db: &DatabaseConnection,
-    runner: &str,
-    now: DateTime<Utc>,
-    limit: usize,
-    filter: &ClaimFilter<'_>,
-) -> Result<Vec<task::Model>, DbErr> {
-    let backend = DbBackend::MySql;
-    let txn = db.begin().await?;
-    let mut select = Sql::new(backend);
-    due_ids(&mut select, now, limit, filter);
-    select.push(" FOR UPDATE SKIP LOCKED");
-    let ids: Vec<i32> = txn
-        .query_all_raw(select.build())
-        .await?
-        .iter()
-        .map(|row| row.try_get_by_index::<i32>(0))
-        .collect::<Result<_, _>>()?;
-    if ids.is_empty() {
-        txn.commit().await?;
-        return Ok(Vec::new());
-    }
-    let mut update = Sql::new(backend);
-    lock_rows(&mut update, runner, now);
-    update.push(" WHERE id IN ").bind_list(ids.iter().copied());
-    txn.execute_raw(update.build()).await?;
-    let mut read = Sql::new(backend);
-    read.push("SELECT * FROM background_task WHERE id IN ")
-        .bind_list(ids.iter().copied());
-    let tasks = task::Entity::find()
-        .from_raw_sql(read.build())
-        .all(&txn)
-        .await?;
     txn.commit().await?;
     Ok(tasks)
 }
@@ -174,8 +189,16 @@ fn due_ids(sql: &mut Sql, now: DateTime<Utc>, limit: usize, filter: &ClaimFilter
     })
     .push(" WHERE locked_by IS NULL AND failed_at IS NULL AND run_at <= ")
     .bind(now);
-    if let Some(queue) = filter.queue {
-        sql.push(" AND queue = ").bind(queue);
+    match filter.queues {
+        Queues::All => {}
+        Queues::Only(queue) => {
+            sql.push(" AND queue = ").bind(queue);
+        }
+        Queues::AllBut(queues) => {
+            sql.push(" AND (queue IS NULL OR queue NOT IN ")
+                .bind_list(queues.iter().map(String::as_str))
+                .push(")");
+        }
     }
     sql.push(" AND task_name IN ")
         .bind_list(filter.names.iter().map(String::as_str));

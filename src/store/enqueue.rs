@@ -209,5 +209,7 @@ fn new_row(row: task::Model) -> task::ActiveModel {
         creator_content_type_id: Set(row.creator_content_type_id),
         creator_object_id: Set(row.creator_object_id),
         unique_key: Set(row.unique_key),
+        policy: Set(row.policy),
+        cancel_requested_at: Set(None),
     }
 }

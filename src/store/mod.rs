@@ -3,7 +3,9 @@
 //! - [`claim`]: the runner's per-backend claim, lock expiry and release;
 //! - [`outcome`]: what a finished execution writes (history, retry, repeat);
 //! - [`retention`]: deleting old history rows in bounded batches;
-//! - [`doctor`]: what `bgtasks doctor` reads of the schema and the server.
+//! - [`doctor`]: what `bgtasks doctor` reads of the schema and the server;
+//! - [`limits`]: global per-queue concurrency limits;
+//! - [`schedules`]: cron schedules.
 //!
 //! The dialect choice for hand-written SQL is made in one place,
 //! [`Sql`], not scattered through the queries.
@@ -22,9 +24,11 @@ pub(crate) mod claim;
 pub(crate) mod doctor;
 pub(crate) mod enqueue;
 pub(crate) mod inspect;
+pub(crate) mod limits;
 pub(crate) mod outcome;
 pub(crate) mod retention;
 pub(crate) mod runners;
+pub(crate) mod schedules;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Alias;

@@ -61,6 +61,9 @@ pub(crate) enum Ending<'a> {
     },
     /// Run again after `delay`; the attempt does not count.
     Snoozed { delay: std::time::Duration },
+    /// An operator cancelled the task while it ran: it leaves the queue
+    /// with a history row marked cancelled, and its repeat chain ends.
+    Cancelled { error: &'a str },
     /// Hand the task back unfinished.
     Released,
 }
@@ -83,6 +86,8 @@ pub(crate) enum Applied {
     Snoozed { task: task::Model },
     /// Permanent failure: the history row.
     Failed { completed: completed_task::Model },
+    /// Cancelled while it ran: the history row, with `cancelled_at`.
+    Cancelled { completed: completed_task::Model },
     /// Handed back unfinished.
     Released,
     /// The runner no longer holds the task: nothing was written.
@@ -129,6 +134,8 @@ enum Plan {
         repeat: bool,
         /// Whether the history row is stored.
         keep: bool,
+        /// An operator cancelled it: the history row says so.
+        cancelled: bool,
     },
     /// Back to waiting at `run_at` (a retry, or a snooze that keeps the
     /// attempts and the last error).
@@ -150,6 +157,7 @@ fn plan(task: &task::Model, ending: Ending<'_>, max_attempts: u32, now: DateTime
             result: result.map(str::to_owned),
             repeat: true,
             keep,
+            cancelled: false,
         },
         Ending::Failed {
             error,
@@ -168,6 +176,7 @@ fn plan(task: &task::Model, ending: Ending<'_>, max_attempts: u32, now: DateTime
                     result: None,
                     repeat: repeat_after_failure,
                     keep,
+                    cancelled: false,
                 }
             } else {
                 Plan::Retry {
@@ -183,6 +192,14 @@ fn plan(task: &task::Model, ending: Ending<'_>, max_attempts: u32, now: DateTime
             error: task.last_error.clone(),
             run_at: now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX),
             snoozed: true,
+        },
+        Ending::Cancelled { error } => Plan::Leave {
+            attempts,
+            failure: Some(error.to_owned()),
+            result: None,
+            repeat: false,
+            keep: true,
+            cancelled: true,
         },
         Ending::Released => Plan::Release,
     }
@@ -245,6 +262,7 @@ async fn record_once(
             result,
             repeat,
             keep,
+            cancelled,
         } = plan
         else {
             continue;
@@ -254,6 +272,9 @@ async fn record_once(
         }
         let mut row = history_row(task, *attempts, failure.as_deref(), now);
         row.result = Set(result.clone());
+        if *cancelled {
+            row.cancelled_at = Set(Some(now));
+        }
         history.push((row, *keep));
         if *repeat && repeats(task, now) {
             repetitions.push(repetition_row(task, now));
@@ -292,11 +313,14 @@ async fn record_once(
         .zip(plans)
         .map(|((task, _), plan)| match plan {
             Plan::Leave { .. } if !held.contains(&task.id) => Applied::LeaseLost,
-            Plan::Leave { failure, .. } => {
+            Plan::Leave {
+                failure, cancelled, ..
+            } => {
                 let row = completed
                     .next()
                     .expect("one history row per task that left");
                 match failure {
+                    Some(_) if cancelled => Applied::Cancelled { completed: row },
                     None => Applied::Succeeded {
                         repeats_at: repeats(task, now)
                             .then(|| next_repetition(task.run_at, task.repeat, now)),
@@ -465,6 +489,7 @@ pub(crate) fn history_row(
         creator_content_type_id: Set(task.creator_content_type_id),
         creator_object_id: Set(task.creator_object_id),
         result: Set(None),
+        cancelled_at: Set(None),
     }
 }
 
@@ -492,6 +517,9 @@ fn repetition_row(task: &task::Model, now: DateTime<Utc>) -> task::ActiveModel {
         // The next occurrence keeps a unique task's key: this row, which
         // held it, is deleted earlier in the same transaction.
         unique_key: Set(task.unique_key.clone()),
+        // The chain keeps the overrides it was enqueued with.
+        policy: Set(task.policy.clone()),
+        cancel_requested_at: Set(None),
     }
 }
 

@@ -19,7 +19,8 @@ pub enum Action {
     PriorityUp,
     /// Waiting tasks: priority - 1.
     PriorityDown,
-    /// Waiting tasks move to the history as cancelled.
+    /// Waiting tasks move to the history as cancelled; running ones are
+    /// asked to stop.
     Cancel,
     /// Tasks are deleted, without a trace.
     Delete,
@@ -80,7 +81,7 @@ impl Action {
             Action::RunNow => "made due now",
             Action::PriorityUp => "raised in priority",
             Action::PriorityDown => "lowered in priority",
-            Action::Cancel => "cancelled",
+            Action::Cancel => "cancelled (running ones are asked to stop)",
             Action::Delete | Action::DeleteCompleted => "deleted",
             Action::Retry => "put back in the queue",
         }
@@ -111,7 +112,8 @@ pub(crate) struct Outcome {
     /// Rows changed.
     pub(crate) changed: u64,
     /// Ids of the rows the action created (retry: the new tasks; cancel:
-    /// the history rows), else the ids it was given.
+    /// the history rows of waiting tasks, then the ids of running tasks
+    /// asked to stop), else the ids it was given.
     pub(crate) ids: Vec<i32>,
 }
 
@@ -145,8 +147,10 @@ pub(crate) async fn apply(queue: &Queue, action: Action, ids: &[i32]) -> Result<
         Action::Delete => (admin::delete_tasks(db, ids).await?, ids.to_vec()),
         Action::DeleteCompleted => (admin::delete_completed(db, ids).await?, ids.to_vec()),
         Action::Cancel => {
-            let rows = admin::cancel(db, ids, now).await?;
-            (rows.len() as u64, rows.iter().map(|row| row.id).collect())
+            let done = admin::cancel(db, ids, now).await?;
+            let mut touched: Vec<i32> = done.cancelled.iter().map(|row| row.id).collect();
+            touched.extend(&done.stopping);
+            (done.len() as u64, touched)
         }
         Action::Retry => {
             let rows = admin::retry_failed(db, ids, now).await?;

@@ -187,14 +187,12 @@ pub(crate) struct ActionRequest {
     ids: Vec<i32>,
 }
 
-pub(crate) async fn act(
-    ctx: Ctx,
-    req: HttpRequest,
-    body: web::Bytes,
-) -> Result<HttpResponse, WebError> {
+/// A write through the API: allowed by the access hook, same-origin, and
+/// sent as JSON (a cross-site form cannot send JSON without a CORS
+/// preflight).
+fn check_write(ctx: &Ctx, req: &HttpRequest) -> Result<(), WebError> {
     ctx.check_can_act().map_err(api)?;
-    csrf::check_origin(&req).map_err(api)?;
-    // Only JSON: a cross-site form cannot send it without a CORS preflight.
+    csrf::check_origin(req).map_err(api)?;
     let is_json = req
         .headers()
         .get("content-type")
@@ -203,9 +201,18 @@ pub(crate) async fn act(
     if !is_json {
         return Err(api(WebError::new(
             actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send actions as JSON, with Content-Type: application/json",
+            "send writes as JSON, with Content-Type: application/json",
         )));
     }
+    Ok(())
+}
+
+pub(crate) async fn act(
+    ctx: Ctx,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, WebError> {
+    check_write(&ctx, &req)?;
     let request: ActionRequest = serde_json::from_slice(&body).map_err(|err| {
         api(WebError::bad_request(format!(
             "the body is not an action ({err}); send {{\"action\": \"retry\", \"ids\": [1, 2]}}"
@@ -223,4 +230,140 @@ pub(crate) async fn metrics(ctx: Ctx) -> Result<HttpResponse, WebError> {
     Ok(HttpResponse::Ok()
         .content_type(crate::metrics::CONTENT_TYPE)
         .body(text))
+}
+
+/// A schedule with its next occurrences.
+#[derive(Serialize)]
+struct ScheduleJson {
+    #[serde(flatten)]
+    schedule: crate::entity::schedule::Model,
+    upcoming: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `GET /api/schedules`: every cron schedule, with its next 3 occurrences.
+pub(crate) async fn schedules(ctx: Ctx) -> Result<HttpResponse, WebError> {
+    let now = ctx.now();
+    let schedules = crate::cron::list(ctx.queue().db()).await.map_err(api)?;
+    let schedules: Vec<ScheduleJson> = schedules
+        .into_iter()
+        .map(|schedule| ScheduleJson {
+            upcoming: if schedule.paused {
+                Vec::new()
+            } else {
+                crate::cron::upcoming(&schedule, now, 3).unwrap_or_default()
+            },
+            schedule,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(schedules))
+}
+
+/// Body of `POST /api/schedules`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewScheduleRequest {
+    name: String,
+    cron: String,
+    task: String,
+    #[serde(default)]
+    args: Vec<serde_json::Value>,
+    #[serde(default)]
+    kwargs: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    timezone: Option<String>,
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    verbose_name: Option<String>,
+    #[serde(default)]
+    missed: Option<String>,
+}
+
+/// `POST /api/schedules`: creates a schedule; 201 with it.
+pub(crate) async fn create_schedule(
+    ctx: Ctx,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, WebError> {
+    check_write(&ctx, &req)?;
+    let request: NewScheduleRequest = serde_json::from_slice(&body).map_err(|err| {
+        api(WebError::bad_request(format!(
+            "the body is not a schedule ({err}); send {{\"name\": \"nightly\", \"cron\": \"0 3 * * *\", \
+             \"task\": \"reports.build\"}} and optionally args, kwargs, timezone, queue, priority, \
+             verbose_name, missed (skip or run_once)"
+        )))
+    })?;
+    let mut new = crate::cron::NewSchedule::call(
+        &request.name,
+        &request.task,
+        &request.cron,
+        &request.args,
+        &request.kwargs,
+    )
+    .priority(request.priority);
+    if let Some(timezone) = request.timezone {
+        new = new.timezone(timezone);
+    }
+    if let Some(queue) = request.queue {
+        new = new.queue(queue);
+    }
+    if let Some(label) = request.verbose_name {
+        new = new.verbose_name(label);
+    }
+    if let Some(missed) = request.missed {
+        new = new.missed(missed.parse().map_err(api)?);
+    }
+    let created = crate::cron::create(ctx.queue().db(), new, ctx.now())
+        .await
+        .map_err(api)?;
+    tracing::info!(schedule = created.name, "schedule created through the API");
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// `POST /api/schedules/{name}/{pause|resume}` and
+/// `DELETE /api/schedules/{name}`.
+pub(crate) async fn change_schedule(
+    ctx: Ctx,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, WebError> {
+    check_write(&ctx, &req)?;
+    let (name, change) = path.into_inner();
+    let db = ctx.queue().db();
+    let found = match change.as_str() {
+        "pause" => crate::cron::pause(db, &name).await,
+        "resume" => crate::cron::resume(db, &name, ctx.now()).await,
+        other => {
+            return Err(api(WebError::not_found(format!(
+                "{other:?} is not a schedule change; use pause or resume (or DELETE the schedule)"
+            ))));
+        }
+    }
+    .map_err(api)?;
+    schedule_changed(&name, &change, found)
+}
+
+/// `DELETE /api/schedules/{name}`.
+pub(crate) async fn remove_schedule(
+    ctx: Ctx,
+    req: HttpRequest,
+    name: web::Path<String>,
+) -> Result<HttpResponse, WebError> {
+    check_write(&ctx, &req)?;
+    let found = crate::cron::remove(ctx.queue().db(), &name)
+        .await
+        .map_err(api)?;
+    schedule_changed(&name, "remove", found)
+}
+
+fn schedule_changed(name: &str, change: &str, found: bool) -> Result<HttpResponse, WebError> {
+    if !found {
+        return Err(api(WebError::not_found(format!(
+            "there is no schedule named {name:?}"
+        ))));
+    }
+    tracing::info!(schedule = name, change, "schedule changed through the API");
+    Ok(HttpResponse::Ok().json(serde_json::json!({"schedule": name, "change": change})))
 }

@@ -173,6 +173,16 @@ impl Dashboard {
             .route("/api/completed/{id}", web::get().to(api::completed))
             .route("/api/runners", web::get().to(api::runners))
             .route("/api/actions", web::post().to(api::act))
+            .route("/api/schedules", web::get().to(api::schedules))
+            .route("/api/schedules", web::post().to(api::create_schedule))
+            .route(
+                "/api/schedules/{name}",
+                web::delete().to(api::remove_schedule),
+            )
+            .route(
+                "/api/schedules/{name}/{change}",
+                web::post().to(api::change_schedule),
+            )
     }
 }
 

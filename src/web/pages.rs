@@ -404,7 +404,7 @@ fn actions_for(state: State) -> &'static [Action] {
             Action::Cancel,
             Action::Delete,
         ],
-        State::Running => &[],
+        State::Running => &[Action::Cancel],
         State::Failed => &[Action::Retry, Action::DeleteCompleted],
         State::Completed => &[Action::DeleteCompleted],
     }
@@ -618,6 +618,9 @@ fn task_page(
             tr { th { "repeat" } td { @if task.repeat > 0 { "every " (task.repeat) " s" @if let Some(until) = task.repeat_until { " until " (when(until, now)) } } @else { "never" } } }
             tr { th { "locked by" } td { (task.locked_by.as_deref().unwrap_or("—")) " " (lock_state(task.locked_by.as_deref())) } }
             tr { th { "locked at" } td { (maybe_when(task.locked_at, now)) } }
+            @if let Some(asked) = task.cancel_requested_at {
+                tr { th { "cancel requested" } td { (when(asked, now)) } }
+            }
             tr { th { "creator" } td { (creator(task.creator_content_type_id, task.creator_object_id)) } }
             tr { th { "hash" } td { code { (task.task_hash) } } }
         }
@@ -670,7 +673,10 @@ fn completed_page(
     html! {
         h1 { (title_case(state.as_str())) " " (done.id) ": " (done.task_name) }
         @if let Some(notice) = notice { (notice) }
-        p { span.state data-state=(state) { (state) } }
+        p {
+            span.state data-state=(state) { (state) }
+            @if done.cancelled_at.is_some() { " " span.state data-state="cancelled" { "cancelled" } }
+        }
         (action_form(view, if state == State::Failed { &back } else { here }, actions_for(state),
             html! { input type="hidden" name="id" value=(done.id); }))
         table.fields {
@@ -680,6 +686,9 @@ fn completed_page(
             tr { th { "priority" } td { (done.priority) } }
             tr { th { "finished" } td { (when(done.run_at, now)) " · " (done.run_at.format("%Y-%m-%d %H:%M:%S%.6f UTC")) } }
             tr { th { "failed at" } td { (maybe_when(done.failed_at, now)) } }
+            @if let Some(cancelled) = done.cancelled_at {
+                tr { th { "cancelled at" } td { (when(cancelled, now)) } }
+            }
             tr { th { "attempts" } td { (done.attempts) } }
             tr { th { "repeat" } td { @if done.repeat > 0 { "every " (done.repeat) " s" } @else { "never" } } }
             tr { th { "ran on" } td { (done.locked_by.as_deref().unwrap_or("—")) } }

@@ -169,6 +169,8 @@ async fn rows_match_the_python_vectors_column_for_column(t: TestDb) -> TestDb {
             creator_content_type_id: None,
             creator_object_id: None,
             unique_key: None,
+            policy: None,
+            cancel_requested_at: None,
         };
         assert_eq!(read, expected, "vector {name}");
         assert_eq!(stored, expected, "returned row of vector {name}");

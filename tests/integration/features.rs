@@ -24,6 +24,7 @@ on_all_backends!(
     the_time_limit_is_set_per_task,
     a_unique_task_has_one_live_row,
     concurrent_enqueues_of_a_unique_task_insert_one_row,
+    policies_are_overridden_per_enqueue,
 );
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -543,5 +544,130 @@ async fn concurrent_enqueues_of_a_unique_task_insert_one_row(t: TestDb) -> TestD
         .filter(|r| **r == Enqueued::AlreadyExists { id })
         .count();
     assert_eq!((created, found), (1, 7), "{results:?}");
+    t
+}
+
+async fn policies_are_overridden_per_enqueue(t: TestDb) -> TestDb {
+    let registry = Registry::new();
+    registry.register(Picky).register(Slow).register(Quiet);
+    let queue = t.queue(registry, Config::default());
+
+    // Picky's definition allows 2 attempts with a fixed 600 s backoff; this
+    // enqueue allows 5 with a 30 s one.
+    let patient = queue
+        .enqueue::<Picky>(&())
+        .max_attempts(5)
+        .backoff(Backoff::Fixed(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    assert_eq!(
+        patient.policy.as_deref(),
+        Some(r#"{"max_attempts":5,"backoff":{"kind":"fixed","delay_ms":30000}}"#),
+        "stored with the row, for any runner"
+    );
+    let before = Utc::now();
+    assert!(queue.run_next_task().await);
+    let row = task_row::Entity::find_by_id(patient.id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let wait = row.run_at - before;
+    assert!(
+        wait > TimeDelta::seconds(25) && wait < TimeDelta::seconds(35),
+        "the enqueue's 30 s, not the definition's 600 s: {wait}"
+    );
+    admin::run_now(&t.db, &[patient.id], Utc::now())
+        .await
+        .unwrap();
+    assert!(queue.run_next_task().await);
+    assert!(
+        task_row::Entity::find_by_id(patient.id)
+            .one(&t.db)
+            .await
+            .unwrap()
+            .is_some(),
+        "a second failure is not the last under the enqueue's 5 attempts"
+    );
+    task_row::Entity::delete_by_id(patient.id)
+        .exec(&t.db)
+        .await
+        .unwrap();
+
+    // One attempt only: the first failure is permanent.
+    let once = queue
+        .enqueue::<Picky>(&())
+        .max_attempts(1)
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    assert!(queue.run_next_task().await);
+    assert!(
+        task_row::Entity::find_by_id(once.id)
+            .one(&t.db)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let history = completed_task::Entity::find().all(&t.db).await.unwrap();
+    assert_eq!((history.len(), history[0].attempts), (1, 1));
+
+    // A time limit for this enqueue only.
+    let quick = queue
+        .enqueue::<Slow>(&())
+        .max_run_time(Duration::from_millis(100))
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    assert!(queue.run_next_task().await);
+    let row = task_row::Entity::find_by_id(quick.id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        row.last_error.contains("MAX_RUN_TIME (0.1 s)"),
+        "{}",
+        row.last_error
+    );
+    task_row::Entity::delete_by_id(quick.id)
+        .exec(&t.db)
+        .await
+        .unwrap();
+
+    // No history for this one.
+    queue
+        .enqueue::<Quiet>(&())
+        .keep_history(KeepHistory::Never)
+        .await
+        .unwrap();
+    assert!(queue.run_next_task().await);
+    assert_eq!(
+        completed_task::Entity::find()
+            .all(&t.db)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A custom function cannot be stored with a row: refused, nothing written.
+    let err = queue
+        .enqueue::<Quiet>(&())
+        .backoff(Backoff::Custom(Arc::new(|_| Duration::ZERO)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("TaskDefaults::backoff"), "{err}");
+    assert!(
+        task_row::Entity::find()
+            .all(&t.db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     t
 }

@@ -7,12 +7,15 @@ mod tasks;
 
 mod admin;
 mod browser;
+mod cancel;
 mod child;
 mod cli;
 mod connect;
+mod cron;
 mod django;
 mod enqueue;
 mod features;
+mod limits;
 mod maintenance;
 mod operate;
 mod queries;

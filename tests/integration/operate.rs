@@ -22,6 +22,7 @@ on_all_backends!(
     retry_cancel_and_delete_by_id_and_by_filter,
     commands_refuse_an_unmigrated_database,
     demo_prints_json_for_scripts,
+    cron_limit_and_policy_commands_change_the_database,
 );
 
 /// Runs `bgtasks ARGS` on the test database.
@@ -595,5 +596,169 @@ async fn demo_prints_json_for_scripts(t: TestDb) -> TestDb {
     assert_eq!(out["enqueued"], 31, "{out}");
     assert_eq!(out["failed"].as_array().unwrap().len(), 2);
     assert!(out["succeeded"].as_i64().unwrap() >= 28);
+    t
+}
+
+async fn cron_limit_and_policy_commands_change_the_database(t: TestDb) -> TestDb {
+    // cron add: bad input exits 2 and stores nothing.
+    for bad in [
+        vec![
+            "cron",
+            "add",
+            "nightly",
+            "--cron",
+            "nightly",
+            "--task",
+            "bgtasks.noop",
+        ],
+        vec![
+            "cron",
+            "add",
+            "nightly",
+            "--cron",
+            "0 3 * * *",
+            "--task",
+            "bgtasks.noop",
+            "--timezone",
+            "Moon/Base",
+        ],
+        vec![
+            "cron",
+            "add",
+            "nightly",
+            "--cron",
+            "0 3 * * *",
+            "--task",
+            "no.such.task",
+        ],
+        vec![
+            "cron",
+            "add",
+            "nightly",
+            "--cron",
+            "0 3 * * *",
+            "--task",
+            "bgtasks.noop",
+            "--missed",
+            "sometimes",
+        ],
+    ] {
+        let output = run(&t, &bad);
+        assert_eq!(code(&output), Some(2), "{bad:?}: {}", stderr(&output));
+    }
+    assert!(
+        background_tasks::cron::list(&t.db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let out = run_json(
+        &t,
+        &[
+            "cron",
+            "add",
+            "nightly",
+            "--cron",
+            "0 3 * * *",
+            "--task",
+            "bgtasks.noop",
+            "--timezone",
+            "America/New_York",
+            "--queue",
+            "night",
+            "--priority",
+            "-2",
+            "--missed",
+            "run-once",
+        ],
+    );
+    assert_eq!(out["result"], "created");
+    let stored = background_tasks::cron::get(&t.db, "nightly")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            stored.timezone.as_str(),
+            stored.queue.as_deref(),
+            stored.priority,
+            stored.missed.as_str()
+        ),
+        ("America/New_York", Some("night"), -2, "run_once")
+    );
+    let listed = run(&t, &["cron", "list"]);
+    assert!(listed.status.success());
+    assert!(stdout(&listed).contains("nightly") && stdout(&listed).contains("active"));
+    assert_eq!(
+        run_json(&t, &["cron", "pause", "nightly"])["action"],
+        "paused"
+    );
+    assert!(
+        background_tasks::cron::get(&t.db, "nightly")
+            .await
+            .unwrap()
+            .unwrap()
+            .paused
+    );
+    assert_eq!(
+        run_json(&t, &["cron", "resume", "nightly"])["action"],
+        "resumed"
+    );
+    assert!(
+        !background_tasks::cron::get(&t.db, "nightly")
+            .await
+            .unwrap()
+            .unwrap()
+            .paused
+    );
+    assert_eq!(
+        run_json(&t, &["cron", "remove", "nightly"])["action"],
+        "removed"
+    );
+    assert_eq!(code(&run(&t, &["cron", "remove", "nightly"])), Some(3));
+
+    // limit set / list / remove.
+    assert_eq!(code(&run(&t, &["limit", "set", "mail", "0"])), Some(2));
+    run_json(&t, &["limit", "set", "mail", "3"]);
+    let limits = admin::queue_limits(&t.db).await.unwrap();
+    assert_eq!(
+        (limits[0].queue.as_str(), limits[0].max_running),
+        ("mail", 3)
+    );
+    assert_eq!(
+        run_json(&t, &["limit", "list"])["limits"][0]["max_running"],
+        3
+    );
+    run_json(&t, &["limit", "remove", "mail"]);
+    assert_eq!(code(&run(&t, &["limit", "remove", "mail"])), Some(3));
+
+    // Per-enqueue policies.
+    let out = run_json(
+        &t,
+        &[
+            "enqueue",
+            "bgtasks.noop",
+            "--max-attempts",
+            "3",
+            "--max-run-time",
+            "90s",
+            "--keep-history",
+            "failures-only",
+        ],
+    );
+    assert_eq!(
+        out["task"]["policy"],
+        r#"{"max_attempts":3,"max_run_time_ms":90000,"keep_history":"failures_only"}"#
+    );
+    let before = task_count(&t).await;
+    assert_eq!(
+        code(&run(
+            &t,
+            &["enqueue", "bgtasks.noop", "--keep-history", "sometimes"]
+        )),
+        Some(2)
+    );
+    assert_eq!(task_count(&t).await, before, "nothing written");
     t
 }

@@ -62,6 +62,7 @@ fn history_row(
         creator_content_type_id: creator.map(|c| c.content_type_id),
         creator_object_id: creator.map(|c| c.object_id),
         result: None,
+        cancelled_at: None,
     }
     .into_active_model();
     row.id = NotSet;

@@ -66,6 +66,7 @@ impl History {
             creator_content_type_id: Set(self.creator.map(|c| c.0)),
             creator_object_id: Set(self.creator.map(|c| c.1)),
             result: Set(None),
+            cancelled_at: Set(None),
         })
         .exec(&t.db)
         .await

@@ -458,7 +458,8 @@ async fn form_actions_change_the_database(t: TestDb) -> TestDb {
         .unwrap();
     assert_eq!(row.priority, other.priority + 1);
 
-    // Cancel: the waiting task moves to the history as failed, on record.
+    // Cancel: the waiting task moves to the history as failed, on record;
+    // the running one is asked to stop.
     let response = post_form(
         &app,
         &token,
@@ -470,7 +471,7 @@ async fn form_actions_change_the_database(t: TestDb) -> TestDb {
     )
     .await;
     assert!(
-        location(&response).ends_with("done=cancel&n=1"),
+        location(&response).ends_with("done=cancel&n=2"),
         "{}",
         location(&response)
     );
@@ -486,8 +487,8 @@ async fn form_actions_change_the_database(t: TestDb) -> TestDb {
             .one(&t.db)
             .await
             .unwrap()
-            .is_some(),
-        "a running task is not cancelled"
+            .is_some_and(|row| row.cancel_requested_at.is_some()),
+        "a running task is asked to stop; its runner records it"
     );
     let cancelled = completed_task::Entity::find()
         .filter(completed_task::Column::LastError.eq(background_tasks::admin::CANCELLED_ERROR))

@@ -1,0 +1,162 @@
+//! Per-queue concurrency limits (issue 8): one runner's own, and a global
+//! one enforced in the claim across every runner, checked by a ledger of
+//! the executions' overlaps.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use background_tasks::{
+    Config, Registry, Runner, Task, TaskContext, TaskError, admin, completed_task,
+};
+use sea_orm::{EntityTrait, PaginatorTrait};
+
+use crate::fixture::{TestDb, wait_for};
+
+on_all_backends!(
+    a_global_limit_is_never_exceeded_by_several_runners,
+    a_runner_limit_caps_its_own_queue_only,
+);
+
+/// When each execution of a queue ran: (queue, start, end).
+type Ledger = Arc<Mutex<Vec<(String, Instant, Instant)>>>;
+
+/// Works a little, and writes when it ran into the ledger.
+#[derive(Clone, Default)]
+struct Ledgered {
+    ledger: Ledger,
+}
+
+impl Task for Ledgered {
+    type Params = (String,);
+    type Output = ();
+    fn name() -> &'static str {
+        "limits.ledgered"
+    }
+    async fn run(&self, (queue,): (String,), _: TaskContext) -> Result<(), TaskError> {
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        self.ledger
+            .lock()
+            .unwrap()
+            .push((queue, start, Instant::now()));
+        Ok(())
+    }
+}
+
+/// Most executions of `queue` that overlapped at any instant.
+fn most_at_once(ledger: &Ledger, queue: &str) -> usize {
+    let mut edges: Vec<(Instant, i32)> = Vec::new();
+    for (q, start, end) in ledger.lock().unwrap().iter() {
+        if q == queue {
+            edges.push((*start, 1));
+            edges.push((*end, -1));
+        }
+    }
+    // At equal instants, ends before starts.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap()
+}
+
+async fn enqueue(queue: &background_tasks::Queue, name: &str, count: usize) {
+    for _ in 0..count {
+        queue
+            .enqueue::<Ledgered>(&(name.to_owned(),))
+            .queue(name)
+            .await
+            .unwrap();
+    }
+}
+
+async fn wait_done(t: &TestDb, count: u64) {
+    let db = t.db.clone();
+    wait_for("every task to finish", Duration::from_secs(60), || {
+        let db = db.clone();
+        async move { completed_task::Entity::find().count(&db).await.unwrap() == count }
+    })
+    .await;
+}
+
+fn wide() -> Config {
+    Config::builder()
+        .run_async(true)
+        .async_threads(2)
+        .tasks_per_thread(3)
+        .build()
+        .unwrap()
+}
+
+async fn a_global_limit_is_never_exceeded_by_several_runners(t: TestDb) -> TestDb {
+    admin::set_queue_limit(&t.db, "scarce", 2).await.unwrap();
+    let limits = admin::queue_limits(&t.db).await.unwrap();
+    assert_eq!(
+        (limits[0].queue.as_str(), limits[0].max_running),
+        ("scarce", 2)
+    );
+    assert!(admin::set_queue_limit(&t.db, "", 2).await.is_err());
+
+    let ledgered = Ledgered::default();
+    let mut runners = Vec::new();
+    let mut first = None;
+    for _ in 0..3 {
+        let registry = Registry::new();
+        registry.register(ledgered.clone());
+        let queue = t.queue(registry, wide());
+        first.get_or_insert_with(|| queue.clone());
+        runners.push(Runner::start(queue));
+    }
+    let queue = first.unwrap();
+    enqueue(&queue, "scarce", 24).await;
+    enqueue(&queue, "plenty", 24).await;
+    wait_done(&t, 48).await;
+    for runner in runners {
+        runner.shutdown(Duration::from_secs(5)).await;
+    }
+    let scarce = most_at_once(&ledgered.ledger, "scarce");
+    assert!(
+        (1..=2).contains(&scarce),
+        "at most 2 of the limited queue at once across 3 runners of 6 slots: {scarce}"
+    );
+    let plenty = most_at_once(&ledgered.ledger, "plenty");
+    assert!(
+        plenty > 2,
+        "the other queue is not held back: {plenty} at once"
+    );
+    assert!(admin::remove_queue_limit(&t.db, "scarce").await.unwrap());
+    assert!(!admin::remove_queue_limit(&t.db, "scarce").await.unwrap());
+    t
+}
+
+async fn a_runner_limit_caps_its_own_queue_only(t: TestDb) -> TestDb {
+    let ledgered = Ledgered::default();
+    let registry = Registry::new();
+    registry.register(ledgered.clone());
+    let config = Config::builder()
+        .run_async(true)
+        .async_threads(2)
+        .tasks_per_thread(3)
+        .queue_limit("scarce", 1)
+        .build()
+        .unwrap();
+    let queue = t.queue(registry, config);
+    enqueue(&queue, "scarce", 10).await;
+    enqueue(&queue, "plenty", 20).await;
+    let runner = Runner::start(queue.clone());
+    wait_done(&t, 30).await;
+    runner.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(most_at_once(&ledgered.ledger, "scarce"), 1);
+    let plenty = most_at_once(&ledgered.ledger, "plenty");
+    assert!(
+        plenty > 1,
+        "the other queue uses the free slots: {plenty} at once"
+    );
+    assert!(
+        Config::builder().queue_limit("scarce", 0).build().is_err(),
+        "a limit of 0 is refused"
+    );
+    t
+}
