@@ -38,6 +38,7 @@
 //! | GET | `/completed/{id}` | a history row, with its repeat chain |
 //! | GET | `/runners` | runners: host, pid, since, tasks held, alive |
 //! | POST | `/actions` | an action over a selection (HTML form, CSRF-checked) |
+//! | GET | `/schedules` | the cron schedules ([`crate::cron`]) |
 //! | GET | `/metrics` | Prometheus metrics ([`crate::metrics`]) |
 //! | GET | `/api/…` | the JSON API, see [`api`](self#json-api) |
 //!
@@ -58,6 +59,10 @@
 //! | GET | `/api/completed/{id}` | `{completed, chain: {waiting, history}}` |
 //! | GET | `/api/runners` | `[{runner: {runner_id, host, pid, queue, executors, running, started_at, last_seen}, alive}]` |
 //! | POST | `/api/actions` | body `{"action": "retry", "ids": [1, 2]}`; answers `{action, changed, ids}` |
+//! | GET | `/api/schedules` | `[{…schedule, upcoming: [3 next occurrences]}]` |
+//! | POST | `/api/schedules` | body `{name, cron, task, args?, kwargs?, timezone?, queue?, priority?, verbose_name?, missed?}`; answers 201 and the schedule |
+//! | POST | `/api/schedules/{name}/pause`, `…/resume` | pauses or resumes it |
+//! | DELETE | `/api/schedules/{name}` | removes it |
 //!
 //! Actions: `run_now`, `priority_up`, `priority_down`, `cancel` and
 //! `delete` take task ids; `retry` and `delete_completed` take history
@@ -164,6 +169,7 @@ impl Dashboard {
             .route("/tasks/{id}", web::get().to(pages::task))
             .route("/completed/{id}", web::get().to(pages::completed))
             .route("/runners", web::get().to(pages::runners))
+            .route("/schedules", web::get().to(pages::schedules))
             .route("/actions", web::post().to(pages::act))
             .route("/assets/{file}", web::get().to(pages::asset))
             .route("/metrics", web::get().to(api::metrics))

@@ -58,6 +58,7 @@ fn respond(
 enum Nav {
     Overview,
     State(State),
+    Schedules,
     Runners,
 }
 
@@ -84,6 +85,7 @@ fn layout(view: &View<'_>, title: &str, nav: Nav, body: Markup) -> Markup {
                                 (title_case(state.as_str()))
                             }
                         }
+                        a href=(ctx.link("schedules")) class=[(nav == Nav::Schedules).then_some("current")] { "Schedules" }
                         a href=(ctx.link("runners")) class=[(nav == Nav::Runners).then_some("current")] { "Runners" }
                     }
                     @if !ctx.can_act() {
@@ -778,6 +780,37 @@ pub(crate) async fn runners(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse, 
                 }
             }
             @if runners.is_empty() { p.muted { "No runner has registered with this database." } }
+        }
+    })
+}
+
+pub(crate) async fn schedules(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse, WebError> {
+    let now = ctx.now();
+    let schedules = crate::cron::list(ctx.queue().db()).await?;
+    respond(&req, &ctx, "Schedules", Nav::Schedules, |_| {
+        html! {
+            h1 { "Schedules" }
+            p.muted { "Cron schedules enqueue their task at every occurrence, once across all runners. Create, pause, resume and remove them with bgtasks cron or the JSON API (/api/schedules)." }
+            table.grid #schedules {
+                thead { tr { th { "name" } th { "cron" } th { "time zone" } th { "task" } th { "queue" } th.num { "priority" } th { "missed" } th { "state" } th { "next" } th { "last" } } }
+                tbody {
+                    @for schedule in &schedules {
+                        tr {
+                            td { (schedule.name) }
+                            td { code { (schedule.cron) } }
+                            td { (schedule.timezone) }
+                            td { (schedule.task_name) }
+                            td { (queue_name(schedule.queue.as_deref())) }
+                            td.num { (schedule.priority) }
+                            td { (schedule.missed) }
+                            td { @if schedule.paused { span.bad { "paused" } } @else { span.ok { "active" } } }
+                            td { @if schedule.paused { "—" } @else { (when(schedule.next_fire_at, now)) } }
+                            td { (maybe_when(schedule.last_fired_at, now)) }
+                        }
+                    }
+                }
+            }
+            @if schedules.is_empty() { p.muted { "No schedule yet." } }
         }
     })
 }

@@ -30,6 +30,7 @@ on_all_backends!(
     what_tasks_carry_is_escaped,
     metrics_and_runners_report_a_running_runner,
     bad_input_is_answered_clearly,
+    schedules_are_managed_through_the_json_api,
 );
 
 const MOUNT: &str = "/dash";
@@ -955,4 +956,170 @@ async fn bad_input_is_answered_clearly(t: TestDb) -> TestDb {
     let (status, _, _) = get_html(&app, "/assets/../../etc/passwd").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     t
+}
+
+/// Sends `body` (JSON) with `method` to `path` under the mount.
+async fn send_json<S, B>(
+    app: &S,
+    request: test::TestRequest,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value)
+where
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let request = request.uri(&format!("{MOUNT}{path}"));
+    let request = match body {
+        Some(body) => request.set_json(body),
+        None => request.insert_header((header::CONTENT_TYPE, "application/json")),
+    };
+    let response = test::call_service(app, request.to_request()).await;
+    let status = response.status();
+    let body = test::read_body(response).await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+async fn schedules_are_managed_through_the_json_api(t: TestDb) -> TestDb {
+    let queue = t.queue(Registry::new(), Config::default());
+    let app = app(full(&queue)).await;
+    // Bad input: 400 with what to give, nothing stored.
+    let (status, body) = send_json(
+        &app,
+        test::TestRequest::post(),
+        "/api/schedules",
+        Some(json!({"name": "nightly", "cron": "at night", "task": "add"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("5 fields"),
+        "{body}"
+    );
+    let (status, _) = send_json(
+        &app,
+        test::TestRequest::post(),
+        "/api/schedules",
+        Some(json!({"name": "nightly", "crontab": "0 3 * * *", "task": "add"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        background_tasks::cron::list(&t.db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let (status, body) = send_json(
+        &app,
+        test::TestRequest::post(),
+        "/api/schedules",
+        Some(json!({
+            "name": "nightly", "cron": "0 3 * * *", "task": "add", "args": [1, 2],
+            "timezone": "Asia/Tokyo", "queue": "night", "priority": 4, "missed": "run_once"
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["task_params"], "[[1, 2], {}]");
+    let stored = background_tasks::cron::get(&t.db, "nightly")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            stored.timezone.as_str(),
+            stored.queue.as_deref(),
+            stored.priority
+        ),
+        ("Asia/Tokyo", Some("night"), 4)
+    );
+    let (status, body) = get_json(&app, "/api/schedules").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body[0]["name"], "nightly");
+    assert_eq!(body[0]["upcoming"].as_array().unwrap().len(), 3);
+    let (status, page, _) = get_html(&app, "/schedules").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("nightly") && page.contains("Asia/Tokyo"),
+        "{page}"
+    );
+
+    let (status, _) = send_json(
+        &app,
+        test::TestRequest::post(),
+        "/api/schedules/nightly/pause",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        background_tasks::cron::get(&t.db, "nightly")
+            .await
+            .unwrap()
+            .unwrap()
+            .paused
+    );
+    let (status, _) = send_json(
+        &app,
+        test::TestRequest::post(),
+        "/api/schedules/nightly/resume",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !background_tasks::cron::get(&t.db, "nightly")
+            .await
+            .unwrap()
+            .unwrap()
+            .paused
+    );
+    let (status, _) = send_json(
+        &app,
+        test::TestRequest::delete(),
+        "/api/schedules/nightly",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        background_tasks::cron::get(&t.db, "nightly")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let (status, _) = send_json(
+        &app,
+        test::TestRequest::delete(),
+        "/api/schedules/nightly",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Read-only dashboards cannot change schedules.
+    let read_only = app_read_only(&queue).await;
+    let (status, _) = send_json(
+        &read_only,
+        test::TestRequest::post(),
+        "/api/schedules",
+        Some(json!({"name": "x", "cron": "0 3 * * *", "task": "add"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        background_tasks::cron::list(&t.db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    t
+}
+
+async fn app_read_only(
+    queue: &Queue,
+) -> impl Service<Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error> {
+    app(full(queue).read_only(true)).await
 }
