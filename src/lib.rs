@@ -42,6 +42,7 @@
 mod actors;
 pub mod admin;
 pub mod builtin;
+mod cancel;
 pub mod cli;
 mod clock;
 mod config;

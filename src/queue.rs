@@ -416,18 +416,13 @@ struct Inner {
     wake: Arc<tokio::sync::Notify>,
     /// Tasks this queue's runner claimed and has not recorded yet: the
     /// locks its heartbeat renews.
-    running: std::sync::Mutex<std::collections::HashMap<i32, Running>>,
+    running: std::sync::Mutex<std::collections::HashMap<i32, Option<String>>>,
+    /// Which of them an operator cancelled.
+    cancels: Arc<crate::cancel::Cancels>,
     /// Queues with a global concurrency limit, as last read (see
     /// [`crate::admin::set_queue_limit`]), refreshed at each heartbeat.
     global_limits: std::sync::Mutex<Vec<String>>,
     metrics: crate::metrics::Metrics,
-}
-
-/// A task claimed by this queue's runner and not yet recorded.
-struct Running {
-    queue: Option<String>,
-    /// Set to true when an operator cancels the task.
-    cancel: tokio::sync::watch::Sender<bool>,
 }
 
 /// Handle on the queue: enqueue tasks, query them, share the registry and
@@ -454,6 +449,7 @@ impl Queue {
                 runner_id: worker::runner_identity(),
                 wake: Arc::new(tokio::sync::Notify::new()),
                 running: std::sync::Mutex::default(),
+                cancels: Arc::default(),
                 global_limits: std::sync::Mutex::default(),
                 metrics: crate::metrics::Metrics::new(),
             }),
@@ -501,7 +497,7 @@ impl Queue {
         &self.inner.metrics
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<i32, Running>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<i32, Option<String>>> {
         self.inner
             .running
             .lock()
@@ -513,47 +509,51 @@ impl Queue {
         self.running().keys().copied().collect()
     }
 
-    /// How many tasks of `queue` are claimed here and not yet recorded.
-    pub(crate) fn running_in(&self, queue: Option<&str>) -> usize {
+    /// How many tasks of `queue` (one with a limit in this runner) are
+    /// claimed here and not yet recorded.
+    pub(crate) fn running_in(&self, queue: &str) -> usize {
         self.running()
             .values()
-            .filter(|running| running.queue.as_deref() == queue)
+            .filter(|running| running.as_deref() == Some(queue))
             .count()
     }
 
+    /// Tracks claimed tasks. Only the queues this runner limits are
+    /// remembered (for [`Queue::running_in`]).
     pub(crate) fn track_running(&self, tasks: &[task::Model]) {
+        let limits = self.config().queue_limits();
         let mut running = self.running();
         for task in tasks {
-            let (cancel, _) = tokio::sync::watch::channel(false);
-            running.insert(
-                task.id,
-                Running {
-                    queue: task.queue.clone(),
-                    cancel,
-                },
-            );
+            let queue = task
+                .queue
+                .as_ref()
+                .filter(|queue| limits.contains_key(queue.as_str()))
+                .cloned();
+            running.insert(task.id, queue);
         }
     }
 
     pub(crate) fn untrack_running(&self, id: i32) {
         self.running().remove(&id);
+        self.inner.cancels.forget(id);
     }
 
-    /// The cancellation signal of a task claimed here, for its body.
-    pub(crate) fn cancel_signal(&self, id: i32) -> Option<tokio::sync::watch::Receiver<bool>> {
-        self.running()
-            .get(&id)
-            .map(|running| running.cancel.subscribe())
+    /// The cancellation signal of task `id`, for its body.
+    pub(crate) fn cancel_signal(&self, id: i32) -> crate::cancel::CancelSignal {
+        crate::cancel::CancelSignal::new(Arc::clone(&self.inner.cancels), id)
     }
 
     /// Signals the bodies of the tasks `ids` (claimed here) that an
     /// operator cancelled them; returns how many were not signalled before.
     pub(crate) fn signal_cancelled(&self, ids: &[i32]) -> usize {
-        let running = self.running();
-        ids.iter()
-            .filter_map(|id| running.get(id))
-            .filter(|running| !running.cancel.send_replace(true))
-            .count()
+        let running: Vec<i32> = {
+            let tracked = self.running();
+            ids.iter()
+                .copied()
+                .filter(|id| tracked.contains_key(id))
+                .collect()
+        };
+        self.inner.cancels.cancel(running)
     }
 
     /// Queues with a global concurrency limit, as last read.

@@ -323,8 +323,8 @@ pub struct TaskContext {
     task_id: Option<i32>,
     task_name: String,
     attempts: i32,
-    /// Turns true when an operator cancels the task.
-    cancel: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Says when an operator cancels the task.
+    cancel: Option<crate::cancel::CancelSignal>,
 }
 
 impl TaskContext {
@@ -333,7 +333,7 @@ impl TaskContext {
         task_id: i32,
         task_name: String,
         attempts: i32,
-        cancel: Option<tokio::sync::watch::Receiver<bool>>,
+        cancel: Option<crate::cancel::CancelSignal>,
     ) -> Self {
         Self {
             task_id: Some(task_id),
@@ -373,7 +373,9 @@ impl TaskContext {
     /// steps and returns early; one that does not is stopped after the
     /// runner's cancel grace period. Always false for an inline run.
     pub fn is_cancelled(&self) -> bool {
-        self.cancel.as_ref().is_some_and(|cancel| *cancel.borrow())
+        self.cancel
+            .as_ref()
+            .is_some_and(crate::cancel::CancelSignal::is_cancelled)
     }
 
     /// Resolves when an operator cancels this task; never, for an inline
@@ -393,13 +395,7 @@ impl TaskContext {
     /// ```
     pub async fn cancelled(&self) {
         match &self.cancel {
-            Some(cancel) => {
-                let mut cancel = cancel.clone();
-                if cancel.wait_for(|cancelled| *cancelled).await.is_err() {
-                    // The runner forgot the task: it is no longer running.
-                    std::future::pending::<()>().await;
-                }
-            }
+            Some(cancel) => cancel.cancelled().await,
             None => std::future::pending().await,
         }
     }

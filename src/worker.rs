@@ -135,7 +135,7 @@ pub(crate) fn spawn_execution(queue: &Queue, task: &task::Model) -> Spawned {
         task.id,
         task.task_name.clone(),
         task.attempts,
-        queue.cancel_signal(task.id),
+        Some(queue.cancel_signal(task.id)),
     );
     // One span per execution, so whatever the body logs carries the task.
     let span = tracing::info_span!(
@@ -180,7 +180,7 @@ pub(crate) async fn finish_execution(
     let cancel = queue.cancel_signal(task.id);
     let finished = tokio::select! {
         finished = tokio::time::timeout(limit, &mut handle) => Some(finished),
-        () = cancelled(cancel) => None,
+        () = cancel.cancelled() => None,
     };
     let execution = match finished {
         Some(Ok(joined)) => ended(joined),
@@ -198,16 +198,6 @@ pub(crate) async fn finish_execution(
     };
     queue.metrics().executed(task, began.elapsed());
     execution
-}
-
-/// Resolves when `signal` turns true; never without one.
-async fn cancelled(signal: Option<tokio::sync::watch::Receiver<bool>>) {
-    if let Some(mut signal) = signal
-        && signal.wait_for(|cancelled| *cancelled).await.is_ok()
-    {
-        return;
-    }
-    std::future::pending().await
 }
 
 /// The body of a cancelled task: waits the grace period for it to return,
@@ -279,7 +269,11 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
     }
 }
 
-/// Claims up to `limit` due tasks for the queue's runner identity.
+/// Claims up to `limit` due tasks for the queue's runner identity. Queues
+/// under a concurrency limit (this runner's own, or a global one) are
+/// claimed first, one by one, each up to what its limits leave; then the
+/// other queues with the remaining slots. Claimed tasks are tracked as
+/// running here at once, so a later claim's failure loses none of them.
 pub(crate) async fn claim(queue: &Queue, limit: usize) -> Result<Vec<task::Model>> {
     let names = queue.registry().names();
     let config = queue.config();
@@ -304,7 +298,7 @@ pub(crate) async fn claim(queue: &Queue, limit: usize) -> Result<Vec<task::Model
         let room = config
             .queue_limits()
             .get(*name)
-            .map_or(free, |max| max.saturating_sub(queue.running_in(Some(name))))
+            .map_or(free, |max| max.saturating_sub(queue.running_in(name)))
             .min(free);
         if room == 0 {
             continue;
@@ -329,12 +323,12 @@ pub(crate) async fn claim(queue: &Queue, limit: usize) -> Result<Vec<task::Model
         }
     }
     let free = limit - tasks.len();
-    let unlimited: Vec<String> = limited.iter().map(|name| (*name).to_owned()).collect();
+    let excluded: Vec<String> = limited.iter().map(|name| (*name).to_owned()).collect();
     let queues = match config.queue() {
         Some(_) if !limited.is_empty() => return Ok(tasks),
         Some(only) => Queues::Only(only),
         None if limited.is_empty() => Queues::All,
-        None => Queues::AllBut(&unlimited),
+        None => Queues::AllBut(&excluded),
     };
     let filter = ClaimFilter {
         names: &names,

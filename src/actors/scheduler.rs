@@ -238,6 +238,11 @@ impl Scheduler {
         self.firing = true;
         let queue = self.queue.clone();
         let fire = async move {
+            // One cheap read when nothing is due (the usual case).
+            let next = crate::cron::next_due(queue.db()).await?;
+            if next.is_none_or(|next| next > now) {
+                return Ok(next);
+            }
             let fired = crate::cron::enqueue_due(queue.db(), now).await?;
             if !fired.enqueued.is_empty() {
                 queue.wake_handle().notify_one();
