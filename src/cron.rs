@@ -44,8 +44,9 @@
 //! **Expressions** have 5 fields (minute hour day-of-month month
 //! day-of-week) or 6 with seconds first, plus `L`, `W`, `#` and the
 //! `@hourly`-style aliases ([croner]'s syntax). **Time zones** are IANA names
-//! (`UTC`, `America/New_York`); an occurrence in a daylight-saving gap is
-//! skipped and one in an overlap fires once.
+//! (`UTC`, `America/New_York`); an occurrence in a daylight-saving gap
+//! fires when the gap ends (02:30 on a night that jumps from 02:00 to 03:00
+//! fires at 03:00), and one in an overlap fires once, at the first.
 //!
 //! **Missed occurrences.** An occurrence that no runner enqueued within
 //! [`LATE_AFTER`] of its time (every runner was down) is *missed*. After
@@ -564,6 +565,22 @@ mod tests {
             paris.next_after(utc(2026, 7, 10, 0, 0)),
             Some(utc(2026, 7, 10, 5, 30))
         );
+    }
+
+    #[test]
+    fn daylight_saving_gaps_and_overlaps() {
+        let paris = Timetable::parse("30 2 * * *", "Europe/Paris").unwrap();
+        // 29 March 2026: 02:00 jumps to 03:00, so 02:30 does not exist; it
+        // fires when the gap ends, 03:00 local.
+        assert_eq!(
+            paris.next_after(utc(2026, 3, 28, 12, 0)),
+            Some(utc(2026, 3, 29, 1, 0))
+        );
+        // 25 October 2026: 02:30 happens twice (UTC+2, then UTC+1); it
+        // fires once, at the first.
+        let first = paris.next_after(utc(2026, 10, 24, 12, 0)).unwrap();
+        assert_eq!(first, utc(2026, 10, 25, 0, 30));
+        assert_eq!(paris.next_after(first), Some(utc(2026, 10, 26, 1, 30)));
     }
 
     #[test]
