@@ -477,6 +477,11 @@ pub(super) async fn show(ctx: &Context, args: ShowArgs) -> Result<(), Failure> {
             ),
             ("locked at", output::maybe_time(task.locked_at)),
             (
+                "cancel requested",
+                output::maybe_time(task.cancel_requested_at),
+            ),
+            ("policy", task.policy.clone().unwrap_or_else(|| "-".into())),
+            (
                 "creator",
                 creator_text(task.creator_content_type_id, task.creator_object_id),
             ),

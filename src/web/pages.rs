@@ -623,6 +623,9 @@ fn task_page(
             @if let Some(asked) = task.cancel_requested_at {
                 tr { th { "cancel requested" } td { (when(asked, now)) } }
             }
+            @if let Some(policy) = &task.policy {
+                tr { th { "policy" } td { code { (policy) } } }
+            }
             tr { th { "creator" } td { (creator(task.creator_content_type_id, task.creator_object_id)) } }
             tr { th { "hash" } td { code { (task.task_hash) } } }
         }
