@@ -255,30 +255,50 @@ impl Timetable {
             .map(|next| next.with_timezone(&Utc))
     }
 
-    /// The latest occurrence in `[from, now]` (`from` being one), and the
-    /// first after `now`.
-    fn catch_up(
-        &self,
-        from: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
+    /// Walks from the occurrence `from` to `now`, in one pass: the latest
+    /// occurrence in `[from, now]`, the first after `now`, and how many lie
+    /// in `[from, now]` (counted up to [`COUNT_BOUND`]; after a long
+    /// downtime of a frequent schedule the walk then jumps to the last
+    /// hour instead of stepping through every occurrence since).
+    fn catch_up(&self, from: DateTime<Utc>, now: DateTime<Utc>) -> CatchUp {
         let mut latest = from;
-        // Walk forward; after a long downtime, jump to the last hour first
-        // instead of stepping through every occurrence since.
-        let hour_ago = now - TimeDelta::hours(1);
-        if from < hour_ago
-            && let Some(near) = self.next_after(hour_ago)
-            && near <= now
-        {
-            latest = near;
-        }
+        let mut occurrences = 1;
         loop {
             match self.next_after(latest) {
-                Some(next) if next <= now => latest = next,
-                next => return (latest, next),
+                Some(next) if next <= now => {
+                    latest = next;
+                    occurrences += 1;
+                    if occurrences == COUNT_BOUND
+                        && let Some(near) = self.next_after(now - TimeDelta::hours(1))
+                        && near > latest
+                        && near <= now
+                    {
+                        latest = near;
+                    }
+                }
+                next => {
+                    return CatchUp {
+                        latest,
+                        next,
+                        occurrences,
+                    };
+                }
             }
         }
     }
+}
+
+/// Occurrences counted one by one when catching up, at most.
+const COUNT_BOUND: u64 = 10_000;
+
+/// Where a schedule stands after its runners were away.
+struct CatchUp {
+    /// The latest occurrence due.
+    latest: DateTime<Utc>,
+    /// The first occurrence after now, if any.
+    next: Option<DateTime<Utc>>,
+    /// Occurrences due (at least [`COUNT_BOUND`] when it reached it).
+    occurrences: u64,
 }
 
 /// Creates a schedule; its first occurrence is the first after `now`.
@@ -436,14 +456,17 @@ where
                 continue;
             }
         };
-        let (latest, next) = timetable.catch_up(schedule.next_fire_at, now);
+        let CatchUp {
+            latest,
+            next,
+            occurrences,
+        } = timetable.catch_up(schedule.next_fire_at, now);
         // A schedule without any later occurrence parks at the end of
         // time (of every backend's datetime type).
         let next = next.unwrap_or_else(end_of_time);
         let late = now - latest > TimeDelta::from_std(LATE_AFTER).unwrap_or(TimeDelta::MAX);
         let run = !late || schedule.missed.parse::<Missed>().ok() == Some(Missed::RunOnce);
-        let missed =
-            occurrences_between(&timetable, schedule.next_fire_at, latest) - u64::from(run);
+        let missed = occurrences - u64::from(run);
         let txn = store::begin_write(conn).await?;
         if !schedules::advance(&txn, schedule.id, schedule.next_fire_at, next, latest).await? {
             // Another runner fired it first.
@@ -493,24 +516,6 @@ fn end_of_time() -> DateTime<Utc> {
 /// next needs to look.
 pub(crate) async fn next_due<C: ConnectionTrait>(conn: &C) -> Result<Option<DateTime<Utc>>> {
     schedules::earliest(conn).await
-}
-
-/// How many occurrences lie in `[from, to]` (`from` being one), counted up
-/// to a bound.
-fn occurrences_between(timetable: &Timetable, from: DateTime<Utc>, to: DateTime<Utc>) -> u64 {
-    const BOUND: u64 = 10_000;
-    let mut count = 1;
-    let mut at = from;
-    while count < BOUND {
-        match timetable.next_after(at) {
-            Some(next) if next <= to => {
-                count += 1;
-                at = next;
-            }
-            _ => break,
-        }
-    }
-    count
 }
 
 /// The unique key of the task of `schedule`'s occurrence at `at`.
@@ -597,14 +602,18 @@ mod tests {
         let minutely = Timetable::parse("* * * * *", "UTC").unwrap();
         let from = utc(2026, 1, 1, 0, 0);
         let now = utc(2026, 1, 3, 5, 7) + TimeDelta::seconds(30);
-        let (latest, next) = minutely.catch_up(from, now);
-        assert_eq!(latest, utc(2026, 1, 3, 5, 7));
-        assert_eq!(next, Some(utc(2026, 1, 3, 5, 8)));
-        assert_eq!(occurrences_between(&minutely, from, from), 1);
-        assert_eq!(
-            occurrences_between(&minutely, from, utc(2026, 1, 1, 0, 9)),
-            10
-        );
+        let caught = minutely.catch_up(from, now);
+        assert_eq!(caught.latest, utc(2026, 1, 3, 5, 7));
+        assert_eq!(caught.next, Some(utc(2026, 1, 3, 5, 8)));
+        assert_eq!(caught.occurrences, (2 * 24 + 5) * 60 + 8);
+        let at = |to| minutely.catch_up(from, to).occurrences;
+        assert_eq!(at(from), 1);
+        assert_eq!(at(utc(2026, 1, 1, 0, 9)), 10);
+        // Past the bound: the walk jumps to the last hour, and still ends
+        // at the latest occurrence.
+        let long = minutely.catch_up(from, utc(2026, 3, 1, 0, 0));
+        assert_eq!(long.latest, utc(2026, 3, 1, 0, 0));
+        assert!(long.occurrences >= COUNT_BOUND);
     }
 
     #[test]

@@ -421,7 +421,7 @@ struct Inner {
     cancels: Arc<crate::cancel::Cancels>,
     /// Queues with a global concurrency limit, as last read (see
     /// [`crate::admin::set_queue_limit`]), refreshed at each heartbeat.
-    global_limits: std::sync::Mutex<Vec<String>>,
+    global_limits: std::sync::Mutex<Arc<[String]>>,
     metrics: crate::metrics::Metrics,
 }
 
@@ -450,7 +450,7 @@ impl Queue {
                 wake: Arc::new(tokio::sync::Notify::new()),
                 running: std::sync::Mutex::default(),
                 cancels: Arc::default(),
-                global_limits: std::sync::Mutex::default(),
+                global_limits: std::sync::Mutex::new(Arc::from([])),
                 metrics: crate::metrics::Metrics::new(),
             }),
         }
@@ -544,8 +544,8 @@ impl Queue {
     }
 
     /// Signals the bodies of the tasks `ids` (claimed here) that an
-    /// operator cancelled them; returns how many were not signalled before.
-    pub(crate) fn signal_cancelled(&self, ids: &[i32]) -> usize {
+    /// operator cancelled them.
+    pub(crate) fn signal_cancelled(&self, ids: &[i32]) {
         let running: Vec<i32> = {
             let tracked = self.running();
             ids.iter()
@@ -553,16 +553,19 @@ impl Queue {
                 .filter(|id| tracked.contains_key(id))
                 .collect()
         };
-        self.inner.cancels.cancel(running)
+        self.inner.cancels.cancel(running);
     }
 
-    /// Queues with a global concurrency limit, as last read.
-    pub(crate) fn globally_limited(&self) -> Vec<String> {
-        self.inner
-            .global_limits
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+    /// Queues with a global concurrency limit, as last read (shared, so a
+    /// claim reads it without copying).
+    pub(crate) fn globally_limited(&self) -> Arc<[String]> {
+        Arc::clone(
+            &self
+                .inner
+                .global_limits
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     pub(crate) fn set_globally_limited(&self, queues: Vec<String>) {
@@ -570,7 +573,7 @@ impl Queue {
             .inner
             .global_limits
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = queues;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = queues.into();
     }
 
     /// Tells a runner of this queue in this process to look for work now.
