@@ -28,6 +28,51 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MIGRATION_LOCK_KEY: i64 = 0x0062_6774_6173_6b73; // "bgtasks" in ASCII
 const MIGRATION_LOCK_NAME: &str = "background_tasks_migrate";
 
+/// Sets the time zone the database's naive timestamps are in, for this
+/// process: an IANA name (`America/New_York`). The default is UTC.
+///
+/// For a database shared with a Django project that has `USE_TZ = False`:
+/// such a project writes every timestamp as a naive wall-clock time of its
+/// `TIME_ZONE`. Give that zone here and every timestamp this crate writes
+/// to the queue's tables (SQLite and MySQL/MariaDB) is the same wall-clock
+/// time, and every one it reads is taken as one, so tasks run when they are
+/// due on both sides. PostgreSQL stores instants
+/// (`timestamp with time zone`) whatever Django's setting, so there the
+/// zone changes nothing. `bgtasks` reads it from
+/// `BACKGROUND_TASK_DB_TIME_ZONE`.
+///
+/// One zone per process, like Django's own setting: set it before the
+/// first statement; setting another zone later is refused. Your own SeaORM
+/// statements on these tables do not go through it.
+pub fn set_time_zone(zone: &str) -> Result<()> {
+    let parsed: chrono_tz::Tz = zone.parse().map_err(|_| {
+        Error::invalid(
+            "time zone",
+            format!(
+                "{zone:?} is not an IANA time zone name; give one such as UTC, Europe/Paris or \
+                 America/New_York (Django's TIME_ZONE)"
+            ),
+        )
+    })?;
+    if !crate::store::set_db_time_zone(parsed) {
+        return Err(Error::invalid(
+            "time zone",
+            format!(
+                "this process already reads and writes timestamps in {}; it cannot change to \
+                 {zone} (one zone per process)",
+                time_zone()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The time zone set by [`set_time_zone`] (`UTC` when none was).
+pub fn time_zone() -> String {
+    crate::store::naive_zone(DbBackend::MySql)
+        .map_or_else(|| "UTC".to_owned(), |zone| zone.name().to_owned())
+}
+
 /// The URL of the embedded default database: [`DEFAULT_SQLITE_FILE`] in the
 /// working directory, created when missing.
 pub fn default_url() -> String {

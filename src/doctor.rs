@@ -14,6 +14,7 @@
 //! | `runners` | due tasks have waited longer than the lease and no runner is alive (warn) |
 //! | `unknown_tasks` | tasks due for longer than the lease have names no handler in the registry knows (warn) |
 //! | `stale_locks` | tasks are locked, for longer than the lease, by runners that are gone (warn) |
+//! | `time_zone` | finish, failure or lock times lie hours in the future as this process reads them: the database's naive timestamps are another zone's wall clock (a Django project with `USE_TZ = False`) than [`db::set_time_zone`] says (fail) |
 //!
 //! A check that needs a table the schema lacks is [`Status::Skip`]ped. A
 //! statement that fails makes its check fail with the database's error;
@@ -204,7 +205,60 @@ pub async fn check(
         }
     };
     findings.push(finding("stale_locks", stale));
+    let zone = match needs(&[TASKS, HISTORY]) {
+        Some(skipped) => Ok(skipped),
+        None => time_zone(conn, now).await,
+    };
+    findings.push(finding("time_zone", zone));
     findings
+}
+
+/// Times written as "now" (finish, failure, lock) must not lie in the
+/// future as read here. Naive timestamps written as another zone's wall
+/// clock (a Django project with `USE_TZ = False` and its `TIME_ZONE`) read
+/// hours ahead when that zone is east of the one this process assumes; a
+/// zone to the west is seen once this process assumes a zone east of it,
+/// or by Django, whose `process_tasks` then finds Rust's tasks due late.
+async fn time_zone(conn: &DatabaseConnection, now: DateTime<Utc>) -> Result<Verdict> {
+    let zone = db::time_zone();
+    if conn.get_database_backend() == DbBackend::Postgres {
+        let note = if zone == "UTC" {
+            String::new()
+        } else {
+            format!(" (BACKGROUND_TASK_DB_TIME_ZONE={zone} changes nothing here)")
+        };
+        return Ok(verdict(
+            Status::Ok,
+            format!(
+                "PostgreSQL stores instants (timestamp with time zone), whatever the writer's                  time zone{note}"
+            ),
+        ));
+    }
+    // Beyond any clock skew or transaction length; under the smallest
+    // offset between two zones that differ (15 min, rounded down).
+    let margin = TimeDelta::minutes(10);
+    let ahead: Vec<(&str, TimeDelta)> = sql::latest_now_times(conn)
+        .await?
+        .into_iter()
+        .map(|(column, at)| (column, at - now))
+        .filter(|(_, ahead)| *ahead > margin)
+        .collect();
+    let Some((column, by)) = ahead.iter().max_by_key(|(_, by)| *by) else {
+        return Ok(verdict(
+            Status::Ok,
+            format!(
+                "naive timestamps are read as {zone} wall-clock time, and no finish, failure or                  lock time lies in the future"
+            ),
+        ));
+    };
+    let hours = by.num_minutes() as f64 / 60.0;
+    Ok(verdict(
+        Status::Fail,
+        format!(
+            "{column} holds a time {} in the future when read as {zone} wall-clock time:              another writer stores naive timestamps in a zone about {hours:.1} h east of {zone}.              A Django project with USE_TZ = False writes its TIME_ZONE's wall clock: set              BACKGROUND_TASK_DB_TIME_ZONE (db::set_time_zone) to that zone, so both sides run              tasks when they are due",
+            seconds(*by)
+        ),
+    ))
 }
 
 /// What one check found: its status and the detail.

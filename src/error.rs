@@ -43,6 +43,12 @@ pub enum Error {
     /// A task's params could not be encoded (at enqueue) or decoded (at run time).
     #[error(transparent)]
     Params(#[from] ParamsError),
+    /// A row of the queue's tables cannot be decoded: a value of the wrong
+    /// type, out of range, or NULL where one is needed (a row written by
+    /// hand or by another program). Runners set such a task aside instead
+    /// of retrying it forever.
+    #[error("{0}")]
+    Unreadable(Box<UnreadableRow>),
     /// An enqueue option or a setting has a value that is not allowed.
     #[error("invalid value for `{option}`: {reason}")]
     InvalidOption {
@@ -59,5 +65,44 @@ impl Error {
             option,
             reason: reason.into(),
         }
+    }
+}
+
+/// A row that could not be decoded, and why: which row, which column,
+/// what it holds.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct UnreadableRow {
+    /// The table it is in.
+    pub table: String,
+    /// Its id, as the database prints it; `None` when even that did not read.
+    pub id: Option<String>,
+    /// The first column that did not decode; `None` when each column reads
+    /// on its own and only the row as a whole did not.
+    pub column: Option<String>,
+    /// That column's value as the database prints it (text in quotes, cut
+    /// when long), or `NULL`.
+    pub value: Option<String>,
+    /// Why it did not decode, phrased to follow "column C holds V, "
+    /// (`which is not a 32-bit integer (...)`, `but this column must have
+    /// a value`).
+    pub reason: String,
+}
+
+impl std::fmt::Display for UnreadableRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.id {
+            Some(id) => write!(f, "row {id} of {} cannot be read", self.table)?,
+            None => write!(f, "a row of {} cannot be read", self.table)?,
+        }
+        match (&self.column, &self.value) {
+            (Some(column), Some(value)) => write!(f, ": column {column} holds {value}, ")?,
+            (Some(column), None) => write!(f, ": column {column}, ")?,
+            _ => f.write_str(": ")?,
+        }
+        write!(
+            f,
+            "{}. Correct the value in the database or delete the row",
+            self.reason
+        )
     }
 }

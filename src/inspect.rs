@@ -273,6 +273,10 @@ pub struct Page {
     pub rows: Vec<Row>,
     /// Cursor of the next page; `None` on the last page.
     pub next: Option<Cursor>,
+    /// Rows of this page that cannot be decoded (a value of the wrong type
+    /// or out of range, written by hand or by another program): each names
+    /// its id, column and value. They are not in `rows`.
+    pub unreadable: Vec<crate::error::UnreadableRow>,
 }
 
 /// Most rows one page may hold.
@@ -290,29 +294,39 @@ pub async fn list<C: ConnectionTrait>(
 ) -> Result<Page> {
     let limit = limit.clamp(1, MAX_PAGE);
     // One row more than asked says whether there is a next page.
-    let (mut rows, more) = if state.in_history() {
-        let mut rows =
+    let (mut rows, more, unreadable) = if state.in_history() {
+        let (mut rows, unreadable) =
             sql::page::<completed_task::Entity, _>(conn, state, filter, after, limit + 1, now)
                 .await?;
-        let more = rows.len() as u64 > limit;
+        let more = (rows.len() + unreadable.len()) as u64 > limit;
         rows.truncate(limit as usize);
         (
             rows.into_iter().map(Row::Completed).collect::<Vec<_>>(),
             more,
+            unreadable,
         )
     } else {
-        let mut rows =
+        let (mut rows, unreadable) =
             sql::page::<task::Entity, _>(conn, state, filter, after, limit + 1, now).await?;
-        let more = rows.len() as u64 > limit;
+        let more = (rows.len() + unreadable.len()) as u64 > limit;
         rows.truncate(limit as usize);
-        (rows.into_iter().map(Row::Task).collect::<Vec<_>>(), more)
+        (
+            rows.into_iter().map(Row::Task).collect::<Vec<_>>(),
+            more,
+            unreadable,
+        )
     };
     let next = match rows.last_mut() {
         Some(Row::Task(task)) if more => Some(Cursor::of_task(state, task)),
         Some(Row::Completed(completed)) if more => Some(Cursor::of_completed(completed)),
         _ => None,
     };
-    Ok(Page { state, rows, next })
+    Ok(Page {
+        state,
+        rows,
+        next,
+        unreadable,
+    })
 }
 
 /// Failed history rows are counted up to this many in all (across queues)
@@ -447,8 +461,11 @@ pub async fn queues<C: ConnectionTrait>(conn: &C) -> Result<Vec<Option<String>>>
 }
 
 /// The waiting or running task `id`.
+///
+/// A row that cannot be decoded is an [`Error::Unreadable`](crate::Error::Unreadable)
+/// naming the column and its value.
 pub async fn task<C: ConnectionTrait>(conn: &C, id: i32) -> Result<Option<task::Model>> {
-    Ok(task::Entity::find_by_id(id).one(conn).await?)
+    crate::store::rows::select_one(conn, task::Entity::find_by_id(id)).await
 }
 
 /// The history row `id`.
@@ -456,7 +473,7 @@ pub async fn completed<C: ConnectionTrait>(
     conn: &C,
     id: i32,
 ) -> Result<Option<completed_task::Model>> {
-    Ok(completed_task::Entity::find_by_id(id).one(conn).await?)
+    crate::store::rows::select_one(conn, completed_task::Entity::find_by_id(id)).await
 }
 
 /// A repeat chain: every run of one task name with the same params.

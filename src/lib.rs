@@ -74,7 +74,7 @@ pub use config::{
     PriorityOrdering, Retention,
 };
 pub use entity::{completed_task, runner as runner_row, task as task_row};
-pub use error::{Error, Result};
+pub use error::{Error, Result, UnreadableRow};
 pub use events::{Event, Events};
 pub use queries::{CompletedTaskQuery, TaskQuery};
 pub use queue::{

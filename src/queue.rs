@@ -40,13 +40,14 @@ pub const MAX_VERBOSE_NAME_LEN: usize = 255;
 pub struct Creator {
     /// Kind of the creating object (Django: `django_content_type.id`).
     pub content_type_id: i32,
-    /// Id of the creating object (never negative).
-    pub object_id: i32,
+    /// Id of the creating object (Django's `PositiveIntegerField`: at most
+    /// 2147483647 on PostgreSQL and SQLite, 4294967295 on MySQL).
+    pub object_id: u32,
 }
 
 impl Creator {
     /// A creator from its two ids.
-    pub fn new(content_type_id: i32, object_id: i32) -> Self {
+    pub fn new(content_type_id: i32, object_id: u32) -> Self {
         Self {
             content_type_id,
             object_id,
@@ -307,14 +308,6 @@ impl TaskSpec {
             return Err(Error::invalid(
                 "repeat_until",
                 format!("{until} is not in the future (now is {now})"),
-            ));
-        }
-        if let Some(creator) = self.creator
-            && creator.object_id < 0
-        {
-            return Err(Error::invalid(
-                "creator",
-                format!("object id {} is negative", creator.object_id),
             ));
         }
         let overrides = crate::policy::Overrides {
@@ -768,10 +761,8 @@ impl Queue {
     /// seed's `Task.objects.get_task`).
     pub async fn get_task<T: Task>(&self, params: &T::Params) -> Result<Vec<task::Model>> {
         let hash = params::task_hash(T::name(), &T::encode(params)?);
-        Ok(task::Entity::find()
-            .filter(task::Column::TaskHash.eq(hash))
-            .all(self.db())
-            .await?)
+        let select = task::Entity::find().filter(task::Column::TaskHash.eq(hash));
+        crate::store::rows::select_all(self.db(), select).await
     }
 
     /// Deletes the waiting or running tasks of `T` with exactly these params

@@ -279,7 +279,6 @@ pub(crate) async fn claim(queue: &Queue, limit: usize) -> Result<Vec<task::Model
     let config = queue.config();
     let ordering = config.priority_ordering();
     let now = config.clock().now();
-    let (db, runner) = (queue.db(), queue.runner_id());
     // Queues under a limit (this runner's, or a global one) are claimed one
     // by one, each up to its room, before the others.
     let global = queue.globally_limited();
@@ -309,14 +308,14 @@ pub(crate) async fn claim(queue: &Queue, limit: usize) -> Result<Vec<task::Model
             ordering,
         };
         let is_global = global.iter().any(|queue| queue == name);
-        match claim::claim(db, runner, now, room, &filter, is_global).await {
-            Ok(claimed) => {
-                queue.track_running(&claimed);
-                tasks.extend(claimed);
-            }
+        match claim_round(queue, now, room, &filter, is_global, &mut tasks).await {
+            Ok(()) => {}
             // Run what was claimed; the next poll tries again.
             Err(err) if !tasks.is_empty() => {
-                tracing::warn!("could not claim tasks of queue {name}: {err}");
+                tracing::warn!(
+                    "could not claim tasks of queue {name}: {}: {err}",
+                    crate::store::classify(&err).describe()
+                );
                 return Ok(tasks);
             }
             Err(err) => return Err(err),
@@ -335,17 +334,54 @@ pub(crate) async fn claim(queue: &Queue, limit: usize) -> Result<Vec<task::Model
         queues,
         ordering,
     };
-    match claim::claim(db, runner, now, free, &filter, false).await {
-        Ok(claimed) => {
-            queue.track_running(&claimed);
-            tasks.extend(claimed);
-        }
+    match claim_round(queue, now, free, &filter, false, &mut tasks).await {
+        Ok(()) => {}
         Err(err) if !tasks.is_empty() => {
-            tracing::warn!("could not claim tasks: {err}");
+            tracing::warn!(
+                "could not claim tasks: {}: {err}",
+                crate::store::classify(&err).describe()
+            );
         }
         Err(err) => return Err(err),
     }
     Ok(tasks)
+}
+
+/// Claims of one filter before a claim gives up on rows it set aside: a
+/// claim that had to set rows aside claims their room again, so bad rows
+/// cost the tasks behind them nothing, within this many claims.
+const SET_ASIDE_ROUNDS: usize = 4;
+
+/// Claims up to `room` tasks of `filter` into `tasks` (tracked as running
+/// at once). Rows the claim could not decode were set aside by it: each is
+/// logged, and the claim is repeated for their room.
+async fn claim_round(
+    queue: &Queue,
+    now: chrono::DateTime<chrono::Utc>,
+    room: usize,
+    filter: &ClaimFilter<'_>,
+    is_global: bool,
+    tasks: &mut Vec<task::Model>,
+) -> Result<()> {
+    let mut left = room;
+    for _ in 0..SET_ASIDE_ROUNDS {
+        let claimed =
+            claim::claim(queue.db(), queue.runner_id(), now, left, filter, is_global).await?;
+        queue.track_running(&claimed.tasks);
+        // Set-aside rows took no slot: their room is claimed again.
+        left = left.saturating_sub(claimed.tasks.len());
+        tasks.extend(claimed.tasks);
+        for unreadable in &claimed.set_aside {
+            tracing::error!(
+                task.id = unreadable.id.as_deref().unwrap_or("?"),
+                "task set aside (failed, not retried): {unreadable}"
+            );
+        }
+        if claimed.set_aside.is_empty() || left == 0 {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Takes back tasks of runners that stopped renewing their locks (see
@@ -355,7 +391,10 @@ pub(crate) async fn unlock_expired(queue: &Queue) -> Result<u64> {
     let now = config.clock().now();
     let lease = TimeDelta::from_std(config.lease()).unwrap_or(TimeDelta::MAX);
     let max_run_time = TimeDelta::from_std(config.max_run_time()).unwrap_or(TimeDelta::MAX);
-    let unlocked = claim::unlock_expired(queue.db(), now - lease, now - max_run_time).await?;
+    let unlocked = crate::store::retry_conflicts("lock expiry", || {
+        claim::unlock_expired(queue.db(), now - lease, now - max_run_time)
+    })
+    .await?;
     if unlocked > 0 {
         tracing::warn!(
             unlocked,
@@ -372,10 +411,14 @@ pub(crate) async fn unlock_expired(queue: &Queue) -> Result<u64> {
 pub(crate) async fn heartbeat(queue: &Queue) -> Result<()> {
     let now = queue.config().clock().now();
     let running = queue.running_ids();
-    if runners::heartbeat(queue.db(), queue.runner_id(), &running, now)
-        .await?
-        .is_none()
-    {
+    // A lost lock race (MySQL deadlock or lock wait timeout, seen with
+    // several runners) is tried again at once, so that it costs no lease
+    // renewal; only a failure that persists skips this beat.
+    let renewed = crate::store::retry_conflicts("heartbeat", || {
+        runners::heartbeat(queue.db(), queue.runner_id(), &running, now)
+    })
+    .await?;
+    if renewed.is_none() {
         register(queue).await?;
     }
     read_global_limits(queue).await
@@ -414,7 +457,10 @@ pub(crate) async fn register(queue: &Queue) -> Result<()> {
         started_at: now,
         last_seen: now,
     };
-    runners::register(queue.db(), row).await
+    crate::store::retry_conflicts("runner registration", || {
+        runners::register(queue.db(), row.clone())
+    })
+    .await
 }
 
 /// Removes this runner's registry row (clean shutdown), and forgets
@@ -582,12 +628,18 @@ pub(crate) async fn run_next_task(queue: &Queue) -> bool {
             None => return false,
         },
         Err(err) => {
-            tracing::warn!("Failed to retrieve tasks. Database unreachable: {err}");
+            tracing::warn!(
+                "{}",
+                crate::store::failure("Failed to retrieve tasks", &err)
+            );
             return false;
         }
     };
     if let Err(err) = run_claimed(queue, task).await {
-        tracing::warn!("Failed to record the outcome of a task. Database unreachable: {err}");
+        tracing::warn!(
+            "{}",
+            crate::store::failure("Failed to record the outcome of a task", &err)
+        );
     }
     true
 }

@@ -23,6 +23,7 @@ mod m20261127_000005_sqlite_django_timestamps;
 mod m20261127_000006_add_task_result;
 mod m20261127_000007_add_unique_key;
 mod m20261127_000008_add_task_features;
+mod m20261202_000009_unsigned_creator_object_id;
 
 /// `(column, index name)` of Django's single-column indexes on
 /// `background_task` and on `background_task_completedtask`: what
@@ -58,6 +59,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000006_add_task_result::Migration),
             Box::new(m20261127_000007_add_unique_key::Migration),
             Box::new(m20261127_000008_add_task_features::Migration),
+            Box::new(m20261202_000009_unsigned_creator_object_id::Migration),
         ]
     }
 

@@ -6,8 +6,9 @@
 //! Differences from Django's DDL, on purpose:
 //! - `creator_content_type_id` has no foreign key to `django_content_type`:
 //!   that table exists only in a Django project. It is still indexed.
-//! - On MySQL/MariaDB `creator_object_id` is a signed `integer` with the
-//!   `>= 0` check, where Django writes `integer UNSIGNED`.
+//! - `creator_object_id` keeps a `>= 0` check on every backend (Django
+//!   writes it on PostgreSQL and SQLite; on MySQL the column is `integer
+//!   UNSIGNED` either way).
 //! - No column gets a database default, exactly like Django: every insert
 //!   (ours and Django's) supplies every column.
 //!
@@ -129,7 +130,7 @@ impl MigrationTrait for Migration {
 
 /// Whether Django's migrations created the tables: `django_migrations`
 /// records app `background_task`.
-async fn django_owns_tables(manager: &SchemaManager<'_>) -> Result<bool, DbErr> {
+pub(crate) async fn django_owns_tables(manager: &SchemaManager<'_>) -> Result<bool, DbErr> {
     if !manager.has_table("django_migrations").await? {
         return Ok(false);
     }
@@ -161,13 +162,12 @@ fn types(backend: DbBackend) -> Types {
         },
         // MySQL's TIMESTAMP stops in 2038 and converts time zones; Django
         // uses DATETIME(6) (microseconds, stored as written: UTC).
-        // Django writes `integer UNSIGNED` here; a signed integer with the
-        // same CHECK keeps the same range of valid values and reads back as
-        // the same Rust type on every backend.
+        // `integer UNSIGNED`, as Django writes it (databases created before
+        // migration 9 had a signed integer; that migration converts them).
         DbBackend::MySql => Types {
             datetime: "datetime(6)",
             text: "longtext",
-            positive_integer: "integer",
+            positive_integer: "integer unsigned",
         },
         _ => Types {
             datetime: "datetime",

@@ -155,7 +155,9 @@ impl Poller {
                     act.failures = act.failures.saturating_add(1);
                     tracing::warn!(
                         retry_in_ms = backoff.as_millis() as u64,
-                        "Failed to retrieve tasks. Database unreachable: {err}"
+                        error.kind = crate::store::classify(&err).as_str(),
+                        "{}",
+                        crate::store::failure("Failed to retrieve tasks", &err)
                     );
                     ctx.run_later(backoff, Self::poll);
                 }
@@ -209,7 +211,10 @@ impl Poller {
         let queue = self.queue.clone();
         self.claiming = true;
         let release = async move {
-            let released = claim::release(queue.db(), queue.runner_id(), &ids).await;
+            let released = crate::store::retry_conflicts("release", || {
+                claim::release(queue.db(), queue.runner_id(), &ids)
+            })
+            .await;
             for id in ids {
                 worker::abandon(&queue, id);
             }

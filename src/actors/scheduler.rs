@@ -204,7 +204,8 @@ impl Scheduler {
             Ok(_) => {}
             Err(err) => {
                 tracing::warn!(
-                    "heartbeat failed; retrying at the next one. Database unreachable: {err}"
+                    "{}",
+                    crate::store::failure("Heartbeat failed; trying again at the next one", &err)
                 );
             }
         }));
@@ -389,8 +390,11 @@ async fn write_until_done(queue: &Queue, abandon: &AtomicBool, batch: &[(task::M
                 if tries == 0 {
                     tracing::warn!(
                         outcomes = batch.len(),
-                        "could not record the outcomes of finished tasks; retrying until the \
-                         database is back. Database unreachable: {err}"
+                        "{}; retrying until it is back",
+                        crate::store::failure(
+                            "Could not record the outcomes of finished tasks",
+                            &err
+                        )
                     );
                 }
                 tries += 1;

@@ -24,9 +24,10 @@
 //!
 //! Settings come from flags and from the environment under the seed's
 //! names: `MAX_ATTEMPTS`, `MAX_RUN_TIME`, `BACKGROUND_TASK_RUN_ASYNC`,
-//! `BACKGROUND_TASK_ASYNC_THREADS`, `BACKGROUND_TASK_PRIORITY_ORDERING`, and
+//! `BACKGROUND_TASK_ASYNC_THREADS`, `BACKGROUND_TASK_PRIORITY_ORDERING`,
 //! `DATABASE_URL` (default: `background_tasks.sqlite3` in the working
-//! directory).
+//! directory), and `BACKGROUND_TASK_DB_TIME_ZONE` (the zone of a Django
+//! project with `USE_TZ = False`; default UTC).
 
 #[cfg(feature = "web")]
 mod dashboard;
@@ -62,6 +63,13 @@ struct Cli {
     /// Print JSON (for scripts) instead of tables.
     #[arg(long, global = true)]
     json: bool,
+
+    /// Time zone of the naive timestamps in the database (IANA name, such
+    /// as America/New_York). Default UTC. Set it to the TIME_ZONE of a
+    /// Django project with USE_TZ = False that shares a SQLite or
+    /// MySQL/MariaDB database; PostgreSQL stores instants and ignores it.
+    #[arg(long, env = "BACKGROUND_TASK_DB_TIME_ZONE", global = true)]
+    db_time_zone: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -234,6 +242,9 @@ pub fn main(registry: Registry) -> ExitCode {
 }
 
 async fn run(cli: Cli, registry: Registry) -> Result<(), Failure> {
+    if let Some(zone) = cli.db_time_zone.as_deref().filter(|zone| !zone.is_empty()) {
+        db::set_time_zone(zone)?;
+    }
     let ctx = Context {
         url: cli.database_url,
         json: cli.json,

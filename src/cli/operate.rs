@@ -351,6 +351,7 @@ pub(super) async fn list(ctx: &Context, args: ListArgs) -> Result<(), Failure> {
     let filter = args.filter.filter(&conn, now).await?;
     let limit = args.limit.clamp(1, inspect::MAX_PAGE);
     let mut rows: Vec<(State, Row)> = Vec::new();
+    let mut unreadable = Vec::new();
     let mut next = None;
     for state in state.map_or_else(|| LIST_ORDER.to_vec(), |s| vec![s]) {
         let left = limit - rows.len() as u64;
@@ -360,8 +361,15 @@ pub(super) async fn list(ctx: &Context, args: ListArgs) -> Result<(), Failure> {
         let page = inspect::list(&conn, state, &filter, after.as_ref(), left, now).await?;
         next = page.next;
         rows.extend(page.rows.into_iter().map(|row| (state, row)));
+        unreadable.extend(page.unreadable);
     }
-    if rows.is_empty() {
+    // Rows that do not decode are listed apart, never a failed listing.
+    if !ctx.json {
+        for row in &unreadable {
+            eprintln!("bgtasks: warning: {row}");
+        }
+    }
+    if rows.is_empty() && unreadable.is_empty() {
         return Err(Failure::NothingMatched(match state {
             Some(state) => format!("no {state} task matches"),
             None if args.filter.is_empty() => "the queue is empty: no task in any state".to_owned(),
@@ -373,9 +381,11 @@ pub(super) async fn list(ctx: &Context, args: ListArgs) -> Result<(), Failure> {
             .iter()
             .map(|(state, row)| row_json(*state, row))
             .collect();
-        output::json(
-            &json!({"rows": rows, "next": next.filter(|_| state.is_some()).map(|c| c.to_string())}),
-        );
+        output::json(&json!({
+            "rows": rows,
+            "next": next.filter(|_| state.is_some()).map(|c| c.to_string()),
+            "unreadable": unreadable,
+        }));
         return Ok(());
     }
     let mut table = Table::new(&[
@@ -550,7 +560,7 @@ fn repeat_text(repeat: i64, until: Option<DateTime<Utc>>) -> String {
     }
 }
 
-fn creator_text(kind: Option<i32>, id: Option<i32>) -> String {
+fn creator_text(kind: Option<i32>, id: Option<u32>) -> String {
     match (kind, id) {
         (Some(kind), Some(id)) => format!("content type {kind}, object {id}"),
         _ => "-".into(),
@@ -754,6 +764,13 @@ async fn select(
             )
             .await?;
             ids.extend(page.rows.iter().map(Row::id));
+            // Rows that do not decode are selected too: deleting a broken
+            // row is how an operator gets rid of it.
+            ids.extend(
+                page.unreadable
+                    .iter()
+                    .filter_map(|row| row.id.as_deref()?.parse::<i32>().ok()),
+            );
             match page.next {
                 Some(next) => after = Some(next),
                 None => break,

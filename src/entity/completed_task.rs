@@ -47,8 +47,10 @@ pub struct Model {
     pub locked_at: Option<DateTimeUtc>,
     /// Creator, content type part.
     pub creator_content_type_id: Option<i32>,
-    /// Creator, object id part.
-    pub creator_object_id: Option<i32>,
+    /// Creator, generic foreign key: object id part. Django's
+    /// `PositiveIntegerField`: `integer unsigned` on MySQL (0 to
+    /// 4294967295), a non-negative `integer` on PostgreSQL and SQLite.
+    pub creator_object_id: Option<u32>,
     /// What the task returned, as JSON; `None` when it returned nothing (or
     /// failed, or ran under Django). This crate's column, added by its
     /// migration 6: nullable, so Django's inserts leave it empty.

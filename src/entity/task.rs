@@ -45,8 +45,10 @@ pub struct Model {
     pub locked_at: Option<DateTimeUtc>,
     /// Creator, generic foreign key: content type part (Django's `django_content_type.id`).
     pub creator_content_type_id: Option<i32>,
-    /// Creator, generic foreign key: object id part (never negative).
-    pub creator_object_id: Option<i32>,
+    /// Creator, generic foreign key: object id part. Django's
+    /// `PositiveIntegerField`: `integer unsigned` on MySQL (0 to
+    /// 4294967295), a non-negative `integer` on PostgreSQL and SQLite.
+    pub creator_object_id: Option<u32>,
     /// Set for a unique task (opt-in): the key no two live rows may share,
     /// enforced by a unique index. This crate's column (migration 7):
     /// nullable, and Django's inserts leave it empty, so they are never

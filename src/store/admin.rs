@@ -36,7 +36,7 @@ pub(crate) async fn search_tasks<C: ConnectionTrait>(
     text: &str,
     limit: u64,
 ) -> Result<Vec<task::Model>> {
-    Ok(task::Entity::find()
+    let select = task::Entity::find()
         .filter(
             Condition::any()
                 .add(task::Column::TaskName.like(contains(text)))
@@ -45,9 +45,11 @@ pub(crate) async fn search_tasks<C: ConnectionTrait>(
         .order_by_desc(task::Column::Priority)
         .order_by_asc(task::Column::RunAt)
         .order_by_asc(task::Column::Id)
-        .limit(limit)
-        .all(conn)
-        .await?)
+        .limit(limit);
+    let statement = super::rows::statement(conn, select);
+    Ok(super::rows::lenient::<task::Entity, C>(conn, statement)
+        .await?
+        .0)
 }
 
 /// History rows whose name or params contain `text`, newest first.
@@ -56,16 +58,20 @@ pub(crate) async fn search_completed<C: ConnectionTrait>(
     text: &str,
     limit: u64,
 ) -> Result<Vec<completed_task::Model>> {
-    Ok(completed_task::Entity::find()
+    let select = completed_task::Entity::find()
         .filter(
             Condition::any()
                 .add(completed_task::Column::TaskName.like(contains(text)))
                 .add(completed_task::Column::TaskParams.like(contains(text))),
         )
         .order_by_desc(completed_task::Column::RunAt)
-        .limit(limit)
-        .all(conn)
-        .await?)
+        .limit(limit);
+    let statement = super::rows::statement(conn, select);
+    Ok(
+        super::rows::lenient::<completed_task::Entity, C>(conn, statement)
+            .await?
+            .0,
+    )
 }
 
 /// Adds `delta` to the priority of the tasks `ids`; returns rows changed.
@@ -171,7 +177,7 @@ where
     } else {
         select.lock_exclusive()
     };
-    Ok(select.all(txn).await?)
+    super::rows::select_all(txn, select).await
 }
 
 /// Puts the failed history rows `ids` back in the queue: each becomes a

@@ -24,15 +24,12 @@
 //! that queue by any number of runners take turns and never exceed it.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr};
 
 use super::Sql;
 use crate::config::PriorityOrdering;
 use crate::entity::task;
-use crate::error::Result;
-
-/// How many times a MySQL claim is retried after a deadlock or lock wait timeout.
-const MYSQL_CLAIM_RETRIES: usize = 5;
+use crate::error::{Result, UnreadableRow};
 
 /// Which rows a runner may claim.
 pub(crate) struct ClaimFilter<'a> {
@@ -55,6 +52,17 @@ pub(crate) enum Queues<'a> {
     AllBut(&'a [String]),
 }
 
+/// What one claim took.
+#[derive(Debug, Default)]
+pub(crate) struct Claimed {
+    /// Tasks now locked by the runner, in claim order.
+    pub tasks: Vec<task::Model>,
+    /// Rows the claim took but could not decode: set aside in the same
+    /// transaction (failed in place, unlocked, their `last_error` saying
+    /// why), so no runner takes them again and the rows behind them run.
+    pub set_aside: Vec<UnreadableRow>,
+}
+
 /// Claims up to `limit` due tasks for `runner`, in claim order. With
 /// `global_limit`, the filter names one queue, and the claim takes no more
 /// than that queue's global concurrency limit leaves room for (see
@@ -66,23 +74,17 @@ pub(crate) async fn claim(
     limit: usize,
     filter: &ClaimFilter<'_>,
     global_limit: bool,
-) -> Result<Vec<task::Model>> {
+) -> Result<Claimed> {
     if limit == 0 || filter.names.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Claimed::default());
     }
-    let mut attempt = 0;
-    let mut tasks = loop {
-        match claim_once(db, runner, now, limit, filter, global_limit).await {
-            Err(err) if attempt < MYSQL_CLAIM_RETRIES && super::is_lock_conflict(&err) => {
-                attempt += 1;
-                tracing::debug!(attempt, "claim hit a lock conflict; retrying: {err}");
-            }
-            outcome => break outcome?,
-        }
-    };
+    let mut claimed = super::retry_conflicts("claim", || {
+        claim_once(db, runner, now, limit, filter, global_limit)
+    })
+    .await?;
     // RETURNING gives no order; hand tasks out in claim order.
-    sort_in_claim_order(&mut tasks, filter.ordering);
-    Ok(tasks)
+    sort_in_claim_order(&mut claimed.tasks, filter.ordering);
+    Ok(claimed)
 }
 
 async fn claim_once(
@@ -92,7 +94,7 @@ async fn claim_once(
     limit: usize,
     filter: &ClaimFilter<'_>,
     global_limit: bool,
-) -> Result<Vec<task::Model>, DbErr> {
+) -> Result<Claimed, DbErr> {
     let backend = db.get_database_backend();
     let txn = super::begin_runner_write(db).await?;
     let limit = match (global_limit, filter.queues) {
@@ -103,9 +105,9 @@ async fn claim_once(
     };
     if limit == 0 {
         txn.commit().await?;
-        return Ok(Vec::new());
+        return Ok(Claimed::default());
     }
-    let tasks = match backend {
+    let rows = match backend {
         DbBackend::Postgres => {
             // The locking select must run exactly once: as a plain `IN
             // (subquery)` the planner may re-run it per row (a semi join),
@@ -117,21 +119,18 @@ async fn claim_once(
             sql.push(" FOR UPDATE SKIP LOCKED) ");
             lock_rows(&mut sql, runner, now);
             sql.push(" FROM due WHERE background_task.id = due.id RETURNING background_task.*");
-            task::Entity::find()
-                .from_raw_sql(sql.build())
-                .all(&txn)
-                .await?
+            txn.query_all_raw(sql.build()).await?
         }
         DbBackend::MySql => {
             // No `LIMIT` in an `IN` subquery: select and lock, then update.
             let mut select = Sql::new(backend);
             due_ids(&mut select, now, limit, filter);
             select.push(" FOR UPDATE SKIP LOCKED");
-            let ids: Vec<i32> = txn
+            let ids: Vec<i64> = txn
                 .query_all_raw(select.build())
                 .await?
                 .iter()
-                .map(|row| row.try_get_by_index::<i32>(0))
+                .map(read_id)
                 .collect::<Result<_, _>>()?;
             if ids.is_empty() {
                 Vec::new()
@@ -143,10 +142,7 @@ async fn claim_once(
                 let mut read = Sql::new(backend);
                 read.push("SELECT * FROM background_task WHERE id IN ")
                     .bind_list(ids.iter().copied());
-                task::Entity::find()
-                    .from_raw_sql(read.build())
-                    .all(&txn)
-                    .await?
+                txn.query_all_raw(read.build()).await?
             }
         }
         _ => {
@@ -155,14 +151,52 @@ async fn claim_once(
             sql.push(" WHERE locked_by IS NULL AND id IN (");
             due_ids(&mut sql, now, limit, filter);
             sql.push(") RETURNING *");
-            task::Entity::find()
-                .from_raw_sql(sql.build())
-                .all(&txn)
-                .await?
+            txn.query_all_raw(sql.build()).await?
         }
     };
+    let (tasks, set_aside) = super::rows::split::<task::Entity>(&rows, backend);
+    for unreadable in &set_aside {
+        set_aside_row(&txn, unreadable, now).await?;
+    }
     txn.commit().await?;
-    Ok(tasks)
+    Ok(Claimed { tasks, set_aside })
+}
+
+/// A claimed row's id, whatever integer type its column has.
+fn read_id(row: &sea_orm::QueryResult) -> Result<i64, DbErr> {
+    row.try_get_by_index::<i64>(0)
+        .or_else(|_| row.try_get_by_index::<i32>(0).map(i64::from))
+        .or_else(|_| row.try_get_by_index::<u32>(0).map(i64::from))
+}
+
+/// Sets aside a claimed row that cannot be decoded: failed in place
+/// (`failed_at`, so neither this crate's claim nor Django's picks it up
+/// again), unlocked, with the diagnosis as its last error. Every other
+/// column is left as it is, for an operator to correct; `bgtasks retry`
+/// of a set-aside task puts it back in the queue.
+async fn set_aside_row<C: ConnectionTrait>(
+    txn: &C,
+    unreadable: &UnreadableRow,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let Some(id) = unreadable
+        .id
+        .as_deref()
+        .and_then(|id| id.parse::<i64>().ok())
+    else {
+        // Without an id there is no row to address; the claim's lock stays
+        // and expires after the lease, and the next claim sees it again.
+        return Ok(());
+    };
+    let mut sql = Sql::new(txn.get_database_backend());
+    sql.push("UPDATE background_task SET failed_at = ")
+        .bind(now)
+        .push(", locked_by = NULL, locked_at = NULL, last_error = ")
+        .bind(format!("Set aside by the runner: {unreadable}."))
+        .push(" WHERE id = ")
+        .bind(id);
+    txn.execute_raw(sql.build()).await?;
+    Ok(())
 }
 
 /// `UPDATE background_task SET locked_by = <runner>, locked_at = <now>`:

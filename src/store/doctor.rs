@@ -250,3 +250,48 @@ pub(crate) async fn sqlite_triggers<C: ConnectionTrait>(
             .collect::<Result<_, _>>()?,
     ))
 }
+
+/// The latest of each timestamp that is written as "now" by whoever
+/// writes it (a finish time, a failure time, a lock), read as this crate
+/// reads timestamps: `(table.column, latest)`, for the columns that have
+/// any value. A latest time well in the future says the writers and this
+/// reader disagree on the zone of naive timestamps.
+pub(crate) async fn latest_now_times<C: ConnectionTrait>(
+    conn: &C,
+) -> Result<Vec<(&'static str, DateTime<Utc>)>> {
+    const COLUMNS: [(&str, &str, &str); 3] = [
+        (
+            "background_task_completedtask.run_at",
+            "background_task_completedtask",
+            "run_at",
+        ),
+        (
+            "background_task_completedtask.failed_at",
+            "background_task_completedtask",
+            "failed_at",
+        ),
+        ("background_task.locked_at", "background_task", "locked_at"),
+    ];
+    let backend = conn.get_database_backend();
+    let mut latest = Vec::new();
+    for (label, table, column) in COLUMNS {
+        let mut sql = Sql::new(backend);
+        sql.push("SELECT MAX(")
+            .push(column)
+            .push(") AS latest FROM ")
+            .push(table);
+        let Some(row) = conn.query_one_raw(sql.build()).await? else {
+            continue;
+        };
+        let read = match backend {
+            DbBackend::Postgres => row.try_get_by_index::<Option<DateTime<Utc>>>(0)?,
+            _ => row
+                .try_get_by_index::<Option<NaiveDateTime>>(0)?
+                .map(|naive| super::from_stored(backend, naive)),
+        };
+        if let Some(at) = read {
+            latest.push((label, at));
+        }
+    }
+    Ok(latest)
+}

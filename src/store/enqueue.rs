@@ -14,9 +14,9 @@ use sea_orm::{
 };
 
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{DbBackend, FromQueryResult, QueryTrait};
+use sea_orm::{DbBackend, QueryTrait};
 
-use super::{execute, fetch_one, insert_returning};
+use super::{execute, insert_returning};
 
 use crate::entity::task;
 use crate::error::Result;
@@ -101,15 +101,48 @@ pub(crate) async fn find_existing<C: ConnectionTrait>(
     now: DateTime<Utc>,
     max_run_time: TimeDelta,
 ) -> Result<Option<i32>> {
-    let select = task::Entity::find()
-        .filter(existing(hash, queue, now, max_run_time))
-        .limit(1);
-    Ok(fetch_one(conn, select).await?.map(|row| row.id))
+    let select = task::Entity::find().filter(existing(hash, queue, now, max_run_time));
+    first_id(conn, select).await
+}
+
+/// The id of the first row `select` finds. Only the id is read, so a row
+/// with an undecodable column elsewhere still answers.
+async fn first_id<C: ConnectionTrait>(
+    conn: &C,
+    select: sea_orm::Select<task::Entity>,
+) -> Result<Option<i32>> {
+    let select = select.select_only().column(task::Column::Id).limit(1);
+    let statement = super::portable(select.build(conn.get_database_backend()));
+    Ok(conn
+        .query_one_raw(statement)
+        .await?
+        .map(|row| row.try_get::<i32>("", "id"))
+        .transpose()?)
 }
 
 /// Inserts one row and returns it as stored.
 pub(crate) async fn insert<C: ConnectionTrait>(conn: &C, row: task::Model) -> Result<task::Model> {
-    Ok(insert_returning(conn, new_row(row)).await?)
+    check_fits(conn.get_database_backend(), &row)?;
+    insert_returning(conn, new_row(row)).await
+}
+
+/// Refuses values the backend's column cannot hold, before the statement
+/// runs: an object id past 2147483647 fits Django's `PositiveIntegerField`
+/// on MySQL (`integer unsigned`) but not on PostgreSQL or SQLite.
+fn check_fits(backend: DbBackend, row: &task::Model) -> Result<()> {
+    if let Some(object_id) = row.creator_object_id
+        && backend != DbBackend::MySql
+        && i32::try_from(object_id).is_err()
+    {
+        return Err(crate::error::Error::invalid(
+            "creator",
+            format!(
+                "object id {object_id} is past 2147483647, the largest `creator_object_id` \
+                 (Django's PositiveIntegerField) holds on PostgreSQL and SQLite"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Inserts a unique task's row: the row as stored, or `None` when a live
@@ -123,17 +156,18 @@ pub(crate) async fn insert_unique<C: ConnectionTrait>(
     row: task::Model,
 ) -> Result<Option<task::Model>> {
     let backend = conn.get_database_backend();
+    check_fits(backend, &row)?;
     if backend == DbBackend::MySql {
         return match insert_returning(conn, new_row(row)).await {
             Ok(task) => Ok(Some(task)),
-            Err(err) if super::is_duplicate_key(&err) => Ok(None),
-            Err(err) => Err(err.into()),
+            Err(crate::error::Error::Database(err)) if super::is_duplicate_key(&err) => Ok(None),
+            Err(err) => Err(err),
         };
     }
     let mut insert = task::Entity::insert(new_row(row)).on_conflict(skip_taken_keys());
     QueryTrait::query(&mut insert).returning_all();
     let statement = super::portable(insert.build(backend));
-    Ok(task::Model::find_by_statement(statement).one(conn).await?)
+    super::rows::one::<task::Entity, C>(conn, statement).await
 }
 
 /// The id of the live row holding unique `key`, if any.
@@ -141,8 +175,11 @@ pub(crate) async fn id_with_unique_key<C: ConnectionTrait>(
     conn: &C,
     key: &str,
 ) -> Result<Option<i32>> {
-    let select = task::Entity::find().filter(task::Column::UniqueKey.eq(key));
-    Ok(fetch_one(conn, select).await?.map(|row| row.id))
+    first_id(
+        conn,
+        task::Entity::find().filter(task::Column::UniqueKey.eq(key)),
+    )
+    .await
 }
 
 /// `ON CONFLICT (unique_key) DO NOTHING`.
@@ -158,6 +195,9 @@ pub(crate) async fn insert_many<C: ConnectionTrait>(
     rows: Vec<task::Model>,
 ) -> Result<u64> {
     let backend = conn.get_database_backend();
+    for row in &rows {
+        check_fits(backend, row)?;
+    }
     let unique = rows.iter().any(|row| row.unique_key.is_some());
     if unique && backend == DbBackend::MySql {
         // MySQL has no per-row "skip the duplicate" for a multi-row insert

@@ -13,7 +13,7 @@ use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, FromQueryResult};
 
 use super::Sql;
 use crate::entity::{completed_task, task};
-use crate::error::Result;
+use crate::error::{Result, UnreadableRow};
 use crate::inspect::{Cursor, Filter, QueueFilter, State};
 
 /// Where a keyset page starts and how its rows are ordered.
@@ -199,6 +199,8 @@ fn page_statement(
 
 /// Up to `limit` rows of `E` in `state`: `task::Entity` for the waiting
 /// and running states, `completed_task::Entity` for the history states.
+/// Rows that cannot be decoded come apart, so one bad row does not hide
+/// the page.
 pub(crate) async fn page<E: EntityTrait, C: ConnectionTrait>(
     conn: &C,
     state: State,
@@ -206,10 +208,10 @@ pub(crate) async fn page<E: EntityTrait, C: ConnectionTrait>(
     after: Option<&Cursor>,
     limit: u64,
     now: DateTime<Utc>,
-) -> Result<Vec<E::Model>> {
+) -> Result<(Vec<E::Model>, Vec<UnreadableRow>)> {
     let backend = conn.get_database_backend();
     let statement = page_statement(backend, state, filter, after, limit, now);
-    Ok(E::find().from_raw_sql(statement.build()).all(conn).await?)
+    super::rows::lenient::<E, C>(conn, statement.build()).await
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -274,10 +276,8 @@ pub(crate) async fn oldest_due<C: ConnectionTrait>(
     sql.push("SELECT * FROM background_task WHERE ");
     push_state(&mut sql, State::Pending, now);
     sql.push(" ORDER BY run_at ASC, id ASC LIMIT 1");
-    Ok(task::Entity::find()
-        .from_raw_sql(sql.build())
-        .one(conn)
-        .await?)
+    let (mut due, _unreadable) = super::rows::lenient::<task::Entity, C>(conn, sql.build()).await?;
+    Ok(due.pop())
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -379,22 +379,21 @@ pub(crate) async fn chain<C: ConnectionTrait>(
     hash: &str,
     limit: u64,
 ) -> Result<(Vec<task::Model>, Vec<completed_task::Model>)> {
+    use super::rows::{lenient, statement};
     use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
     let waiting = task::Entity::find()
         .filter(task::Column::TaskHash.eq(hash))
         .filter(task::Column::TaskName.eq(name))
         .order_by_asc(task::Column::RunAt)
-        .limit(limit)
-        .all(conn)
-        .await?;
+        .limit(limit);
+    let (waiting, _) = lenient::<task::Entity, C>(conn, statement(conn, waiting)).await?;
     let history = completed_task::Entity::find()
         .filter(completed_task::Column::TaskHash.eq(hash))
         .filter(completed_task::Column::TaskName.eq(name))
         .order_by_desc(completed_task::Column::RunAt)
         .order_by_desc(completed_task::Column::Id)
-        .limit(limit)
-        .all(conn)
-        .await?;
+        .limit(limit);
+    let (history, _) = lenient::<completed_task::Entity, C>(conn, statement(conn, history)).await?;
     Ok((waiting, history))
 }
 

@@ -70,8 +70,6 @@ pub(crate) async fn remove<C: ConnectionTrait>(conn: &C, queue: &str) -> Result<
 
 /// Every global limit, by queue name.
 pub(crate) async fn list<C: ConnectionTrait>(conn: &C) -> Result<Vec<queue_limit::Model>> {
-    Ok(queue_limit::Entity::find()
-        .order_by_asc(queue_limit::Column::Queue)
-        .all(conn)
-        .await?)
+    let select = queue_limit::Entity::find().order_by_asc(queue_limit::Column::Queue);
+    super::rows::select_all(conn, select).await
 }

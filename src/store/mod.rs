@@ -27,15 +27,16 @@ pub(crate) mod inspect;
 pub(crate) mod limits;
 pub(crate) mod outcome;
 pub(crate) mod retention;
+pub(crate) mod rows;
 pub(crate) mod runners;
 pub(crate) mod schedules;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Alias;
 use sea_orm::{
-    ActiveModelTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, ExecResult, FromQueryResult,
-    PrimaryKeyTrait, QuerySelect, QueryTrait, RuntimeErr, Select, SqliteTransactionMode, Statement,
-    TransactionOptions, TransactionTrait, Value,
+    ActiveModelTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, ExecResult, PrimaryKeyTrait,
+    QueryTrait, RuntimeErr, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    Value,
 };
 
 /// Begins a transaction that writes. On SQLite it is `BEGIN IMMEDIATE`: it
@@ -63,10 +64,171 @@ fn mysql_error_number(err: &DbErr) -> Option<u16> {
         .map(|mysql| mysql.number())
 }
 
-/// MySQL deadlock (1213) or lock wait timeout (1205): the transaction (a
-/// claim, a batch of outcomes) can simply be tried again.
+/// The SQLSTATE code of a PostgreSQL server error behind `err`.
+fn postgres_code(err: &DbErr) -> Option<String> {
+    let (DbErr::Exec(RuntimeErr::SqlxError(sqlx_err))
+    | DbErr::Query(RuntimeErr::SqlxError(sqlx_err))) = err
+    else {
+        return None;
+    };
+    sqlx_err
+        .as_database_error()
+        .and_then(|db_err| db_err.try_downcast_ref::<sea_orm::sqlx::postgres::PgDatabaseError>())
+        .map(|pg| pg.code().to_owned())
+}
+
+/// A lost race between transactions, which the same transaction simply
+/// tried again resolves: MySQL/MariaDB deadlock (1213; on Galera also a
+/// certification failure at commit) and lock wait timeout (1205);
+/// PostgreSQL deadlock (40P01) and serialization failure (40001).
 pub(crate) fn is_lock_conflict(err: &DbErr) -> bool {
     matches!(mysql_error_number(err), Some(1205 | 1213))
+        || matches!(postgres_code(err).as_deref(), Some("40P01" | "40001"))
+}
+
+/// How many times a runner write that lost a lock race is tried again at
+/// once before its caller sees the error (and, for a heartbeat, skips one
+/// lease renewal).
+pub(crate) const CONFLICT_RETRIES: u32 = 5;
+
+/// Runs `write` (one whole transaction) again while it fails with a
+/// [lock conflict](is_lock_conflict), at most [`CONFLICT_RETRIES`] times.
+/// `what` names it in the debug log.
+pub(crate) async fn retry_conflicts<T, E, F, Fut>(
+    what: &str,
+    mut write: F,
+) -> crate::error::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: Into<crate::error::Error>,
+{
+    let mut attempt = 0;
+    loop {
+        let err = match write().await {
+            Ok(done) => return Ok(done),
+            Err(err) => err.into(),
+        };
+        match &err {
+            crate::error::Error::Database(db_err)
+                if attempt < CONFLICT_RETRIES && is_lock_conflict(db_err) =>
+            {
+                attempt += 1;
+                tracing::debug!(attempt, "{what} lost a lock race; trying again: {db_err}");
+            }
+            _ => return Err(err),
+        }
+    }
+}
+
+/// What kind of failure a database error is, for logs, messages and
+/// metrics: "the database is unreachable" is only one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DbErrorKind {
+    /// No connection: refused, reset, timed out, pool exhausted.
+    Unreachable,
+    /// A lost race (deadlock, lock wait timeout, serialization failure).
+    Conflict,
+    /// A value the schema refuses: unique key, NOT NULL, CHECK, foreign
+    /// key, out of range, too long, invalid text.
+    Constraint,
+    /// A row that does not decode into the model.
+    Decode,
+    /// Anything else the server or driver reported.
+    Other,
+}
+
+impl DbErrorKind {
+    /// A short label (metrics, logs).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DbErrorKind::Unreachable => "unreachable",
+            DbErrorKind::Conflict => "conflict",
+            DbErrorKind::Constraint => "constraint",
+            DbErrorKind::Decode => "decode",
+            DbErrorKind::Other => "other",
+        }
+    }
+
+    /// How a log line introduces an error of this kind.
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            DbErrorKind::Unreachable => "the database is unreachable",
+            DbErrorKind::Conflict => "a lock conflict with another transaction persisted",
+            DbErrorKind::Constraint => "the database refused a value",
+            DbErrorKind::Decode => "a row could not be decoded",
+            DbErrorKind::Other => "a statement failed",
+        }
+    }
+}
+
+/// The log line of a failed database step: the seed's "Database
+/// unreachable" only when it is, else what happened.
+pub(crate) fn failure(what: &str, err: &crate::error::Error) -> String {
+    match classify(err) {
+        DbErrorKind::Unreachable => format!("{what}. Database unreachable: {err}"),
+        kind => format!("{what}: {}: {err}", kind.describe()),
+    }
+}
+
+/// Classifies `err` (see [`DbErrorKind`]).
+pub(crate) fn classify(err: &crate::error::Error) -> DbErrorKind {
+    use crate::error::Error;
+    match err {
+        Error::Unreadable(_) | Error::Params(_) => DbErrorKind::Decode,
+        Error::Connect { .. } => DbErrorKind::Unreachable,
+        Error::Database(db_err) | Error::Migrate(db_err) => classify_db(db_err),
+        _ => DbErrorKind::Other,
+    }
+}
+
+fn classify_db(err: &DbErr) -> DbErrorKind {
+    if is_lock_conflict(err) {
+        return DbErrorKind::Conflict;
+    }
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => return DbErrorKind::Unreachable,
+        DbErr::Type(_) | DbErr::Json(_) | DbErr::TryIntoErr { .. } => return DbErrorKind::Decode,
+        _ => {}
+    }
+    let (DbErr::Exec(RuntimeErr::SqlxError(sqlx_err))
+    | DbErr::Query(RuntimeErr::SqlxError(sqlx_err))
+    | DbErr::Conn(RuntimeErr::SqlxError(sqlx_err))) = err
+    else {
+        return DbErrorKind::Other;
+    };
+    use sea_orm::sqlx::Error as Sqlx;
+    match &**sqlx_err {
+        Sqlx::Io(_)
+        | Sqlx::Tls(_)
+        | Sqlx::PoolTimedOut
+        | Sqlx::PoolClosed
+        | Sqlx::WorkerCrashed
+        | Sqlx::Protocol(_) => DbErrorKind::Unreachable,
+        Sqlx::ColumnDecode { .. } | Sqlx::Decode(_) | Sqlx::TypeNotFound { .. } => {
+            DbErrorKind::Decode
+        }
+        Sqlx::Database(db_err) => {
+            use sea_orm::sqlx::error::ErrorKind;
+            match db_err.kind() {
+                ErrorKind::UniqueViolation
+                | ErrorKind::ForeignKeyViolation
+                | ErrorKind::NotNullViolation
+                | ErrorKind::CheckViolation => DbErrorKind::Constraint,
+                _ if is_data_error(err) => DbErrorKind::Constraint,
+                _ => DbErrorKind::Other,
+            }
+        }
+        _ => DbErrorKind::Other,
+    }
+}
+
+/// A value the column cannot hold: PostgreSQL's class 22 (data exception:
+/// out of range, too long, NUL in text, bad encoding); MySQL's out of range
+/// (1264), too long (1406), incorrect value (1366), NULL (1048).
+fn is_data_error(err: &DbErr) -> bool {
+    postgres_code(err).is_some_and(|code| code.starts_with("22"))
+        || matches!(mysql_error_number(err), Some(1048 | 1264 | 1366 | 1406))
 }
 
 /// MySQL's duplicate key error (1062): a unique task's key is taken.
@@ -95,19 +257,92 @@ where
     Ok(txn)
 }
 
-/// A timestamp as bound on `backend`: on SQLite, Django's naive UTC text
+/// The time zone of the naive timestamps in the database, when it is not
+/// UTC: see [`crate::db::set_time_zone`]. Process-wide, set once.
+static DB_TIME_ZONE: std::sync::OnceLock<chrono_tz::Tz> = std::sync::OnceLock::new();
+
+/// Sets [`DB_TIME_ZONE`]; false when another zone was set before.
+pub(crate) fn set_db_time_zone(zone: chrono_tz::Tz) -> bool {
+    *DB_TIME_ZONE.get_or_init(|| zone) == zone
+}
+
+/// The zone naive timestamps are stored in on `backend`: `None` for UTC
+/// (the default), and always `None` on PostgreSQL, whose
+/// `timestamp with time zone` columns store instants.
+pub(crate) fn naive_zone(backend: DbBackend) -> Option<chrono_tz::Tz> {
+    match backend {
+        DbBackend::Postgres => None,
+        _ => DB_TIME_ZONE
+            .get()
+            .copied()
+            .filter(|zone| *zone != chrono_tz::UTC),
+    }
+}
+
+/// `when` as the naive time stored for it on `backend`: UTC, or the wall
+/// clock of the database's time zone.
+pub(crate) fn to_stored(backend: DbBackend, when: DateTime<Utc>) -> chrono::NaiveDateTime {
+    wall_clock(naive_zone(backend), when)
+}
+
+/// `when` on the wall clock of `zone` (UTC when `None`).
+fn wall_clock(zone: Option<chrono_tz::Tz>, when: DateTime<Utc>) -> chrono::NaiveDateTime {
+    match zone {
+        None => when.naive_utc(),
+        Some(zone) => when.with_timezone(&zone).naive_local(),
+    }
+}
+
+/// The instant a stored naive time `naive` means on `backend` (the reverse
+/// of [`to_stored`]). A wall-clock time that happens twice (the hour
+/// daylight saving time repeats) is read as the first; one that never
+/// happens (the hour it skips) as the same time after the jump.
+pub(crate) fn from_stored(backend: DbBackend, naive: chrono::NaiveDateTime) -> DateTime<Utc> {
+    instant(naive_zone(backend), naive)
+}
+
+/// The instant the wall-clock time `naive` of `zone` (UTC when `None`) is.
+fn instant(zone: Option<chrono_tz::Tz>, naive: chrono::NaiveDateTime) -> DateTime<Utc> {
+    use chrono::TimeZone;
+    let Some(zone) = zone else {
+        return naive.and_utc();
+    };
+    match zone.from_local_datetime(&naive) {
+        chrono::LocalResult::Single(at) | chrono::LocalResult::Ambiguous(at, _) => {
+            at.with_timezone(&Utc)
+        }
+        chrono::LocalResult::None => zone
+            .from_local_datetime(&(naive + chrono::TimeDelta::hours(1)))
+            .earliest()
+            .map_or_else(|| naive.and_utc(), |at| at.with_timezone(&Utc)),
+    }
+}
+
+/// A timestamp as bound on `backend`: on SQLite, Django's naive text
 /// (`YYYY-MM-DD HH:MM:SS`, with `.ffffff` unless the microseconds are 0,
-/// exactly as Python's `str(datetime)`); elsewhere the typed value.
+/// exactly as Python's `str(datetime)`); on MySQL a naive `DATETIME`; both
+/// in UTC unless the database's time zone says otherwise
+/// ([`crate::db::set_time_zone`]). On PostgreSQL the typed instant.
 pub(crate) fn at(backend: DbBackend, when: DateTime<Utc>) -> Value {
     match backend {
-        DbBackend::Sqlite => Value::String(Some(django_text(when))),
+        DbBackend::Sqlite => Value::String(Some(naive_text(to_stored(backend, when)))),
+        DbBackend::MySql if naive_zone(backend).is_some() => {
+            Value::ChronoDateTime(Some(to_stored(backend, when)))
+        }
         _ => Value::ChronoDateTimeUtc(Some(when)),
     }
 }
 
 /// Django's text of a UTC timestamp, truncated to microseconds.
+#[cfg(test)]
 pub(crate) fn django_text(when: DateTime<Utc>) -> String {
-    let micros = when.timestamp_subsec_micros();
+    naive_text(when.naive_utc())
+}
+
+/// Django's text of a naive timestamp (Python's `str(datetime)`),
+/// truncated to microseconds.
+fn naive_text(when: chrono::NaiveDateTime) -> String {
+    let micros = when.and_utc().timestamp_subsec_micros();
     if micros == 0 {
         when.format("%Y-%m-%d %H:%M:%S").to_string()
     } else {
@@ -117,13 +352,24 @@ pub(crate) fn django_text(when: DateTime<Utc>) -> String {
 
 /// `statement` with its timestamps bound as [`at`] binds them: what every
 /// statement built by SeaORM's query builders goes through before it runs.
+/// A naive value bound by this crate means UTC, and is stored the same way.
 pub(crate) fn portable(mut statement: Statement) -> Statement {
-    if statement.db_backend == DbBackend::Sqlite
-        && let Some(values) = statement.values.as_mut()
-    {
+    let backend = statement.db_backend;
+    if backend == DbBackend::Postgres {
+        return statement;
+    }
+    let zoned = naive_zone(backend).is_some();
+    if backend != DbBackend::Sqlite && !zoned {
+        return statement;
+    }
+    if let Some(values) = statement.values.as_mut() {
         for value in &mut values.0 {
-            if let Value::ChronoDateTimeUtc(Some(when)) = value {
-                *value = Value::String(Some(django_text(*when)));
+            match value {
+                Value::ChronoDateTimeUtc(Some(when)) => *value = at(backend, *when),
+                Value::ChronoDateTime(Some(naive)) if zoned => {
+                    *value = at(backend, naive.and_utc());
+                }
+                _ => {}
             }
         }
     }
@@ -139,21 +385,12 @@ pub(crate) async fn execute<C: ConnectionTrait>(
         .await
 }
 
-/// The first row of a SeaORM select, timestamps made [`portable`].
-pub(crate) async fn fetch_one<C: ConnectionTrait, E: EntityTrait>(
-    conn: &C,
-    select: Select<E>,
-) -> Result<Option<E::Model>, DbErr> {
-    let statement = portable(select.limit(1).build(conn.get_database_backend()));
-    E::find().from_raw_sql(statement).one(conn).await
-}
-
 /// Inserts one row and returns it as stored: `RETURNING *` where the
 /// backend has it, else the row read back by its new id (MySQL).
 pub(crate) async fn insert_returning<C, A>(
     conn: &C,
     row: A,
-) -> Result<<A::Entity as EntityTrait>::Model, DbErr>
+) -> crate::error::Result<<A::Entity as EntityTrait>::Model>
 where
     C: ConnectionTrait,
     A: ActiveModelTrait,
@@ -165,16 +402,14 @@ where
         let result = execute(conn, insert).await?;
         let id = i32::try_from(result.last_insert_id())
             .map_err(|_| DbErr::Custom("an inserted id does not fit an i32".into()))?;
-        return A::Entity::find_by_id(id)
-            .one(conn)
+        return rows::select_one(conn, A::Entity::find_by_id(id))
             .await?
-            .ok_or_else(|| DbErr::RecordNotInserted);
+            .ok_or_else(|| DbErr::RecordNotInserted.into());
     }
     QueryTrait::query(&mut insert).returning_all();
-    <A::Entity as EntityTrait>::Model::find_by_statement(portable(insert.build(backend)))
-        .one(conn)
+    rows::one::<A::Entity, C>(conn, portable(insert.build(backend)))
         .await?
-        .ok_or(DbErr::RecordNotInserted)
+        .ok_or_else(|| DbErr::RecordNotInserted.into())
 }
 
 /// Inserts rows with one statement and returns their new ids, in row
@@ -307,6 +542,50 @@ mod tests {
             pg.build().values.unwrap().0,
             vec![Value::ChronoDateTimeUtc(Some(when))]
         );
+    }
+
+    #[test]
+    fn wall_clock_times_round_trip_through_a_zone() {
+        let new_york: chrono_tz::Tz = "America/New_York".parse().unwrap();
+        let utc = |text: &str| {
+            DateTime::parse_from_rfc3339(text)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let naive =
+            |text: &str| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").unwrap();
+        // Winter: UTC-5; summer: UTC-4.
+        let winter = utc("2026-01-15T17:00:00Z");
+        assert_eq!(
+            wall_clock(Some(new_york), winter),
+            naive("2026-01-15 12:00:00")
+        );
+        assert_eq!(
+            instant(Some(new_york), naive("2026-01-15 12:00:00")),
+            winter
+        );
+        let summer = utc("2026-07-15T16:00:00Z");
+        assert_eq!(
+            wall_clock(Some(new_york), summer),
+            naive("2026-07-15 12:00:00")
+        );
+        assert_eq!(
+            instant(Some(new_york), naive("2026-07-15 12:00:00")),
+            summer
+        );
+        // 01:30 happens twice on 2026-11-01: the first (EDT) is taken.
+        assert_eq!(
+            instant(Some(new_york), naive("2026-11-01 01:30:00")),
+            utc("2026-11-01T05:30:00Z")
+        );
+        // 02:30 never happens on 2026-03-08: read as 03:30 EDT.
+        assert_eq!(
+            instant(Some(new_york), naive("2026-03-08 02:30:00")),
+            utc("2026-03-08T07:30:00Z")
+        );
+        // No zone: UTC both ways.
+        assert_eq!(wall_clock(None, winter), naive("2026-01-15 17:00:00"));
+        assert_eq!(instant(None, naive("2026-01-15 17:00:00")), winter);
     }
 
     #[test]

@@ -148,6 +148,18 @@ enum Plan {
     Release,
 }
 
+/// An error text every backend stores: PostgreSQL's `text` refuses NUL
+/// characters (a body's error may carry one from its input), and an
+/// outcome the database refuses would be retried forever; each becomes
+/// U+FFFD.
+fn storable(error: &str) -> String {
+    if error.contains('\0') {
+        error.replace('\0', "\u{fffd}")
+    } else {
+        error.to_owned()
+    }
+}
+
 fn plan(task: &task::Model, ending: Ending<'_>, max_attempts: u32, now: DateTime<Utc>) -> Plan {
     let attempts = task.attempts.saturating_add(1);
     match ending {
@@ -172,7 +184,7 @@ fn plan(task: &task::Model, ending: Ending<'_>, max_attempts: u32, now: DateTime
             if permanent || exhausted {
                 Plan::Leave {
                     attempts,
-                    failure: Some(error.to_owned()),
+                    failure: Some(storable(error)),
                     result: None,
                     repeat: repeat_after_failure,
                     keep,
@@ -181,7 +193,7 @@ fn plan(task: &task::Model, ending: Ending<'_>, max_attempts: u32, now: DateTime
             } else {
                 Plan::Retry {
                     attempts,
-                    error: error.to_owned(),
+                    error: storable(error),
                     run_at: now + retry_in.unwrap_or_else(|| backoff(attempts)),
                     snoozed: false,
                 }

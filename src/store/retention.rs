@@ -147,8 +147,10 @@ pub(crate) async fn newest_kept<C: ConnectionTrait>(
     let Some(row) = conn.query_one_raw(portable(select)).await? else {
         return Ok(None);
     };
+    // Read as stored, so that binding it again means the same time.
+    let read = row.try_get_by_index::<DateTime<Utc>>(0)?;
     Ok(Some((
-        row.try_get_by_index::<DateTime<Utc>>(0)?,
+        super::from_stored(conn.get_database_backend(), read.naive_utc()),
         row.try_get_by_index::<i32>(1)?,
     )))
 }

@@ -85,8 +85,9 @@ pub(crate) async fn forget_dead<C: ConnectionTrait>(
 
 /// Every registered runner, most recently started first.
 pub(crate) async fn list<C: ConnectionTrait>(conn: &C) -> Result<Vec<runner::Model>> {
-    Ok(runner::Entity::find()
-        .order_by_desc(runner::Column::StartedAt)
-        .all(conn)
-        .await?)
+    super::rows::select_all(
+        conn,
+        runner::Entity::find().order_by_desc(runner::Column::StartedAt),
+    )
+    .await
 }

@@ -13,15 +13,16 @@ pub(crate) async fn insert<C: ConnectionTrait>(
     conn: &C,
     row: schedule::ActiveModel,
 ) -> Result<schedule::Model> {
-    Ok(super::insert_returning(conn, row).await?)
+    super::insert_returning(conn, row).await
 }
 
 /// Every schedule, by name.
 pub(crate) async fn list<C: ConnectionTrait>(conn: &C) -> Result<Vec<schedule::Model>> {
-    Ok(schedule::Entity::find()
-        .order_by_asc(schedule::Column::Name)
-        .all(conn)
-        .await?)
+    super::rows::select_all(
+        conn,
+        schedule::Entity::find().order_by_asc(schedule::Column::Name),
+    )
+    .await
 }
 
 /// The schedule called `name`.
@@ -29,10 +30,11 @@ pub(crate) async fn by_name<C: ConnectionTrait>(
     conn: &C,
     name: &str,
 ) -> Result<Option<schedule::Model>> {
-    Ok(schedule::Entity::find()
-        .filter(schedule::Column::Name.eq(name))
-        .one(conn)
-        .await?)
+    super::rows::select_one(
+        conn,
+        schedule::Entity::find().filter(schedule::Column::Name.eq(name)),
+    )
+    .await
 }
 
 /// Pauses or resumes the schedule `id`; a resumed one next fires at
@@ -74,10 +76,7 @@ pub(crate) async fn due<C: ConnectionTrait>(
         .push(" AND next_fire_at <= ")
         .bind(now)
         .push(" ORDER BY next_fire_at, id");
-    Ok(schedule::Entity::find()
-        .from_raw_sql(sql.build())
-        .all(conn)
-        .await?)
+    super::rows::all::<schedule::Entity, C>(conn, sql.build()).await
 }
 
 /// Moves schedule `id` on from the occurrence `seen` to `next`, recording
@@ -110,9 +109,7 @@ pub(crate) async fn earliest<C: ConnectionTrait>(conn: &C) -> Result<Option<Date
     sql.push("SELECT * FROM background_task_schedule WHERE paused = ")
         .bind(false)
         .push(" ORDER BY next_fire_at LIMIT 1");
-    Ok(schedule::Entity::find()
-        .from_raw_sql(sql.build())
-        .one(conn)
+    Ok(super::rows::one::<schedule::Entity, C>(conn, sql.build())
         .await?
         .map(|schedule| schedule.next_fire_at))
 }

@@ -637,7 +637,7 @@ fn task_page(
     }
 }
 
-fn creator(content_type: Option<i32>, object: Option<i32>) -> Markup {
+fn creator(content_type: Option<i32>, object: Option<u32>) -> Markup {
     match (content_type, object) {
         (Some(kind), Some(id)) => html! { "content type " (kind) ", object " (id) },
         _ => html! { span.muted { "—" } },

@@ -33,6 +33,7 @@ on_all_backends!(
     runner_prunes_by_its_retention,
     process_reads_the_retention_flags,
     doctor_is_happy_on_a_healthy_database,
+    doctor_spots_naive_times_of_another_zone,
     doctor_finds_a_dropped_index,
     doctor_finds_locks_of_gone_runners,
     doctor_finds_due_tasks_nobody_here_can_run,
@@ -644,7 +645,7 @@ fn by_check(findings: &Value) -> std::collections::HashMap<String, (String, Stri
         .collect()
 }
 
-const CHECKS: [&str; 8] = [
+const CHECKS: [&str; 9] = [
     "schema",
     "mode",
     "indexes",
@@ -653,6 +654,7 @@ const CHECKS: [&str; 8] = [
     "runners",
     "unknown_tasks",
     "stale_locks",
+    "time_zone",
 ];
 
 async fn doctor_is_happy_on_a_healthy_database(t: TestDb) -> TestDb {
@@ -868,5 +870,51 @@ async fn doctor_finds_due_tasks_nobody_here_can_run(t: TestDb) -> TestDb {
         .unwrap();
     assert_eq!(order.len(), 4, "the doctor changed nothing");
     assert!(order.iter().all(|task| task.locked_by.is_none()));
+    t
+}
+
+/// A history row finished "five hours from now": what a Django project
+/// with `USE_TZ = False` in a zone five hours east of UTC writes (its wall
+/// clock, naive). Doctor fails its time_zone check on SQLite and MySQL,
+/// and passes once told the zone; PostgreSQL stores instants.
+async fn doctor_spots_naive_times_of_another_zone(t: TestDb) -> TestDb {
+    insert_history(&t, now() + TimeDelta::hours(5), false).await;
+    let output = run(bgtasks(&t).args(["--json", "doctor"]));
+    let findings = json(&output);
+    let zone = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "time_zone")
+        .unwrap()
+        .clone();
+    if t.backend == Backend::Postgres {
+        assert_eq!(zone["status"], "ok", "{zone}");
+        return t;
+    }
+    assert_eq!(output.status.code(), Some(4), "{}", text(&output));
+    assert_eq!(zone["status"], "fail", "{zone}");
+    let detail = zone["detail"].as_str().unwrap();
+    assert!(detail.contains("5.0 h east of UTC"), "{detail}");
+    assert!(detail.contains("BACKGROUND_TASK_DB_TIME_ZONE"), "{detail}");
+    // Asia/Karachi is UTC+5 all year.
+    let output = run(bgtasks(&t)
+        .env("BACKGROUND_TASK_DB_TIME_ZONE", "Asia/Karachi")
+        .args(["--json", "doctor"]));
+    let findings = json(&output);
+    let zone = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "time_zone")
+        .unwrap()
+        .clone();
+    assert_eq!(zone["status"], "ok", "{zone}");
+    // A zone that is not one is bad input.
+    let output = run(bgtasks(&t)
+        .env("BACKGROUND_TASK_DB_TIME_ZONE", "Mars/Olympus")
+        .arg("doctor"));
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains("Mars/Olympus"), "{}", text(&output));
     t
 }

@@ -25,7 +25,7 @@ pub struct History {
     /// Default 1.
     pub attempts: Option<i32>,
     /// `(content type id, object id)`.
-    pub creator: Option<(i32, i32)>,
+    pub creator: Option<(i32, u32)>,
 }
 
 impl History {

@@ -110,6 +110,8 @@ fn expected_type(backend: Backend, column: &str) -> &'static str {
         (Backend::MySql, "task_hash") => "varchar(40)",
         (Backend::MySql, "verbose_name") => "varchar(255)",
         (Backend::MySql, "locked_by") => "varchar(64)",
+        // Django's PositiveIntegerField (migration 9 for older databases).
+        (Backend::MySql, "creator_object_id") => "int(10) unsigned",
         (Backend::MySql, _) => "int(11)",
         (Backend::Sqlite, "run_at" | "repeat_until" | "failed_at" | "locked_at") => "datetime",
         (Backend::Sqlite, "task_params" | "last_error") => "text",
@@ -297,8 +299,8 @@ async fn migrations_are_recorded_in_their_own_table_and_go_down_and_up(t: TestDb
         .unwrap();
     assert_eq!(
         row.try_get_by_index::<i64>(0).unwrap(),
-        8,
-        "eight migrations ran"
+        9,
+        "nine migrations ran"
     );
     assert!(
         Migrator::get_pending_migrations(&t.db)
