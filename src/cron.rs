@@ -97,7 +97,8 @@ pub const LATE_AFTER: Duration = Duration::from_secs(60);
 /// Longest schedule name.
 pub const MAX_SCHEDULE_NAME_LEN: usize = 190;
 
-/// What a schedule does about occurrences missed while no runner was alive.
+/// What a schedule does about missed occurrences: those no runner enqueued
+/// within [`LATE_AFTER`] of their time, because none was alive.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Missed {
@@ -214,7 +215,7 @@ impl NewSchedule {
         self
     }
 
-    /// What to do about occurrences missed while no runner was alive
+    /// What to do about occurrences missed because no runner was alive
     /// (default [`Missed::Skip`]).
     pub fn missed(mut self, missed: Missed) -> Self {
         self.missed = missed;
