@@ -3,10 +3,11 @@
 //!
 //! Every runner looks for due schedules when the earliest next occurrence
 //! it knows of comes (its clock is checked every second), and at each
-//! heartbeat for schedules created or changed meanwhile; it enqueues each
-//! occurrence **once**, however many runners are alive: the runner that
-//! moves a schedule's `next_fire_at` on (a compare-and-set on the old
-//! value) enqueues it, in the same transaction, and the task's unique key
+//! heartbeat (at most [`LATE_AFTER`] / 2 apart) for schedules created or
+//! resumed elsewhere meanwhile; it enqueues each occurrence **once**,
+//! however many runners are alive: the runner that moves a schedule's
+//! `next_fire_at` on (a compare-and-set on the old value) enqueues it, in
+//! the same transaction, and the task's unique key
 //! (`cron:<schedule id>:<fire time>`) refuses a second row for the same
 //! occurrence while the first lives. So a schedule needs no leader
 //! election, and a runner that dies mid-way leaves nothing half done.
@@ -48,14 +49,22 @@
 //! fires when the gap ends (02:30 on a night that jumps from 02:00 to 03:00
 //! fires at 03:00), and one in an overlap fires once, at the first.
 //!
-//! **Missed occurrences.** An occurrence that no runner enqueued within
-//! [`LATE_AFTER`] of its time (every runner was down) is *missed*. After
-//! downtime a schedule enqueues at most one task, never a backlog:
-//! [`Missed::Skip`] (the default) enqueues nothing for missed occurrences
-//! and waits for the next one; [`Missed::RunOnce`] enqueues one task for
-//! the latest missed occurrence at once. Pausing skips the occurrences of
-//! the pause: a resumed schedule next fires at its first occurrence after
-//! the resume.
+//! **Late and missed occurrences.** A runner that gets to an occurrence
+//! after its time, but within [`LATE_AFTER`] of it, enqueues it all the
+//! same: one task per occurrence, each due at its own time. That happens to
+//! every schedule created or resumed elsewhere: its `next_fire_at` is its
+//! first occurrence after the creation or resume, and the runners see it
+//! at their next heartbeat, up to [`LATE_AFTER`] / 2 later, so it fires from
+//! that first occurrence on. A tick that comes a little late (a busy
+//! database) loses nothing either. An occurrence that no runner enqueued
+//! within [`LATE_AFTER`] of its time (every runner was down) is *missed*,
+//! and only that is logged as a warning. After downtime a schedule never
+//! enqueues a backlog of missed occurrences: [`Missed::Skip`] (the default)
+//! enqueues nothing for them and waits for the next occurrence;
+//! [`Missed::RunOnce`] enqueues one task for the latest of them at once,
+//! unless an occurrence of the last [`LATE_AFTER`] is enqueued anyway.
+//! Pausing skips the occurrences of the pause: a resumed schedule next
+//! fires at its first occurrence after the resume.
 //!
 //! The seed's `repeat` is unchanged and independent: a repeat chain lives
 //! in its task rows, a cron schedule in its own table.
@@ -81,21 +90,23 @@ use crate::queue::{MAX_TASK_NAME_LEN, MAX_VERBOSE_NAME_LEN};
 use crate::store::{self, enqueue, schedules};
 use crate::task::Task;
 
-/// An occurrence enqueued later than this after its time counts as missed
-/// (see [`Missed`]).
+/// An occurrence no runner enqueued within this of its time counts as
+/// missed (see [`Missed`]); one enqueued sooner, however late, does not.
 pub const LATE_AFTER: Duration = Duration::from_secs(60);
 
 /// Longest schedule name.
 pub const MAX_SCHEDULE_NAME_LEN: usize = 190;
 
-/// What a schedule does about occurrences missed while no runner was alive.
+/// What a schedule does about missed occurrences: those no runner enqueued
+/// within [`LATE_AFTER`] of their time, because none was alive.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Missed {
     /// Enqueue nothing for them; wait for the next occurrence (default).
     #[default]
     Skip,
-    /// Enqueue one task for the latest of them, at once.
+    /// Enqueue one task for the latest of them, at once (unless an
+    /// occurrence after them, not missed, is enqueued anyway).
     RunOnce,
 }
 
@@ -204,7 +215,7 @@ impl NewSchedule {
         self
     }
 
-    /// What to do about occurrences missed while no runner was alive
+    /// What to do about occurrences missed because no runner was alive
     /// (default [`Missed::Skip`]).
     pub fn missed(mut self, missed: Missed) -> Self {
         self.missed = missed;
@@ -255,50 +266,61 @@ impl Timetable {
             .map(|next| next.with_timezone(&Utc))
     }
 
-    /// Walks from the occurrence `from` to `now`, in one pass: the latest
-    /// occurrence in `[from, now]`, the first after `now`, and how many lie
-    /// in `[from, now]` (counted up to [`COUNT_BOUND`]; after a long
-    /// downtime of a frequent schedule the walk then jumps to the last
-    /// hour instead of stepping through every occurrence since).
-    fn catch_up(&self, from: DateTime<Utc>, now: DateTime<Utc>) -> CatchUp {
-        let mut latest = from;
-        let mut occurrences = 1;
-        loop {
-            match self.next_after(latest) {
-                Some(next) if next <= now => {
-                    latest = next;
-                    occurrences += 1;
-                    if occurrences == COUNT_BOUND
-                        && let Some(near) = self.next_after(now - TimeDelta::hours(1))
-                        && near > latest
-                        && near <= now
-                    {
-                        latest = near;
-                    }
-                }
-                next => {
-                    return CatchUp {
-                        latest,
-                        next,
-                        occurrences,
-                    };
-                }
+    /// Walks from the occurrence `from` to `now`, in one pass: the
+    /// occurrences older than `late_after` (missed: counted up to
+    /// [`COUNT_BOUND`], after which the walk jumps to the last hour before
+    /// the cutoff instead of stepping through every occurrence of a long
+    /// downtime), the newer ones up to `now` (each to enqueue), and the
+    /// first after `now`.
+    fn catch_up(&self, from: DateTime<Utc>, now: DateTime<Utc>, late_after: TimeDelta) -> CatchUp {
+        let cutoff = now - late_after;
+        let mut caught = CatchUp {
+            missed: 0,
+            latest_missed: None,
+            on_time: Vec::new(),
+            next: None,
+        };
+        let mut at = Some(from);
+        while let Some(occurrence) = at
+            && occurrence < cutoff
+        {
+            caught.missed += 1;
+            caught.latest_missed = Some(occurrence);
+            at = self.next_after(occurrence);
+            if caught.missed == COUNT_BOUND
+                && let Some(near) = self.next_after(cutoff - TimeDelta::hours(1))
+                && near > occurrence
+                && near < cutoff
+            {
+                at = Some(near);
             }
         }
+        while let Some(occurrence) = at
+            && occurrence <= now
+        {
+            caught.on_time.push(occurrence);
+            at = self.next_after(occurrence);
+        }
+        caught.next = at;
+        caught
     }
 }
 
 /// Occurrences counted one by one when catching up, at most.
 const COUNT_BOUND: u64 = 10_000;
 
-/// Where a schedule stands after its runners were away.
+/// Where a schedule stands when a runner gets to it.
 struct CatchUp {
-    /// The latest occurrence due.
-    latest: DateTime<Utc>,
+    /// Occurrences older than [`LATE_AFTER`] (at least [`COUNT_BOUND`]
+    /// when it reached it).
+    missed: u64,
+    /// The latest of them.
+    latest_missed: Option<DateTime<Utc>>,
+    /// The due occurrences within [`LATE_AFTER`], oldest first: late
+    /// perhaps, but not missed.
+    on_time: Vec<DateTime<Utc>>,
     /// The first occurrence after now, if any.
     next: Option<DateTime<Utc>>,
-    /// Occurrences due (at least [`COUNT_BOUND`] when it reached it).
-    occurrences: u64,
 }
 
 /// Creates a schedule; its first occurrence is the first after `now`.
@@ -437,17 +459,20 @@ pub struct Fired {
     pub skipped: u64,
 }
 
-/// Enqueues the due occurrences of every schedule, as of `now`. Runners
-/// call this every second; call it yourself to fire schedules without a
-/// runner (any number of callers at once is safe: each occurrence is
-/// enqueued once). A schedule whose stored expression no longer parses is
-/// logged and left alone.
+/// Enqueues the due occurrences of every schedule, as of `now`: one task
+/// for each occurrence within [`LATE_AFTER`] of `now`, and for older ones
+/// (missed) what the schedule's [`Missed`] says. Runners call this every
+/// second; call it yourself to fire schedules without a runner (any number
+/// of callers at once is safe: each occurrence is enqueued once). A
+/// schedule whose stored expression no longer parses is logged and left
+/// alone.
 pub async fn enqueue_due<C>(conn: &C, now: DateTime<Utc>) -> Result<Fired>
 where
     C: ConnectionTrait + TransactionTrait,
     C::Transaction: ConnectionTrait,
 {
     let mut fired = Fired::default();
+    let late_after = TimeDelta::from_std(LATE_AFTER).unwrap_or(TimeDelta::MAX);
     for schedule in schedules::due(conn, now).await? {
         let timetable = match Timetable::of(&schedule) {
             Ok(timetable) => timetable,
@@ -457,46 +482,58 @@ where
             }
         };
         let CatchUp {
-            latest,
+            missed,
+            latest_missed,
+            on_time,
             next,
-            occurrences,
-        } = timetable.catch_up(schedule.next_fire_at, now);
+        } = timetable.catch_up(schedule.next_fire_at, now, late_after);
         // A schedule without any later occurrence parks at the end of
         // time (of every backend's datetime type).
         let next = next.unwrap_or_else(end_of_time);
-        let late = now - latest > TimeDelta::from_std(LATE_AFTER).unwrap_or(TimeDelta::MAX);
-        let run = !late || schedule.missed.parse::<Missed>().ok() == Some(Missed::RunOnce);
-        let missed = occurrences - u64::from(run);
+        let Some(latest) = on_time.last().copied().or(latest_missed) else {
+            continue; // due() returns only schedules with an occurrence by now
+        };
+        let run_once = schedule.missed.parse::<Missed>().ok() == Some(Missed::RunOnce);
+        // Run-once runs the latest missed occurrence when no later one
+        // runs anyway.
+        let ran_missed = on_time.is_empty() && run_once;
+        let due = if ran_missed { vec![latest] } else { on_time };
+        let skipped = missed - u64::from(ran_missed);
         let txn = store::begin_write(conn).await?;
         if !schedules::advance(&txn, schedule.id, schedule.next_fire_at, next, latest).await? {
             // Another runner fired it first.
             txn.rollback().await?;
             continue;
         }
-        let enqueued = if run {
-            enqueue::insert_unique(&txn, occurrence_row(&schedule, latest)).await?
-        } else {
-            None
-        };
+        let mut enqueued = Vec::with_capacity(due.len());
+        for at in due {
+            if let Some(task) = enqueue::insert_unique(&txn, occurrence_row(&schedule, at)).await? {
+                enqueued.push((at, task));
+            }
+        }
         txn.commit().await?;
         if missed > 0 {
             tracing::warn!(
                 schedule = schedule.name,
                 missed,
-                "occurrences of this schedule were missed while no runner was alive ({})",
-                if run {
-                    "ran the latest once"
+                "occurrences of this schedule were missed: no runner enqueued them within {} s \
+                 of their time (were all runners down?); {}",
+                LATE_AFTER.as_secs(),
+                if ran_missed {
+                    "enqueued the latest of them once"
+                } else if run_once {
+                    "skipped them, as a later occurrence is enqueued"
                 } else {
                     "skipped them"
                 }
             );
         }
-        fired.skipped += missed;
-        if let Some(task) = enqueued {
+        fired.skipped += skipped;
+        for (at, task) in enqueued {
             tracing::info!(
                 schedule = schedule.name,
                 task.id,
-                "enqueued {} for the occurrence at {latest}",
+                "enqueued {} for the occurrence at {at}",
                 task.task_name
             );
             fired.enqueued.push(task);
@@ -598,22 +635,52 @@ mod tests {
     }
 
     #[test]
-    fn catching_up_finds_the_latest_occurrence() {
+    fn catching_up_counts_the_missed_and_keeps_the_recent() {
+        let minute = TimeDelta::seconds(60);
         let minutely = Timetable::parse("* * * * *", "UTC").unwrap();
         let from = utc(2026, 1, 1, 0, 0);
         let now = utc(2026, 1, 3, 5, 7) + TimeDelta::seconds(30);
-        let caught = minutely.catch_up(from, now);
-        assert_eq!(caught.latest, utc(2026, 1, 3, 5, 7));
+        let caught = minutely.catch_up(from, now, minute);
+        assert_eq!(caught.latest_missed, Some(utc(2026, 1, 3, 5, 6)));
+        assert_eq!(caught.on_time, vec![utc(2026, 1, 3, 5, 7)]);
         assert_eq!(caught.next, Some(utc(2026, 1, 3, 5, 8)));
-        assert_eq!(caught.occurrences, (2 * 24 + 5) * 60 + 8);
-        let at = |to| minutely.catch_up(from, to).occurrences;
-        assert_eq!(at(from), 1);
-        assert_eq!(at(utc(2026, 1, 1, 0, 9)), 10);
+        assert_eq!(caught.missed, (2 * 24 + 5) * 60 + 7);
+        let missed = |to| minutely.catch_up(from, to, minute).missed;
+        assert_eq!(missed(from), 0);
+        assert_eq!(
+            missed(from + minute),
+            0,
+            "exactly LATE_AFTER late is on time"
+        );
+        assert_eq!(missed(utc(2026, 1, 1, 0, 9)), 8);
         // Past the bound: the walk jumps to the last hour, and still ends
         // at the latest occurrence.
-        let long = minutely.catch_up(from, utc(2026, 3, 1, 0, 0));
-        assert_eq!(long.latest, utc(2026, 3, 1, 0, 0));
-        assert!(long.occurrences >= COUNT_BOUND);
+        let long = minutely.catch_up(from, utc(2026, 3, 1, 0, 0), minute);
+        assert_eq!(long.latest_missed, Some(utc(2026, 2, 28, 23, 58)));
+        assert_eq!(
+            long.on_time,
+            vec![utc(2026, 2, 28, 23, 59), utc(2026, 3, 1, 0, 0)]
+        );
+        assert!(long.missed >= COUNT_BOUND);
+    }
+
+    #[test]
+    fn a_schedule_seen_seconds_late_misses_nothing() {
+        // Created at 12:00:00, first seen by a runner at 12:00:09.5: every
+        // occurrence since its creation is late, none is missed.
+        let every_second = Timetable::parse("* * * * * *", "UTC").unwrap();
+        let created = utc(2026, 1, 1, 12, 0);
+        let first = every_second.next_after(created).unwrap();
+        let seen = created + TimeDelta::milliseconds(9_500);
+        let caught = every_second.catch_up(first, seen, TimeDelta::seconds(60));
+        assert_eq!(caught.missed, 0);
+        assert_eq!(
+            caught.on_time,
+            (1..=9)
+                .map(|s| created + TimeDelta::seconds(s))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(caught.next, Some(created + TimeDelta::seconds(10)));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `schema` | migrations have not run, or a table is missing (fail); the PostgreSQL notify trigger or the SQLite timestamp triggers are missing (warn) |
 //! | `mode` | never: says whether Django's migrations created the two shared tables (a Django project shares the queue) or this crate did |
-//! | `indexes` | one of Django's single-column indexes or the claim index is missing (fail) |
+//! | `indexes` | one of Django's single-column indexes or the claim index is missing (fail); an index of another name that starts with the column (MySQL's foreign key index) stands in for a single-column one |
 //! | `database` | the server is too old for `FOR UPDATE SKIP LOCKED` (fail); SQLite is not in WAL mode (warn) |
 //! | `clock` | the database server's clock and this host's differ by more than [`Options::max_clock_skew`] (warn) |
 //! | `runners` | due tasks have waited longer than the lease and no runner is alive (warn) |
@@ -408,20 +408,29 @@ async fn indexes(conn: &DatabaseConnection, present: &[String]) -> Result<Verdic
         ));
     }
     let found = sql::indexes(conn, &[TASKS, HISTORY]).await?;
-    let missing: Vec<&(&str, &str, Option<&str>)> = expected
-        .iter()
-        .filter(|(table, name, _)| {
-            // MySQL may report names in another case than they were created in.
-            !found
-                .iter()
-                .any(|(t, n)| t.eq_ignore_ascii_case(table) && n.eq_ignore_ascii_case(name))
-        })
-        .collect();
+    let mut missing = Vec::new();
+    let mut stand_ins = Vec::new();
+    for wanted in &expected {
+        match index_for(&found, wanted) {
+            Some(index) if index.name.eq_ignore_ascii_case(wanted.1) => {}
+            Some(index) => stand_ins.push(format!(
+                "{} on {} by {}",
+                wanted.2.unwrap_or_default(),
+                wanted.0,
+                index.name
+            )),
+            None => missing.push(wanted),
+        }
+    }
     if missing.is_empty() {
-        return Ok(verdict(
-            Status::Ok,
-            format!("all {} expected indexes are present", expected.len()),
-        ));
+        let mut detail = format!("all {} expected indexes are present", expected.len());
+        if !stand_ins.is_empty() {
+            detail.push_str(&format!(
+                " (under another name, an index that starts with the column: {})",
+                stand_ins.join(", ")
+            ));
+        }
+        return Ok(verdict(Status::Ok, detail));
     }
     let names: Vec<String> = missing
         .iter()
@@ -445,6 +454,30 @@ async fn indexes(conn: &DatabaseConnection, present: &[String]) -> Result<Verdic
             fixes.join(" ")
         ),
     ))
+}
+
+/// The index that serves `(table, name, column)`: the one of that name,
+/// or, for a single-column index, any index whose first column is that
+/// column. MySQL gives a foreign key column the foreign key's own index,
+/// named after the constraint, and Django then creates no index of its
+/// usual name there; an index that starts with the column serves the same
+/// lookups. MySQL may report names in another case than they were created
+/// in.
+fn index_for<'a>(
+    found: &'a [sql::Index],
+    (table, name, column): &(&str, &str, Option<&str>),
+) -> Option<&'a sql::Index> {
+    let on_table = || found.iter().filter(|i| i.table.eq_ignore_ascii_case(table));
+    on_table()
+        .find(|i| i.name.eq_ignore_ascii_case(name))
+        .or_else(|| {
+            let column = (*column)?;
+            on_table().find(|i| {
+                i.first_column
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(column))
+            })
+        })
 }
 
 /// The server's version (too old for the claim's `SKIP LOCKED`?), and
@@ -757,6 +790,45 @@ mod tests {
         assert_eq!(seconds(TimeDelta::minutes(5)), "5 min");
         assert_eq!(seconds(TimeDelta::hours(3)), "3 h");
         assert_eq!(seconds(TimeDelta::days(2)), "2 d");
+    }
+
+    #[test]
+    fn an_index_that_starts_with_the_column_stands_in_for_a_single_column_one() {
+        let index = |table: &str, name: &str, first: Option<&str>| sql::Index {
+            table: table.into(),
+            name: name.into(),
+            first_column: first.map(Into::into),
+        };
+        let fk = "background_task_creator_content_type_61cc9af3_fk_django_co";
+        let found = [
+            index(TASKS, fk, Some("creator_content_type_id")),
+            index(TASKS, "BACKGROUND_TASK_RUN_AT_7BACA3AA", Some("run_at")),
+            index(TASKS, CLAIM_INDEX, None),
+            index(HISTORY, "partial_on_queue", None),
+        ];
+        let named = |table, name, column| index_for(&found, &(table, name, column));
+        let creator = "background_task_creator_content_type_id_61cc9af3";
+        assert_eq!(
+            named(TASKS, creator, Some("creator_content_type_id")).map(|i| i.name.as_str()),
+            Some(fk),
+            "MySQL's foreign key index"
+        );
+        assert!(named(TASKS, "background_task_run_at_7baca3aa", Some("run_at")).is_some());
+        assert!(named(TASKS, CLAIM_INDEX, None).is_some());
+        assert!(
+            named(HISTORY, creator, Some("creator_content_type_id")).is_none(),
+            "another table's index"
+        );
+        assert!(
+            named(
+                HISTORY,
+                "background_task_completedtask_queue_61fb0415",
+                Some("queue")
+            )
+            .is_none(),
+            "a partial index does not stand in"
+        );
+        assert!(named(TASKS, "background_task_priority_88bdbce9", Some("priority")).is_none());
     }
 
     #[test]

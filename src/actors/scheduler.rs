@@ -106,8 +106,8 @@ pub(crate) struct Scheduler {
     firing: bool,
     /// The earliest next occurrence of the schedules, as last read.
     cron_next: Option<chrono::DateTime<chrono::Utc>>,
-    /// When to read the schedules again anyway (created or changed by
-    /// others meanwhile): every heartbeat.
+    /// When to read the schedules again anyway (created or resumed by
+    /// others meanwhile): every [`Scheduler::cron_refresh_interval`].
     cron_refresh: std::time::Instant,
 }
 
@@ -228,6 +228,18 @@ impl Scheduler {
         }));
     }
 
+    /// How often the schedules are read again in case others created or
+    /// resumed one: every heartbeat, and at most half of
+    /// [`crate::cron::LATE_AFTER`] apart, so that a runner sees a new
+    /// schedule while its first occurrences are late but not yet missed
+    /// (whatever the lease).
+    fn cron_refresh_interval(&self) -> Duration {
+        self.queue
+            .config()
+            .heartbeat_interval()
+            .min(crate::cron::LATE_AFTER / 2)
+    }
+
     /// Enqueues the due occurrences of cron schedules (one look at a time).
     fn fire_schedules(&mut self, ctx: &mut Context<Self>) {
         let now = self.queue.config().clock().now();
@@ -258,8 +270,7 @@ impl Scheduler {
             match next {
                 Ok(next) => {
                     act.cron_next = next;
-                    act.cron_refresh =
-                        std::time::Instant::now() + act.queue.config().heartbeat_interval();
+                    act.cron_refresh = std::time::Instant::now() + act.cron_refresh_interval();
                 }
                 Err(err) => {
                     tracing::warn!(

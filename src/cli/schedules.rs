@@ -64,8 +64,9 @@ pub(super) struct AddArgs {
     /// Verbose name of the enqueued tasks.
     #[arg(long)]
     verbose_name: Option<String>,
-    /// Occurrences missed while no runner was alive: skip them, or run the
-    /// latest once (skip, run-once).
+    /// Occurrences missed (no runner enqueued them within 60 s of their
+    /// time: all were down): skip them, or run the latest once (skip,
+    /// run-once).
     #[arg(long, default_value = "skip")]
     missed: String,
     /// Schedule a name this binary has no handler for.

@@ -22,7 +22,9 @@ use crate::error::Result;
 struct Dialect {
     /// Names of the listed tables that exist.
     tables: &'static str,
-    /// `(table, index)` of every index on the listed tables.
+    /// `(table, index, first column)` of every index on the listed
+    /// tables; the column is NULL when the index does not hold it whole for
+    /// every row (an expression, a partial or a prefix index).
     indexes: &'static str,
     /// The server's version, as text.
     version: &'static str,
@@ -36,8 +38,17 @@ impl Dialect {
             DbBackend::Postgres => Dialect {
                 tables: "SELECT table_name::text FROM information_schema.tables \
                          WHERE table_schema = current_schema() AND table_name IN ",
-                indexes: "SELECT tablename::text, indexname::text FROM pg_indexes \
-                          WHERE schemaname = current_schema() AND tablename IN ",
+                // indkey[0] is the first column (0 for an expression); a
+                // partial index (indpred) covers only some rows.
+                indexes: "SELECT t.relname::text, i.relname::text, \
+                          CASE WHEN x.indpred IS NULL THEN a.attname::text END \
+                          FROM pg_index x \
+                          JOIN pg_class i ON i.oid = x.indexrelid \
+                          JOIN pg_class t ON t.oid = x.indrelid \
+                          LEFT JOIN pg_attribute a \
+                          ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0] \
+                          WHERE t.relnamespace = current_schema()::regnamespace \
+                          AND t.relname IN ",
                 version: "SELECT current_setting('server_version')",
                 // clock_timestamp(), not now(): the time of reading, not of
                 // the transaction's start.
@@ -48,16 +59,22 @@ impl Dialect {
             DbBackend::MySql => Dialect {
                 tables: "SELECT CAST(table_name AS CHAR) FROM information_schema.tables \
                          WHERE table_schema = DATABASE() AND table_name IN ",
-                indexes: "SELECT DISTINCT CAST(table_name AS CHAR), CAST(index_name AS CHAR) \
+                // One row per index column: keep the first. A prefix index
+                // (sub_part) does not hold the whole column.
+                indexes: "SELECT CAST(table_name AS CHAR), CAST(index_name AS CHAR), \
+                          CASE WHEN sub_part IS NULL THEN CAST(column_name AS CHAR) END \
                           FROM information_schema.statistics \
-                          WHERE table_schema = DATABASE() AND table_name IN ",
+                          WHERE table_schema = DATABASE() AND seq_in_index = 1 \
+                          AND table_name IN ",
                 version: "SELECT CAST(VERSION() AS CHAR)",
                 clock: Some("SELECT UTC_TIMESTAMP(6)"),
             },
             _ => Dialect {
                 tables: "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ",
-                indexes: "SELECT tbl_name, name FROM sqlite_master \
-                          WHERE type = 'index' AND tbl_name IN ",
+                indexes: "SELECT m.name, l.name, CASE WHEN l.partial = 0 THEN \
+                          (SELECT c.name FROM pragma_index_info(l.name) c WHERE c.seqno = 0) END \
+                          FROM sqlite_master m, pragma_index_list(m.name) l \
+                          WHERE m.type = 'table' AND m.name IN ",
                 version: "SELECT sqlite_version()",
                 clock: None,
             },
@@ -81,12 +98,20 @@ pub(crate) async fn existing_tables<C: ConnectionTrait>(
         .collect::<Result<_, _>>()?)
 }
 
-/// `(table, index)` of every index on `tables` (SQLite's automatic
-/// indexes and the primary keys included).
-pub(crate) async fn indexes<C: ConnectionTrait>(
-    conn: &C,
-    tables: &[&str],
-) -> Result<Vec<(String, String)>> {
+/// One index on a table, as the catalog describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Index {
+    pub(crate) table: String,
+    pub(crate) name: String,
+    /// Its first column, which it serves lookups on as a single-column
+    /// index on that column would; `None` for an expression, a partial or a
+    /// prefix index, which do not.
+    pub(crate) first_column: Option<String>,
+}
+
+/// Every index on `tables` (SQLite's automatic indexes and the primary
+/// keys included; MySQL's foreign keys' own indexes too).
+pub(crate) async fn indexes<C: ConnectionTrait>(conn: &C, tables: &[&str]) -> Result<Vec<Index>> {
     let backend = conn.get_database_backend();
     let mut sql = Sql::new(backend);
     sql.push(Dialect::of(backend).indexes)
@@ -94,7 +119,13 @@ pub(crate) async fn indexes<C: ConnectionTrait>(
     let rows = conn.query_all_raw(sql.build()).await?;
     Ok(rows
         .iter()
-        .map(|row| Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?)))
+        .map(|row| {
+            Ok(Index {
+                table: row.try_get_by_index(0)?,
+                name: row.try_get_by_index(1)?,
+                first_column: row.try_get_by_index(2)?,
+            })
+        })
         .collect::<Result<_, sea_orm::DbErr>>()?)
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Python side of the interoperability tests: drives the real
 django-background-tasks 1.2.8 on the database named by BGTASKS_DJANGO_DATABASE
-(sqlite:///ABSOLUTE/PATH or postgres://user@host:port/name).
+(sqlite:///ABSOLUTE/PATH, postgres://user@host:port/name or
+mysql://user@host:port/name).
 
 Every command prints one JSON document on stdout; logs and Django's own output
 go to stderr. On error it prints "interop.py: error: ..." on stderr and exits
@@ -220,7 +221,8 @@ def cmd_raw_datetimes(args):
     """The raw stored text of the datetime columns of both tables, read with a
     plain cursor (no ORM conversion). On SQLite that is the stored TEXT (and
     its typeof()); on PostgreSQL it is column::text in the session's time zone
-    (Django sets UTC)."""
+    (Django sets UTC); on MySQL/MariaDB it is CAST(column AS CHAR) and the
+    column's declared type (DATETIME has no time zone: Django stores UTC)."""
     import sqlite3
     from contextlib import closing
 
@@ -236,12 +238,19 @@ def cmd_raw_datetimes(args):
     elif connection.vendor == "postgresql":
         conn = connection
         select = ", ".join(f"{c}::text, pg_typeof({c})::text" for c in columns)
+    elif connection.vendor == "mysql":
+        conn = connection
+        select = ", ".join(
+            f"CAST({c} AS CHAR), (SELECT column_type FROM information_schema.columns"
+            f" WHERE table_schema = DATABASE() AND table_name = '{{table}}' AND column_name = '{c}')"
+            for c in columns
+        )
     else:
         raise SystemExit(f"interop.py: error: raw-datetimes does not support {connection.vendor}")
     out = {"vendor": connection.vendor}
     with closing(conn.cursor()) as cursor:
         for table in ["background_task", "background_task_completedtask"]:
-            cursor.execute(f"SELECT id, {select} FROM {table} ORDER BY id")
+            cursor.execute(f"SELECT id, {select.replace('{table}', table)} FROM {table} ORDER BY id")
             rows = []
             for r in cursor.fetchall():
                 item = {"id": r[0]}

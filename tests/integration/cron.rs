@@ -1,12 +1,18 @@
 //! Cron schedules in the database (issue 8): created, listed, paused and
 //! removed; each occurrence enqueued exactly once with several runners
-//! alive over simulated time; missed occurrences skipped or run once.
+//! alive over simulated time; missed occurrences skipped or run once; a
+//! schedule created or resumed elsewhere (another connection, the CLI)
+//! while runners are up fires from its next occurrence, with no warning
+//! (issue 15).
 
+use std::fmt::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use background_tasks::cron::{self, Missed, NewSchedule};
 use background_tasks::{
-    Clock, Config, Error, Registry, Runner, Task, TaskContext, TaskError, task_row,
+    Clock, Config, Error, Registry, Runner, Task, TaskContext, TaskError, runner_row, task_row,
 };
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
@@ -18,6 +24,8 @@ on_all_backends!(
     several_runners_enqueue_each_occurrence_once,
     concurrent_firing_enqueues_an_occurrence_once,
     missed_occurrences_are_skipped_or_run_once,
+    a_schedule_made_elsewhere_fires_from_its_next_occurrence,
+    a_schedule_added_and_resumed_by_the_cli_fires_from_its_next_occurrence,
 );
 
 /// The scheduled task; no runner in these tests has a handler for it, so
@@ -291,5 +299,312 @@ async fn missed_occurrences_are_skipped_or_run_once(t: TestDb) -> TestDb {
     assert_eq!(fired.skipped, 0);
     let times: Vec<DateTime<Utc>> = occurrences(&t).await.iter().map(|t| t.run_at).collect();
     assert_eq!(times, vec![at(5, 0, 0), at(6, 0, 0), at(6, 0, 0)]);
+
+    // Run-once with an occurrence of the last minute due as well: that one
+    // runs, the missed ones before it are skipped.
+    cron::create(
+        &t.db,
+        report("minutely-catcher", "* * * * *").missed(Missed::RunOnce),
+        at(6, 0, 20),
+    )
+    .await
+    .unwrap();
+    let fired = cron::enqueue_due(&t.db, at(6, 5, 30)).await.unwrap();
+    let times: Vec<DateTime<Utc>> = fired.enqueued.iter().map(|t| t.run_at).collect();
+    assert_eq!(times, vec![at(6, 5, 0)]);
+    assert_eq!(fired.skipped, 4, "06:01 to 06:04");
+    t
+}
+
+/// Every event logged on this thread (where a started runner's scheduler
+/// runs), as `LEVEL field=value ...`.
+#[derive(Clone, Default)]
+struct Logged(Arc<Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Logged {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Fields<'a>(&'a mut String);
+        impl tracing::field::Visit for Fields<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                write!(self.0, " {}={value:?}", field.name()).unwrap();
+            }
+        }
+        let mut line = event.metadata().level().to_string();
+        event.record(&mut Fields(&mut line));
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+impl Logged {
+    fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// `at` plus `seconds` (fractions allowed).
+fn plus(at: DateTime<Utc>, seconds: f64) -> DateTime<Utc> {
+    at + TimeDelta::milliseconds((seconds * 1000.0) as i64)
+}
+
+/// Every second from `first` to `last`, both included.
+fn seconds(first: DateTime<Utc>, last: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    let mut times = vec![first];
+    while *times.last().unwrap() < last {
+        times.push(plus(*times.last().unwrap(), 1.0));
+    }
+    times
+}
+
+async fn occurrence_times(t: &TestDb) -> Vec<DateTime<Utc>> {
+    occurrences(t)
+        .await
+        .iter()
+        .map(|task| task.run_at)
+        .collect()
+}
+
+/// Regression: runners read schedules made elsewhere only at their next
+/// heartbeat, then enqueued only the latest of the occurrences since and
+/// warned that the others were "missed while no runner was alive". The
+/// runners here are up (simulated time); the schedule is created and
+/// resumed from another connection, and the runners first see it 9.5 s of
+/// simulated time after.
+async fn a_schedule_made_elsewhere_fires_from_its_next_occurrence(t: TestDb) -> TestDb {
+    use tracing_subscriber::layer::SubscriberExt;
+    let logged = Logged::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(logged.clone()));
+    let start = plus(at(9, 0, 0), 0.2);
+    let clock = Clock::manual(start);
+    let mut runners = Vec::new();
+    for _ in 0..3 {
+        let registry = Registry::new();
+        registry.register(Other);
+        let config = Config::builder()
+            .clock(clock.clone())
+            .lease(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        runners.push(Runner::start(t.queue(registry, config)));
+    }
+    let db = t.db.clone();
+    wait_for("three runners to register", Duration::from_secs(20), || {
+        let db = db.clone();
+        async move { runner_row::Entity::find().count(&db).await.unwrap() == 3 }
+    })
+    .await;
+
+    let elsewhere = background_tasks::db::connect(Some(&t.url)).await.unwrap();
+    let schedule = cron::create(&elsewhere, report("every-second", "* * * * * *"), start)
+        .await
+        .unwrap();
+    assert_eq!(schedule.next_fire_at, at(9, 0, 1));
+    clock.set(plus(start, 9.3));
+    let created = seconds(at(9, 0, 1), at(9, 0, 9));
+    wait_for_occurrence(&t, schedule.id, at(9, 0, 9)).await;
+    // Each runner looks every second: still one task per occurrence.
+    let watched = std::time::Instant::now();
+    while watched.elapsed() < Duration::from_millis(2_100) {
+        assert_eq!(occurrence_times(&t).await, created);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Paused from 09:00:09.5 to 09:00:20.5, resumed elsewhere: its first
+    // occurrence after the resume is 09:00:21.
+    assert!(cron::pause(&elsewhere, "every-second").await.unwrap());
+    let resumed_at = plus(at(9, 0, 20), 0.5);
+    clock.set(resumed_at);
+    assert!(
+        cron::resume(&elsewhere, "every-second", resumed_at)
+            .await
+            .unwrap()
+    );
+    clock.set(plus(at(9, 0, 25), 0.5));
+    let expected: Vec<DateTime<Utc>> = created
+        .iter()
+        .copied()
+        .chain(seconds(at(9, 0, 21), at(9, 0, 25)))
+        .collect();
+    wait_for_occurrence(&t, schedule.id, at(9, 0, 25)).await;
+    for runner in runners {
+        runner.shutdown(Duration::from_secs(5)).await;
+    }
+    assert_eq!(
+        occurrence_times(&t).await,
+        expected,
+        "one task per occurrence, none for the pause"
+    );
+    let lines = logged.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("enqueued cron.report for the occurrence at 2026-03-02 09:00:01")),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("missed")),
+        "nothing was missed: {lines:#?}"
+    );
+
+    // Really missed (no runner up from 09:00:25 to 09:05:00.5): warned,
+    // and skipped but for the last minute's, which are not missed.
+    let fired = cron::enqueue_due(&t.db, plus(at(9, 5, 0), 0.5))
+        .await
+        .unwrap();
+    assert_eq!(fired.skipped, 3 * 60 + 35, "09:00:26 to 09:04:00");
+    assert_eq!(fired.enqueued.len(), 60, "09:04:01 to 09:05:00");
+    let warned: Vec<String> = logged
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("WARN") && l.contains("missed"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    assert!(warned[0].contains("missed=215"), "{warned:#?}");
+    t
+}
+
+/// `bgtasks ARGS` on the test's database.
+fn bgtasks(t: &TestDb) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bgtasks"));
+    command.env("DATABASE_URL", &t.url).env("RUST_LOG", "info");
+    command
+}
+
+fn cli(t: &TestDb, args: &[&str]) -> serde_json::Value {
+    let output = bgtasks(t).arg("--json").args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "bgtasks {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A `bgtasks process` runner, its log in a file.
+struct Process {
+    child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Process {
+    fn start(t: &TestDb) -> Process {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = bgtasks(t)
+            .args(["process", "--sleep", "0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log.reopen().unwrap()))
+            .spawn()
+            .unwrap();
+        Process { child, log }
+    }
+
+    /// SIGTERM, a graceful exit; its log.
+    fn stop(mut self) -> String {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = self.child.wait().unwrap();
+        let log = std::fs::read_to_string(self.log.path()).unwrap();
+        assert!(status.success(), "{log}");
+        log
+    }
+}
+
+/// Waits until the occurrence of `schedule_id` at `at` is enqueued.
+async fn wait_for_occurrence(t: &TestDb, schedule_id: i32, at: DateTime<Utc>) {
+    let key = cron::occurrence_key(schedule_id, at);
+    wait_for(
+        &format!("the occurrence at {at}"),
+        Duration::from_secs(60),
+        || {
+            let (db, key) = (t.db.clone(), key.clone());
+            async move {
+                task_row::Entity::find()
+                    .filter(task_row::Column::UniqueKey.eq(key))
+                    .count(&db)
+                    .await
+                    .unwrap()
+                    == 1
+            }
+        },
+    )
+    .await;
+}
+
+/// The same, from the user's side: three `bgtasks process` runners (which
+/// read schedules made elsewhere at their next heartbeat, up to 10 s
+/// later), a schedule added, paused and resumed with `bgtasks cron`.
+async fn a_schedule_added_and_resumed_by_the_cli_fires_from_its_next_occurrence(
+    t: TestDb,
+) -> TestDb {
+    let runners: Vec<Process> = (0..3).map(|_| Process::start(&t)).collect();
+    wait_for(
+        "three runners to register",
+        Duration::from_secs(30),
+        || async { runner_row::Entity::find().count(&t.db).await.unwrap() == 3 },
+    )
+    .await;
+
+    let added = cli(
+        &t,
+        &[
+            "cron",
+            "add",
+            "every-second",
+            "--cron",
+            "* * * * * *",
+            "--task",
+            "cron.report",
+            "--allow-unknown",
+        ],
+    );
+    let id = added["schedule"]["id"].as_i64().unwrap() as i32;
+    let first: DateTime<Utc> =
+        serde_json::from_value(added["schedule"]["next_fire_at"].clone()).unwrap();
+    // Past every runner's next heartbeat.
+    wait_for_occurrence(&t, id, plus(first, 11.0)).await;
+    cli(&t, &["cron", "pause", "every-second"]);
+    let before_pause = occurrence_times(&t).await;
+    let last = *before_pause.last().unwrap();
+    assert_eq!(
+        before_pause,
+        seconds(first, last),
+        "every occurrence from the first after `cron add`, each once"
+    );
+
+    wait_for(
+        "occurrences to pass while paused",
+        Duration::from_secs(10),
+        || async { Utc::now() > plus(last, 3.0) },
+    )
+    .await;
+    cli(&t, &["cron", "resume", "every-second"]);
+    let resumed = cron::get(&t.db, "every-second")
+        .await
+        .unwrap()
+        .unwrap()
+        .next_fire_at;
+    assert!(resumed > plus(last, 3.0), "{resumed} after {last}");
+    wait_for_occurrence(&t, id, plus(resumed, 11.0)).await;
+    cli(&t, &["cron", "pause", "every-second"]);
+    let all = occurrence_times(&t).await;
+    let after_resume = &all[before_pause.len()..];
+    assert_eq!(all[..before_pause.len()], before_pause[..]);
+    assert_eq!(
+        after_resume,
+        seconds(resumed, *after_resume.last().unwrap()),
+        "every occurrence from the first after `cron resume`, each once, none of the pause"
+    );
+
+    let logs: Vec<String> = runners.into_iter().map(Process::stop).collect();
+    assert!(
+        logs.iter().any(|log| log.contains("enqueued cron.report")),
+        "{logs:#?}"
+    );
+    for log in &logs {
+        assert!(!log.contains("missed"), "nothing was missed: {log}");
+    }
     t
 }

@@ -7,8 +7,9 @@
 //! The Python side is `tests/django/interop.py`, in the virtual environment
 //! `scripts/install-django.sh` creates (`target/django-venv`; `.ci/run`
 //! runs it). Without it these tests are skipped with a note, except under
-//! `CI=true`, where they fail. They run on SQLite and PostgreSQL, the two
-//! databases the Python side is set up for.
+//! `CI=true`, where they fail. They run on SQLite, PostgreSQL and
+//! MySQL/MariaDB (Django's MySQL backend through PyMySQL, pinned in
+//! `tests/django/requirements.txt`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +20,7 @@ use background_tasks::{
     Config, Creator, Queue, Registry, Runner, Task, TaskContext, TaskError, admin, completed_task,
     db, doctor, task_row,
 };
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, Statement};
 use serde_json::{Map, Value, json};
 
 use crate::fixture::{Backend, TestDb, wait_for};
@@ -29,6 +30,7 @@ on_django_backends!(
     rust_enqueues_and_django_process_tasks_executes,
     identical_calls_hash_identically_across_languages,
     the_django_admin_reads_rows_rust_holds,
+    bgtasks_doctor_passes_a_django_database_and_finds_a_missing_index,
 );
 
 /// The Python side, on the test's database.
@@ -552,5 +554,116 @@ async fn the_django_admin_reads_rows_rust_holds(t: TestDb) -> TestDb {
     assert_eq!(row["locked_by_pid_running"], false, "{row}");
     hold.release.notify_one();
     runner.shutdown(std::time::Duration::from_secs(10)).await;
+    t
+}
+
+/// `bgtasks ARGS` on the test's database, as an operator runs it.
+fn bgtasks(t: &TestDb, args: &[&str]) -> (Option<i32>, Value, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_bgtasks"))
+        .env("DATABASE_URL", &t.url)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let report = format!(
+        "bgtasks {args:?}: exit {:?}\n{stdout}\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (output.status.code(), json, report)
+}
+
+/// The `indexes` finding of `bgtasks --json doctor`, with its exit code.
+fn doctor_indexes(t: &TestDb) -> (Option<i32>, Value, String) {
+    let (code, findings, report) = bgtasks(t, &["--json", "doctor"]);
+    let indexes = findings
+        .as_array()
+        .and_then(|all| all.iter().find(|f| f["check"] == "indexes"))
+        .cloned()
+        .unwrap_or_else(|| panic!("{report}"));
+    (code, indexes, report)
+}
+
+/// Regression: on MySQL, Django gives `creator_content_type_id` the foreign
+/// key's own index (named after the constraint) and no index of its usual
+/// name, and the doctor took that column for unindexed.
+async fn bgtasks_doctor_passes_a_django_database_and_finds_a_missing_index(t: TestDb) -> TestDb {
+    let Some(django) = Django::new(&t) else {
+        return t;
+    };
+    django.run(&["migrate"]);
+    let (code, _, report) = bgtasks(&t, &["migrate"]);
+    assert_eq!(code, Some(0), "{report}");
+
+    let (code, findings, report) = bgtasks(&t, &["--json", "doctor"]);
+    assert_eq!(code, Some(0), "a healthy Django database: {report}");
+    for finding in findings.as_array().unwrap() {
+        assert_eq!(finding["status"], "ok", "{report}");
+    }
+    let (_, indexes, report) = doctor_indexes(&t);
+    let detail = indexes["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("all 21 expected indexes are present"),
+        "{report}"
+    );
+    if t.backend == Backend::MySql {
+        for table in ["background_task", "background_task_completedtask"] {
+            assert!(
+                detail.contains(&format!("creator_content_type_id on {table} by ")),
+                "the foreign key's index stands in: {report}"
+            );
+        }
+    }
+
+    // A really missing index is still reported, with the statement that
+    // recreates it.
+    let index = "background_task_completedtask_run_at_77c80f34";
+    let drop = match t.backend {
+        Backend::MySql => format!("DROP INDEX {index} ON background_task_completedtask"),
+        _ => format!("DROP INDEX {index}"),
+    };
+    t.db.execute_unprepared(&drop).await.unwrap();
+    let (code, indexes, report) = doctor_indexes(&t);
+    assert_eq!(code, Some(4), "{report}");
+    assert_eq!(indexes["status"], "fail", "{report}");
+    assert!(
+        indexes["detail"].as_str().unwrap().contains(&format!(
+            "CREATE INDEX {index} ON background_task_completedtask (run_at)"
+        )),
+        "{report}"
+    );
+
+    // On MySQL, without the foreign key and its index the column has no
+    // index at all: reported under Django's usual name.
+    if t.backend == Backend::MySql {
+        let fk = t
+            .db
+            .query_one_raw(Statement::from_string(
+                DbBackend::MySql,
+                "SELECT CAST(constraint_name AS CHAR) FROM information_schema.referential_constraints \
+                 WHERE constraint_schema = DATABASE() AND table_name = 'background_task'",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get_by_index::<String>(0)
+            .unwrap();
+        for sql in [
+            format!("ALTER TABLE background_task DROP FOREIGN KEY {fk}"),
+            format!("DROP INDEX {fk} ON background_task"),
+        ] {
+            t.db.execute_unprepared(&sql).await.unwrap();
+        }
+        let (code, indexes, report) = doctor_indexes(&t);
+        assert_eq!(code, Some(4), "{report}");
+        assert!(
+            indexes["detail"].as_str().unwrap().contains(
+                "CREATE INDEX background_task_creator_content_type_id_61cc9af3 ON background_task \
+                 (creator_content_type_id)"
+            ),
+            "{report}"
+        );
+    }
     t
 }

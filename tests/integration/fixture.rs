@@ -238,8 +238,9 @@ macro_rules! on_all_backends {
     };
 }
 
-/// Declares tests that run on an empty SQLite and PostgreSQL database: the
-/// two backends django-background-tasks is tested with here.
+/// Declares tests that run on an empty database of every backend, for
+/// Django's migrations to create the tables (django-background-tasks runs
+/// on all three here: SQLite, PostgreSQL and MySQL/MariaDB).
 #[macro_export]
 macro_rules! on_django_backends {
     ($($name:ident),+ $(,)?) => {
@@ -255,6 +256,11 @@ macro_rules! on_django_backends {
                 #[actix_rt::test]
                 async fn postgres() {
                     run_empty(Backend::Postgres, super::$name).await;
+                }
+
+                #[actix_rt::test]
+                async fn mysql() {
+                    run_empty(Backend::MySql, super::$name).await;
                 }
             }
         )+

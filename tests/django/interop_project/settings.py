@@ -2,8 +2,9 @@
 1.2.8 on the database named by the environment.
 
 Environment:
-  BGTASKS_DJANGO_DATABASE  (required) sqlite:///ABSOLUTE/PATH
-                           or postgres://user[:password]@host[:port]/name
+  BGTASKS_DJANGO_DATABASE  (required) sqlite:///ABSOLUTE/PATH,
+                           postgres://user[:password]@host[:port]/name
+                           or mysql://user[:password]@host[:port]/name (MySQL/MariaDB)
   BGTASKS_DJANGO_RECORD    file that the interop.* tasks append to (interop/tasks.py)
   BGTASKS_DJANGO_MAX_ATTEMPTS, BGTASKS_DJANGO_MAX_RUN_TIME
                            optional overrides of MAX_ATTEMPTS (default 25) and
@@ -17,7 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 
 def database_from_url(url):
-    """Django DATABASES['default'] for a sqlite:/// or postgres:// URL."""
+    """Django DATABASES['default'] for a sqlite:///, postgres:// or mysql:// URL."""
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         # sqlite:///ABSOLUTE/PATH -> netloc '' and path '/ABSOLUTE/PATH'
@@ -45,15 +46,40 @@ def database_from_url(url):
             "HOST": parts.hostname,
             "PORT": str(parts.port or ""),
         }
+    if parts.scheme in ("mysql", "mariadb"):
+        name = unquote(parts.path.lstrip("/"))
+        if not name or not parts.hostname:
+            raise ImproperlyConfigured(
+                f"BGTASKS_DJANGO_DATABASE={url!r}: a MySQL URL must be mysql://user@host:port/name"
+            )
+        # PyMySQL (pure Python, pinned in requirements.txt) stands in for
+        # mysqlclient, which needs a C compiler and the client headers.
+        # Django 4.2 asks for mysqlclient >= 1.4.3; PyMySQL 1.1 reports 1.4.6.
+        import pymysql
+
+        pymysql.install_as_MySQLdb()
+        return {
+            "ENGINE": "django.db.backends.mysql",
+            "NAME": name,
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname,
+            "PORT": str(parts.port or ""),
+            # utf8mb4: task_params may hold any Unicode (Rust writes it so);
+            # strict mode: Django's own recommendation (check mysql.W002).
+            "OPTIONS": {"charset": "utf8mb4", "init_command": "SET sql_mode='STRICT_TRANS_TABLES'"},
+        }
     raise ImproperlyConfigured(
-        f"BGTASKS_DJANGO_DATABASE={url!r}: unsupported scheme {parts.scheme!r} (use sqlite:/// or postgres://)"
+        f"BGTASKS_DJANGO_DATABASE={url!r}: unsupported scheme {parts.scheme!r} "
+        "(use sqlite:///, postgres:// or mysql://)"
     )
 
 
 _DATABASE_URL = os.environ.get("BGTASKS_DJANGO_DATABASE")
 if not _DATABASE_URL:
     raise ImproperlyConfigured(
-        "BGTASKS_DJANGO_DATABASE is not set (sqlite:///ABSOLUTE/PATH or postgres://user@host:port/name)"
+        "BGTASKS_DJANGO_DATABASE is not set (sqlite:///ABSOLUTE/PATH, postgres://user@host:port/name "
+        "or mysql://user@host:port/name)"
     )
 
 DATABASES = {"default": database_from_url(_DATABASE_URL)}
