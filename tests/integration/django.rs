@@ -31,6 +31,7 @@ on_django_backends!(
     identical_calls_hash_identically_across_languages,
     the_django_admin_reads_rows_rust_holds,
     bgtasks_doctor_passes_a_django_database_and_finds_a_missing_index,
+    a_project_without_time_zones_and_rust_agree_on_due_times,
 );
 
 /// The Python side, on the test's database.
@@ -39,6 +40,8 @@ struct Django {
     script: PathBuf,
     database: String,
     record: PathBuf,
+    /// Settings of this Django project besides the database.
+    env: Vec<(&'static str, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -66,8 +69,15 @@ impl Django {
             script: root.join("tests/django/interop.py"),
             database: t.url.clone(),
             record: dir.path().join("record.jsonl"),
+            env: Vec::new(),
             _dir: dir,
         })
+    }
+
+    /// The project with one more setting (`BGTASKS_DJANGO_*`).
+    fn with(mut self, name: &'static str, value: &str) -> Django {
+        self.env.push((name, value.to_owned()));
+        self
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -77,7 +87,8 @@ impl Django {
             .args(args)
             .env("BGTASKS_DJANGO_DATABASE", &self.database)
             .env("BGTASKS_DJANGO_RECORD", &self.record)
-            .env("BGTASKS_DJANGO_MAX_ATTEMPTS", "1");
+            .env("BGTASKS_DJANGO_MAX_ATTEMPTS", "1")
+            .envs(self.env.iter().map(|(name, value)| (*name, value)));
         command
     }
 
@@ -665,5 +676,111 @@ async fn bgtasks_doctor_passes_a_django_database_and_finds_a_missing_index(t: Te
             "{report}"
         );
     }
+    t
+}
+
+/// A Django project with `USE_TZ = False` stores naive wall-clock times of
+/// its `TIME_ZONE` (here New York, UTC-4 or -5). Read as UTC, its task due
+/// in an hour looked due hours ago, and Django's `process_tasks` saw a Rust
+/// task due now as due hours later. With `BACKGROUND_TASK_DB_TIME_ZONE`
+/// both sides agree: the `bgtasks` binary runs Django's due task and not
+/// its later one, and Django runs Rust's due task and not its later one.
+/// PostgreSQL stores instants, so there both agree with or without it.
+async fn a_project_without_time_zones_and_rust_agree_on_due_times(t: TestDb) -> TestDb {
+    const ZONE: &str = "America/New_York";
+    let Some(django) = Django::new(&t) else {
+        return t;
+    };
+    let django = django
+        .with("BGTASKS_DJANGO_USE_TZ", "false")
+        .with("BGTASKS_DJANGO_TIME_ZONE", ZONE);
+    attach(&t, &django).await;
+    let bgtasks = |zone: bool| {
+        let mut command = crate::cli::bgtasks(&t);
+        if zone {
+            command.env("BACKGROUND_TASK_DB_TIME_ZONE", ZONE);
+        }
+        command
+    };
+    let pending = |zone: bool| {
+        let output = bgtasks(zone)
+            .args(["--json", "list", "--state", "pending"])
+            .output()
+            .unwrap();
+        if output.status.code() == Some(3) {
+            return 0; // nothing matched
+        }
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
+        listed["rows"].as_array().unwrap().len()
+    };
+
+    // Django enqueues one task due now and one due in an hour.
+    django.run(&["enqueue", "--name", "bgtasks.noop"]);
+    django.run(&["enqueue", "--name", "bgtasks.noop", "--schedule", "3600"]);
+    assert_eq!(pending(true), 1, "with the zone, one task is due");
+    let naive = t.backend != Backend::Postgres;
+    assert_eq!(
+        pending(false),
+        if naive { 2 } else { 1 },
+        "without it, naive New York times read as UTC make the later task look due"
+    );
+    let ran = bgtasks(true)
+        .args(["process", "--duration", "3", "--sleep", "0.2"])
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let done = completed_task::Entity::find().all(&t.db).await.unwrap();
+    assert_eq!(done.len(), 1, "only the due task ran: {done:?}");
+    let waiting = django.run(&["tasks"]);
+    assert_eq!(waiting.as_array().unwrap().len(), 1, "{waiting}");
+
+    // Rust enqueues one task due now and one due in an hour; Django runs
+    // the first only.
+    for schedule in ["0", "1h"] {
+        let enqueued = bgtasks(true)
+            .args([
+                "enqueue",
+                "interop.record",
+                "--allow-unknown",
+                "--args",
+                &format!("[{schedule:?}]"),
+                "--schedule",
+                schedule,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            enqueued.status.success(),
+            "{}",
+            String::from_utf8_lossy(&enqueued.stderr)
+        );
+    }
+    django.run(&["process", "--duration", "2"]);
+    let recorded = django.recorded();
+    assert_eq!(
+        recorded,
+        vec![json!({"task": "interop.record", "args": ["0"], "kwargs": {}})],
+        "Django ran Rust's due task, and only it"
+    );
+
+    // doctor agrees with the zone set.
+    let doctor = bgtasks(true).args(["--json", "doctor"]).output().unwrap();
+    let findings: Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let zone = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "time_zone")
+        .unwrap();
+    assert_eq!(zone["status"], "ok", "{zone}");
     t
 }

@@ -46,3 +46,10 @@ def invalid(*args, **kwargs):
     """Records its arguments, then raises InvalidTaskError: failed at once, no retry."""
     _record("interop.invalid", args, kwargs)
     raise InvalidTaskError("interop.invalid is never valid")
+
+
+@background(name="bgtasks.noop")
+def noop():
+    """The name of the bundled `bgtasks` binary's no-op task, so that Django
+    can enqueue work the binary's runner runs."""
+    _record("bgtasks.noop", (), {})

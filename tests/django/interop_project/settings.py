@@ -10,6 +10,9 @@ Environment:
                            optional overrides of MAX_ATTEMPTS (default 25) and
                            MAX_RUN_TIME (default 3600 s)
   BGTASKS_DJANGO_LOG_LEVEL log level of the stderr log handler (default WARNING)
+  BGTASKS_DJANGO_USE_TZ    "false" for a project with USE_TZ = False (default true)
+  BGTASKS_DJANGO_TIME_ZONE TIME_ZONE (default UTC); with USE_TZ = False every
+                           timestamp is stored as this zone's naive wall clock
 """
 import os
 from urllib.parse import unquote, urlsplit
@@ -101,8 +104,8 @@ INSTALLED_APPS = [
 # silence models.W042).
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
-USE_TZ = True
-TIME_ZONE = "UTC"
+USE_TZ = os.environ.get("BGTASKS_DJANGO_USE_TZ", "true").lower() != "false"
+TIME_ZONE = os.environ.get("BGTASKS_DJANGO_TIME_ZONE", "UTC")
 LANGUAGE_CODE = "en-us"
 
 # django-background-tasks settings (the library reads these exact names).
