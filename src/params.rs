@@ -489,6 +489,72 @@ pub(crate) enum Json {
     /// In first-seen key order; a repeated key keeps its last value, as a
     /// Python dict built by `json.loads` does.
     Dict(Vec<(String, Json)>),
+    /// A value Python reads but Rust cannot hold (a lone surrogate, NaN,
+    /// an over-long integer). Only while parsing: it is an error unless a
+    /// later duplicate key replaces it, as it would in Python, so
+    /// [`parse_json`] never returns a tree holding one.
+    Unrepresentable(Problem),
+}
+
+/// What a [`Json::Unrepresentable`] stands for; [`Problem::into_error`]
+/// gives the error it becomes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Problem {
+    LoneSurrogate { escape: String, position: usize },
+    NonFinite { token: String, position: usize },
+    TooLong { digits: usize, position: usize },
+}
+
+impl Problem {
+    /// The problem an error names, or the error itself when it is another.
+    fn from_error(error: ParamsError) -> Result<Self, ParamsError> {
+        match error {
+            ParamsError::LoneSurrogate { escape, position } => {
+                Ok(Self::LoneSurrogate { escape, position })
+            }
+            ParamsError::NonFiniteNumber { token, position } => {
+                Ok(Self::NonFinite { token, position })
+            }
+            ParamsError::IntegerTooLong { digits, position } => {
+                Ok(Self::TooLong { digits, position })
+            }
+            other => Err(other),
+        }
+    }
+
+    fn position(&self) -> usize {
+        match self {
+            Self::LoneSurrogate { position, .. }
+            | Self::NonFinite { position, .. }
+            | Self::TooLong { position, .. } => *position,
+        }
+    }
+
+    fn into_error(self) -> ParamsError {
+        match self {
+            Self::LoneSurrogate { escape, position } => {
+                ParamsError::LoneSurrogate { escape, position }
+            }
+            Self::NonFinite { token, position } => ParamsError::NonFiniteNumber { token, position },
+            Self::TooLong { digits, position } => ParamsError::IntegerTooLong { digits, position },
+        }
+    }
+
+    /// The earliest problem left in `value`.
+    fn first_in(value: &Json) -> Option<&Problem> {
+        match value {
+            Json::Unrepresentable(problem) => Some(problem),
+            Json::List(items) => items
+                .iter()
+                .filter_map(Self::first_in)
+                .min_by_key(|p| p.position()),
+            Json::Dict(entries) => entries
+                .iter()
+                .filter_map(|(_, v)| Self::first_in(v))
+                .min_by_key(|p| p.position()),
+            _ => None,
+        }
+    }
 }
 
 impl Json {
@@ -501,6 +567,7 @@ impl Json {
             Self::Str(_) => "a string",
             Self::List(_) => "an array",
             Self::Dict(_) => "an object",
+            Self::Unrepresentable(_) => "a value Rust cannot hold",
         }
     }
 
@@ -517,6 +584,7 @@ impl Json {
             Self::Str(s) => de::Unexpected::Str(s),
             Self::List(_) => de::Unexpected::Seq,
             Self::Dict(_) => de::Unexpected::Map,
+            Self::Unrepresentable(_) => de::Unexpected::Other("a value Rust cannot hold"),
         }
     }
 }
@@ -536,11 +604,17 @@ pub(crate) fn parse_json(text: &str) -> Result<Json, ParamsError> {
         bytes: text.as_bytes(),
         pos: 0,
         depth: 0,
+        deferred: 0,
     };
     let value = parser.value()?;
     parser.skip_whitespace();
     if parser.pos < parser.bytes.len() {
         return Err(parser.syntax("trailing characters after the JSON value"));
+    }
+    if parser.deferred > 0
+        && let Some(problem) = Problem::first_in(&value)
+    {
+        return Err(problem.clone().into_error());
     }
     Ok(value)
 }
@@ -551,6 +625,8 @@ struct Parser<'a> {
     /// Byte offset of the next unread byte.
     pos: usize,
     depth: usize,
+    /// How many values became [`Json::Unrepresentable`].
+    deferred: usize,
 }
 
 impl Parser<'_> {
@@ -587,7 +663,19 @@ impl Parser<'_> {
         found
     }
 
+    /// A value; what Rust cannot hold becomes [`Json::Unrepresentable`],
+    /// the text after it read, so that a later duplicate key can replace it.
     fn value(&mut self) -> Result<Json, ParamsError> {
+        match self.value_or_problem() {
+            Err(error) => Problem::from_error(error).map(|problem| {
+                self.deferred += 1;
+                Json::Unrepresentable(problem)
+            }),
+            ok => ok,
+        }
+    }
+
+    fn value_or_problem(&mut self) -> Result<Json, ParamsError> {
         self.skip_whitespace();
         let start = self.pos;
         match self.peek() {
@@ -648,10 +736,12 @@ impl Parser<'_> {
         }
     }
 
-    /// After `{`.
+    /// After `{`. A key with a lone surrogate makes the whole dict
+    /// unrepresentable, reported once the dict is read.
     fn dict(&mut self) -> Result<Json, ParamsError> {
         let mut entries: Vec<(String, Json)> = Vec::new();
         let mut index: std::collections::HashMap<String, usize> = Default::default();
+        let mut bad_key = None;
         self.skip_whitespace();
         if self.eat("}") {
             return Ok(Json::Dict(entries));
@@ -661,7 +751,14 @@ impl Parser<'_> {
             if self.peek() != Some(b'"') {
                 return Err(self.syntax("expected a string key"));
             }
-            let key = self.string()?;
+            let key = match self.string() {
+                Ok(key) => key,
+                Err(error @ ParamsError::LoneSurrogate { .. }) => {
+                    bad_key.get_or_insert(error);
+                    String::new()
+                }
+                Err(error) => return Err(error),
+            };
             self.skip_whitespace();
             if !self.eat(":") {
                 return Err(self.syntax("expected ':'"));
@@ -680,7 +777,7 @@ impl Parser<'_> {
                 continue;
             }
             if self.eat("}") {
-                return Ok(Json::Dict(entries));
+                return bad_key.map_or(Ok(Json::Dict(entries)), Err);
             }
             return Err(self.syntax("expected ',' or '}'"));
         }
@@ -751,10 +848,12 @@ impl Parser<'_> {
         }))
     }
 
-    /// A string literal, at its opening quote.
+    /// A string literal, at its opening quote. A lone surrogate is reported
+    /// after the whole literal is read.
     fn string(&mut self) -> Result<String, ParamsError> {
         self.pos += 1;
         let mut out = String::new();
+        let mut lone = None;
         loop {
             let run_start = self.pos;
             while let Some(byte) = self.peek() {
@@ -768,7 +867,7 @@ impl Parser<'_> {
             match self.peek() {
                 Some(b'"') => {
                     self.pos += 1;
-                    return Ok(out);
+                    return lone.map_or(Ok(out), Err);
                 }
                 Some(b'\\') => {
                     let escape_start = self.pos;
@@ -784,7 +883,13 @@ impl Parser<'_> {
                         Some(b't') => '\t',
                         Some(b'u') => {
                             self.pos += 1;
-                            out.push(self.unicode_escape(escape_start)?);
+                            match self.unicode_escape(escape_start) {
+                                Ok(c) => out.push(c),
+                                Err(error @ ParamsError::LoneSurrogate { .. }) => {
+                                    lone.get_or_insert(error);
+                                }
+                                Err(error) => return Err(error),
+                            }
                             continue;
                         }
                         _ => return Err(self.syntax("invalid escape")),
@@ -864,6 +969,9 @@ impl Serialize for Json {
             Self::Str(s) => serializer.serialize_str(s),
             Self::List(items) => serializer.collect_seq(items),
             Self::Dict(entries) => serializer.collect_map(entries.iter().map(|(k, v)| (k, v))),
+            Self::Unrepresentable(problem) => {
+                Err(ser::Error::custom(problem.clone().into_error().to_string()))
+            }
         }
     }
 }
@@ -884,6 +992,8 @@ fn write_pretty(out: &mut String, value: &Json, indent: usize) {
         Json::Int(text) => out.push_str(text),
         Json::Float(f) => out.push_str(&float_repr(*f)),
         Json::Str(s) => write_text(out, s),
+        // parse_json never returns one.
+        Json::Unrepresentable(_) => out.push('?'),
         Json::List(items) if items.is_empty() => out.push_str("[]"),
         Json::Dict(entries) if entries.is_empty() => out.push_str("{}"),
         Json::List(items) => {
@@ -1018,6 +1128,9 @@ impl<'de> de::Deserializer<'de> for &'de Json {
             Json::Int(text) => visit_int(text, visitor),
             Json::Float(f) => visitor.visit_f64(*f),
             Json::Str(s) => visitor.visit_borrowed_str(s),
+            Json::Unrepresentable(problem) => {
+                Err(DeError::Custom(problem.clone().into_error().to_string()))
+            }
             Json::List(items) => {
                 let mut access = SeqAccess {
                     items: items.iter(),
@@ -3095,6 +3208,29 @@ mod tests {
                 ("b".into(), Json::Int("2".into()))
             ])
         );
+        // What a later duplicate key replaces is no error, as in Python.
+        assert_eq!(
+            parse_json(r#"{"a": [NaN, "\ud800", 1e400], "a": 1}"#).unwrap(),
+            Json::Dict(vec![("a".into(), Json::Int("1".into()))])
+        );
+        assert!(matches!(
+            parse_json(r#"{"a": 1, "a": "x\udc00"}"#),
+            Err(ParamsError::LoneSurrogate { position: 17, .. })
+        ));
+        // A bad key spoils its dict; the first problem is the one named.
+        assert!(matches!(
+            parse_json(r#"{"\ud800": 1, "\ud800": 2}"#),
+            Err(ParamsError::LoneSurrogate { position: 3, .. })
+        ));
+        assert!(matches!(
+            parse_json(r#"[1, -Infinity, "\ud800"]"#),
+            Err(ParamsError::NonFiniteNumber { position: 5, .. })
+        ));
+        // A syntax error wins over a lone surrogate before it.
+        assert!(matches!(
+            parse_json(r#"["\ud800" 1]"#),
+            Err(ParamsError::Malformed { .. })
+        ));
         assert_eq!(parse_json(" -0 ").unwrap(), Json::Int("0".into()));
         assert_eq!(parse_json("1e-400").unwrap(), Json::Float(0.0));
         assert_eq!(parse_json(r#""\/\b""#).unwrap(), Json::Str("/\u{8}".into()));

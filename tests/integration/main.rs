@@ -18,6 +18,7 @@ mod features;
 mod limits;
 mod maintenance;
 mod operate;
+mod params;
 mod queries;
 mod resilience;
 mod rows;
