@@ -75,9 +75,14 @@
 //!   and `serde_json::Value` would turn them into `null`.
 //! * An integer of more than [`PYTHON_MAX_INT_DIGITS`] digits is refused
 //!   ([`ParamsError::IntegerTooLong`]): no Python worker could read it.
+//! * Lists and dicts nested deeper than [`MAX_DEPTH`] levels are refused
+//!   ([`ParamsError::TooDeep`]), as `serde_json` refuses them.
 //!
-//! Only text that is not JSON at all gets [`ParamsError::Malformed`], whose
-//! message says the row was not written by Python's `json.dumps`.
+//! Each of these errors names the value and where it is. A value that a
+//! later duplicate key replaces is no error, as Python keeps only the last.
+//! Only text that Python's `json.dumps` cannot have written (not JSON, or
+//! not the `[args, kwargs]` pair) gets [`ParamsError::Malformed`], whose
+//! message says the row was written by someone else.
 
 use std::cmp::Ordering;
 
@@ -118,8 +123,8 @@ pub enum ParamsError {
     /// unbounded, so a row written by Python can hold one.
     #[error(
         "the integer {value} cannot be decoded exactly ({reason}); Python's ints are \
-         unbounded but Rust's are not: integers up to 128 bits decode into i128/u128 \
-         fields, wider ones only as text, so have the caller pass it as a string"
+         unbounded but Rust's are not: give the params field that receives it the type \
+         i128 or u128 (up to 128 bits), or have the caller pass a wider one as a string"
     )]
     WideInteger {
         /// The integer as stored (shortened in the middle when very long).
@@ -414,8 +419,8 @@ pub fn decode_params<T: DeserializeOwned>(task_params: &str) -> Result<T, Params
 /// rather than becoming `1.8446744073709552e+19`. Strings are shown as
 /// text, not as `\uXXXX` escapes.
 ///
-/// Fails like [`decode_call`] does on text that cannot be decoded (a lone
-/// surrogate, `NaN`, ...); callers show the raw text and the error then.
+/// Fails on text that cannot be decoded (not JSON, a lone surrogate,
+/// `NaN`, ...); callers show the raw text and the error then.
 pub fn pretty(text: &str) -> Result<String, ParamsError> {
     let value = parse_json(text)?;
     let mut out = String::new();
@@ -423,8 +428,11 @@ pub fn pretty(text: &str) -> Result<String, ParamsError> {
     Ok(out)
 }
 
+/// Dict entries as parsed.
+type Entries = Vec<(String, Json)>;
+
 /// Parses stored `task_params` into its args list and kwargs dict.
-fn parse_call(task_params: &str) -> Result<(Vec<Json>, Vec<(String, Json)>), ParamsError> {
+fn parse_call(task_params: &str) -> Result<(Vec<Json>, Entries), ParamsError> {
     let parsed = parse_json(task_params).map_err(|error| match error {
         ParamsError::Malformed { reason } => ParamsError::Malformed {
             reason: format!("invalid JSON ({reason})"),
@@ -456,7 +464,7 @@ fn parse_call(task_params: &str) -> Result<(Vec<Json>, Vec<(String, Json)>), Par
 // Parsed JSON, exact
 // ---------------------------------------------------------------------------
 
-/// Deepest nesting of lists and dicts that [`parse_json`] accepts, the same
+/// Deepest nesting of lists and dicts that decoding accepts, the same
 /// limit `serde_json` applies.
 pub const MAX_DEPTH: usize = 128;
 
