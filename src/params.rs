@@ -36,16 +36,57 @@
 //! [`decode_params`] inverts that layout and [`decode_call`] returns the raw
 //! pair.
 //!
-//! # Deviations from Python
+//! # Integers wider than 64 bits
 //!
-//! * NaN and infinities are rejected with [`ParamsError::NonFiniteFloat`].
-//!   Python would write the non-standard tokens `NaN`/`Infinity`, which
-//!   strict JSON parsers (including `serde_json`) cannot read back.
-//! * Integers must fit in `i128`; larger `u128` values are rejected.
+//! Python's ints are unbounded, so a row written by Django can hold `2**64`
+//! or `10**30`. This module never changes such a number silently; it keeps
+//! it exactly or refuses it with an error that names it:
+//!
+//! * **Encoding** writes every integer in full, as Python does: Rust's
+//!   `i128`/`u128`, and integers of any width in JSON text (the CLI's
+//!   `bgtasks enqueue --args/--kwargs`, or `serde_json`'s `RawValue` and
+//!   `arbitrary_precision` numbers). A call holding one gets Python's text
+//!   and hash. (Only a map *key* must fit in `i128`.)
+//! * **Decoding** reads the stored text with this module's own parser, not
+//!   `serde_json`'s (which turns such an integer into a float), and hands
+//!   each integer to the params type exactly: as `u64`/`i64` when it fits,
+//!   else as `u128`/`i128`. So an `i128` or `u128` field receives Python's
+//!   `2**64` exactly. Where the type cannot take it (an `i64` or `f64`
+//!   field, a `serde_json::Value`, or any integer wider than 128 bits), the
+//!   decode fails with [`ParamsError::WideInteger`], naming the value, and
+//!   the runner fails the task permanently with that message.
+//!
+//! Switching on `serde_json`'s `arbitrary_precision` feature for this crate
+//! was the other way to keep such numbers; it was not taken because Cargo
+//! unifies features: it would change `serde_json::Value` for every crate in
+//! the build (a user's own code, sea-orm's JSON columns), and it breaks
+//! numbers inside `#[serde(flatten)]` and untagged enums. If another crate
+//! switches it on anyway, `serde_json::Value` targets receive the wide
+//! integers exactly.
+//!
+//! # What Python writes and Rust cannot hold
+//!
+//! * A `str` with an unpaired UTF-16 surrogate (`"\ud800"` in the JSON) has
+//!   no Rust `String` form: decoding fails with
+//!   [`ParamsError::LoneSurrogate`], naming the escape and where it is.
+//! * NaN and infinities: encoding refuses them with
+//!   [`ParamsError::NonFiniteFloat`], and decoding Python's `NaN`/`Infinity`
+//!   tokens fails with [`ParamsError::NonFiniteNumber`]; they are not JSON,
+//!   and `serde_json::Value` would turn them into `null`.
+//! * An integer of more than [`PYTHON_MAX_INT_DIGITS`] digits is refused
+//!   ([`ParamsError::IntegerTooLong`]): no Python worker could read it.
+//! * Lists and dicts nested deeper than [`MAX_DEPTH`] levels are refused
+//!   ([`ParamsError::TooDeep`]), as `serde_json` refuses them.
+//!
+//! Each of these errors names the value and where it is. A value that a
+//! later duplicate key replaces is no error, as Python keeps only the last.
+//! Only text that Python's `json.dumps` cannot have written (not JSON, or
+//! not the `[args, kwargs]` pair) gets [`ParamsError::Malformed`], whose
+//! message says the row was written by someone else.
 
 use std::cmp::Ordering;
 
-use serde::de::DeserializeOwned;
+use serde::de::{self, Deserialize, DeserializeOwned, DeserializeSeed, Visitor};
 use serde::ser::{self, Impossible, Serialize};
 use serde_json::{Map, Value};
 use sha1::{Digest, Sha1};
@@ -65,14 +106,77 @@ pub enum ParamsError {
         value: f64,
     },
 
-    /// An unsigned integer was larger than `i128::MAX`.
+    /// A map key was an unsigned integer larger than `i128::MAX`. (Such
+    /// integers are fine as values; only keys are limited to `i128`.)
     #[error(
-        "cannot encode the integer {value}: it is larger than i128::MAX; \
-         encode it as a string instead"
+        "cannot encode the map key {value}: integer keys must fit in i128; \
+         use a string key instead"
     )]
     IntegerOutOfRange {
         /// The offending value.
         value: u128,
+    },
+
+    /// An integer in the JSON does not fit where it is going: into a
+    /// `serde_json::Value` or an `i64`/`u64` field (wider than 64 bits), or
+    /// into any Rust integer (wider than 128 bits). Python's ints are
+    /// unbounded, so a row written by Python can hold one.
+    #[error(
+        "the integer {value} cannot be decoded exactly ({reason}); Python's ints are \
+         unbounded but Rust's are not: give the params field that receives it the type \
+         i128 or u128 (up to 128 bits), or have the caller pass a wider one as a string"
+    )]
+    WideInteger {
+        /// The integer as stored (shortened in the middle when very long).
+        value: String,
+        /// Why it did not fit.
+        reason: String,
+    },
+
+    /// An integer has more decimal digits than Python reads or writes.
+    #[error(
+        "the integer at character {position} has {digits} digits; Python refuses to \
+         convert integers of more than {PYTHON_MAX_INT_DIGITS} digits (its \
+         sys.get_int_max_str_digits()), so no Python worker could read it back"
+    )]
+    IntegerTooLong {
+        /// Its number of decimal digits.
+        digits: usize,
+        /// Where it starts in the text (1-based, in characters).
+        position: usize,
+    },
+
+    /// The JSON holds a `\uXXXX` escape of a UTF-16 surrogate that is not
+    /// part of a pair. Python's `json.dumps` writes one for a `str` holding
+    /// an unpaired surrogate (e.g. from `errors="surrogateescape"`).
+    #[error(
+        "the JSON holds the lone UTF-16 surrogate {escape} at character {position}: \
+         Python's json writes this escape for a str that is not valid Unicode, and a \
+         Rust string cannot hold it, so this library can neither decode nor store the \
+         value without changing it; use valid Unicode text (or send bytes as a list \
+         of ints)"
+    )]
+    LoneSurrogate {
+        /// The escape as written, e.g. `\ud800`.
+        escape: String,
+        /// Where it starts in the text (1-based, in characters).
+        position: usize,
+    },
+
+    /// The JSON holds `NaN`, `Infinity` or `-Infinity` (which Python's
+    /// `json.dumps` writes for non-finite floats), or a number literal too
+    /// large for a float.
+    #[error(
+        "the JSON holds the number {token} at character {position}, which is not a \
+         finite float: Python writes NaN and Infinity for non-finite floats, but they \
+         are not JSON, so this library neither decodes nor stores them; use a finite \
+         number or a string"
+    )]
+    NonFiniteNumber {
+        /// The token as written.
+        token: String,
+        /// Where it starts in the text (1-based, in characters).
+        position: usize,
     },
 
     /// One map mixed keys that Python cannot order against each other.
@@ -117,7 +221,16 @@ pub enum ParamsError {
         found: &'static str,
     },
 
-    /// The stored text is not the JSON array `[list, object]`.
+    /// The JSON nests lists and dicts deeper than [`MAX_DEPTH`] levels.
+    #[error(
+        "the JSON nests lists and dicts deeper than {MAX_DEPTH} levels, more than this \
+         library decodes; flatten the value"
+    )]
+    TooDeep,
+
+    /// The stored text is not the JSON array `[list, object]`. Python's
+    /// `json.dumps` never writes such text, so the row was not written by
+    /// this library or by django-background-tasks.
     #[error(
         "stored task_params is not a JSON array [args, kwargs]: {reason}; \
          it was not written by this library or by django-background-tasks"
@@ -235,30 +348,16 @@ pub fn task_hash(task_name: &str, task_params: &str) -> String {
 /// Parses stored `task_params` into `(args, kwargs)`.
 ///
 /// Fails with [`ParamsError::Malformed`] unless the text is a two-element JSON
-/// array whose first element is an array and whose second is an object.
+/// array whose first element is an array and whose second is an object, and
+/// with [`ParamsError::WideInteger`] when an integer does not fit a
+/// `serde_json::Value` (wider than 64 bits; see the module docs).
 pub fn decode_call(task_params: &str) -> Result<(Vec<Value>, Map<String, Value>), ParamsError> {
-    let parsed: Value = serde_json::from_str(task_params).map_err(|e| ParamsError::Malformed {
-        reason: format!("invalid JSON ({e})"),
-    })?;
-    let Value::Array(pair) = parsed else {
-        return Err(ParamsError::Malformed {
-            reason: format!("the top level is {}", json_kind(&parsed)),
-        });
-    };
-    let [args, kwargs]: [Value; 2] =
-        pair.try_into()
-            .map_err(|pair: Vec<Value>| ParamsError::Malformed {
-                reason: format!("the top-level array has {} elements, not 2", pair.len()),
-            })?;
-    match (args, kwargs) {
-        (Value::Array(args), Value::Object(kwargs)) => Ok((args, kwargs)),
-        (Value::Array(_), other) => Err(ParamsError::Malformed {
-            reason: format!("kwargs is {}, not an object", json_kind(&other)),
-        }),
-        (other, _) => Err(ParamsError::Malformed {
-            reason: format!("args is {}, not an array", json_kind(&other)),
-        }),
-    }
+    let (args, kwargs) = parse_call(task_params)?;
+    let args =
+        deserialize_node(&Json::List(args)).map_err(|e| e.into_params("positional arguments"))?;
+    let kwargs =
+        deserialize_node(&Json::Dict(kwargs)).map_err(|e| e.into_params("keyword arguments"))?;
+    Ok((args, kwargs))
 }
 
 /// Decodes stored `task_params` into `T`, inverting [`encode_params`]'
@@ -271,53 +370,1040 @@ pub fn decode_call(task_params: &str) -> Result<(Vec<Value>, Map<String, Value>)
 ///   one arg, `T` from that single arg;
 /// * both: [`ParamsError::BothArgsAndKwargs`]; such calls need
 ///   [`decode_call`].
+///
+/// Integers reach `T` exactly: up to 64 bits as `u64`/`i64`, up to 128 bits
+/// as `u128`/`i128` (so an `i128` field gets Python's `2**64` or `10**30`);
+/// one that `T` cannot hold fails with [`ParamsError::WideInteger`].
 pub fn decode_params<T: DeserializeOwned>(task_params: &str) -> Result<T, ParamsError> {
-    let (args, kwargs) = decode_call(task_params)?;
+    let (args, kwargs) = parse_call(task_params)?;
     match (args.is_empty(), kwargs.is_empty()) {
         (true, true) => {
-            if let Ok(value) = T::deserialize(&Value::Null) {
+            if let Ok(value) = deserialize_node(&Json::Null) {
                 return Ok(value);
             }
-            let empty_object = Value::Object(Map::new());
             // Params types are usually structs, for which the `{}` attempt's
             // error ("missing field ...") is the most telling, so that is the
             // one reported when every attempt fails.
-            let object_error = match T::deserialize(&empty_object) {
+            let object_error = match deserialize_node(&Json::Dict(Vec::new())) {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            T::deserialize(&Value::Array(Vec::new())).map_err(|_| ParamsError::Decode {
-                context: "the call has no arguments",
-                source: object_error,
-            })
+            deserialize_node(&Json::List(Vec::new()))
+                .map_err(|_| object_error.into_params("the call has no arguments"))
         }
         (true, false) => {
-            T::deserialize(&Value::Object(kwargs)).map_err(|source| ParamsError::Decode {
-                context: "keyword arguments",
-                source,
-            })
+            deserialize_node(&Json::Dict(kwargs)).map_err(|e| e.into_params("keyword arguments"))
         }
         (false, true) => {
-            let args = Value::Array(args);
-            let array_error = match T::deserialize(&args) {
+            let args = Json::List(args);
+            let array_error = match deserialize_node(&args) {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
-            match args.as_array().map(Vec::as_slice) {
-                Some([single]) => T::deserialize(single).map_err(|source| ParamsError::Decode {
-                    context: "the single positional argument",
-                    source,
-                }),
-                _ => Err(ParamsError::Decode {
-                    context: "positional arguments",
-                    source: array_error,
-                }),
+            match &args {
+                Json::List(items) if items.len() == 1 => deserialize_node(&items[0])
+                    .map_err(|e| e.into_params("the single positional argument")),
+                _ => Err(array_error.into_params("positional arguments")),
             }
         }
         (false, false) => Err(ParamsError::BothArgsAndKwargs {
             args: args.len(),
             kwargs: kwargs.len(),
         }),
+    }
+}
+
+/// Indents stored JSON (`task_params`, or a history row's `result`) for
+/// people to read, keeping every number as stored: unlike a round trip
+/// through `serde_json::Value`, Python's `2**64` stays `18446744073709551616`
+/// rather than becoming `1.8446744073709552e+19`. Strings are shown as
+/// text, not as `\uXXXX` escapes.
+///
+/// Fails on text that cannot be decoded (not JSON, a lone surrogate,
+/// `NaN`, ...); callers show the raw text and the error then.
+pub fn pretty(text: &str) -> Result<String, ParamsError> {
+    let value = parse_json(text)?;
+    let mut out = String::new();
+    write_pretty(&mut out, &value, 0);
+    Ok(out)
+}
+
+/// Dict entries as parsed.
+type Entries = Vec<(String, Json)>;
+
+/// Parses stored `task_params` into its args list and kwargs dict.
+fn parse_call(task_params: &str) -> Result<(Vec<Json>, Entries), ParamsError> {
+    let parsed = parse_json(task_params).map_err(|error| match error {
+        ParamsError::Malformed { reason } => ParamsError::Malformed {
+            reason: format!("invalid JSON ({reason})"),
+        },
+        other => other,
+    })?;
+    let Json::List(pair) = parsed else {
+        return Err(ParamsError::Malformed {
+            reason: format!("the top level is {}", parsed.kind()),
+        });
+    };
+    let [args, kwargs]: [Json; 2] =
+        pair.try_into()
+            .map_err(|pair: Vec<Json>| ParamsError::Malformed {
+                reason: format!("the top-level array has {} elements, not 2", pair.len()),
+            })?;
+    match (args, kwargs) {
+        (Json::List(args), Json::Dict(kwargs)) => Ok((args, kwargs)),
+        (Json::List(_), other) => Err(ParamsError::Malformed {
+            reason: format!("kwargs is {}, not an object", other.kind()),
+        }),
+        (other, _) => Err(ParamsError::Malformed {
+            reason: format!("args is {}, not an array", other.kind()),
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parsed JSON, exact
+// ---------------------------------------------------------------------------
+
+/// Deepest nesting of lists and dicts that decoding accepts, the same
+/// limit `serde_json` applies.
+pub const MAX_DEPTH: usize = 128;
+
+/// The most decimal digits Python converts between an int and its text
+/// (`sys.get_int_max_str_digits()`, since Python 3.11 and the 3.8–3.10
+/// security releases): `json.dumps` cannot write a longer integer and
+/// `json.loads` refuses one.
+pub const PYTHON_MAX_INT_DIGITS: usize = 4300;
+
+/// A JSON value as Python's `json.loads` reads it, without the losses of
+/// `serde_json::Value`: integers of any size keep their digits, and text
+/// that Python could write but Rust cannot hold exactly (lone surrogates,
+/// `NaN`) is refused with an error that names it instead of a generic
+/// syntax error.
+///
+/// It serializes through [`to_python_json`] and friends to exactly what
+/// Python's `json.dumps(json.loads(text), sort_keys=True)` writes, which is
+/// what `bgtasks enqueue --args/--kwargs` stores.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Json {
+    Null,
+    Bool(bool),
+    /// Decimal digits with an optional `-`, as Python writes the int: no
+    /// leading zeros, and never `-0`.
+    Int(String),
+    /// Always finite.
+    Float(f64),
+    Str(String),
+    List(Vec<Json>),
+    /// In first-seen key order; a repeated key keeps its last value, as a
+    /// Python dict built by `json.loads` does.
+    Dict(Vec<(String, Json)>),
+    /// A value Python reads but Rust cannot hold (a lone surrogate, NaN,
+    /// an over-long integer). Only while parsing: it is an error unless a
+    /// later duplicate key replaces it, as it would in Python, so
+    /// [`parse_json`] never returns a tree holding one.
+    Unrepresentable(Problem),
+}
+
+/// What a [`Json::Unrepresentable`] stands for; [`Problem::into_error`]
+/// gives the error it becomes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Problem {
+    LoneSurrogate { escape: String, position: usize },
+    NonFinite { token: String, position: usize },
+    TooLong { digits: usize, position: usize },
+}
+
+impl Problem {
+    /// The problem an error names, or the error itself when it is another.
+    fn from_error(error: ParamsError) -> Result<Self, ParamsError> {
+        match error {
+            ParamsError::LoneSurrogate { escape, position } => {
+                Ok(Self::LoneSurrogate { escape, position })
+            }
+            ParamsError::NonFiniteNumber { token, position } => {
+                Ok(Self::NonFinite { token, position })
+            }
+            ParamsError::IntegerTooLong { digits, position } => {
+                Ok(Self::TooLong { digits, position })
+            }
+            other => Err(other),
+        }
+    }
+
+    fn position(&self) -> usize {
+        match self {
+            Self::LoneSurrogate { position, .. }
+            | Self::NonFinite { position, .. }
+            | Self::TooLong { position, .. } => *position,
+        }
+    }
+
+    fn into_error(self) -> ParamsError {
+        match self {
+            Self::LoneSurrogate { escape, position } => {
+                ParamsError::LoneSurrogate { escape, position }
+            }
+            Self::NonFinite { token, position } => ParamsError::NonFiniteNumber { token, position },
+            Self::TooLong { digits, position } => ParamsError::IntegerTooLong { digits, position },
+        }
+    }
+
+    /// The earliest problem left in `value`.
+    fn first_in(value: &Json) -> Option<&Problem> {
+        match value {
+            Json::Unrepresentable(problem) => Some(problem),
+            Json::List(items) => items
+                .iter()
+                .filter_map(Self::first_in)
+                .min_by_key(|p| p.position()),
+            Json::Dict(entries) => entries
+                .iter()
+                .filter_map(|(_, v)| Self::first_in(v))
+                .min_by_key(|p| p.position()),
+            _ => None,
+        }
+    }
+}
+
+impl Json {
+    /// Describes the value for error messages.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::Bool(_) => "a bool",
+            Self::Int(_) | Self::Float(_) => "a number",
+            Self::Str(_) => "a string",
+            Self::List(_) => "an array",
+            Self::Dict(_) => "an object",
+            Self::Unrepresentable(_) => "a value Rust cannot hold",
+        }
+    }
+
+    fn unexpected(&self) -> de::Unexpected<'_> {
+        match self {
+            Self::Null => de::Unexpected::Unit,
+            Self::Bool(b) => de::Unexpected::Bool(*b),
+            Self::Int(text) => match (text.parse::<u64>(), text.parse::<i64>()) {
+                (Ok(u), _) => de::Unexpected::Unsigned(u),
+                (_, Ok(i)) => de::Unexpected::Signed(i),
+                _ => de::Unexpected::Other("an integer wider than 64 bits"),
+            },
+            Self::Float(f) => de::Unexpected::Float(*f),
+            Self::Str(s) => de::Unexpected::Str(s),
+            Self::List(_) => de::Unexpected::Seq,
+            Self::Dict(_) => de::Unexpected::Map,
+            Self::Unrepresentable(_) => de::Unexpected::Other("a value Rust cannot hold"),
+        }
+    }
+}
+
+/// Parses one JSON document (RFC 8259, as strict as `serde_json`) the way
+/// Python's `json.loads` reads it: numbers with a fraction or exponent are
+/// floats, all others ints of any size; a repeated key keeps its last value.
+///
+/// Errors: [`ParamsError::Malformed`] (with just the syntax problem as its
+/// reason) for text that is not JSON, and the specific variants for what
+/// Python writes but Rust cannot hold: [`ParamsError::LoneSurrogate`],
+/// [`ParamsError::NonFiniteNumber`], [`ParamsError::IntegerTooLong`];
+/// [`ParamsError::TooDeep`] beyond [`MAX_DEPTH`].
+pub(crate) fn parse_json(text: &str) -> Result<Json, ParamsError> {
+    let mut parser = Parser {
+        text,
+        bytes: text.as_bytes(),
+        pos: 0,
+        depth: 0,
+        deferred: 0,
+    };
+    let value = parser.value()?;
+    parser.skip_whitespace();
+    if parser.pos < parser.bytes.len() {
+        return Err(parser.syntax("trailing characters after the JSON value"));
+    }
+    if parser.deferred > 0
+        && let Some(problem) = Problem::first_in(&value)
+    {
+        return Err(problem.clone().into_error());
+    }
+    Ok(value)
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    /// Byte offset of the next unread byte.
+    pos: usize,
+    depth: usize,
+    /// How many values became [`Json::Unrepresentable`].
+    deferred: usize,
+}
+
+impl Parser<'_> {
+    /// 1-based character position of a byte offset, for messages.
+    fn position(&self, at: usize) -> usize {
+        self.text
+            .get(..at)
+            .map_or(at, |before| before.chars().count())
+            + 1
+    }
+
+    fn syntax(&self, what: &str) -> ParamsError {
+        ParamsError::Malformed {
+            reason: format!("{what} at character {}", self.position(self.pos)),
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Consumes `literal` if the text continues with it.
+    fn eat(&mut self, literal: &str) -> bool {
+        let found = self.bytes[self.pos..].starts_with(literal.as_bytes());
+        if found {
+            self.pos += literal.len();
+        }
+        found
+    }
+
+    /// A value; what Rust cannot hold becomes [`Json::Unrepresentable`],
+    /// the text after it read, so that a later duplicate key can replace it.
+    fn value(&mut self) -> Result<Json, ParamsError> {
+        match self.value_or_problem() {
+            Err(error) => Problem::from_error(error).map(|problem| {
+                self.deferred += 1;
+                Json::Unrepresentable(problem)
+            }),
+            ok => ok,
+        }
+    }
+
+    fn value_or_problem(&mut self) -> Result<Json, ParamsError> {
+        self.skip_whitespace();
+        let start = self.pos;
+        match self.peek() {
+            Some(b'n') if self.eat("null") => Ok(Json::Null),
+            Some(b't') if self.eat("true") => Ok(Json::Bool(true)),
+            Some(b'f') if self.eat("false") => Ok(Json::Bool(false)),
+            Some(b'"') => self.string().map(Json::Str),
+            Some(b'[') => self.nested(Self::list),
+            Some(b'{') => self.nested(Self::dict),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            // What Python's json.dumps writes for non-finite floats.
+            Some(b'N' | b'I') if self.eat("NaN") || self.eat("Infinity") => {
+                Err(self.non_finite(start))
+            }
+            None => Err(self.syntax("expected a value, found the end of the text")),
+            Some(_) => Err(self.syntax("expected a value")),
+        }
+    }
+
+    fn non_finite(&self, start: usize) -> ParamsError {
+        ParamsError::NonFiniteNumber {
+            token: self.text[start..self.pos].to_owned(),
+            position: self.position(start),
+        }
+    }
+
+    fn nested(
+        &mut self,
+        parse: fn(&mut Self) -> Result<Json, ParamsError>,
+    ) -> Result<Json, ParamsError> {
+        if self.depth == MAX_DEPTH {
+            return Err(ParamsError::TooDeep);
+        }
+        self.depth += 1;
+        self.pos += 1;
+        let value = parse(self);
+        self.depth -= 1;
+        value
+    }
+
+    /// After `[`.
+    fn list(&mut self) -> Result<Json, ParamsError> {
+        let mut items = Vec::new();
+        self.skip_whitespace();
+        if self.eat("]") {
+            return Ok(Json::List(items));
+        }
+        loop {
+            items.push(self.value()?);
+            self.skip_whitespace();
+            if self.eat(",") {
+                continue;
+            }
+            if self.eat("]") {
+                return Ok(Json::List(items));
+            }
+            return Err(self.syntax("expected ',' or ']'"));
+        }
+    }
+
+    /// After `{`. A key with a lone surrogate makes the whole dict
+    /// unrepresentable, reported once the dict is read.
+    fn dict(&mut self) -> Result<Json, ParamsError> {
+        let mut entries: Vec<(String, Json)> = Vec::new();
+        let mut index: std::collections::HashMap<String, usize> = Default::default();
+        let mut bad_key = None;
+        self.skip_whitespace();
+        if self.eat("}") {
+            return Ok(Json::Dict(entries));
+        }
+        loop {
+            self.skip_whitespace();
+            if self.peek() != Some(b'"') {
+                return Err(self.syntax("expected a string key"));
+            }
+            let key = match self.string() {
+                Ok(key) => key,
+                Err(error @ ParamsError::LoneSurrogate { .. }) => {
+                    bad_key.get_or_insert(error);
+                    String::new()
+                }
+                Err(error) => return Err(error),
+            };
+            self.skip_whitespace();
+            if !self.eat(":") {
+                return Err(self.syntax("expected ':'"));
+            }
+            let value = self.value()?;
+            match index.get(&key) {
+                // Python's dict keeps the first position and the last value.
+                Some(&at) => entries[at].1 = value,
+                None => {
+                    index.insert(key.clone(), entries.len());
+                    entries.push((key, value));
+                }
+            }
+            self.skip_whitespace();
+            if self.eat(",") {
+                continue;
+            }
+            if self.eat("}") {
+                return bad_key.map_or(Ok(Json::Dict(entries)), Err);
+            }
+            return Err(self.syntax("expected ',' or '}'"));
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    fn number(&mut self) -> Result<Json, ParamsError> {
+        let start = self.pos;
+        let negative = self.eat("-");
+        if negative && self.eat("Infinity") {
+            return Err(self.non_finite(start));
+        }
+        let int_start = self.pos;
+        let int_digits = self.digits();
+        if int_digits == 0 {
+            return Err(self.syntax("expected a digit"));
+        }
+        if int_digits > 1 && self.bytes[int_start] == b'0' {
+            return Err(ParamsError::Malformed {
+                reason: format!(
+                    "a number has a leading zero at character {}",
+                    self.position(int_start)
+                ),
+            });
+        }
+        let mut float = false;
+        if self.eat(".") {
+            float = true;
+            if self.digits() == 0 {
+                return Err(self.syntax("expected a digit after '.'"));
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            float = true;
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.syntax("expected a digit in the exponent"));
+            }
+        }
+        let literal = &self.text[start..self.pos];
+        if float {
+            // Rust's parse rounds correctly, as Python's float() does.
+            return match literal.parse::<f64>() {
+                Ok(value) if value.is_finite() => Ok(Json::Float(value)),
+                _ => Err(self.non_finite(start)),
+            };
+        }
+        if int_digits > PYTHON_MAX_INT_DIGITS {
+            return Err(ParamsError::IntegerTooLong {
+                digits: int_digits,
+                position: self.position(start),
+            });
+        }
+        Ok(Json::Int(if literal == "-0" {
+            "0".to_owned()
+        } else {
+            literal.to_owned()
+        }))
+    }
+
+    /// A string literal, at its opening quote. A lone surrogate is reported
+    /// after the whole literal is read.
+    fn string(&mut self) -> Result<String, ParamsError> {
+        self.pos += 1;
+        let mut out = String::new();
+        let mut lone = None;
+        loop {
+            let run_start = self.pos;
+            while let Some(byte) = self.peek() {
+                if byte == b'"' || byte == b'\\' || byte < 0x20 {
+                    break;
+                }
+                self.pos += 1;
+            }
+            // Only ASCII bytes stop the run, so both ends are char boundaries.
+            out.push_str(&self.text[run_start..self.pos]);
+            match self.peek() {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return lone.map_or(Ok(out), Err);
+                }
+                Some(b'\\') => {
+                    let escape_start = self.pos;
+                    self.pos += 1;
+                    let c = match self.peek() {
+                        Some(b'"') => '"',
+                        Some(b'\\') => '\\',
+                        Some(b'/') => '/',
+                        Some(b'b') => '\u{8}',
+                        Some(b'f') => '\u{c}',
+                        Some(b'n') => '\n',
+                        Some(b'r') => '\r',
+                        Some(b't') => '\t',
+                        Some(b'u') => {
+                            self.pos += 1;
+                            match self.unicode_escape(escape_start) {
+                                Ok(c) => out.push(c),
+                                Err(error @ ParamsError::LoneSurrogate { .. }) => {
+                                    lone.get_or_insert(error);
+                                }
+                                Err(error) => return Err(error),
+                            }
+                            continue;
+                        }
+                        _ => return Err(self.syntax("invalid escape")),
+                    };
+                    self.pos += 1;
+                    out.push(c);
+                }
+                None => return Err(self.syntax("unterminated string")),
+                Some(_) => return Err(self.syntax("control character in a string")),
+            }
+        }
+    }
+
+    /// Four hex digits after `\u`.
+    fn hex4(&mut self) -> Result<u16, ParamsError> {
+        let digits = self
+            .text
+            .get(self.pos..self.pos + 4)
+            .filter(|d| d.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| self.syntax("expected four hex digits after \\u"))?;
+        self.pos += 4;
+        u16::from_str_radix(digits, 16).map_err(|_| self.syntax("invalid \\u escape"))
+    }
+
+    /// The character of a `\uXXXX` escape (two, for a surrogate pair), the
+    /// `\u` already read.
+    fn unicode_escape(&mut self, escape_start: usize) -> Result<char, ParamsError> {
+        let unit = self.hex4()?;
+        let lone = |parser: &Self| ParamsError::LoneSurrogate {
+            escape: parser.text[escape_start..escape_start + 6].to_owned(),
+            position: parser.position(escape_start),
+        };
+        match unit {
+            0xd800..=0xdbff => {
+                let after_high = self.pos;
+                if self.eat("\\u")
+                    && let Ok(low @ 0xdc00..=0xdfff) = self.hex4()
+                {
+                    let code =
+                        0x10000 + ((u32::from(unit) - 0xd800) << 10) + (u32::from(low) - 0xdc00);
+                    return char::from_u32(code).ok_or_else(|| lone(self));
+                }
+                self.pos = after_high;
+                Err(lone(self))
+            }
+            0xdc00..=0xdfff => Err(lone(self)),
+            _ => char::from_u32(u32::from(unit)).ok_or_else(|| lone(self)),
+        }
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: ser::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Null => serializer.serialize_unit(),
+            Self::Bool(b) => serializer.serialize_bool(*b),
+            Self::Int(text) => {
+                if let Ok(v) = text.parse::<i64>() {
+                    serializer.serialize_i64(v)
+                } else if let Ok(v) = text.parse::<u64>() {
+                    serializer.serialize_u64(v)
+                } else if let Ok(v) = text.parse::<i128>() {
+                    serializer.serialize_i128(v)
+                } else if let Ok(v) = text.parse::<u128>() {
+                    serializer.serialize_u128(v)
+                } else {
+                    // Wider than any serde integer: through the wrapper that
+                    // serde_json's `arbitrary_precision` uses, which this
+                    // module's serializer reads as the number's exact text.
+                    use ser::SerializeStruct;
+                    let mut state = serializer.serialize_struct(SERDE_JSON_NUMBER, 1)?;
+                    state.serialize_field(SERDE_JSON_NUMBER, text)?;
+                    state.end()
+                }
+            }
+            Self::Float(f) => serializer.serialize_f64(*f),
+            Self::Str(s) => serializer.serialize_str(s),
+            Self::List(items) => serializer.collect_seq(items),
+            Self::Dict(entries) => serializer.collect_map(entries.iter().map(|(k, v)| (k, v))),
+            Self::Unrepresentable(problem) => {
+                Err(ser::Error::custom(problem.clone().into_error().to_string()))
+            }
+        }
+    }
+}
+
+/// Writes `value` indented by two spaces per level, numbers as stored.
+fn write_pretty(out: &mut String, value: &Json, indent: usize) {
+    fn newline(out: &mut String, indent: usize) {
+        out.push('\n');
+        out.extend(std::iter::repeat_n(' ', indent * 2));
+    }
+    fn write_text(out: &mut String, s: &str) {
+        // serde_json escapes only what JSON requires, so text stays readable.
+        out.push_str(&Value::from(s).to_string());
+    }
+    match value {
+        Json::Null => out.push_str("null"),
+        Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Json::Int(text) => out.push_str(text),
+        Json::Float(f) => out.push_str(&float_repr(*f)),
+        Json::Str(s) => write_text(out, s),
+        // parse_json never returns one.
+        Json::Unrepresentable(_) => out.push('?'),
+        Json::List(items) if items.is_empty() => out.push_str("[]"),
+        Json::Dict(entries) if entries.is_empty() => out.push_str("{}"),
+        Json::List(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                newline(out, indent + 1);
+                write_pretty(out, item, indent + 1);
+            }
+            newline(out, indent);
+            out.push(']');
+        }
+        Json::Dict(entries) => {
+            out.push('{');
+            for (index, (key, item)) in entries.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                newline(out, indent + 1);
+                write_text(out, key);
+                out.push_str(": ");
+                write_pretty(out, item, indent + 1);
+            }
+            newline(out, indent);
+            out.push('}');
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Deserializing from the parsed JSON (mirrors serde_json's `&Value`)
+// ---------------------------------------------------------------------------
+
+/// What deserializing from a [`Json`] fails with: a visitor's own error, or
+/// an integer the visitor could not take, kept apart so the message can name
+/// the value.
+#[derive(Debug)]
+pub(crate) enum DeError {
+    Custom(String),
+    WideInteger { value: String, reason: String },
+}
+
+impl DeError {
+    /// The integer `text` was refused by a visitor with this error.
+    fn about_integer(self, text: &str) -> Self {
+        match self {
+            Self::Custom(reason) => Self::WideInteger {
+                value: shorten_digits(text),
+                reason,
+            },
+            wide => wide,
+        }
+    }
+
+    fn into_params(self, context: &'static str) -> ParamsError {
+        match self {
+            Self::Custom(message) => ParamsError::Decode {
+                context,
+                source: <serde_json::Error as de::Error>::custom(message),
+            },
+            Self::WideInteger { value, reason } => ParamsError::WideInteger { value, reason },
+        }
+    }
+}
+
+impl std::fmt::Display for DeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Custom(message) => f.write_str(message),
+            Self::WideInteger { value, reason } => write!(f, "the integer {value}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for DeError {}
+
+impl de::Error for DeError {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        Self::Custom(msg.to_string())
+    }
+}
+
+/// A very long integer for a message: its first and last digits.
+fn shorten_digits(text: &str) -> String {
+    const KEEP: usize = 24;
+    if text.len() <= 2 * KEEP + 10 {
+        return text.to_owned();
+    }
+    // Digits and '-' are ASCII, so any byte offset is a char boundary.
+    format!(
+        "{}...{} ({} digits)",
+        &text[..KEEP],
+        &text[text.len() - KEEP..],
+        text.trim_start_matches('-').len()
+    )
+}
+
+fn deserialize_node<T: DeserializeOwned>(node: &Json) -> Result<T, DeError> {
+    T::deserialize(node)
+}
+
+/// Hands an integer to a visitor: as `u64`/`i64` when it fits, as serde_json
+/// does, else as `i128`/`u128`.
+fn visit_int<'de, V: Visitor<'de>>(text: &str, visitor: V) -> Result<V::Value, DeError> {
+    if let Ok(v) = text.parse::<u64>() {
+        return visitor.visit_u64(v);
+    }
+    if let Ok(v) = text.parse::<i64>() {
+        return visitor.visit_i64(v);
+    }
+    let visited = if let Ok(v) = text.parse::<i128>() {
+        visitor.visit_i128(v)
+    } else if let Ok(v) = text.parse::<u128>() {
+        visitor.visit_u128(v)
+    } else {
+        Err(DeError::Custom(
+            "it is wider than 128 bits, and no Rust integer type holds it".to_owned(),
+        ))
+    };
+    visited.map_err(|error| error.about_integer(text))
+}
+
+impl<'de> de::Deserializer<'de> for &'de Json {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self {
+            Json::Null => visitor.visit_unit(),
+            Json::Bool(b) => visitor.visit_bool(*b),
+            Json::Int(text) => visit_int(text, visitor),
+            Json::Float(f) => visitor.visit_f64(*f),
+            Json::Str(s) => visitor.visit_borrowed_str(s),
+            Json::Unrepresentable(problem) => {
+                Err(DeError::Custom(problem.clone().into_error().to_string()))
+            }
+            Json::List(items) => {
+                let mut access = SeqAccess {
+                    items: items.iter(),
+                };
+                let value = visitor.visit_seq(&mut access)?;
+                match access.items.len() {
+                    0 => Ok(value),
+                    _ => Err(de::Error::invalid_length(
+                        items.len(),
+                        &"fewer elements in array",
+                    )),
+                }
+            }
+            Json::Dict(entries) => {
+                let mut access = MapAccess {
+                    entries: entries.iter(),
+                    value: None,
+                };
+                let value = visitor.visit_map(&mut access)?;
+                match access.entries.len() {
+                    0 => Ok(value),
+                    _ => Err(de::Error::invalid_length(
+                        entries.len(),
+                        &"fewer elements in map",
+                    )),
+                }
+            }
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self {
+            Json::Null => visitor.visit_none(),
+            _ => visitor.visit_some(self),
+        }
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        match self {
+            Json::Str(variant) => {
+                visitor.visit_enum(de::value::BorrowedStrDeserializer::new(variant))
+            }
+            Json::Dict(entries) => match entries.as_slice() {
+                [(variant, value)] => visitor.visit_enum(EnumAccess { variant, value }),
+                _ => Err(de::Error::invalid_value(
+                    de::Unexpected::Map,
+                    &"map with a single key",
+                )),
+            },
+            other => Err(de::Error::invalid_type(
+                other.unexpected(),
+                &"string or map",
+            )),
+        }
+    }
+
+    fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_unit()
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct identifier
+    }
+}
+
+struct SeqAccess<'de> {
+    items: std::slice::Iter<'de, Json>,
+}
+
+impl<'de> de::SeqAccess<'de> for SeqAccess<'de> {
+    type Error = DeError;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
+        self.items
+            .next()
+            .map(|item| seed.deserialize(item))
+            .transpose()
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.items.len())
+    }
+}
+
+struct MapAccess<'de> {
+    entries: std::slice::Iter<'de, (String, Json)>,
+    value: Option<&'de Json>,
+}
+
+impl<'de> de::MapAccess<'de> for MapAccess<'de> {
+    type Error = DeError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        let Some((key, value)) = self.entries.next() else {
+            return Ok(None);
+        };
+        self.value = Some(value);
+        seed.deserialize(KeyDeserializer(key)).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
+        match self.value.take() {
+            Some(value) => seed.deserialize(value),
+            None => Err(de::Error::custom(
+                "a map value was asked for before its key",
+            )),
+        }
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.entries.len())
+    }
+}
+
+struct EnumAccess<'de> {
+    variant: &'de str,
+    value: &'de Json,
+}
+
+impl<'de> de::EnumAccess<'de> for EnumAccess<'de> {
+    type Error = DeError;
+    type Variant = &'de Json;
+
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, &'de Json), DeError> {
+        let variant = seed.deserialize(KeyDeserializer(self.variant))?;
+        Ok((variant, self.value))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for &'de Json {
+    type Error = DeError;
+
+    fn unit_variant(self) -> Result<(), DeError> {
+        <()>::deserialize(self)
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, DeError> {
+        seed.deserialize(self)
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+        match self {
+            Json::List(_) => de::Deserializer::deserialize_any(self, visitor),
+            other => Err(de::Error::invalid_type(
+                other.unexpected(),
+                &"tuple variant",
+            )),
+        }
+    }
+
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        match self {
+            Json::List(_) | Json::Dict(_) => de::Deserializer::deserialize_any(self, visitor),
+            other => Err(de::Error::invalid_type(
+                other.unexpected(),
+                &"struct variant",
+            )),
+        }
+    }
+}
+
+/// A dict key. Python writes int, float, bool and None keys as their JSON
+/// text, so, like serde_json's map keys, a key reads as a number or bool
+/// when the target type asks for one.
+struct KeyDeserializer<'de>(&'de str);
+
+impl<'de> KeyDeserializer<'de> {
+    /// The key read as a JSON number, for a numeric target type.
+    fn number<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        let bare = self.0.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+            && !self.0.ends_with(|c: char| c.is_ascii_whitespace());
+        match parse_json(self.0) {
+            Ok(Json::Int(text)) if bare => visit_int(&text, visitor),
+            Ok(Json::Float(float)) if bare => visitor.visit_f64(float),
+            _ => Err(de::Error::invalid_type(
+                de::Unexpected::Str(self.0),
+                &visitor,
+            )),
+        }
+    }
+}
+
+macro_rules! numeric_keys {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+            self.number(visitor)
+        }
+    )*};
+}
+
+impl<'de> de::Deserializer<'de> for KeyDeserializer<'de> {
+    type Error = DeError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_borrowed_str(self.0)
+    }
+
+    numeric_keys! {
+        deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64 deserialize_i128
+        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64 deserialize_u128
+        deserialize_f32 deserialize_f64
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        match self.0 {
+            "true" => visitor.visit_bool(true),
+            "false" => visitor.visit_bool(false),
+            other => Err(de::Error::invalid_type(
+                de::Unexpected::Str(other),
+                &visitor,
+            )),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        visitor.visit_enum(de::value::BorrowedStrDeserializer::new(self.0))
+    }
+
+    serde::forward_to_deserialize_any! {
+        char str string bytes byte_buf unit unit_struct seq tuple tuple_struct
+        map struct identifier ignored_any
     }
 }
 
@@ -669,18 +1755,6 @@ fn is_exactly(value: f64, digits: &str, exponent: i32) -> bool {
     }
 }
 
-/// Describes a JSON value for error messages.
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a bool",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 fn finite(value: f64) -> Result<f64, ParamsError> {
     if value.is_finite() {
         Ok(value)
@@ -759,7 +1833,7 @@ impl ser::Serializer for ValueSerializer {
     }
 
     fn serialize_u128(self, v: u128) -> Result<PyValue, ParamsError> {
-        u128_to_i128(v).map(int_value)
+        Ok(PyValue::Number(v.to_string()))
     }
 
     fn serialize_f32(self, v: f32) -> Result<PyValue, ParamsError> {
@@ -966,6 +2040,11 @@ struct MapSerializer {
     token: Option<SerdeJsonToken>,
 }
 
+/// The struct name by which serde_json (feature `arbitrary_precision`) passes
+/// a number's text through a serializer; [`Json`] uses it too, for integers
+/// wider than 128 bits.
+const SERDE_JSON_NUMBER: &str = "$serde_json::private::Number";
+
 /// Magic struct names by which serde_json passes a number's text (feature
 /// `arbitrary_precision`) or raw JSON (feature `raw_value`) through any
 /// serializer. Either feature can be switched on by another crate in the
@@ -979,7 +2058,7 @@ enum SerdeJsonToken {
 impl SerdeJsonToken {
     fn from_struct_name(name: &str) -> Option<Self> {
         match name {
-            "$serde_json::private::Number" => Some(Self::Number),
+            SERDE_JSON_NUMBER => Some(Self::Number),
             "$serde_json::private::RawValue" => Some(Self::RawValue),
             _ => None,
         }
@@ -996,19 +2075,24 @@ impl SerdeJsonToken {
             }
         };
         match self {
-            Self::Number => {
-                if let Ok(int) = text.parse::<i128>() {
-                    Ok(int_value(int))
-                } else {
-                    let float = text.parse::<f64>().map_err(|_| {
-                        ParamsError::Custom(format!("serde_json number {text:?} is not a number"))
-                    })?;
-                    float_value(float)
-                }
-            }
-            Self::RawValue => serde_json::from_str::<Value>(text)
-                .map_err(|e| ParamsError::Custom(format!("invalid raw JSON value: {e}")))?
-                .serialize(ValueSerializer),
+            // Both are read by this module's parser, so that an integer of
+            // any width keeps its digits (serde_json would make a float of
+            // one wider than 64 bits).
+            Self::Number => match parse_json(text) {
+                Ok(Json::Int(digits)) => Ok(PyValue::Number(digits)),
+                Ok(Json::Float(float)) => float_value(float),
+                Ok(_) | Err(ParamsError::Malformed { .. }) => Err(ParamsError::Custom(format!(
+                    "serde_json number {text:?} is not a number"
+                ))),
+                Err(other) => Err(other),
+            },
+            Self::RawValue => match parse_json(text) {
+                Ok(value) => value.serialize(ValueSerializer),
+                Err(ParamsError::Malformed { reason }) => Err(ParamsError::Custom(format!(
+                    "invalid raw JSON value: {reason}"
+                ))),
+                Err(other) => Err(other),
+            },
         }
     }
 }
@@ -1477,8 +2561,10 @@ mod tests {
              -170141183460469231731687303715884105728, 18446744073709551615]"
         );
         assert_eq!(py(&(i128::MAX as u128)), i128::MAX.to_string());
+        assert_eq!(py(&u128::MAX), u128::MAX.to_string());
+        // Keys are compared as i128, so wider ones are refused.
         assert!(matches!(
-            to_python_json(&u128::MAX),
+            to_python_json(&BTreeMap::from([(u128::MAX, 1)])),
             Err(ParamsError::IntegerOutOfRange { value: u128::MAX })
         ));
     }
@@ -1946,7 +3032,9 @@ mod tests {
             "[1, {}]",
             "[[], null]",
             "[[], {}",
-            "[NaN, {}]",
+            "[[01], {}]",
+            "[[\"\\x\"], {}]",
+            "[[], {}] x",
         ] {
             assert!(
                 matches!(decode_call(text), Err(ParamsError::Malformed { .. })),
@@ -1962,6 +3050,242 @@ mod tests {
         }
         let error = decode_call("[[], []]").unwrap_err();
         assert!(error.to_string().contains("kwargs is an array"), "{error}");
+        let error = decode_call("[[1 2], {}]").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("expected ',' or ']' at character 5"),
+            "{error}"
+        );
+    }
+
+    // --- What Python writes and Rust cannot hold exactly -----------------------
+
+    // python3 -c 'import json; print(json.dumps([[2**64, 10**30, -2**63-1], {}]))'
+    const WIDE: &str =
+        "[[18446744073709551616, 1000000000000000000000000000000, -9223372036854775809], {}]";
+
+    #[test]
+    fn wide_integers_decode_exactly_into_128_bit_types() {
+        let (a, b, c): (u128, i128, i128) = decode_params(WIDE).unwrap();
+        assert_eq!(a, 1 << 64);
+        assert_eq!(b, 10i128.pow(30));
+        assert_eq!(c, i128::from(i64::MIN) - 1);
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct Wide {
+            n: u128,
+            #[serde(default)]
+            other: Option<i64>,
+        }
+        assert_eq!(
+            decode_params::<Wide>(r#"[[], {"ignored": [10000000000000000000000000000000000000000], "n": 18446744073709551616}]"#)
+                .unwrap(),
+            Wide {
+                n: 1 << 64,
+                other: None
+            }
+        );
+        // Round trip from Rust, for both signs and the extremes.
+        for value in [i128::MIN, i128::from(i64::MIN) - 1, i128::MAX] {
+            let text = encode_params(&(value,)).unwrap();
+            assert_eq!(decode_params::<(i128,)>(&text).unwrap(), (value,));
+        }
+        let text = encode_params(&(u128::MAX,)).unwrap();
+        assert_eq!(text, format!("[[{}], {{}}]", u128::MAX));
+        assert_eq!(decode_params::<(u128,)>(&text).unwrap(), (u128::MAX,));
+    }
+
+    #[test]
+    fn wide_integers_are_refused_where_they_do_not_fit() {
+        // serde_json::Value holds 64 bits (without its arbitrary_precision).
+        let error = decode_call(WIDE).unwrap_err();
+        let ParamsError::WideInteger { value, reason } = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(value, "18446744073709551616");
+        assert!(reason.contains("out of range"), "{reason}");
+        let message = error.to_string();
+        assert!(
+            message.contains("the integer 18446744073709551616"),
+            "{message}"
+        );
+        assert!(!message.contains("not written by"), "{message}");
+
+        let error = decode_params::<(i64, i64, i64)>(WIDE).unwrap_err();
+        assert!(
+            matches!(&error, ParamsError::WideInteger { value, .. } if value == "18446744073709551616"),
+            "{error:?}"
+        );
+        // A float field does not silently round a Python int.
+        let error = decode_params::<(f64,)>("[[1000000000000000000000000000001], {}]").unwrap_err();
+        assert!(
+            matches!(error, ParamsError::WideInteger { .. }),
+            "{error:?}"
+        );
+
+        let huge = format!("[[1{}], {{}}]", "0".repeat(80));
+        let error = decode_params::<(u128,)>(&huge).unwrap_err();
+        let ParamsError::WideInteger { value, reason } = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(
+            value,
+            "100000000000000000000000...000000000000000000000000 (81 digits)"
+        );
+        assert!(reason.contains("wider than 128 bits"), "{reason}");
+    }
+
+    #[test]
+    fn wide_integers_from_json_text_encode_as_python_writes_them() {
+        let digits = format!("-1{}", "7".repeat(60));
+        let text = format!("[18446744073709551616, {digits}, -0, 1E2, -0.0, 10.50]");
+        assert_eq!(
+            py(&parse_json(&text).unwrap()),
+            format!("[18446744073709551616, {digits}, 0, 100.0, -0.0, 10.5]")
+        );
+        assert_eq!(
+            py(&Smuggled(
+                SERDE_JSON_NUMBER,
+                "100000000000000000000000000000000000000000"
+            )),
+            "100000000000000000000000000000000000000000"
+        );
+        assert_eq!(
+            py(&Smuggled(
+                "$serde_json::private::RawValue",
+                "[18446744073709551616]"
+            )),
+            "[18446744073709551616]"
+        );
+    }
+
+    #[test]
+    fn lone_surrogates_name_the_problem() {
+        // python3 -c 'import json; print(json.dumps([["\ud800", "a\udc00"], {"k": "\udbff!"}]))'
+        for (text, escape, position) in [
+            (r#"[["\ud800"], {}]"#, r"\ud800", 4),
+            (r#"[["a\udc00"], {}]"#, r"\udc00", 5),
+            (r#"[[], {"k": "\udbff!"}]"#, r"\udbff", 13),
+            (r#"[["\ud800\u0041"], {}]"#, r"\ud800", 4),
+        ] {
+            let error = decode_call(text).unwrap_err();
+            let ParamsError::LoneSurrogate {
+                escape: found,
+                position: at,
+            } = &error
+            else {
+                panic!("{text}: {error:?}");
+            };
+            assert_eq!((found.as_str(), *at), (escape, position), "{text}");
+            let message = error.to_string();
+            assert!(message.contains("lone UTF-16 surrogate"), "{message}");
+            assert!(!message.contains("not written by"), "{message}");
+            assert!(matches!(
+                decode_params::<Vec<String>>(text),
+                Err(ParamsError::LoneSurrogate { .. })
+            ));
+        }
+        // A proper pair, in either case of hex digits, is one character.
+        let (args, _) = decode_call(r#"[["\ud83d\ude00", "\uD83D\uDE00"], {}]"#).unwrap();
+        assert_eq!(args, vec![json!("😀"), json!("😀")]);
+    }
+
+    #[test]
+    fn python_non_finite_floats_name_the_problem() {
+        for (text, token) in [
+            ("[[NaN], {}]", "NaN"),
+            ("[[], {\"x\": Infinity}]", "Infinity"),
+            ("[[-Infinity], {}]", "-Infinity"),
+            ("[[1e400], {}]", "1e400"),
+        ] {
+            let error = decode_call(text).unwrap_err();
+            assert!(
+                matches!(&error, ParamsError::NonFiniteNumber { token: found, .. } if found == token),
+                "{text}: {error:?}"
+            );
+            assert!(!error.to_string().contains("not written by"), "{error}");
+        }
+    }
+
+    #[test]
+    fn parse_reads_like_python_json_loads() {
+        assert_eq!(
+            parse_json(r#"{"a": 1, "b": 2, "a": 3}"#).unwrap(),
+            Json::Dict(vec![
+                ("a".into(), Json::Int("3".into())),
+                ("b".into(), Json::Int("2".into()))
+            ])
+        );
+        // What a later duplicate key replaces is no error, as in Python.
+        assert_eq!(
+            parse_json(r#"{"a": [NaN, "\ud800", 1e400], "a": 1}"#).unwrap(),
+            Json::Dict(vec![("a".into(), Json::Int("1".into()))])
+        );
+        assert!(matches!(
+            parse_json(r#"{"a": 1, "a": "x\udc00"}"#),
+            Err(ParamsError::LoneSurrogate { position: 17, .. })
+        ));
+        // A bad key spoils its dict; the first problem is the one named.
+        assert!(matches!(
+            parse_json(r#"{"\ud800": 1, "\ud800": 2}"#),
+            Err(ParamsError::LoneSurrogate { position: 3, .. })
+        ));
+        assert!(matches!(
+            parse_json(r#"[1, -Infinity, "\ud800"]"#),
+            Err(ParamsError::NonFiniteNumber { position: 5, .. })
+        ));
+        // A syntax error wins over a lone surrogate before it.
+        assert!(matches!(
+            parse_json(r#"["\ud800" 1]"#),
+            Err(ParamsError::Malformed { .. })
+        ));
+        assert_eq!(parse_json(" -0 ").unwrap(), Json::Int("0".into()));
+        assert_eq!(parse_json("1e-400").unwrap(), Json::Float(0.0));
+        assert_eq!(parse_json(r#""\/\b""#).unwrap(), Json::Str("/\u{8}".into()));
+        let long = "9".repeat(PYTHON_MAX_INT_DIGITS + 1);
+        assert!(matches!(
+            parse_json(&long),
+            Err(ParamsError::IntegerTooLong {
+                digits: 4301,
+                position: 1
+            })
+        ));
+        assert!(parse_json(&long[1..]).is_ok());
+        for bad in [
+            "",
+            "[1,]",
+            r#"{"a" 1}"#,
+            r#""a\u12""#,
+            "\"\t\"",
+            "[1] [2]",
+            "+1",
+            "1.",
+            ".5",
+            "nul",
+        ] {
+            assert!(
+                matches!(parse_json(bad), Err(ParamsError::Malformed { .. })),
+                "{bad:?}"
+            );
+        }
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(parse_json(&deep(MAX_DEPTH)).is_ok());
+        assert!(matches!(
+            parse_json(&deep(MAX_DEPTH + 1)),
+            Err(ParamsError::TooDeep)
+        ));
+    }
+
+    #[test]
+    fn pretty_keeps_numbers_as_stored() {
+        assert_eq!(
+            pretty(r#"[[18446744073709551616, 1.5e+30, "\u00e9"], {"a": [], "b": {}}]"#).unwrap(),
+            "[\n  [\n    18446744073709551616,\n    1.5e+30,\n    \"é\"\n  ],\n  {\n    \"a\": [],\n    \"b\": {}\n  }\n]"
+        );
+        assert!(matches!(
+            pretty(r#"["\udfff"]"#),
+            Err(ParamsError::LoneSurrogate { .. })
+        ));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use crate::params::ParamsError;
 use crate::task::{Task, TaskContext, TaskDefaults, TaskError};
 
 /// A task body erased to run from a stored row.
@@ -21,8 +22,10 @@ pub(crate) type RunFuture = Pin<Box<dyn Future<Output = Result<Option<String>, T
 pub(crate) trait Handler: Send + Sync {
     /// Definition-time defaults of the task.
     fn defaults(&self) -> &TaskDefaults;
-    /// Decodes `task_params` and runs the body. Params that no longer decode
-    /// are an invalid-task error: retrying the same text cannot succeed.
+    /// Decodes `task_params` and runs the body. Params that do not decode
+    /// (they no longer fit the params type, or hold what Rust cannot represent
+    /// exactly, such as a lone surrogate) are an invalid-task error: retrying
+    /// the same text cannot succeed.
     fn run(&self, task_params: &str, ctx: TaskContext) -> RunFuture;
 }
 
@@ -41,8 +44,14 @@ impl<T: Task> Handler for TypedHandler<T> {
         let params = T::decode(task_params);
         Box::pin(async move {
             let params = params.map_err(|err| {
+                let why = match err {
+                    ParamsError::Decode { .. } | ParamsError::BothArgsAndKwargs { .. } => {
+                        "no longer decode into its params type"
+                    }
+                    _ => "cannot be decoded",
+                };
                 TaskError::invalid(format!(
-                    "the stored params of task {} no longer decode into its params type: {err}",
+                    "the stored params of task {} {why}: {err}",
                     ctx.task_name()
                 ))
             })?;

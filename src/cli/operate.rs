@@ -13,6 +13,7 @@ use crate::admin;
 use crate::config::Config;
 use crate::entity::{completed_task, task};
 use crate::inspect::{self, Cursor, Filter, QueueFilter, Row, State};
+use crate::params::{self, Json, ParamsError};
 use crate::queue::{Enqueued, Queue};
 use crate::task::KeepHistory;
 
@@ -96,7 +97,8 @@ fn now() -> DateTime<Utc> {
 pub(super) struct EnqueueArgs {
     /// Registered task name.
     name: String,
-    /// Positional arguments, as a JSON array.
+    /// Positional arguments, as a JSON array (stored as Python's json.dumps
+    /// writes it; integers of any size are kept exactly).
     #[arg(long, default_value = "[]")]
     args: String,
     /// Keyword arguments, as a JSON object.
@@ -147,26 +149,32 @@ pub(super) struct EnqueueArgs {
     keep_history: Option<String>,
 }
 
-pub(super) fn json_arg(option: &str, text: &str, want_object: bool) -> Result<Value, Failure> {
-    let value: Value = serde_json::from_str(text).map_err(|err| {
-        Failure::BadInput(format!(
-            "{option} is not valid JSON ({err}): pass {}",
-            if want_object {
-                "an object such as '{\"to\": \"ada@example.com\"}'"
-            } else {
-                "an array such as '[1, \"two\"]'"
-            }
-        ))
-    })?;
-    let right_shape = if want_object {
-        value.is_object()
+/// `--args`/`--kwargs` read as Python's `json.loads` reads them: the stored
+/// params are then what `json.dumps(..., sort_keys=True)` writes for them,
+/// integers of any width included (see `params`). What Python would read but
+/// Rust cannot store exactly (a lone surrogate, NaN) is refused, naming it.
+pub(super) fn json_arg(option: &str, text: &str, want_object: bool) -> Result<Json, Failure> {
+    let example = if want_object {
+        "an object such as '{\"to\": \"ada@example.com\"}'"
     } else {
-        value.is_array()
+        "an array such as '[1, \"two\"]'"
+    };
+    let value = params::parse_json(text).map_err(|err| match err {
+        ParamsError::Malformed { reason } => Failure::BadInput(format!(
+            "{option} is not valid JSON ({reason}): pass {example}"
+        )),
+        err => Failure::BadInput(format!("{option}: {err}")),
+    })?;
+    let right_shape = match value {
+        Json::Dict(_) => want_object,
+        Json::List(_) => !want_object,
+        _ => false,
     };
     if !right_shape {
         return Err(Failure::BadInput(format!(
-            "{option} must be a JSON {}, not {value}",
-            if want_object { "object" } else { "array" }
+            "{option} must be a JSON {}, not {}: pass {example}",
+            if want_object { "object" } else { "array" },
+            text.trim()
         )));
     }
     Ok(value)
@@ -574,12 +582,13 @@ fn print_fields(fields: &[(&str, String)]) {
     }
 }
 
-/// JSON text indented, or as it is when it is not JSON.
+/// JSON text indented with its numbers as stored, or as it is, with why,
+/// when it cannot be decoded.
 fn pretty_json(text: &str) -> String {
-    serde_json::from_str::<Value>(text)
-        .ok()
-        .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or_else(|| text.to_owned())
+    match params::pretty(text) {
+        Ok(pretty) => pretty,
+        Err(err) => format!("{text}\n(shown as stored: {err})"),
+    }
 }
 
 fn print_body(params: &str, last_error: &str) {

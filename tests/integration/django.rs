@@ -32,6 +32,7 @@ on_django_backends!(
     the_django_admin_reads_rows_rust_holds,
     bgtasks_doctor_passes_a_django_database_and_finds_a_missing_index,
     a_project_without_time_zones_and_rust_agree_on_due_times,
+    wide_integers_and_lone_surrogates_cross_languages,
 );
 
 /// The Python side, on the test's database.
@@ -45,24 +46,33 @@ struct Django {
     _dir: tempfile::TempDir,
 }
 
+/// The Python of the Django venv, or `None` (with a note saying `what` is
+/// skipped) when it is missing outside CI; under `CI=true` a missing venv
+/// fails the test.
+pub fn venv_python(what: &str) -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = std::env::var_os("BGTASKS_DJANGO_VENV")
+        .map_or_else(|| root.join("target/django-venv"), PathBuf::from);
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        let message = format!(
+            "{} is missing: run scripts/install-django.sh to install Django and \
+             django-background-tasks 1.2.8",
+            python.display()
+        );
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+        eprintln!("note: {what} is skipped: {message}");
+        return None;
+    }
+    Some(python)
+}
+
 impl Django {
     /// `None` (with a note) when the virtual environment is missing
     /// outside CI.
     fn new(t: &TestDb) -> Option<Django> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let venv = std::env::var_os("BGTASKS_DJANGO_VENV")
-            .map_or_else(|| root.join("target/django-venv"), PathBuf::from);
-        let python = venv.join("bin/python");
-        if !python.exists() {
-            let message = format!(
-                "{} is missing: run scripts/install-django.sh to install Django and \
-                 django-background-tasks 1.2.8",
-                python.display()
-            );
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
-            eprintln!("note: the Django interop test is skipped: {message}");
-            return None;
-        }
+        let python = venv_python("the Django interop test")?;
         let dir = tempfile::tempdir().unwrap();
         Some(Django {
             python,
@@ -782,5 +792,179 @@ async fn a_project_without_time_zones_and_rust_agree_on_due_times(t: TestDb) -> 
         .find(|f| f["check"] == "time_zone")
         .unwrap();
     assert_eq!(zone["status"], "ok", "{zone}");
+    t
+}
+
+/// `interop.record` as a Rust task taking Python's wide integers exactly.
+#[derive(Clone, Default)]
+struct WideRecord {
+    got: Arc<Mutex<Vec<(u128, i128, i128)>>>,
+}
+
+impl Task for WideRecord {
+    type Params = (u128, i128, i128);
+    type Output = ();
+    fn name() -> &'static str {
+        "interop.record"
+    }
+    async fn run(&self, params: Self::Params, _: TaskContext) -> Result<(), TaskError> {
+        self.got.lock().unwrap().push(params);
+        Ok(())
+    }
+}
+
+/// `interop.fail` as a Rust task taking any call as `serde_json::Value`s.
+struct AnyCall;
+
+impl Task for AnyCall {
+    type Params = Call;
+    type Output = ();
+    fn name() -> &'static str {
+        "interop.fail"
+    }
+    fn encode(params: &Self::Params) -> Result<String, ParamsError> {
+        params::encode_call(&params.0, &params.1)
+    }
+    fn decode(task_params: &str) -> Result<Self::Params, ParamsError> {
+        params::decode_call(task_params)
+    }
+    async fn run(&self, _: Self::Params, _: TaskContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// Python's unbounded ints and its strs with lone surrogates, both ways:
+/// what Django stores for 2**64, 10**30 and -2**63-1 is what Rust and
+/// `bgtasks enqueue` store (same text, same hash); a Rust runner hands them
+/// exactly to an i128/u128 params type, and fails a task permanently, naming
+/// the value, where the params type cannot hold them or the str has a lone
+/// surrogate; Django's worker gets Rust's wide integers exactly.
+async fn wide_integers_and_lone_surrogates_cross_languages(t: TestDb) -> TestDb {
+    let Some(django) = Django::new(&t) else {
+        return t;
+    };
+    attach(&t, &django).await;
+    let wide_args = "[18446744073709551616, 1000000000000000000000000000000, -9223372036854775809]";
+    let wide = (1u128 << 64, 10i128.pow(30), i128::from(i64::MIN) - 1);
+    let from_python = django.run(&[
+        "enqueue",
+        "--name",
+        "interop.record",
+        "--args",
+        wide_args,
+        "--schedule",
+        "-10",
+    ]);
+    let python_params = from_python["task_params"].as_str().unwrap().to_owned();
+    assert_eq!(python_params, format!("[{wide_args}, {{}}]"));
+    let hashed = django.run(&["hash", "--name", "interop.record", "--args", wide_args]);
+    assert_eq!(hashed["task_hash"], from_python["task_hash"]);
+    // Rust's encoding of the typed values, and the CLI's of the same JSON.
+    let rust_params = params::encode_call(&wide, &()).unwrap();
+    assert_eq!(rust_params, python_params);
+    assert_eq!(
+        params::task_hash("interop.record", &rust_params),
+        from_python["task_hash"].as_str().unwrap()
+    );
+    let cli = crate::cli::bgtasks(&t)
+        .args([
+            "--json",
+            "enqueue",
+            "interop.record",
+            "--allow-unknown",
+            "--schedule",
+            "3600",
+        ])
+        .arg(format!("--args={wide_args}"))
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(cli["task"]["task_params"], from_python["task_params"]);
+    assert_eq!(cli["task"]["task_hash"], from_python["task_hash"]);
+
+    // interop.add(2**64, 1) for a Rust (i64, i64) task, and a str with a
+    // lone surrogate for a serde_json::Value one.
+    django.run(&[
+        "enqueue",
+        "--name",
+        "interop.add",
+        "--args",
+        "[18446744073709551616, 1]",
+        "--schedule",
+        "-10",
+    ]);
+    let lone = django.run(&[
+        "enqueue",
+        "--name",
+        "interop.fail",
+        "--args",
+        r#"["\ud800"]"#,
+        "--schedule",
+        "-10",
+    ]);
+    assert_eq!(lone["task_params"], r#"[["\ud800"], {}]"#);
+
+    let registry = Registry::new();
+    let record = WideRecord::default();
+    registry
+        .register(record.clone())
+        .register(Add::default())
+        .register(AnyCall);
+    let queue = Queue::with_parts(t.db.clone(), registry, Config::default());
+    let mut ran = 0;
+    while queue.run_next_task().await {
+        ran += 1;
+    }
+    assert_eq!(ran, 3, "the three due tasks, not the CLI's an hour away");
+    assert_eq!(
+        *record.got.lock().unwrap(),
+        vec![wide],
+        "exactly Python's ints"
+    );
+    let completed = django.run(&["completed"]);
+    let row = |name: &str| {
+        completed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["task_name"] == name)
+            .unwrap_or_else(|| panic!("{name}: {completed}"))
+            .clone()
+    };
+    assert_eq!(row("interop.record")["failed_at"], Value::Null);
+    for (name, says) in [
+        (
+            "interop.add",
+            "the integer 18446744073709551616 cannot be decoded exactly",
+        ),
+        (
+            "interop.fail",
+            r"the lone UTF-16 surrogate \ud800 at character 4",
+        ),
+    ] {
+        let row = row(name);
+        let error = row["last_error"].as_str().unwrap();
+        assert!(row["failed_at"].is_string(), "failed for good: {row}");
+        assert_eq!(row["attempts"], 1, "no retry: {row}");
+        assert!(error.contains(says), "{error}");
+        assert!(!error.contains("written by"), "{error}");
+    }
+
+    // Rust enqueues wide integers; Django's worker receives them exactly.
+    Queue::new(t.db.clone())
+        .enqueue_call("interop.record", &wide, &())
+        .await
+        .unwrap();
+    django.run(&["process", "--duration", "2"]);
+    let recorded = std::fs::read_to_string(&django.record).unwrap();
+    assert!(
+        recorded.contains(&format!("\"args\": {wide_args}")),
+        "the Python function got the exact ints: {recorded}"
+    );
     t
 }

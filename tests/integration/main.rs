@@ -18,6 +18,7 @@ mod features;
 mod limits;
 mod maintenance;
 mod operate;
+mod params;
 mod poison;
 mod queries;
 mod resilience;

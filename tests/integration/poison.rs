@@ -247,7 +247,8 @@ async fn undecodable_rows_are_set_aside_and_the_rest_run(t: TestDb) -> TestDb {
         "only the bad-params task failed: {history:?}"
     );
     assert!(
-        failed[0].last_error.contains("no longer decode"),
+        failed[0].last_error.contains("cannot be decoded")
+            && failed[0].last_error.contains("invalid JSON"),
         "{}",
         failed[0].last_error
     );
