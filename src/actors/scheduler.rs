@@ -369,8 +369,48 @@ async fn prune_round(queue: &Queue) -> Result<Pruned> {
     Ok(pruned)
 }
 
+/// An outcome write the database refuses for its values (a constraint or
+/// a value it cannot store, a row it cannot decode), which no retry fixes.
+fn refused(err: &crate::Error) -> bool {
+    use crate::store::DbErrorKind;
+    matches!(
+        crate::store::classify(err),
+        DbErrorKind::Constraint | DbErrorKind::Decode
+    )
+}
+
+/// Sets aside `task`, whose outcome the database refused: failed in place
+/// with the refusal as its last error, so it is neither lost nor run again
+/// and again. If even that write fails, the task is handed back to run
+/// again after its lease.
+async fn set_aside(queue: &Queue, task: &task::Model, err: &crate::Error) {
+    let reason = format!(
+        "Set aside by the runner: the database refused to record this task's outcome: {err}. \
+         Correct what it refuses, then run the task again."
+    );
+    let now = queue.config().clock().now();
+    match crate::store::claim::set_aside_refused(
+        queue.db(),
+        queue.runner_id(),
+        task.id,
+        &reason,
+        now,
+    )
+    .await
+    {
+        Ok(_) => tracing::error!(task.id, "task {task} set aside: {reason}"),
+        Err(again) => tracing::error!(
+            task.id,
+            "the database refused the outcome of {task} ({err}) and setting it aside failed \
+             ({again}); the task runs again once its lease expires"
+        ),
+    }
+    worker::abandon(queue, task.id);
+}
+
 /// Writes one batch of outcomes, retrying with backoff while the database
-/// is away, until it is written or the shutdown gives up on it.
+/// is away, until it is written or the shutdown gives up on it. Outcomes
+/// the database refuses for their values are set aside one by one.
 async fn write_until_done(queue: &Queue, abandon: &AtomicBool, batch: &[(task::Model, Execution)]) {
     let mut pause = RETRY_FIRST;
     let mut tries = 0u32;
@@ -394,6 +434,19 @@ async fn write_until_done(queue: &Queue, abandon: &AtomicBool, batch: &[(task::M
                         "shutting down with the database still unreachable: the outcome of {task} \
                          is not recorded; the task runs again once its lease expires: {err}"
                     );
+                }
+                return;
+            }
+            Err(err) if refused(&err) => {
+                // The database refuses a value of this batch: no retry can
+                // write it. Each outcome alone, so the others are written,
+                // and the one refused is set aside.
+                if let [(task, _)] = batch {
+                    set_aside(queue, task, &err).await;
+                } else {
+                    for one in batch {
+                        Box::pin(write_until_done(queue, abandon, std::slice::from_ref(one))).await;
+                    }
                 }
                 return;
             }

@@ -162,6 +162,30 @@ async fn claim_once(
     Ok(Claimed { tasks, set_aside })
 }
 
+/// Sets aside task `id`, held by `runner`, whose outcome the database
+/// refuses (a value its schema does not accept: the write can never
+/// succeed, and retrying it would hold the executor forever): failed in
+/// place and unlocked, `reason` as its last error, like a row a claim
+/// cannot decode. False when `runner` no longer holds it.
+pub(crate) async fn set_aside_refused(
+    db: &DatabaseConnection,
+    runner: &str,
+    id: i32,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("UPDATE background_task SET failed_at = ")
+        .bind(now)
+        .push(", locked_by = NULL, locked_at = NULL, last_error = ")
+        .bind(reason.replace('\0', "\u{fffd}"))
+        .push(" WHERE id = ")
+        .bind(id)
+        .push(" AND locked_by = ")
+        .bind(runner);
+    Ok(db.execute_raw(sql.build()).await?.rows_affected() == 1)
+}
+
 /// A claimed row's id, whatever integer type its column has.
 fn read_id(row: &sea_orm::QueryResult) -> Result<i64, DbErr> {
     row.try_get_by_index::<i64>(0)

@@ -229,6 +229,21 @@ fn classify_db(err: &DbErr) -> DbErrorKind {
 fn is_data_error(err: &DbErr) -> bool {
     postgres_code(err).is_some_and(|code| code.starts_with("22"))
         || matches!(mysql_error_number(err), Some(1048 | 1264 | 1366 | 1406))
+        || sqlite_primary_code(err).is_some_and(|code| matches!(code, 18..=20))
+}
+
+/// SQLite's primary result code (the low byte of the extended code) behind
+/// `err`: 19 is a constraint (CHECK, NOT NULL, UNIQUE, a trigger's
+/// `RAISE(ABORT)`), 18 a value too big, 20 a type mismatch.
+fn sqlite_primary_code(err: &DbErr) -> Option<u32> {
+    let (DbErr::Exec(RuntimeErr::SqlxError(sqlx_err))
+    | DbErr::Query(RuntimeErr::SqlxError(sqlx_err))) = err
+    else {
+        return None;
+    };
+    let db_err = sqlx_err.as_database_error()?;
+    db_err.try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()?;
+    db_err.code()?.parse::<u32>().ok().map(|code| code & 0xff)
 }
 
 /// MySQL's duplicate key error (1062): a unique task's key is taken.

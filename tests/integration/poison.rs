@@ -22,6 +22,7 @@ on_all_backends!(
     lists_show_undecodable_rows_apart,
     an_earlier_signed_object_id_column_becomes_unsigned,
     an_error_with_a_nul_character_is_recorded,
+    an_outcome_the_database_refuses_is_set_aside,
 );
 on_server_backends!(object_ids_follow_djangos_positive_integer_field);
 
@@ -477,6 +478,71 @@ async fn an_error_with_a_nul_character_is_recorded(t: TestDb) -> TestDb {
         failed.last_error.contains("bad\u{fffd}byte"),
         "{}",
         failed.last_error
+    );
+    t
+}
+
+/// A history row the database refuses (a constraint the operator added):
+/// no retry can write it, and retrying forever held the executor. The task
+/// is set aside with the refusal as its last error; the others run.
+async fn an_outcome_the_database_refuses_is_set_aside(t: TestDb) -> TestDb {
+    let refuse = match t.backend {
+        Backend::Sqlite => {
+            "CREATE TRIGGER refuse_bad_bytes BEFORE INSERT ON background_task_completedtask \
+             WHEN NEW.last_error LIKE '%bad%' BEGIN SELECT RAISE(ABORT, 'no bad bytes here'); END"
+        }
+        _ => {
+            "ALTER TABLE background_task_completedtask ADD CONSTRAINT refuse_bad_bytes \
+             CHECK (last_error NOT LIKE '%bad%')"
+        }
+    };
+    exec(&t, refuse).await;
+    let registry = Registry::new();
+    builtin::register(&registry);
+    registry.register(NulError);
+    let queue = t.queue(
+        registry,
+        Config::builder()
+            .run_async(true)
+            .async_threads(2)
+            .sleep(Duration::from_millis(100))
+            .build()
+            .unwrap(),
+    );
+    let refused = queue
+        .enqueue::<NulError>(&())
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap()
+        .id;
+    for _ in 0..3 {
+        queue.enqueue::<builtin::Noop>(&()).await.unwrap();
+    }
+    let runner = Runner::start(queue.clone());
+    wait_for(
+        "the refused task to be set aside",
+        Duration::from_secs(20),
+        || async { set_aside_error(&t, refused).await.is_some() },
+    )
+    .await;
+    wait_for(
+        "the other tasks to run",
+        Duration::from_secs(20),
+        || async { history_count(&t).await == 3 },
+    )
+    .await;
+    // The runner goes on.
+    queue.enqueue::<builtin::Noop>(&()).await.unwrap();
+    wait_for("a later task to run", Duration::from_secs(20), || async {
+        history_count(&t).await == 4
+    })
+    .await;
+    runner.shutdown(Duration::from_secs(5)).await;
+    let error = set_aside_error(&t, refused).await.unwrap();
+    assert!(
+        error.contains("the database refused to record this task's outcome"),
+        "{error}"
     );
     t
 }
