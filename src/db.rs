@@ -1,6 +1,8 @@
 //! Opening the queue's database: URL checks, per-backend connection
 //! settings, and migrations that are safe when several processes start at once.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
@@ -125,12 +127,114 @@ pub async fn connect(url: Option<&str>) -> Result<DatabaseConnection> {
             .synchronous(synchronous)
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
     });
-    Database::connect(options)
+    let holder = Arc::new(AtomicU64::new(0));
+    if url.starts_with("sqlite:") {
+        let (acquired, connected, released) = (holder.clone(), holder.clone(), holder.clone());
+        options.map_sqlx_sqlite_pool_opts(move |pool| {
+            let (acquired, connected, released) =
+                (acquired.clone(), connected.clone(), released.clone());
+            pool.before_acquire(move |_, _| {
+                acquired.store(current_task(), Ordering::SeqCst);
+                Box::pin(async { Ok(true) })
+            })
+            .after_connect(move |_, _| {
+                connected.store(current_task(), Ordering::SeqCst);
+                Box::pin(async { Ok(()) })
+            })
+            .after_release(move |_, _| {
+                released.store(0, Ordering::SeqCst);
+                Box::pin(async { Ok(true) })
+            })
+        });
+    }
+    let db = Database::connect(options)
         .await
         .map_err(|source| Error::Connect {
             url: redact(&url),
             source,
-        })
+        })?;
+    if db.get_database_backend() == DbBackend::Sqlite {
+        holders::register(&db, &holder);
+    }
+    Ok(db)
+}
+
+/// The tokio task running now, as a number; outside a task (the future a
+/// `block_on` runs, such as an `#[actix_web::main]` body) the thread.
+fn current_task() -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    match tokio::task::try_id() {
+        Some(id) => id.hash(&mut hasher),
+        None => (std::thread::current().id(), "block_on").hash(&mut hasher),
+    }
+    hasher.finish().max(1)
+}
+
+/// How long an enqueue on the pool waits, when the calling task itself
+/// holds SQLite's one connection, before it is refused: long enough for a
+/// connection the task just released (a commit) to come back.
+const SELF_HELD_GRACE: Duration = Duration::from_millis(100);
+
+/// Which task holds each SQLite pool's one connection: set when a task
+/// acquires it, cleared when it comes back. A transaction
+/// (`db.begin()`) holds it until it commits or rolls back.
+mod holders {
+    use std::sync::atomic::AtomicU64;
+    use std::sync::{Arc, Mutex, Weak};
+
+    use sea_orm::DatabaseConnection;
+
+    static HOLDERS: Mutex<Vec<(usize, Weak<AtomicU64>)>> = Mutex::new(Vec::new());
+
+    /// The pool's identity: its shared connect options.
+    fn key(db: &DatabaseConnection) -> usize {
+        Arc::as_ptr(&db.get_sqlite_connection_pool().connect_options()) as usize
+    }
+
+    pub(super) fn register(db: &DatabaseConnection, holder: &Arc<AtomicU64>) {
+        let mut holders = HOLDERS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        holders.retain(|(_, holder)| holder.strong_count() > 0);
+        holders.push((key(db), Arc::downgrade(holder)));
+    }
+
+    pub(super) fn of(db: &DatabaseConnection) -> Option<Arc<AtomicU64>> {
+        let key = key(db);
+        let holders = HOLDERS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        holders
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, holder)| holder.upgrade())
+    }
+}
+
+/// Runs `work` (statements on `db`'s pool, outside any transaction of the
+/// caller's). On SQLite the process has one connection: when the calling
+/// task holds it in a transaction of its own, `work` would wait for that
+/// transaction forever (and every runner of the process with it), so it is
+/// refused within [`SELF_HELD_GRACE`] with an error that says to enqueue
+/// inside the transaction. Other backends, and other tasks' transactions,
+/// just run `work`.
+pub(crate) async fn outside_own_transaction<T>(
+    db: &DatabaseConnection,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    if db.get_database_backend() != DbBackend::Sqlite {
+        return work.await;
+    }
+    let me = current_task();
+    let held_by_me = holders::of(db).is_some_and(|holder| holder.load(Ordering::SeqCst) == me);
+    if !held_by_me {
+        return work.await;
+    }
+    match tokio::time::timeout(SELF_HELD_GRACE, work).await {
+        Ok(done) => done,
+        Err(_) => Err(Error::OwnTransaction),
+    }
 }
 
 /// Names of the migrations this version expects that have not run on

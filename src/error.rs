@@ -49,6 +49,16 @@ pub enum Error {
     /// of retrying it forever.
     #[error("{0}")]
     Unreadable(Box<UnreadableRow>),
+    /// On SQLite, an enqueue outside a transaction was called by the task
+    /// that holds the process's one connection in its own transaction: it
+    /// would have waited for that transaction forever.
+    #[error(
+        "this task holds the SQLite database's only connection in its own transaction \
+         (queue.db().begin()), so an enqueue outside that transaction would wait for it forever, \
+         and every runner of this process with it: enqueue inside the transaction with \
+         queue.enqueue_with(&txn, ..), or commit it first"
+    )]
+    OwnTransaction,
     /// An enqueue option or a setting has a value that is not allowed.
     #[error("invalid value for `{option}`: {reason}")]
     InvalidOption {

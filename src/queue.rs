@@ -373,6 +373,8 @@ pub struct Enqueue<'a, C> {
     queue: &'a Queue,
     conn: &'a C,
     spec: TaskSpec,
+    /// `conn` is the queue's own pool, not a transaction of the caller's.
+    on_pool: bool,
 }
 
 impl<C> Enqueue<'_, C> {
@@ -396,7 +398,14 @@ where
     type IntoFuture = Pin<Box<dyn Future<Output = Result<Enqueued>> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move { self.queue.enqueue_spec(self.conn, self.spec).await })
+        Box::pin(async move {
+            let write = self.queue.enqueue_spec(self.conn, self.spec);
+            if self.on_pool {
+                crate::db::outside_own_transaction(self.queue.db(), write).await
+            } else {
+                write.await
+            }
+        })
     }
 }
 
@@ -591,8 +600,18 @@ impl Queue {
     ///     .await?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// On SQLite the process has one connection: inside a transaction of
+    /// your own, enqueue with [`Queue::enqueue_with`]. Called by the task
+    /// that holds that transaction, this is refused within 100 ms with
+    /// [`Error::OwnTransaction`] instead of waiting for it forever.
     pub fn enqueue<T: Task>(&self, params: &T::Params) -> Enqueue<'_, DatabaseConnection> {
-        self.enqueue_with::<T, _>(self.db(), params)
+        Enqueue {
+            queue: self,
+            conn: self.db(),
+            spec: TaskSpec::new::<T>(params),
+            on_pool: true,
+        }
     }
 
     /// Like [`Queue::enqueue`], on `conn`: any SeaORM connection or
@@ -607,6 +626,7 @@ impl Queue {
             queue: self,
             conn,
             spec: TaskSpec::new::<T>(params),
+            on_pool: false,
         }
     }
 
@@ -626,6 +646,7 @@ impl Queue {
             queue: self,
             conn: self.db(),
             spec: TaskSpec::call(name, args, kwargs, self.registry()),
+            on_pool: true,
         }
     }
 
@@ -713,7 +734,8 @@ impl Queue {
     /// is refused (enqueue those one by one); `remove_existing_tasks` is
     /// honoured with one DELETE for all of them. No `Created` events fire.
     pub async fn enqueue_many(&self, specs: impl IntoIterator<Item = TaskSpec>) -> Result<u64> {
-        self.enqueue_many_with(self.db(), specs).await
+        crate::db::outside_own_transaction(self.db(), self.enqueue_many_with(self.db(), specs))
+            .await
     }
 
     /// Like [`Queue::enqueue_many`], on `conn` (a connection or transaction).

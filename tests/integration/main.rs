@@ -13,6 +13,7 @@ mod cli;
 mod connect;
 mod cron;
 mod django;
+mod embedded;
 mod enqueue;
 mod features;
 mod limits;
