@@ -21,6 +21,16 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// Default cancel grace: how long a running task's body has, after an
 /// operator cancelled it, to stop on its own before the runner stops it.
 pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(10);
+
+/// Default most tasks a runner claims ahead of its free slots: 64 (see
+/// [`ConfigBuilder::prefetch`]).
+pub const DEFAULT_PREFETCH: usize = 64;
+
+/// Most outcomes a prefetching runner has computed and not yet written:
+/// past it, a finished body's slot waits for the database (an outage, a
+/// slow disk) instead of the backlog growing. After a crash these tasks
+/// run again (at-least-once), as tasks in flight do.
+pub const MAX_UNWRITTEN_OUTCOMES: usize = 256;
 /// Longest allowed queue name (the column is `varchar(190)`).
 pub const MAX_QUEUE_NAME_LEN: usize = 190;
 /// Default interval between two rounds of a runner's history pruning (when
@@ -129,6 +139,7 @@ pub struct Config {
     pub(crate) run_async: bool,
     pub(crate) async_threads: usize,
     pub(crate) tasks_per_thread: usize,
+    pub(crate) prefetch: usize,
     pub(crate) priority_ordering: PriorityOrdering,
     pub(crate) sleep: Duration,
     pub(crate) queue: Option<String>,
@@ -148,6 +159,7 @@ impl Default for Config {
             run_async: false,
             async_threads: num_cpus::get().max(1),
             tasks_per_thread: 1,
+            prefetch: DEFAULT_PREFETCH,
             priority_ordering: PriorityOrdering::Desc,
             sleep: DEFAULT_SLEEP,
             queue: None,
@@ -195,6 +207,13 @@ impl Config {
         self.tasks_per_thread
     }
 
+    /// Most tasks the runner claims ahead of its free slots
+    /// (`BACKGROUND_TASK_PREFETCH`, default [`DEFAULT_PREFETCH`]); 0 is the
+    /// seed's strict one claim per free slot. See [`ConfigBuilder::prefetch`].
+    pub fn prefetch(&self) -> usize {
+        self.prefetch
+    }
+
     /// Executor threads: `async_threads` in async mode, else 1.
     pub fn executors(&self) -> usize {
         if self.run_async {
@@ -205,8 +224,8 @@ impl Config {
     }
 
     /// How many tasks run at once: `async_threads × tasks_per_thread` in
-    /// async mode, else 1 (the seed's one task at a time). It is also the
-    /// largest claim: a runner never holds more tasks than it can run.
+    /// async mode, else 1 (the seed's one task at a time). A runner holds
+    /// at most this many tasks plus its [prefetch](Config::prefetch).
     pub fn concurrency(&self) -> usize {
         if self.run_async {
             self.async_threads.saturating_mul(self.tasks_per_thread)
@@ -311,6 +330,28 @@ impl ConfigBuilder {
     /// written in batches of up to that many.
     pub fn tasks_per_thread(mut self, tasks: usize) -> Self {
         self.config.tasks_per_thread = tasks;
+        self
+    }
+
+    /// Most tasks claimed ahead of the free slots
+    /// (`BACKGROUND_TASK_PREFETCH`, default [`DEFAULT_PREFETCH`]).
+    ///
+    /// A runner that runs one task at a time (the default) would otherwise
+    /// pay two database round trips per task, claiming only when a slot is
+    /// free and freeing the slot only when the outcome is written. With
+    /// prefetch it keeps claimed tasks ready (locked by it, their leases
+    /// renewed, started strictly one after another in claim order) and
+    /// frees a slot when the body returns, while outcomes are written by
+    /// group commit behind it (at most [`MAX_UNWRITTEN_OUTCOMES`] ahead of
+    /// the database). It claims ahead only as much work as it expects to
+    /// start within 50 ms at the pace tasks have run so far, up to this
+    /// many: slow tasks are not held back from other runners. Bodies never
+    /// overlap more than [`Config::concurrency`] allows either way.
+    ///
+    /// `0` keeps the seed's exact rhythm: claim one task per free slot,
+    /// run it, record its outcome, then claim the next.
+    pub fn prefetch(mut self, tasks: usize) -> Self {
+        self.config.prefetch = tasks;
         self
     }
 

@@ -26,7 +26,7 @@ use executor::Executor;
 use poller::{AbortRunning, Poller, SetPace, StopClaiming};
 
 use crate::runner::Pace;
-use scheduler::Scheduler;
+use scheduler::{Flush, Scheduler};
 
 /// How long a busy runner waits to fill a batch: the Poller for more free
 /// slots before it claims, the Scheduler for more outcomes before it writes.
@@ -104,6 +104,14 @@ impl Running {
                 self.abandon.store(true, Ordering::SeqCst);
                 self.poller.send(StopClaiming).await.ok();
             }
+        }
+        // Outcomes a prefetching runner computed ahead of the database.
+        if tokio::time::timeout(OUTCOME_FLUSH_TIMEOUT, self.scheduler.send(Flush))
+            .await
+            .is_err()
+        {
+            self.abandon.store(true, Ordering::SeqCst);
+            self.scheduler.send(Flush).await.ok();
         }
         for arbiter in &self.arbiters {
             arbiter.stop();

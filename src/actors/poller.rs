@@ -3,14 +3,20 @@
 //! Wakes every `sleep` seconds, at once when a slot becomes free, and when
 //! new work may be there ([`Wake`]: an enqueue in this process, or the
 //! backend's watcher). Each executor has `tasks_per_thread` slots; the
-//! Poller claims at most as many tasks as there are free slots, in one
-//! statement, so nothing waits in memory while another runner could have
-//! run it. Receives [`Wake`],
+//! Poller claims as many tasks as there are free slots, in one statement,
+//! plus a few ahead of them (the prefetch): claimed tasks wait in its
+//! ready queue, in claim order, and start the moment a slot frees, so a
+//! runner running one task at a time never waits for a database round trip
+//! between two tasks. It claims ahead only the work it expects to start
+//! within [`PREFETCH_HORIZON`] at the pace tasks have run so far (none
+//! while tasks are slow, so they stay free for other runners), up to the
+//! configured prefetch; with a prefetch of 0 it claims one task per free
+//! slot, the seed's rhythm. Receives [`Wake`],
 //! [`StopClaiming`] and [`AbortRunning`]; sends `Execute` and `Abort` to
 //! executors.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
@@ -26,6 +32,12 @@ use crate::worker;
 const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(100);
 /// Longest pause between claims while the database is away.
 const CLAIM_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How much work (at the measured pace) the Poller keeps claimed ahead of
+/// its free slots.
+pub(crate) const PREFETCH_HORIZON: Duration = Duration::from_millis(50);
+/// Weight of the newest execution in the running average of execution
+/// times that sizes the prefetch.
+const PACE_WEIGHT: f64 = 0.2;
 
 /// Anyone → Poller: look for due tasks now.
 #[derive(Message)]
@@ -55,6 +67,12 @@ pub(crate) struct Poller {
     /// Free slots: each executor appears once per task it can still take.
     idle: Vec<Addr<Executor>>,
     busy: HashMap<i32, Addr<Executor>>,
+    /// Claimed tasks waiting for a free slot, in claim order (locked by
+    /// this runner and tracked as running, so their leases are renewed).
+    ready: VecDeque<task::Model>,
+    /// Running average of execution times (dispatch to the executor's
+    /// reply), in seconds; `None` before the first one.
+    pace_of_work: Option<f64>,
     claiming: bool,
     /// A poll was asked for while a claim was running: claim again after it,
     /// so a wake-up that raced with a claim is not lost.
@@ -83,6 +101,8 @@ impl Poller {
             queue,
             idle,
             busy: HashMap::new(),
+            ready: VecDeque::new(),
+            pace_of_work: None,
             claiming: false,
             poll_again: false,
             stopping: false,
@@ -93,13 +113,39 @@ impl Poller {
         }
     }
 
-    /// Claims as many due tasks as there are free slots.
+    /// How many tasks to keep claimed ahead of the free slots now: the work
+    /// expected to start within [`PREFETCH_HORIZON`] at the measured pace,
+    /// up to the configured prefetch (none before a first task has run).
+    fn prefetch_target(&self) -> usize {
+        let cap = self.queue.config().prefetch();
+        let Some(seconds) = self.pace_of_work else {
+            return 0;
+        };
+        let slots = self.queue.config().concurrency() as f64;
+        let ahead = PREFETCH_HORIZON.as_secs_f64() * slots / seconds.max(1e-6);
+        (ahead.floor() as usize).min(cap)
+    }
+
+    /// How many tasks a claim now should take: the free slots not covered
+    /// by ready tasks, and the prefetch room.
+    fn wanted(&self) -> usize {
+        let unserved = self.idle.len().saturating_sub(self.ready.len());
+        let ahead = self
+            .prefetch_target()
+            .saturating_sub(self.ready.len().saturating_sub(self.idle.len()));
+        unserved + ahead
+    }
+
+    /// Claims as many due tasks as there are free slots (and prefetch room).
     fn poll(&mut self, ctx: &mut Context<Self>) {
+        self.start_ready(ctx);
         // A busy runner with only a few free slots waits a moment for more,
         // so it claims in batches instead of one task per commit. An idle
-        // runner claims at once.
+        // runner claims at once, and so does one that keeps tasks ahead
+        // (its claims are batches already).
         let few = !self.idle.is_empty() && self.idle.len() < super::batch_goal(&self.queue);
-        if few && !self.busy.is_empty() && !self.stopping {
+        let prefetching = self.prefetch_target() > 0;
+        if few && !prefetching && !self.busy.is_empty() && !self.stopping {
             if !self.lingering {
                 self.lingering = true;
                 ctx.run_later(super::BATCH_LINGER, |act, ctx| {
@@ -112,24 +158,38 @@ impl Poller {
         self.claim(ctx);
     }
 
-    /// Claims as many due tasks as there are free slots, now.
+    /// Starts ready tasks on free slots, in claim order.
+    fn start_ready(&mut self, ctx: &mut Context<Self>) {
+        while !self.idle.is_empty() && !self.stopping {
+            let Some(task) = self.ready.pop_front() else {
+                break;
+            };
+            self.dispatch(task, ctx);
+        }
+    }
+
+    /// Claims as many due tasks as are wanted ([`Poller::wanted`]), now.
     fn claim(&mut self, ctx: &mut Context<Self>) {
         if self.claiming {
             self.poll_again = true;
             return;
         }
-        if self.stopping || self.idle.is_empty() {
+        let limit = self.wanted();
+        if self.stopping || limit == 0 {
             return;
         }
         self.claiming = true;
         self.poll_again = false;
-        let limit = self.idle.len();
         let queue = self.queue.clone();
         let claim = async move { worker::claim(&queue, limit).await };
         ctx.spawn(claim.into_actor(self).map(move |claimed, act, ctx| {
             act.claiming = false;
             match claimed {
-                Ok(tasks) if act.stopping => act.hand_back(tasks, ctx),
+                Ok(tasks) if act.stopping => {
+                    let mut back: Vec<task::Model> = act.ready.drain(..).collect();
+                    back.extend(tasks);
+                    act.hand_back(back, ctx);
+                }
                 Ok(tasks) => {
                     tracing::trace!(claimed = tasks.len(), limit, "claimed");
                     if act.failures > 0 {
@@ -141,9 +201,9 @@ impl Poller {
                     }
                     // Each dispatch polls again when its executor is free, so
                     // a backlog drains without waiting for the interval.
-                    for task in tasks {
-                        act.dispatch(task, ctx);
-                    }
+                    // What does not fit a free slot waits ready, in order.
+                    act.ready.extend(tasks);
+                    act.start_ready(ctx);
                 }
                 Err(err) => {
                     // Retry soon, then less and less often, up to every 5 s,
@@ -162,6 +222,10 @@ impl Poller {
                     ctx.run_later(backoff, Self::poll);
                 }
             }
+            if act.stopping && !act.claiming && !act.ready.is_empty() {
+                let back: Vec<task::Model> = act.ready.drain(..).collect();
+                act.hand_back(back, ctx);
+            }
             if act.poll_again {
                 act.poll(ctx);
             }
@@ -177,6 +241,7 @@ impl Poller {
         };
         let id = task.id;
         self.busy.insert(id, executor.clone());
+        let began = Instant::now();
         ctx.spawn(
             executor
                 .send(Execute(task))
@@ -188,6 +253,11 @@ impl Poller {
                             "an executor stopped while running a task: {err}"
                         );
                     }
+                    let took = began.elapsed().as_secs_f64();
+                    act.pace_of_work = Some(match act.pace_of_work {
+                        None => took,
+                        Some(pace) => pace + PACE_WEIGHT * (took - pace),
+                    });
                     if let Some(executor) = act.busy.remove(&id) {
                         act.idle.push(executor);
                     }
@@ -232,7 +302,7 @@ impl Poller {
     }
 
     fn notify_if_drained(&mut self) {
-        if self.stopping && !self.claiming && self.busy.is_empty() {
+        if self.stopping && !self.claiming && self.busy.is_empty() && self.ready.is_empty() {
             for waiter in self.drained.drain(..) {
                 waiter.send(()).ok();
             }
@@ -285,8 +355,13 @@ impl Handler<StopClaiming> for Poller {
     // plain future on a oneshot the poller completes when drained.
     type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: StopClaiming, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: StopClaiming, ctx: &mut Context<Self>) -> Self::Result {
         self.stopping = true;
+        // Tasks claimed ahead and not started go back at once.
+        if !self.claiming {
+            let ready: Vec<task::Model> = self.ready.drain(..).collect();
+            self.hand_back(ready, ctx);
+        }
         let (done, drained) = oneshot::channel();
         self.drained.push(done);
         self.notify_if_drained();

@@ -43,6 +43,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::admin::{self, Pruned};
+use crate::config::MAX_UNWRITTEN_OUTCOMES;
 use crate::entity::task;
 use crate::error::Result;
 use crate::queue::Queue;
@@ -78,13 +79,21 @@ const PRUNE_FIRST_ROUND: Duration = Duration::from_secs(1);
 const PRUNE_CATCH_UP: Duration = Duration::from_secs(1);
 
 /// Executor → Scheduler: this execution ended. Resolves once the outcome is
-/// written, or given up at shutdown (logged).
+/// written, or given up at shutdown (logged); on a prefetching runner at
+/// once, while fewer than [`MAX_UNWRITTEN_OUTCOMES`] outcomes wait for the
+/// database, so the executor's slot takes the next task meanwhile.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Completed {
     pub task: task::Model,
     pub execution: Execution,
 }
+
+/// Shutdown → Scheduler: resolves once every outcome received is written
+/// (or given up, see [`Scheduler::abandon`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Flush;
 
 pub(crate) struct Scheduler {
     queue: Queue,
@@ -96,8 +105,10 @@ pub(crate) struct Scheduler {
     beats: u32,
     /// Outcomes waiting for the write in flight to end.
     pending: Vec<(Completed, oneshot::Sender<()>)>,
-    /// A batch is being written.
-    writing: bool,
+    /// A batch is being written: how many outcomes it holds (0: none).
+    writing: usize,
+    /// Waiting for every outcome to be written (shutdown).
+    flushed: Vec<oneshot::Sender<()>>,
     /// A flush is due after [`super::BATCH_LINGER`].
     lingering: bool,
     /// A look for cancel requests is in flight.
@@ -119,7 +130,8 @@ impl Scheduler {
             unhandled: Vec::new(),
             beats: 0,
             pending: Vec::new(),
-            writing: false,
+            writing: 0,
+            flushed: Vec::new(),
             lingering: false,
             checking_cancels: false,
             firing: false,
@@ -147,11 +159,12 @@ impl Scheduler {
     /// Writes what is pending, unless a write is in flight (its end
     /// calls this again).
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.writing || self.pending.is_empty() {
+        if self.writing > 0 || self.pending.is_empty() {
+            self.notify_if_flushed();
             return;
         }
-        self.writing = true;
         let take = self.pending.len().min(MAX_BATCH);
+        self.writing = take;
         tracing::trace!(outcomes = take, "writing outcomes");
         let (batch, written): (Vec<_>, Vec<_>) = self
             .pending
@@ -167,9 +180,23 @@ impl Scheduler {
             }
         };
         ctx.spawn(write.into_actor(self).map(|(), act, ctx| {
-            act.writing = false;
+            act.writing = 0;
             act.flush_soon(ctx);
+            act.notify_if_flushed();
         }));
+    }
+
+    /// Outcomes received and not yet written.
+    fn unwritten(&self) -> usize {
+        self.pending.len() + self.writing
+    }
+
+    fn notify_if_flushed(&mut self) {
+        if self.unwritten() == 0 {
+            for waiter in self.flushed.drain(..) {
+                waiter.send(()).ok();
+            }
+        }
     }
 
     /// One heartbeat: renew our leases, take back expired ones, report due
@@ -333,10 +360,31 @@ impl Handler<Completed> for Scheduler {
 
     fn handle(&mut self, completed: Completed, ctx: &mut Context<Self>) -> Self::Result {
         let (done, written) = oneshot::channel();
+        // A prefetching runner's slot goes on to its next task while the
+        // outcome waits for its commit, unless too many already wait.
+        let ahead = self.queue.config().prefetch() > 0 && self.unwritten() < MAX_UNWRITTEN_OUTCOMES;
         self.pending.push((completed, done));
         self.flush_soon(ctx);
+        if ahead {
+            return Box::pin(async {});
+        }
         Box::pin(async move {
             written.await.ok();
+        })
+    }
+}
+
+impl Handler<Flush> for Scheduler {
+    // Waits for writes driven by other messages: a plain future on a
+    // oneshot completed when nothing is left to write.
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        let (done, flushed) = oneshot::channel();
+        self.flushed.push(done);
+        self.flush(ctx);
+        Box::pin(async move {
+            flushed.await.ok();
         })
     }
 }

@@ -21,6 +21,7 @@ mod maintenance;
 mod operate;
 mod params;
 mod poison;
+mod prefetch;
 mod queries;
 mod resilience;
 mod rows;
