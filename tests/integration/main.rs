@@ -21,6 +21,7 @@ mod operate;
 mod params;
 mod poison;
 mod queries;
+mod readme;
 mod resilience;
 mod rows;
 mod runner;
