@@ -83,6 +83,7 @@ pub use queue::{
 pub use registry::Registry;
 pub use runner::{DEFAULT_SHUTDOWN_GRACE, Pace, Runner, RunnerHandle};
 pub use schedule::{Action, RunAt, Schedule, repeat};
+pub use sea_orm;
 pub use task::{Backoff, KeepHistory, Task, TaskContext, TaskDefaults, TaskError};
 
 /// The README's Rust examples, compiled and run as doc tests so they stay

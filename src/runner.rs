@@ -2,6 +2,8 @@
 //! (an actix-web app) or standalone, and stop it gracefully.
 
 use std::future::Future;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -53,9 +55,14 @@ impl Runner {
     /// `async_threads × tasks_per_thread` at a time, each executor on its
     /// own thread.
     ///
+    /// The runner logs through `tracing`. When nothing receives its logs
+    /// (no `tracing` subscriber, no `log` logger), it says so once per
+    /// process on stderr, with how to see them.
+    ///
     /// # Panics
     /// When called outside an actix `System`.
     pub fn start(queue: Queue) -> RunnerHandle {
+        note_when_logs_go_nowhere(&queue);
         tracing::info!(
             runner = queue.runner_id(),
             executors = queue.config().executors(),
@@ -76,6 +83,44 @@ impl Runner {
         shutdown.await;
         handle.shutdown(grace).await;
     }
+}
+
+/// Whether this process has already said that its runner's logs go nowhere.
+static SAID_LOGS_GO_NOWHERE: AtomicBool = AtomicBool::new(false);
+
+/// Says once per process, on stderr, that a runner started and that
+/// nothing receives its logs, when that is so: an embedding app that never
+/// installed a subscriber would otherwise see no failed attempt and no
+/// database outage.
+///
+/// Logs reach someone when the current `tracing` dispatcher (scoped or
+/// global) is a real subscriber, or, through tracing's `log` feature (which
+/// this crate turns on), when a `log` logger such as env_logger is set.
+fn note_when_logs_go_nowhere(queue: &Queue) {
+    if !logs_go_nowhere() || SAID_LOGS_GO_NOWHERE.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    // Not eprintln!: a closed stderr must not panic the app.
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "background-tasks: runner {} started ({} at once; tasks: {}). \
+         Nothing receives its logs (failed attempts, retries, database errors): \
+         install a tracing subscriber at the start of main, for example \
+         `tracing_subscriber::fmt().init()` from the tracing-subscriber crate \
+         (README: \"Logs\"). This note is printed once.",
+        queue.runner_id(),
+        queue.config().concurrency(),
+        queue.registry().names().join(", "),
+    );
+}
+
+/// Whether nothing on this thread receives `tracing` events: no subscriber
+/// (scoped or global) and no `log` logger.
+fn logs_go_nowhere() -> bool {
+    let no_subscriber = tracing::dispatcher::get_default(|dispatch| {
+        dispatch.is::<tracing::subscriber::NoSubscriber>()
+    });
+    no_subscriber && log::max_level() == log::LevelFilter::Off
 }
 
 /// A running runner: cheap to clone (put it in `web::Data`), and clones
@@ -137,6 +182,19 @@ impl std::fmt::Debug for RunnerHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Issue 16: the runner's note on stderr is for a process where nothing
+    // receives its logs; a subscriber, even one scoped to the thread that
+    // starts the runner, silences it. (No test here sets a `log` logger.)
+    #[test]
+    fn logs_go_nowhere_without_a_subscriber() {
+        assert!(logs_go_nowhere());
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || assert!(!logs_go_nowhere()));
+        assert!(logs_go_nowhere());
+    }
 
     // Checklist 45: fast mode polls at once; slow mode waits 0.5 to 1.5 s.
     #[test]

@@ -23,6 +23,7 @@ mod params;
 mod poison;
 mod prefetch;
 mod queries;
+mod readme;
 mod resilience;
 mod rows;
 mod runner;
