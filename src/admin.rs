@@ -269,12 +269,16 @@ pub async fn runners<C: ConnectionTrait>(
     lease: std::time::Duration,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<RunnerStatus>> {
-    let lease = chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::MAX);
+    // A lease reaching back before any time (a huge setting) counts every
+    // runner as alive rather than overflowing.
+    let since = chrono::TimeDelta::from_std(lease)
+        .ok()
+        .and_then(|lease| now.checked_sub_signed(lease));
     Ok(crate::store::runners::list(conn)
         .await?
         .into_iter()
         .map(|runner| RunnerStatus {
-            alive: runner.last_seen > now - lease,
+            alive: since.is_none_or(|since| runner.last_seen > since),
             runner,
         })
         .collect())
@@ -546,10 +550,11 @@ fn age_rules(retention: &Retention, now: DateTime<Utc>) -> Vec<Doomed> {
     completed.into_iter().chain(failed).collect()
 }
 
-/// `now - age`; `None` when that is before any time a database holds
-/// (nothing is that old).
+/// `now - age`; `None` when that is before the year 1, the earliest time
+/// every database holds (nothing is that old).
 fn cutoff(now: DateTime<Utc>, age: std::time::Duration) -> Option<DateTime<Utc>> {
     chrono::TimeDelta::from_std(age)
         .ok()
         .and_then(|age| now.checked_sub_signed(age))
+        .filter(|cutoff| crate::inspect::is_storable(*cutoff))
 }

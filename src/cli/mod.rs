@@ -269,9 +269,12 @@ fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
+/// A setting in seconds: a number from 0 to [`crate::MAX_DURATION`].
 fn seconds(option: &'static str, value: f64) -> crate::Result<Duration> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| Error::invalid(option, format!("{value} is not a number of seconds >= 0")))
+    let duration = Duration::try_from_secs_f64(value)
+        .map_err(|_| Error::invalid(option, format!("{value} is not a number of seconds >= 0")))?;
+    crate::config::check_duration(option, duration)?;
+    Ok(duration)
 }
 
 #[cfg(test)]
