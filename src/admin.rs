@@ -20,6 +20,8 @@ use crate::store::retention::{self as retention_sql, Doomed};
 
 /// Waiting and running tasks whose name or params contain `text` (the
 /// seed's admin search), highest priority and oldest first, at most `limit`.
+/// The match ignores case on every backend (ASCII letters only on
+/// SQLite); `%` and `_` are literal.
 pub async fn search_tasks<C: ConnectionTrait>(
     conn: &C,
     text: &str,
@@ -28,7 +30,8 @@ pub async fn search_tasks<C: ConnectionTrait>(
     sql::search_tasks(conn, text, limit).await
 }
 
-/// History rows whose name or params contain `text`, newest first.
+/// History rows whose name or params contain `text` (as
+/// [`search_tasks`] matches), newest first.
 pub async fn search_completed<C: ConnectionTrait>(
     conn: &C,
     text: &str,

@@ -167,7 +167,9 @@ pub struct Filter {
     /// Exact task name.
     pub name: Option<String>,
     /// Text contained in the task name or its params (the seed admin's
-    /// search), matched literally: `%` and `_` are not wildcards.
+    /// search), matched literally (`%` and `_` are not wildcards) and
+    /// without regard to case on every backend (SQLite folds ASCII letters
+    /// only).
     pub search: Option<String>,
     /// `run_at` at or after this time (for history rows: finished at or after).
     pub since: Option<DateTime<Utc>>,

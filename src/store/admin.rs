@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, QueryTrait, TransactionSession, TransactionTrait,
@@ -20,13 +20,23 @@ use crate::store::{Sql, begin_write};
 /// Ids per statement in bulk actions.
 const IDS_PER_STATEMENT: usize = 1_000;
 
-/// `%text%` with the LIKE wildcards in `text` escaped.
-fn contains(text: &str) -> LikeExpr {
-    let escaped = text
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    LikeExpr::new(format!("%{escaped}%")).escape('\\')
+/// `task_name` or `task_params` contains `text`, case-insensitively (see
+/// [`case_insensitive_like`](super::inspect::case_insensitive_like)).
+fn search_condition(backend: DbBackend, text: &str) -> Condition {
+    let pattern = super::inspect::contains_pattern(text);
+    // sea-query's placeholder in custom SQL: `$1` on PostgreSQL, `?` elsewhere.
+    let placeholder = if backend == DbBackend::Postgres {
+        "$1"
+    } else {
+        "?"
+    };
+    let contains = |column: &str| {
+        let (before, after) = super::inspect::case_insensitive_like(backend, column);
+        Expr::cust_with_values(format!("{before}{placeholder}{after}"), [pattern.clone()])
+    };
+    Condition::any()
+        .add(contains("task_name"))
+        .add(contains("task_params"))
 }
 
 /// Waiting and running tasks whose name or params contain `text`, in claim
@@ -37,11 +47,7 @@ pub(crate) async fn search_tasks<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Vec<task::Model>> {
     Ok(task::Entity::find()
-        .filter(
-            Condition::any()
-                .add(task::Column::TaskName.like(contains(text)))
-                .add(task::Column::TaskParams.like(contains(text))),
-        )
+        .filter(search_condition(conn.get_database_backend(), text))
         .order_by_desc(task::Column::Priority)
         .order_by_asc(task::Column::RunAt)
         .order_by_asc(task::Column::Id)
@@ -57,11 +63,7 @@ pub(crate) async fn search_completed<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Vec<completed_task::Model>> {
     Ok(completed_task::Entity::find()
-        .filter(
-            Condition::any()
-                .add(completed_task::Column::TaskName.like(contains(text)))
-                .add(completed_task::Column::TaskParams.like(contains(text))),
-        )
+        .filter(search_condition(conn.get_database_backend(), text))
         .order_by_desc(completed_task::Column::RunAt)
         .limit(limit)
         .all(conn)
