@@ -50,9 +50,18 @@ pub async fn decrease_priority<C: ConnectionTrait>(conn: &C, ids: &[i32]) -> Res
     sql::shift_priority(conn, ids, -1).await
 }
 
-/// Deletes the tasks `ids`, however many; returns rows deleted.
+/// Deletes the waiting tasks `ids`, however many; returns rows deleted.
+/// A running task is never deleted: its runner holds the row and would
+/// write its outcome for a task that no longer exists. It is skipped;
+/// cancel it instead ([`cancel`]). Callers that refuse a selection with
+/// running tasks check [`running_among`] first.
 pub async fn delete_tasks<C: ConnectionTrait>(conn: &C, ids: &[i32]) -> Result<u64> {
     sql::delete_tasks(conn, ids).await
+}
+
+/// Which of the tasks `ids` are running (held by a runner), sorted.
+pub async fn running_among<C: ConnectionTrait>(conn: &C, ids: &[i32]) -> Result<Vec<i32>> {
+    sql::running_among(conn, ids).await
 }
 
 /// Deletes the history rows `ids`, however many; returns rows deleted.

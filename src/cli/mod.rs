@@ -96,7 +96,8 @@ enum Command {
         #[command(subcommand)]
         command: schedules::LimitCommand,
     },
-    /// Delete tasks (or history rows) for good.
+    /// Delete waiting tasks (or history rows) for good. Running tasks are
+    /// refused: cancel them instead.
     Delete(operate::DeleteArgs),
     /// Delete old history rows by a retention policy, in bounded batches.
     Prune(prune::PruneArgs),

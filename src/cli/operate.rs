@@ -983,7 +983,8 @@ pub(super) struct DeleteArgs {
     #[arg(long)]
     history: bool,
     /// With a filter or --all: delete rows in this state (pending,
-    /// scheduled, running, failed or completed).
+    /// scheduled, failed or completed; running tasks are cancelled, not
+    /// deleted).
     #[arg(long)]
     state: Option<String>,
     #[command(flatten)]
@@ -1008,15 +1009,36 @@ pub(super) async fn delete(ctx: &Context, args: DeleteArgs) -> Result<(), Failur
         ));
     }
     let existing = existing_ids(&conn, &ids, history).await?;
+    if !history {
+        // A running task's row belongs to its runner until it finishes.
+        let running = admin::running_among(&conn, &existing).await?;
+        if !running.is_empty() {
+            let shown: Vec<String> = running.iter().take(20).map(i32::to_string).collect();
+            let more = if running.len() > 20 { " …" } else { "" };
+            return Err(Failure::BadInput(format!(
+                "{} selected task(s) are running ({}{more}): deleting one would pull it from \
+                 under its runner. Cancel them instead (bgtasks cancel {}{more}), or wait for \
+                 them to finish; nothing was deleted",
+                running.len(),
+                shown.join(", "),
+                shown.join(" ")
+            )));
+        }
+    }
     let deleted = in_batches(ctx, "deleting", &existing, |chunk| {
         let conn = conn.clone();
         async move {
             if history {
                 admin::delete_completed(&conn, &chunk).await?;
-            } else {
-                admin::delete_tasks(&conn, &chunk).await?;
+                return Ok(chunk);
             }
-            Ok(chunk)
+            let deleted = admin::delete_tasks(&conn, &chunk).await?;
+            if deleted as usize == chunk.len() {
+                return Ok(chunk);
+            }
+            // Claimed since the check above: left to its runner.
+            let kept = admin::running_among(&conn, &chunk).await?;
+            Ok(chunk.into_iter().filter(|id| !kept.contains(id)).collect())
         }
     })
     .await?;

@@ -91,17 +91,38 @@ pub(crate) async fn shift_priority<C: ConnectionTrait>(
     Ok(changed)
 }
 
-/// Deletes the tasks `ids`; returns rows deleted.
+/// Deletes the tasks `ids` that no runner holds; returns rows deleted.
+/// The `locked_by IS NULL` in the statement itself keeps a task claimed
+/// a moment before from being deleted under its runner.
 pub(crate) async fn delete_tasks<C: ConnectionTrait>(conn: &C, ids: &[i32]) -> Result<u64> {
     let mut deleted = 0;
     for chunk in ids.chunks(IDS_PER_STATEMENT) {
         deleted += task::Entity::delete_many()
             .filter(task::Column::Id.is_in(chunk.iter().copied()))
+            .filter(task::Column::LockedBy.is_null())
             .exec(conn)
             .await?
             .rows_affected;
     }
     Ok(deleted)
+}
+
+/// Which of the tasks `ids` a runner holds (`locked_by` set), sorted.
+pub(crate) async fn running_among<C: ConnectionTrait>(conn: &C, ids: &[i32]) -> Result<Vec<i32>> {
+    let mut running = Vec::new();
+    for chunk in ids.chunks(IDS_PER_STATEMENT) {
+        let found: Vec<i32> = task::Entity::find()
+            .select_only()
+            .column(task::Column::Id)
+            .filter(task::Column::Id.is_in(chunk.iter().copied()))
+            .filter(task::Column::LockedBy.is_not_null())
+            .into_tuple()
+            .all(conn)
+            .await?;
+        running.extend(found);
+    }
+    running.sort_unstable();
+    Ok(running)
 }
 
 /// Deletes the history rows `ids`; returns rows deleted.
