@@ -145,7 +145,7 @@ fn duration(delta: TimeDelta) -> String {
 
 fn queue_name(queue: Option<&str>) -> Markup {
     match queue {
-        Some(queue) => html! { (queue) },
+        Some(queue) => html! { span.value { (queue) } },
         None => html! { span.muted { "(default)" } },
     }
 }
@@ -227,7 +227,7 @@ fn overview_page(
             h2 { "Oldest due task" }
             @match &overview.oldest_due {
                 Some(task) => p {
-                    a href=(ctx.link(&format!("tasks/{}", task.id))) { "#" (task.id) " " (task.task_name) }
+                    a.value href=(ctx.link(&format!("tasks/{}", task.id))) { "#" (task.id) " " (task.task_name) }
                     " has been due for "
                     strong { (overview.oldest_due_age().map(duration).unwrap_or_default()) }
                     "."
@@ -521,7 +521,7 @@ fn list_row(view: &View<'_>, row: &Row, selectable: bool, now: DateTime<Utc>) ->
                 td.num { (task.priority) }
                 td.num { (task.attempts) }
                 td { @if task.has_error() { span.bad title=(clip(&task.last_error, 300)) { "yes" } } @else { span.muted { "no" } } }
-                td { @if let Some(by) = &task.locked_by { code { (by) } } }
+                td { @if let Some(by) = &task.locked_by { code.value { (by) } } }
                 td { (lock_state(task.locked_by.as_deref())) }
                 td { (queue_name(task.queue.as_deref())) }
             }
@@ -548,7 +548,7 @@ fn list_row(view: &View<'_>, row: &Row, selectable: bool, now: DateTime<Utc>) ->
                         span.muted { "no" }
                     }
                 }
-                td { @if let Some(by) = &done.locked_by { code { (by) } } }
+                td { @if let Some(by) = &done.locked_by { code.value { (by) } } }
                 td { span.muted { "—" } }
                 td { (queue_name(done.queue.as_deref())) }
             }
@@ -769,9 +769,9 @@ pub(crate) async fn runners(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse, 
                     @for status in &runners {
                         @let runner = &status.runner;
                         tr {
-                            td { (runner.host) }
+                            td.value { (runner.host) }
                             td.num { (runner.pid) }
-                            td { code { (runner.runner_id) } }
+                            td { code.value { (runner.runner_id) } }
                             td { @match &runner.queue { Some(q) => (q), None => span.muted { "every queue" } } }
                             td.num { (runner.executors) }
                             td.num { (runner.running) }
@@ -799,10 +799,10 @@ pub(crate) async fn schedules(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse
                 tbody {
                     @for schedule in &schedules {
                         tr {
-                            td { (schedule.name) }
-                            td { code { (schedule.cron) } }
+                            td.value { (schedule.name) }
+                            td { code.value { (schedule.cron) } }
                             td { (schedule.timezone) }
-                            td { (schedule.task_name) }
+                            td.value { (schedule.task_name) }
                             td { (queue_name(schedule.queue.as_deref())) }
                             td.num { (schedule.priority) }
                             td { (schedule.missed) }
