@@ -203,6 +203,10 @@ impl From<Error> for Failure {
             Error::InvalidOption { .. } | Error::Params(_) | Error::InvalidDatabaseUrl { .. } => {
                 Failure::BadInput(err.to_string())
             }
+            err if err.is_refused_value() => Failure::BadInput(format!(
+                "the database cannot store a value given (too long, out of range, or with a \
+                 character it refuses): {err}"
+            )),
             err => Failure::Failed(err),
         }
     }
