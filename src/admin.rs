@@ -394,7 +394,7 @@ pub async fn prune_preview<C: ConnectionTrait>(
         // them once it reaches its last phase.
         let doomed = match keep {
             0 => Some(Doomed::OlderThan(None)),
-            keep => retention_sql::newest_kept(conn, keep, &by_age)
+            keep => newest_kept(conn, keep, &by_age)
                 .await?
                 .map(|kept| Doomed::OlderThan(Some(kept))),
         };
@@ -472,7 +472,7 @@ impl Pruning {
             Phase::KeepLast(None) => match self.retention.keep_last {
                 None => None,
                 Some(0) => Some(Doomed::OlderThan(None)),
-                Some(keep) => retention_sql::newest_kept(conn, keep, &[])
+                Some(keep) => newest_kept(conn, keep, &[])
                     .await?
                     .map(|kept| Doomed::OlderThan(Some(kept))),
             },
@@ -560,6 +560,18 @@ fn age_rules(retention: &Retention, now: DateTime<Utc>) -> Vec<Doomed> {
         .and_then(|age| cutoff(now, age))
         .map(Doomed::Failed);
     completed.into_iter().chain(failed).collect()
+}
+
+/// The boundary of the newest `keep` rows ([`retention_sql::newest_kept`]).
+/// No table holds `i64::MAX` rows, and a larger `keep` (an OFFSET no
+/// driver binds: PostgreSQL's panicked) keeps them all the same.
+async fn newest_kept<C: ConnectionTrait>(
+    conn: &C,
+    keep: u64,
+    spared: &[Doomed],
+) -> Result<Option<(DateTime<Utc>, i32)>> {
+    let keep = keep.min(i64::MAX.unsigned_abs());
+    retention_sql::newest_kept(conn, keep, spared).await
 }
 
 /// `now - age`; `None` when that is before the year 1, the earliest time

@@ -740,6 +740,10 @@ async fn times_and_durations_never_overflow_on_the_command_line(t: TestDb) -> Te
         ),
         (vec!["stats", "--lease", "1e15"], "100 years"),
         (
+            vec!["demo", "--duration", "18446744073709551615"],
+            "3155760000",
+        ),
+        (
             vec!["dashboard", "--lease", "1e15", "--bind", "127.0.0.1:0"],
             "100 years",
         ),
