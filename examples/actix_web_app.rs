@@ -16,7 +16,9 @@
 //!
 //! Settings from the environment: `DATABASE_URL` (default: the SQLite file
 //! `background_tasks.sqlite3` here), `BIND` (default `127.0.0.1:8080`),
-//! `MAX_ATTEMPTS` (default 25), `DASHBOARD_READ_ONLY=true`.
+//! `MAX_ATTEMPTS` (default 25), `DASHBOARD_READ_ONLY=true`,
+//! `DASHBOARD_ALLOWED_HOSTS` (host names the dashboard answers to besides
+//! localhost and IP addresses, comma-separated).
 //! Ctrl-C stops the server, then lets running tasks finish.
 
 use std::collections::HashSet;
@@ -218,8 +220,13 @@ async fn main() -> std::io::Result<()> {
 
     // The runner's actors run on this actix System, beside the server.
     let runner = Runner::start(queue.clone());
+    // The dashboard answers to localhost and IP addresses; the names people
+    // use to reach it go here (a request naming another host is refused,
+    // which is what stops DNS rebinding).
+    let allowed_hosts = env("DASHBOARD_ALLOWED_HOSTS").unwrap_or_default();
     let dashboard = Dashboard::new(queue.clone())
         .read_only(read_only)
+        .allowed_hosts(allowed_hosts.split(',').filter(|host| !host.is_empty()))
         // Who may see and act is the app's call: check your session here.
         // This example listens on localhost and lets everyone in.
         .authorize(|_request| Access::Full);

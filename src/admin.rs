@@ -20,6 +20,8 @@ use crate::store::retention::{self as retention_sql, Doomed};
 
 /// Waiting and running tasks whose name or params contain `text` (the
 /// seed's admin search), highest priority and oldest first, at most `limit`.
+/// The match ignores case on every backend (ASCII letters only on
+/// SQLite); `%` and `_` are literal.
 pub async fn search_tasks<C: ConnectionTrait>(
     conn: &C,
     text: &str,
@@ -28,7 +30,8 @@ pub async fn search_tasks<C: ConnectionTrait>(
     sql::search_tasks(conn, text, limit).await
 }
 
-/// History rows whose name or params contain `text`, newest first.
+/// History rows whose name or params contain `text` (as
+/// [`search_tasks`] matches), newest first.
 pub async fn search_completed<C: ConnectionTrait>(
     conn: &C,
     text: &str,
@@ -47,9 +50,18 @@ pub async fn decrease_priority<C: ConnectionTrait>(conn: &C, ids: &[i32]) -> Res
     sql::shift_priority(conn, ids, -1).await
 }
 
-/// Deletes the tasks `ids`, however many; returns rows deleted.
+/// Deletes the waiting tasks `ids`, however many; returns rows deleted.
+/// A running task is never deleted: its runner holds the row and would
+/// write its outcome for a task that no longer exists. It is skipped;
+/// cancel it instead ([`cancel`]). Callers that refuse a selection with
+/// running tasks check [`running_among`] first.
 pub async fn delete_tasks<C: ConnectionTrait>(conn: &C, ids: &[i32]) -> Result<u64> {
     sql::delete_tasks(conn, ids).await
+}
+
+/// Which of the tasks `ids` are running (held by a runner), sorted.
+pub async fn running_among<C: ConnectionTrait>(conn: &C, ids: &[i32]) -> Result<Vec<i32>> {
+    sql::running_among(conn, ids).await
 }
 
 /// Deletes the history rows `ids`, however many; returns rows deleted.
@@ -269,12 +281,16 @@ pub async fn runners<C: ConnectionTrait>(
     lease: std::time::Duration,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<RunnerStatus>> {
-    let lease = chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::MAX);
+    // A lease reaching back before any time (a huge setting) counts every
+    // runner as alive rather than overflowing.
+    let since = chrono::TimeDelta::from_std(lease)
+        .ok()
+        .and_then(|lease| now.checked_sub_signed(lease));
     Ok(crate::store::runners::list(conn)
         .await?
         .into_iter()
         .map(|runner| RunnerStatus {
-            alive: runner.last_seen > now - lease,
+            alive: since.is_none_or(|since| runner.last_seen > since),
             runner,
         })
         .collect())
@@ -378,7 +394,7 @@ pub async fn prune_preview<C: ConnectionTrait>(
         // them once it reaches its last phase.
         let doomed = match keep {
             0 => Some(Doomed::OlderThan(None)),
-            keep => retention_sql::newest_kept(conn, keep, &by_age)
+            keep => newest_kept(conn, keep, &by_age)
                 .await?
                 .map(|kept| Doomed::OlderThan(Some(kept))),
         };
@@ -456,7 +472,7 @@ impl Pruning {
             Phase::KeepLast(None) => match self.retention.keep_last {
                 None => None,
                 Some(0) => Some(Doomed::OlderThan(None)),
-                Some(keep) => retention_sql::newest_kept(conn, keep, &[])
+                Some(keep) => newest_kept(conn, keep, &[])
                     .await?
                     .map(|kept| Doomed::OlderThan(Some(kept))),
             },
@@ -546,10 +562,23 @@ fn age_rules(retention: &Retention, now: DateTime<Utc>) -> Vec<Doomed> {
     completed.into_iter().chain(failed).collect()
 }
 
-/// `now - age`; `None` when that is before any time a database holds
-/// (nothing is that old).
+/// The boundary of the newest `keep` rows ([`retention_sql::newest_kept`]).
+/// No table holds `i64::MAX` rows, and a larger `keep` (an OFFSET no
+/// driver binds: PostgreSQL's panicked) keeps them all the same.
+async fn newest_kept<C: ConnectionTrait>(
+    conn: &C,
+    keep: u64,
+    spared: &[Doomed],
+) -> Result<Option<(DateTime<Utc>, i32)>> {
+    let keep = keep.min(i64::MAX.unsigned_abs());
+    retention_sql::newest_kept(conn, keep, spared).await
+}
+
+/// `now - age`; `None` when that is before the year 1, the earliest time
+/// every database holds (nothing is that old).
 fn cutoff(now: DateTime<Utc>, age: std::time::Duration) -> Option<DateTime<Utc>> {
     chrono::TimeDelta::from_std(age)
         .ok()
         .and_then(|age| now.checked_sub_signed(age))
+        .filter(|cutoff| crate::inspect::is_storable(*cutoff))
 }

@@ -37,6 +37,11 @@ pub const MAX_QUEUE_NAME_LEN: usize = 190;
 /// it has a [`Retention`]): 60 s. The first round runs a second after
 /// start.
 pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest duration a setting or an operator's input may give: 100 years
+/// (36,525 days). Nothing a queue does waits or looks back that long, and
+/// the cap keeps every time computed from a duration (now minus a lease,
+/// now plus a delay) far inside the years every database stores.
+pub const MAX_DURATION: Duration = Duration::from_secs(36_525 * 86_400);
 
 /// How long the history (`background_task_completedtask`) is kept: which
 /// rows [`crate::admin::prune`], `bgtasks prune` and a runner configured
@@ -427,9 +432,19 @@ impl ConfigBuilder {
         self
     }
 
-    /// Checks every value once and returns the config.
+    /// Checks every value once and returns the config. Every duration is
+    /// at most [`MAX_DURATION`].
     pub fn build(self) -> Result<Config> {
         let c = &self.config;
+        for (option, value) in [
+            ("MAX_RUN_TIME", c.max_run_time),
+            ("sleep", c.sleep),
+            ("lease", c.lease),
+            ("cancel grace", c.cancel_grace),
+            ("retention interval", c.retention_interval),
+        ] {
+            check_duration(option, value)?;
+        }
         if c.max_run_time.is_zero() {
             return Err(Error::invalid("MAX_RUN_TIME", "must be at least 1 second"));
         }
@@ -480,6 +495,21 @@ impl ConfigBuilder {
         config.retention = config.retention.filter(|r| !r.is_empty());
         Ok(config)
     }
+}
+
+/// Refuses a duration longer than [`MAX_DURATION`].
+pub(crate) fn check_duration(option: &'static str, value: Duration) -> Result<()> {
+    if value > MAX_DURATION {
+        return Err(Error::invalid(
+            option,
+            format!(
+                "{} s is longer than the {} s (100 years) any duration may be",
+                value.as_secs(),
+                MAX_DURATION.as_secs()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A queue name is 1 to 190 characters (`None` is the default queue).
@@ -612,5 +642,25 @@ mod tests {
                 .build()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn durations_longer_than_the_cap_are_refused() {
+        let over = MAX_DURATION + Duration::from_secs(1);
+        let cases: [(&str, ConfigBuilder); 5] = [
+            ("MAX_RUN_TIME", Config::builder().max_run_time(over)),
+            ("sleep", Config::builder().sleep(over)),
+            ("lease", Config::builder().lease(over)),
+            ("cancel grace", Config::builder().cancel_grace(over)),
+            (
+                "retention interval",
+                Config::builder().retention_interval(over),
+            ),
+        ];
+        for (option, builder) in cases {
+            let err = builder.build().unwrap_err().to_string();
+            assert!(err.contains(option) && err.contains("100 years"), "{err}");
+        }
+        assert!(Config::builder().lease(MAX_DURATION).build().is_ok());
     }
 }

@@ -226,15 +226,22 @@ pub(crate) async fn outside_own_transaction<T>(
     if db.get_database_backend() != DbBackend::Sqlite {
         return work.await;
     }
-    let me = current_task();
-    let held_by_me = holders::of(db).is_some_and(|holder| holder.load(Ordering::SeqCst) == me);
-    if !held_by_me {
+    let Some(holder) = holders::of(db) else {
         return work.await;
+    };
+    let me = current_task();
+    // A connection this task just gave back (a commit, or its previous
+    // statement) is returned to the pool by a task sqlx spawns: wait for
+    // that, never for the database. A transaction of this task's own never
+    // gives it back.
+    let deadline = tokio::time::Instant::now() + SELF_HELD_GRACE;
+    while holder.load(Ordering::SeqCst) == me {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::OwnTransaction);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    match tokio::time::timeout(SELF_HELD_GRACE, work).await {
-        Ok(done) => done,
-        Err(_) => Err(Error::OwnTransaction),
-    }
+    work.await
 }
 
 /// Names of the migrations this version expects that have not run on

@@ -76,6 +76,31 @@ impl Error {
             reason: reason.into(),
         }
     }
+
+    /// Whether the database refused a value of a statement rather than
+    /// failed: an SQLSTATE of class 22 (data exception: a string too long
+    /// for its column, a number or time out of range, a NUL byte on
+    /// PostgreSQL), MySQL's "incorrect string value" (1366), or a value the
+    /// driver could not encode. Bad input, not an outage.
+    pub(crate) fn is_refused_value(&self) -> bool {
+        use sea_orm::{DbErr, RuntimeErr};
+        let Error::Database(
+            DbErr::Exec(RuntimeErr::SqlxError(err)) | DbErr::Query(RuntimeErr::SqlxError(err)),
+        ) = self
+        else {
+            return false;
+        };
+        if matches!(err.as_ref(), sea_orm::sqlx::Error::Encode(_)) {
+            return true;
+        }
+        let Some(db_err) = err.as_database_error() else {
+            return false;
+        };
+        db_err.code().is_some_and(|code| code.starts_with("22"))
+            || db_err
+                .try_downcast_ref::<sea_orm::sqlx::mysql::MySqlDatabaseError>()
+                .is_some_and(|mysql| mysql.number() == 1366)
+    }
 }
 
 /// A row that could not be decoded, and why: which row, which column,

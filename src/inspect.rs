@@ -167,7 +167,9 @@ pub struct Filter {
     /// Exact task name.
     pub name: Option<String>,
     /// Text contained in the task name or its params (the seed admin's
-    /// search), matched literally: `%` and `_` are not wildcards.
+    /// search), matched literally (`%` and `_` are not wildcards) and
+    /// without regard to case on every backend (SQLite folds ASCII letters
+    /// only).
     pub search: Option<String>,
     /// `run_at` at or after this time (for history rows: finished at or after).
     pub since: Option<DateTime<Utc>>,
@@ -237,7 +239,9 @@ impl FromStr for Cursor {
         let micros: i64 = micros.parse().map_err(|_| bad())?;
         Ok(Cursor {
             id: id.parse().map_err(|_| bad())?,
-            at: DateTime::from_timestamp_micros(micros).ok_or_else(bad)?,
+            at: DateTime::from_timestamp_micros(micros)
+                .filter(|at| is_storable(*at))
+                .ok_or_else(bad)?,
             priority: priority.parse().map_err(|_| bad())?,
         })
     }
@@ -497,14 +501,54 @@ pub async fn chain<C: ConnectionTrait>(
     Ok(Chain { waiting, history })
 }
 
+/// The earliest time an operator may give: 0001-01-01 00:00:00 UTC.
+fn earliest() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(1, 1, 1)
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .map_or(DateTime::<Utc>::MIN_UTC, |at| at.and_utc())
+}
+
+/// The latest time an operator may give: 9999-12-31 23:59:59.999999 UTC.
+fn latest() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|day| day.and_hms_micro_opt(23, 59, 59, 999_999))
+        .map_or(DateTime::<Utc>::MAX_UTC, |at| at.and_utc())
+}
+
+/// Whether `at` lies in the years 1 to 9999, the range every backend
+/// stores (MySQL's `DATETIME` ends at 9999, PostgreSQL's starts at 4713
+/// BC).
+pub(crate) fn is_storable(at: DateTime<Utc>) -> bool {
+    (earliest()..=latest()).contains(&at)
+}
+
+/// `at`, when it [`is_storable`]; else an error saying so about `text`.
+pub(crate) fn storable(at: DateTime<Utc>, text: &str) -> Result<DateTime<Utc>> {
+    if is_storable(at) {
+        Ok(at)
+    } else {
+        Err(Error::invalid(
+            "time",
+            format!(
+                "{text:?} is {at}, outside the years 1 to 9999 that every database stores; give a \
+                 time in that range"
+            ),
+        ))
+    }
+}
+
 /// Reads a time given by an operator, in UTC: RFC 3339
 /// (`2026-11-27T10:00:00Z`), `YYYY-MM-DD HH:MM[:SS]`, `YYYY-MM-DDTHH:MM`
-/// (an HTML `datetime-local` input), `YYYY-MM-DD`, or an age before `now`:
-/// a number with `s`, `m`, `h` or `d` (`90m` is 90 minutes ago).
+/// (an HTML `datetime-local` input), `YYYY-MM-DD`, or an age before `now`
+/// as [`parse_age`] reads it (`90m` is 90 minutes ago).
+///
+/// The time must lie in the years 1 to 9999 (what every backend stores);
+/// anything else, including an age reaching back further, is an error,
+/// never a panic.
 pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
     let text = text.trim();
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
-        return Ok(at.with_timezone(&Utc));
+        return storable(at.with_timezone(&Utc), text);
     }
     for format in [
         "%Y-%m-%d %H:%M:%S%.f",
@@ -513,14 +557,21 @@ pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
         "%Y-%m-%dT%H:%M",
     ] {
         if let Ok(at) = NaiveDateTime::parse_from_str(text, format) {
-            return Ok(at.and_utc());
+            return storable(at.and_utc(), text);
         }
     }
     if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+        return storable(NaiveDateTime::from(day).and_utc(), text);
     }
-    if let Some(age) = parse_age(text) {
-        return Ok(now - age);
+    if looks_like_age(text) {
+        let age = parse_age(text)?;
+        return match now.checked_sub_signed(age) {
+            Some(at) => storable(at, text),
+            None => Err(Error::invalid(
+                "time",
+                format!("{text:?} reaches back before the year 1; give a shorter age"),
+            )),
+        };
     }
     Err(Error::invalid(
         "time",
@@ -531,19 +582,60 @@ pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
     ))
 }
 
-/// `30s`, `15m`, `2h`, `7d` as a duration.
-pub fn parse_age(text: &str) -> Option<TimeDelta> {
+/// The units of an age, in seconds.
+const AGE_UNITS: [(char, i64); 4] = [('s', 1), ('m', 60), ('h', 3_600), ('d', 86_400)];
+
+/// Digits then a unit of [`AGE_UNITS`]: an age, if not too long.
+fn looks_like_age(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars
+        .next_back()
+        .is_some_and(|unit| AGE_UNITS.iter().any(|(letter, _)| *letter == unit))
+        && !chars.as_str().is_empty()
+        && chars.as_str().bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Reads a duration written as a whole number of seconds, minutes, hours
+/// or days: `30s`, `15m`, `2h`, `7d`. At most [`crate::MAX_DURATION`]
+/// (`36525d`, 100 years); a longer one is an error, as is anything else
+/// (a sign, a fraction, another unit, spaces inside).
+pub fn parse_age(text: &str) -> Result<TimeDelta> {
     let text = text.trim();
-    let split = text.len().checked_sub(1)?;
-    let (number, unit) = text.split_at(split);
-    let number: i64 = number.parse().ok().filter(|n| *n >= 0)?;
-    match unit {
-        "s" => TimeDelta::try_seconds(number),
-        "m" => TimeDelta::try_minutes(number),
-        "h" => TimeDelta::try_hours(number),
-        "d" => TimeDelta::try_days(number),
-        _ => None,
+    let not_a_duration = || {
+        Error::invalid(
+            "duration",
+            format!(
+                "{text:?} is not a duration; use a whole number with s, m, h or d: 30s, 15m, \
+                 2h, 7d"
+            ),
+        )
+    };
+    let mut chars = text.chars();
+    let unit = chars.next_back().ok_or_else(not_a_duration)?;
+    let digits = chars.as_str();
+    let (_, unit_seconds) = AGE_UNITS
+        .into_iter()
+        .find(|(letter, _)| *letter == unit)
+        .ok_or_else(not_a_duration)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(not_a_duration());
     }
+    let max = crate::config::MAX_DURATION.as_secs();
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_seconds.unsigned_abs()))
+        .filter(|seconds| *seconds <= max)
+        .and_then(|seconds| TimeDelta::try_seconds(i64::try_from(seconds).ok()?))
+        .ok_or_else(|| {
+            Error::invalid(
+                "duration",
+                format!(
+                    "{text:?} is longer than {}d (100 years), the longest a duration may be",
+                    max / 86_400
+                ),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -607,8 +699,122 @@ mod tests {
             parse_time("2026-11-27", now).unwrap(),
             ten - TimeDelta::hours(10)
         );
-        for bad in ["yesterday", "-2h", "2w", ""] {
+        for bad in ["yesterday", "-2h", "2w", "", "1é", "+2h", "2 h", "1.5h"] {
             assert!(parse_time(bad, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_out_of_range_are_errors_not_panics() {
+        let now = DateTime::parse_from_rfc3339("2026-11-27T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        for (text, says) in [
+            ("99999999d", "100 years"),
+            ("9223372036854775807s", "100 years"),
+            ("99999999999999999999999d", "100 years"),
+            ("36526d", "100 years"),
+            ("10000-01-01", "not a time"),
+            ("9999-12-31T23:00:00-05:00", "years 1 to 9999"),
+            ("0000-12-31T23:59:59Z", "years 1 to 9999"),
+        ] {
+            let err = parse_time(text, now).unwrap_err().to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+        assert_eq!(
+            parse_time("36525d", now).unwrap(),
+            now - TimeDelta::days(36_525)
+        );
+        let year_50 = parse_time("0050-01-01", now).unwrap();
+        assert!(parse_time("36525d", year_50).is_err());
+        assert!("1_-62135596800000001_0".parse::<Cursor>().is_err());
+        assert!("1_253402300800000000_0".parse::<Cursor>().is_err());
+    }
+
+    mod properties {
+        //! Property tests of the operator's time and duration syntax: they
+        //! run 256 cases each (`PROPTEST_CASES` asks for more).
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn in_range() -> impl Strategy<Value = DateTime<Utc>> {
+            (earliest().timestamp_micros()..=latest().timestamp_micros())
+                .prop_map(|micros| DateTime::from_timestamp_micros(micros).unwrap())
+        }
+
+        fn any_time() -> impl Strategy<Value = DateTime<Utc>> {
+            (DateTime::<Utc>::MIN_UTC.timestamp()..=DateTime::<Utc>::MAX_UTC.timestamp())
+                .prop_map(|seconds| DateTime::from_timestamp(seconds, 0).unwrap())
+        }
+
+        /// Text near the syntax: digits, signs, units, dates, junk.
+        fn time_like() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "[0-9]{0,25}[smhdwé ]?",
+                "[+-]?[0-9]{1,7}-[0-9]{1,2}-[0-9]{1,2}([ T][0-9]{1,2}:[0-9]{1,2}(:[0-9]{1,2}(\\.[0-9]{0,12})?)?)?(Z|[+-][0-9]{2}:[0-9]{2})?",
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn parsing_never_panics(text in time_like(), now in any_time()) {
+                let _ = parse_time(&text, now);
+                let _ = parse_age(&text);
+                let _ = text.parse::<Cursor>();
+            }
+
+            #[test]
+            fn a_parsed_time_is_storable(text in time_like(), now in in_range()) {
+                if let Ok(at) = parse_time(&text, now) {
+                    prop_assert!(is_storable(at), "{text:?} gave {at}");
+                }
+            }
+
+            #[test]
+            fn ages_read_back_and_overflow_is_an_error(
+                n in prop_oneof![any::<u64>(), 0..=3_155_760_000u64],
+                unit in 0..4usize,
+            ) {
+                let (letter, seconds) = AGE_UNITS[unit];
+                let text = format!("{n}{letter}");
+                let max = crate::config::MAX_DURATION.as_secs();
+                match n.checked_mul(seconds as u64).filter(|total| *total <= max) {
+                    Some(total) => prop_assert_eq!(
+                        parse_age(&text).unwrap(),
+                        TimeDelta::seconds(total as i64)
+                    ),
+                    None => prop_assert!(parse_age(&text).is_err(), "{text}"),
+                }
+            }
+
+            #[test]
+            fn an_age_is_that_long_before_now(
+                n in 0..=36_525u64 * 86_400,
+                now in in_range(),
+            ) {
+                let text = format!("{n}s");
+                let age = TimeDelta::seconds(n as i64);
+                match now.checked_sub_signed(age).filter(|at| *at >= earliest()) {
+                    Some(at) => prop_assert_eq!(parse_time(&text, now).unwrap(), at),
+                    None => prop_assert!(parse_time(&text, now).is_err()),
+                }
+            }
+
+            #[test]
+            fn times_read_back(at in in_range(), now in in_range()) {
+                prop_assert_eq!(parse_time(&at.to_rfc3339(), now).unwrap(), at);
+                let naive = at.format("%Y-%m-%d %H:%M:%S%.f").to_string();
+                prop_assert_eq!(parse_time(&naive, now).unwrap(), at);
+            }
+
+            #[test]
+            fn cursors_read_back(id in any::<i32>(), at in in_range(), priority in any::<i32>()) {
+                let cursor = Cursor { priority, at, id };
+                prop_assert_eq!(cursor.to_string().parse::<Cursor>().unwrap(), cursor);
+            }
         }
     }
 }

@@ -71,7 +71,7 @@ pub use clock::Clock;
 pub use config::{
     Config, ConfigBuilder, DEFAULT_CANCEL_GRACE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_RUN_TIME, DEFAULT_PREFETCH, DEFAULT_RETENTION_INTERVAL, DEFAULT_SLEEP,
-    MAX_QUEUE_NAME_LEN, MAX_UNWRITTEN_OUTCOMES, PriorityOrdering, Retention,
+    MAX_DURATION, MAX_QUEUE_NAME_LEN, MAX_UNWRITTEN_OUTCOMES, PriorityOrdering, Retention,
 };
 pub use entity::{completed_task, runner as runner_row, task as task_row};
 pub use error::{Error, Result, UnreadableRow};

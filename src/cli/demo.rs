@@ -22,8 +22,12 @@ pub(super) struct DemoArgs {
     /// How many no-op tasks to enqueue besides the others.
     #[arg(long, default_value_t = 200)]
     tasks: u32,
-    /// Give up after this many seconds.
-    #[arg(long, default_value_t = 30)]
+    /// Give up after this many seconds (at most 100 years).
+    #[arg(
+        long,
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(0..=crate::MAX_DURATION.as_secs())
+    )]
     duration: u64,
 }
 

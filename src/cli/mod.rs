@@ -104,7 +104,8 @@ enum Command {
         #[command(subcommand)]
         command: schedules::LimitCommand,
     },
-    /// Delete tasks (or history rows) for good.
+    /// Delete waiting tasks (or history rows) for good. Running tasks are
+    /// refused: cancel them instead.
     Delete(operate::DeleteArgs),
     /// Delete old history rows by a retention policy, in bounded batches.
     Prune(prune::PruneArgs),
@@ -210,6 +211,10 @@ impl From<Error> for Failure {
             Error::InvalidOption { .. } | Error::Params(_) | Error::InvalidDatabaseUrl { .. } => {
                 Failure::BadInput(err.to_string())
             }
+            err if err.is_refused_value() => Failure::BadInput(format!(
+                "the database cannot store a value given (too long, out of range, or with a \
+                 character it refuses): {err}"
+            )),
             err => Failure::Failed(err),
         }
     }
@@ -280,9 +285,12 @@ fn parse_bool(value: &str) -> Result<bool, String> {
     }
 }
 
+/// A setting in seconds: a number from 0 to [`crate::MAX_DURATION`].
 fn seconds(option: &'static str, value: f64) -> crate::Result<Duration> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| Error::invalid(option, format!("{value} is not a number of seconds >= 0")))
+    let duration = Duration::try_from_secs_f64(value)
+        .map_err(|_| Error::invalid(option, format!("{value} is not a number of seconds >= 0")))?;
+    crate::config::check_duration(option, duration)?;
+    Ok(duration)
 }
 
 #[cfg(test)]

@@ -53,12 +53,16 @@ impl FilterArgs {
         conn: &DatabaseConnection,
         now: DateTime<Utc>,
     ) -> Result<Filter, Failure> {
-        let time = |option: &Option<String>| {
-            option
-                .as_deref()
-                .map(|text| inspect::parse_time(text, now))
-                .transpose()
-        };
+        let since = self
+            .since
+            .as_deref()
+            .map(|text| time("--since", text, now))
+            .transpose()?;
+        let until = self
+            .until
+            .as_deref()
+            .map(|text| time("--until", text, now))
+            .transpose()?;
         let queue = QueueFilter::parse(self.queue.as_deref().unwrap_or_default());
         if let QueueFilter::Named(name) = &queue {
             let known = inspect::queues(conn).await?;
@@ -81,8 +85,8 @@ impl FilterArgs {
             queue,
             name: self.name.clone(),
             search: self.search.clone(),
-            since: time(&self.since)?,
-            until: time(&self.until)?,
+            since,
+            until,
         })
     }
 }
@@ -180,17 +184,54 @@ pub(super) fn json_arg(option: &str, text: &str, want_object: bool) -> Result<Js
     Ok(value)
 }
 
-/// A number of seconds, or an age such as `15m`.
-fn delay(option: &str, text: &str) -> Result<TimeDelta, Failure> {
-    if let Ok(seconds) = text.trim().parse::<i64>() {
-        return TimeDelta::try_seconds(seconds)
-            .ok_or_else(|| Failure::BadInput(format!("{option}: {seconds} s is out of range")));
+/// What an [`Error`](crate::Error) says is wrong, without the option name
+/// it carries (the caller names its flag).
+pub(super) fn reason(err: crate::Error) -> String {
+    match err {
+        crate::Error::InvalidOption { reason, .. } => reason,
+        err => err.to_string(),
     }
-    inspect::parse_age(text).ok_or_else(|| {
-        Failure::BadInput(format!(
-            "{option}: {text:?} is not a number of seconds or a duration such as 90s, 15m, 2h, 1d"
-        ))
-    })
+}
+
+/// Whether `text` is written as a delay: whole seconds (`60`, `-5`) or a
+/// duration (`15m`), rather than a time.
+fn is_delay(text: &str) -> bool {
+    let text = text.trim();
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let digits = digits
+        .strip_suffix(['s', 'm', 'h', 'd'])
+        .filter(|_| !text.starts_with('-'))
+        .unwrap_or(digits);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A number of seconds (negative: before now), or a duration such as
+/// `15m` ([`inspect::parse_age`]); at most [`crate::MAX_DURATION`] either
+/// way.
+fn delay(option: &str, text: &str) -> Result<TimeDelta, Failure> {
+    let text = text.trim();
+    let max = crate::MAX_DURATION.as_secs();
+    let whole = text.strip_prefix('-').unwrap_or(text);
+    if !whole.is_empty() && whole.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse::<i64>()
+            .ok()
+            .filter(|seconds| seconds.unsigned_abs() <= max)
+            .map(TimeDelta::seconds)
+            .ok_or_else(|| {
+                Failure::BadInput(format!(
+                    "{option}: {text} s is longer than {max} s (100 years), the longest a \
+                     duration may be"
+                ))
+            });
+    }
+    inspect::parse_age(text).map_err(|err| Failure::BadInput(format!("{option}: {}", reason(err))))
+}
+
+/// A time flag: [`inspect::parse_time`], its error naming `option`.
+fn time(option: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Failure> {
+    inspect::parse_time(text, now)
+        .map_err(|err| Failure::BadInput(format!("{option}: {}", reason(err))))
 }
 
 pub(super) async fn enqueue(ctx: &Context, args: EnqueueArgs) -> Result<(), Failure> {
@@ -210,10 +251,17 @@ pub(super) async fn enqueue(ctx: &Context, args: EnqueueArgs) -> Result<(), Fail
     // Every option is read before anything is written.
     let schedule = match args.schedule.as_deref() {
         None => None,
-        Some(text) => Some(match delay("--schedule", text) {
-            Ok(delay) => now + delay,
-            Err(_) => inspect::parse_time(text, now)?,
-        }),
+        Some(text) if is_delay(text) => {
+            let delay = delay("--schedule", text)?;
+            let at = now.checked_add_signed(delay).ok_or_else(|| {
+                Failure::BadInput(format!("--schedule: {text} from now is out of range"))
+            })?;
+            Some(
+                inspect::storable(at, text)
+                    .map_err(|err| Failure::BadInput(format!("--schedule: {}", reason(err))))?,
+            )
+        }
+        Some(text) => Some(time("--schedule", text, now)?),
     };
     let repeat = args
         .repeat
@@ -223,7 +271,7 @@ pub(super) async fn enqueue(ctx: &Context, args: EnqueueArgs) -> Result<(), Fail
     let repeat_until = args
         .repeat_until
         .as_deref()
-        .map(|t| inspect::parse_time(t, now))
+        .map(|t| time("--repeat-until", t, now))
         .transpose()?;
     let max_run_time = args
         .max_run_time
@@ -961,7 +1009,8 @@ pub(super) struct DeleteArgs {
     #[arg(long)]
     history: bool,
     /// With a filter or --all: delete rows in this state (pending,
-    /// scheduled, running, failed or completed).
+    /// scheduled, failed or completed; running tasks are cancelled, not
+    /// deleted).
     #[arg(long)]
     state: Option<String>,
     #[command(flatten)]
@@ -986,15 +1035,36 @@ pub(super) async fn delete(ctx: &Context, args: DeleteArgs) -> Result<(), Failur
         ));
     }
     let existing = existing_ids(&conn, &ids, history).await?;
+    if !history {
+        // A running task's row belongs to its runner until it finishes.
+        let running = admin::running_among(&conn, &existing).await?;
+        if !running.is_empty() {
+            let shown: Vec<String> = running.iter().take(20).map(i32::to_string).collect();
+            let more = if running.len() > 20 { " …" } else { "" };
+            return Err(Failure::BadInput(format!(
+                "{} selected task(s) are running ({}{more}): deleting one would pull it from \
+                 under its runner. Cancel them instead (bgtasks cancel {}{more}), or wait for \
+                 them to finish; nothing was deleted",
+                running.len(),
+                shown.join(", "),
+                shown.join(" ")
+            )));
+        }
+    }
     let deleted = in_batches(ctx, "deleting", &existing, |chunk| {
         let conn = conn.clone();
         async move {
             if history {
                 admin::delete_completed(&conn, &chunk).await?;
-            } else {
-                admin::delete_tasks(&conn, &chunk).await?;
+                return Ok(chunk);
             }
-            Ok(chunk)
+            let deleted = admin::delete_tasks(&conn, &chunk).await?;
+            if deleted as usize == chunk.len() {
+                return Ok(chunk);
+            }
+            // Claimed since the check above: left to its runner.
+            let kept = admin::running_among(&conn, &chunk).await?;
+            Ok(chunk.into_iter().filter(|id| !kept.contains(id)).collect())
         }
     })
     .await?;
@@ -1035,4 +1105,51 @@ async fn existing_ids(
         found.extend(rows);
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_are_seconds_or_durations_within_the_cap() {
+        assert_eq!(delay("--x", "60").ok(), Some(TimeDelta::seconds(60)));
+        assert_eq!(delay("--x", "-5").ok(), Some(TimeDelta::seconds(-5)));
+        assert_eq!(delay("--x", "15m").ok(), Some(TimeDelta::minutes(15)));
+        for long in ["9223372036854775807", "99999999999999999999", "99999999d"] {
+            let Err(Failure::BadInput(message)) = delay("--x", long) else {
+                panic!("{long} is accepted");
+            };
+            assert!(message.contains("100 years"), "{long}: {message}");
+        }
+        assert!(is_delay("60") && is_delay("-60") && is_delay("2h"));
+        assert!(!is_delay("-2h") && !is_delay("2026-11-27") && !is_delay("h"));
+    }
+
+    mod properties {
+        //! 256 cases each (`PROPTEST_CASES` asks for more).
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #[test]
+            fn delays_never_panic(text in prop_oneof![any::<String>(), "-?[0-9]{0,22}[smhdé]?"]) {
+                if let Ok(delay) = delay("--x", &text) {
+                    let max = TimeDelta::from_std(crate::MAX_DURATION).unwrap();
+                    prop_assert!(delay.abs() <= max, "{text:?}: {delay}");
+                }
+            }
+
+            #[test]
+            fn seconds_read_back(seconds in prop_oneof![any::<i64>(), -3_155_760_000i64..=3_155_760_000]) {
+                let max = crate::MAX_DURATION.as_secs();
+                match delay("--x", &seconds.to_string()) {
+                    Ok(delay) => prop_assert_eq!(delay, TimeDelta::seconds(seconds)),
+                    Err(_) => prop_assert!(seconds.unsigned_abs() > max),
+                }
+            }
+        }
+    }
 }

@@ -182,23 +182,36 @@ fn age_text(age: Duration) -> String {
 }
 
 /// Reads a duration flag: a whole number with `s`, `m`, `h` or `d`
-/// (`30s`, `90m`, `12h`, `7d`), or a number of seconds (`3600`, `0.5`).
-/// Also the value parser of `process`'s retention flags.
+/// (`30s`, `90m`, `12h`, `7d`), or a number of seconds (`3600`, `0.5`);
+/// at most [`crate::MAX_DURATION`] (100 years). Also the value parser of
+/// `process`'s retention flags.
 pub(super) fn duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let parsed = match crate::inspect::parse_age(text) {
-        Some(age) => age.to_std().ok(),
-        None => text
-            .parse::<f64>()
-            .ok()
-            .and_then(|secs| Duration::try_from_secs_f64(secs).ok()),
-    };
-    parsed.ok_or_else(|| {
+    if text.ends_with(['s', 'm', 'h', 'd']) {
+        return crate::inspect::parse_age(text)
+            .map(|age| age.to_std().unwrap_or_default())
+            .map_err(super::operate::reason);
+    }
+    let not_a_duration = || {
         format!(
             "{text:?} is not a duration; use a number of seconds (3600) or a whole number with \
              s, m, h or d (30s, 90m, 12h, 7d)"
         )
-    })
+    };
+    let seconds: f64 = text
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+        .ok_or_else(not_a_duration)?;
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| *d <= crate::MAX_DURATION)
+        .ok_or_else(|| {
+            format!(
+                "{text:?} is longer than {} s (100 years), the longest a duration may be",
+                crate::MAX_DURATION.as_secs()
+            )
+        })
 }
 
 #[cfg(test)]
@@ -214,10 +227,21 @@ mod tests {
         assert_eq!(duration("3600"), Ok(Duration::from_secs(3_600)));
         assert_eq!(duration("0.5"), Ok(Duration::from_millis(500)));
         assert_eq!(duration("0"), Ok(Duration::ZERO));
-        for bad in ["", "7x", "-1", "-1d", "d", "1.5h", "NaN", "inf"] {
+        for bad in ["", "7x", "-1", "-1d", "d", "1.5h", "NaN", "inf", "1é"] {
             let err = duration(bad).unwrap_err();
             assert!(err.contains("not a duration"), "{bad}: {err}");
         }
+        for long in [
+            "99999999d",
+            "36526d",
+            "1e300",
+            "3155760001",
+            "99999999999999999999s",
+        ] {
+            let err = duration(long).unwrap_err();
+            assert!(err.contains("100 years"), "{long}: {err}");
+        }
+        assert_eq!(duration("36525d"), Ok(crate::MAX_DURATION));
     }
 
     #[test]
@@ -227,5 +251,35 @@ mod tests {
         }
         assert_eq!(age_text(Duration::from_secs(3_600 * 36)), "36h");
         assert_eq!(age_text(Duration::from_millis(1_500)), "1.5s");
+    }
+
+    mod properties {
+        //! 256 cases each (`PROPTEST_CASES` asks for more).
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #[test]
+            fn reading_never_panics(text in prop_oneof![any::<String>(), "[-+]?[0-9.e]{0,25}[smhdé]?"]) {
+                if let Ok(age) = duration(&text) {
+                    prop_assert!(age <= crate::MAX_DURATION, "{text:?}: {age:?}");
+                }
+            }
+
+            #[test]
+            fn whole_ages_read_back(n in prop_oneof![any::<u64>(), 0..=3_155_760_000u64], unit in prop::sample::select(vec![("s", 1u64), ("m", 60), ("h", 3_600), ("d", 86_400)])) {
+                let (letter, seconds) = unit;
+                let text = format!("{n}{letter}");
+                match n.checked_mul(seconds).map(Duration::from_secs).filter(|d| *d <= crate::MAX_DURATION) {
+                    Some(age) => {
+                        prop_assert_eq!(duration(&text), Ok(age));
+                        prop_assert_eq!(duration(&age_text(age)), Ok(age));
+                    }
+                    None => prop_assert!(duration(&text).unwrap_err().contains("100 years")),
+                }
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr};
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, QueryTrait, TransactionSession, TransactionTrait,
@@ -20,13 +20,23 @@ use crate::store::{Sql, begin_write};
 /// Ids per statement in bulk actions.
 const IDS_PER_STATEMENT: usize = 1_000;
 
-/// `%text%` with the LIKE wildcards in `text` escaped.
-fn contains(text: &str) -> LikeExpr {
-    let escaped = text
-        .replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_");
-    LikeExpr::new(format!("%{escaped}%")).escape('\\')
+/// `task_name` or `task_params` contains `text`, case-insensitively (see
+/// [`case_insensitive_like`](super::inspect::case_insensitive_like)).
+fn search_condition(backend: DbBackend, text: &str) -> Condition {
+    let pattern = super::inspect::contains_pattern(text);
+    // sea-query's placeholder in custom SQL: `$1` on PostgreSQL, `?` elsewhere.
+    let placeholder = if backend == DbBackend::Postgres {
+        "$1"
+    } else {
+        "?"
+    };
+    let contains = |column: &str| {
+        let (before, after) = super::inspect::case_insensitive_like(backend, column);
+        Expr::cust_with_values(format!("{before}{placeholder}{after}"), [pattern.clone()])
+    };
+    Condition::any()
+        .add(contains("task_name"))
+        .add(contains("task_params"))
 }
 
 /// Waiting and running tasks whose name or params contain `text`, in claim
@@ -37,11 +47,7 @@ pub(crate) async fn search_tasks<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Vec<task::Model>> {
     let select = task::Entity::find()
-        .filter(
-            Condition::any()
-                .add(task::Column::TaskName.like(contains(text)))
-                .add(task::Column::TaskParams.like(contains(text))),
-        )
+        .filter(search_condition(conn.get_database_backend(), text))
         .order_by_desc(task::Column::Priority)
         .order_by_asc(task::Column::RunAt)
         .order_by_asc(task::Column::Id)
@@ -59,11 +65,7 @@ pub(crate) async fn search_completed<C: ConnectionTrait>(
     limit: u64,
 ) -> Result<Vec<completed_task::Model>> {
     let select = completed_task::Entity::find()
-        .filter(
-            Condition::any()
-                .add(completed_task::Column::TaskName.like(contains(text)))
-                .add(completed_task::Column::TaskParams.like(contains(text))),
-        )
+        .filter(search_condition(conn.get_database_backend(), text))
         .order_by_desc(completed_task::Column::RunAt)
         .limit(limit);
     let statement = super::rows::statement(conn, select);
@@ -95,17 +97,38 @@ pub(crate) async fn shift_priority<C: ConnectionTrait>(
     Ok(changed)
 }
 
-/// Deletes the tasks `ids`; returns rows deleted.
+/// Deletes the tasks `ids` that no runner holds; returns rows deleted.
+/// The `locked_by IS NULL` in the statement itself keeps a task claimed
+/// a moment before from being deleted under its runner.
 pub(crate) async fn delete_tasks<C: ConnectionTrait>(conn: &C, ids: &[i32]) -> Result<u64> {
     let mut deleted = 0;
     for chunk in ids.chunks(IDS_PER_STATEMENT) {
         deleted += task::Entity::delete_many()
             .filter(task::Column::Id.is_in(chunk.iter().copied()))
+            .filter(task::Column::LockedBy.is_null())
             .exec(conn)
             .await?
             .rows_affected;
     }
     Ok(deleted)
+}
+
+/// Which of the tasks `ids` a runner holds (`locked_by` set), sorted.
+pub(crate) async fn running_among<C: ConnectionTrait>(conn: &C, ids: &[i32]) -> Result<Vec<i32>> {
+    let mut running = Vec::new();
+    for chunk in ids.chunks(IDS_PER_STATEMENT) {
+        let found: Vec<i32> = task::Entity::find()
+            .select_only()
+            .column(task::Column::Id)
+            .filter(task::Column::Id.is_in(chunk.iter().copied()))
+            .filter(task::Column::LockedBy.is_not_null())
+            .into_tuple()
+            .all(conn)
+            .await?;
+        running.extend(found);
+    }
+    running.sort_unstable();
+    Ok(running)
 }
 
 /// Deletes the history rows `ids`; returns rows deleted.

@@ -74,6 +74,31 @@ pub(crate) fn contains_pattern(text: &str) -> String {
     pattern
 }
 
+/// `column LIKE <pattern> ESCAPE '!'` without regard to case, in
+/// `backend`'s dialect: the text before and after the pattern's
+/// placeholder. Free-text search is case-insensitive on every backend:
+/// `ILIKE` on PostgreSQL (whose `LIKE` tells case; a `pg_trgm` index
+/// serves `ILIKE` as it serves `LIKE`), `LOWER(..) LIKE LOWER(..)` on
+/// MySQL (whose `LIKE` follows the column's collation, case-sensitive when
+/// binary), `LIKE` on SQLite (which folds ASCII letters only: `É` does not
+/// find `é` there). A `%text%` pattern walks the rows on every backend
+/// either way; the exact-name filter, which an index serves, is left as it
+/// is.
+pub(crate) fn case_insensitive_like(backend: DbBackend, column: &str) -> (String, String) {
+    let escape = format!(" ESCAPE '{LIKE_ESCAPE}'");
+    match backend {
+        DbBackend::Postgres => (format!("{column} ILIKE "), escape),
+        DbBackend::MySql => (format!("LOWER({column}) LIKE LOWER("), format!("){escape}")),
+        _ => (format!("{column} LIKE "), escape),
+    }
+}
+
+/// Appends [`case_insensitive_like`] of `column`, bound to `pattern`.
+fn push_contains(sql: &mut Sql, column: &str, pattern: &str) {
+    let (before, after) = case_insensitive_like(sql.backend(), column);
+    sql.push(&before).bind(pattern.to_owned()).push(&after);
+}
+
 /// ` AND ...` for each filter that is set.
 fn push_filter(sql: &mut Sql, filter: &Filter) {
     match &filter.queue {
@@ -90,11 +115,11 @@ fn push_filter(sql: &mut Sql, filter: &Filter) {
     }
     if let Some(text) = filter.search.as_deref().filter(|t| !t.is_empty()) {
         let pattern = contains_pattern(text);
-        sql.push(" AND (task_name LIKE ")
-            .bind(pattern.clone())
-            .push(" ESCAPE '!' OR task_params LIKE ")
-            .bind(pattern)
-            .push(" ESCAPE '!')");
+        sql.push(" AND (");
+        push_contains(sql, "task_name", &pattern);
+        sql.push(" OR ");
+        push_contains(sql, "task_params", &pattern);
+        sql.push(")");
     }
     if let Some(since) = filter.since {
         sql.push(" AND run_at >= ").bind(since);

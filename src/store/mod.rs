@@ -335,15 +335,18 @@ fn instant(zone: Option<chrono_tz::Tz>, naive: chrono::NaiveDateTime) -> DateTim
 
 /// A timestamp as bound on `backend`: on SQLite, Django's naive text
 /// (`YYYY-MM-DD HH:MM:SS`, with `.ffffff` unless the microseconds are 0,
-/// exactly as Python's `str(datetime)`); on MySQL a naive `DATETIME`; both
-/// in UTC unless the database's time zone says otherwise
+/// exactly as Python's `str(datetime)`); on MySQL a naive `DATETIME` (any
+/// year, unlike a `TIMESTAMP`); both in UTC unless the database's time zone
+/// says otherwise
 /// ([`crate::db::set_time_zone`]). On PostgreSQL the typed instant.
 pub(crate) fn at(backend: DbBackend, when: DateTime<Utc>) -> Value {
     match backend {
         DbBackend::Sqlite => Value::String(Some(naive_text(to_stored(backend, when)))),
-        DbBackend::MySql if naive_zone(backend).is_some() => {
-            Value::ChronoDateTime(Some(to_stored(backend, when)))
-        }
+        // A naive DATETIME value: sqlx would send a `DateTime<Utc>` as a
+        // TIMESTAMP, which MySQL/MariaDB convert through the session's time
+        // zone and which holds only 1970 to 2038 (outside it the value
+        // became NULL).
+        DbBackend::MySql => Value::ChronoDateTime(Some(to_stored(backend, when))),
         _ => Value::ChronoDateTimeUtc(Some(when)),
     }
 }
@@ -374,9 +377,6 @@ pub(crate) fn portable(mut statement: Statement) -> Statement {
         return statement;
     }
     let zoned = naive_zone(backend).is_some();
-    if backend != DbBackend::Sqlite && !zoned {
-        return statement;
-    }
     if let Some(values) = statement.values.as_mut() {
         for value in &mut values.0 {
             match value {

@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
+use super::WebError;
 use crate::admin;
 use crate::error::{Error, Result};
 use crate::queue::Queue;
@@ -22,7 +23,8 @@ pub enum Action {
     /// Waiting tasks move to the history as cancelled; running ones are
     /// asked to stop.
     Cancel,
-    /// Tasks are deleted, without a trace.
+    /// Waiting tasks are deleted, without a trace. A selection holding a
+    /// running task is refused (409): cancel it instead.
     Delete,
     /// Failed history rows go back in the queue.
     Retry,
@@ -121,13 +123,11 @@ pub(crate) struct Outcome {
 pub(crate) const MAX_IDS: usize = 10_000;
 
 /// Runs `action` on `ids`, then wakes a runner of this process when tasks
-/// became due.
-pub(crate) async fn apply(queue: &Queue, action: Action, ids: &[i32]) -> Result<Outcome> {
+/// became due. A delete that selects a running task is refused with a 409
+/// and deletes nothing.
+pub(crate) async fn apply(queue: &Queue, action: Action, ids: &[i32]) -> Result<Outcome, WebError> {
     if ids.is_empty() {
-        return Err(Error::invalid(
-            "ids",
-            "nothing is selected: tick the tasks to act on",
-        ));
+        return Err(Error::invalid("ids", "nothing is selected: tick the tasks to act on").into());
     }
     if ids.len() > MAX_IDS {
         return Err(Error::invalid(
@@ -136,9 +136,25 @@ pub(crate) async fn apply(queue: &Queue, action: Action, ids: &[i32]) -> Result<
                 "{} ids at once is too many; send at most {MAX_IDS}",
                 ids.len()
             ),
-        ));
+        )
+        .into());
     }
     let db = queue.db();
+    if action == Action::Delete {
+        let running = admin::running_among(db, ids).await?;
+        if !running.is_empty() {
+            let running: Vec<String> = running.iter().map(i32::to_string).collect();
+            return Err(WebError::new(
+                actix_web::http::StatusCode::CONFLICT,
+                format!(
+                    "task(s) {} are running: deleting one would pull it from under its runner. \
+                     Cancel it instead (the cancel action), or wait for it to finish; nothing \
+                     was deleted",
+                    running.join(", ")
+                ),
+            ));
+        }
+    }
     let now = queue.config().clock().now();
     let (changed, new_ids) = match action {
         Action::RunNow => (admin::run_now(db, ids, now).await?, ids.to_vec()),

@@ -1,12 +1,12 @@
 //! The JSON API behind the dashboard, and the metrics endpoint. Handlers
 //! are thin: parse, call [`crate::inspect`] / [`crate::admin`], answer.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 
 use super::actions::{self, Action};
-use super::{Ctx, WebError, csrf};
+use super::{Ctx, WebError};
 use crate::inspect::{self, Cursor, Filter, QueueFilter, State};
 
 /// Page size when none is asked for.
@@ -46,15 +46,46 @@ fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
+/// Refuses text no database stores or compares: a NUL byte (PostgreSQL
+/// refuses it in any text).
+pub(crate) fn check_text(field: &'static str, value: &str) -> crate::Result<()> {
+    if value.contains('\0') {
+        return Err(crate::Error::invalid(
+            field,
+            "it holds a NUL byte (\\0), which the database cannot store or compare; remove it",
+        ));
+    }
+    Ok(())
+}
+
+/// `err`, said of the parameter `field`.
+fn about(field: &'static str, err: crate::Error) -> crate::Error {
+    match err {
+        crate::Error::InvalidOption { reason, .. } => crate::Error::invalid(field, reason),
+        err => err,
+    }
+}
+
 impl ListQuery {
     pub(crate) fn parse(&self, now: chrono::DateTime<chrono::Utc>) -> crate::Result<Listing> {
+        for (field, value) in [
+            ("state", &self.state),
+            ("queue", &self.queue),
+            ("name", &self.name),
+            ("q", &self.q),
+            ("since", &self.since),
+            ("until", &self.until),
+            ("after", &self.after),
+        ] {
+            check_text(field, value.as_deref().unwrap_or_default())?;
+        }
         let state = match non_empty(&self.state) {
             Some(state) => state.parse()?,
             None => State::Pending,
         };
-        let time = |value: &Option<String>| {
+        let time = |field: &'static str, value: &Option<String>| {
             non_empty(value)
-                .map(|text| inspect::parse_time(text, now))
+                .map(|text| inspect::parse_time(text, now).map_err(|err| about(field, err)))
                 .transpose()
         };
         Ok(Listing {
@@ -63,8 +94,8 @@ impl ListQuery {
                 queue: QueueFilter::parse(non_empty(&self.queue).unwrap_or_default()),
                 name: non_empty(&self.name).map(str::to_owned),
                 search: non_empty(&self.q).map(str::to_owned),
-                since: time(&self.since)?,
-                until: time(&self.until)?,
+                since: time("since", &self.since)?,
+                until: time("until", &self.until)?,
             },
             after: non_empty(&self.after).map(str::parse).transpose()?,
             limit: self
@@ -189,15 +220,18 @@ pub(crate) struct ActionRequest {
 
 /// A write through the API: allowed by the access hook, same-origin, and
 /// sent as JSON (a cross-site form cannot send JSON without a CORS
-/// preflight).
+/// preflight). The media type must be exactly `application/json`, with or
+/// without parameters (`; charset=utf-8`): not a type that merely starts
+/// so (`application/jsonx`), which a form cannot send either, but which
+/// says the body is something else.
 fn check_write(ctx: &Ctx, req: &HttpRequest) -> Result<(), WebError> {
     ctx.check_can_act().map_err(api)?;
-    csrf::check_origin(req).map_err(api)?;
+    ctx.check_origin(req).map_err(api)?;
     let is_json = req
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+        .mime_type()
+        .ok()
+        .flatten()
+        .is_some_and(|mime| mime.essence_str() == "application/json");
     if !is_json {
         return Err(api(WebError::new(
             actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -258,6 +292,9 @@ pub(crate) async fn schedules(ctx: Ctx) -> Result<HttpResponse, WebError> {
     Ok(HttpResponse::Ok().json(schedules))
 }
 
+/// Longest cron expression a schedule stores (`varchar(255)`).
+const MAX_CRON_LEN: usize = 255;
+
 /// Body of `POST /api/schedules`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -295,6 +332,24 @@ pub(crate) async fn create_schedule(
              verbose_name, missed (skip or run_once)"
         )))
     })?;
+    for (field, value) in [
+        ("name", Some(&request.name)),
+        ("cron", Some(&request.cron)),
+        ("task", Some(&request.task)),
+        ("timezone", request.timezone.as_ref()),
+        ("queue", request.queue.as_ref()),
+        ("verbose_name", request.verbose_name.as_ref()),
+        ("missed", request.missed.as_ref()),
+    ] {
+        check_text(field, value.map_or("", String::as_str)).map_err(api)?;
+    }
+    // The column holds 255 characters: refused here on every backend,
+    // rather than by some databases only.
+    if request.cron.chars().count() > MAX_CRON_LEN {
+        return Err(api(WebError::bad_request(format!(
+            "invalid value for `cron`: at most {MAX_CRON_LEN} characters are allowed"
+        ))));
+    }
     let mut new = crate::cron::NewSchedule::call(
         &request.name,
         &request.task,
@@ -331,6 +386,7 @@ pub(crate) async fn change_schedule(
 ) -> Result<HttpResponse, WebError> {
     check_write(&ctx, &req)?;
     let (name, change) = path.into_inner();
+    check_text("name", &name).map_err(api)?;
     let db = ctx.queue().db();
     let found = match change.as_str() {
         "pause" => crate::cron::pause(db, &name).await,
@@ -352,6 +408,7 @@ pub(crate) async fn remove_schedule(
     name: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
     check_write(&ctx, &req)?;
+    check_text("name", &name).map_err(api)?;
     let found = crate::cron::remove(ctx.queue().db(), &name)
         .await
         .map_err(api)?;

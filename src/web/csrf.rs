@@ -6,12 +6,13 @@
 //! the form's token equals the cookie's: another site can make a browser
 //! send the form, but can neither read the token nor make the browser send
 //! a `SameSite=Strict` cookie with a cross-site request. A request whose
-//! `Origin` header names another host is refused as well.
+//! `Origin` header is another origin is refused as well (see
+//! [`super::host`]).
 
 use actix_web::HttpRequest;
 use actix_web::cookie::{Cookie, SameSite};
 
-use super::WebError;
+use super::{Ctx, WebError};
 
 /// Cookie holding the token.
 pub(crate) const COOKIE: &str = "bgtasks_csrf";
@@ -36,20 +37,24 @@ pub(crate) fn token(req: &HttpRequest) -> Result<(String, bool), WebError> {
     Ok((hex(&bytes), true))
 }
 
-/// The cookie carrying `token`, for pages under `path`.
-pub(crate) fn cookie(req: &HttpRequest, token: &str, path: &str) -> Cookie<'static> {
+/// The cookie carrying `token`, for the pages of `ctx`'s dashboard.
+pub(crate) fn cookie(ctx: &Ctx, token: &str) -> Cookie<'static> {
     Cookie::build(COOKIE, token.to_owned())
-        .path(path.to_owned())
+        .path(ctx.base.clone())
         .http_only(true)
         .same_site(SameSite::Strict)
-        .secure(req.connection_info().scheme() == "https")
+        .secure(ctx.is_https())
         .finish()
 }
 
 /// Accepts a form post: same-origin (when the browser says), and the form's
 /// token equal to the cookie's.
-pub(crate) fn check(req: &HttpRequest, form_token: Option<&str>) -> Result<(), WebError> {
-    check_origin(req)?;
+pub(crate) fn check(
+    ctx: &Ctx,
+    req: &HttpRequest,
+    form_token: Option<&str>,
+) -> Result<(), WebError> {
+    ctx.check_origin(req)?;
     let refused = || {
         WebError::forbidden(
             "the form's security token is missing or out of date (CSRF check failed): \
@@ -62,26 +67,6 @@ pub(crate) fn check(req: &HttpRequest, form_token: Option<&str>) -> Result<(), W
         Ok(())
     } else {
         Err(refused())
-    }
-}
-
-/// Refuses a request whose `Origin` is another host than the one asked.
-pub(crate) fn check_origin(req: &HttpRequest) -> Result<(), WebError> {
-    let Some(origin) = req.headers().get("origin") else {
-        return Ok(());
-    };
-    let origin = origin.to_str().unwrap_or_default();
-    let host = req.connection_info().host().to_owned();
-    let origin_host = origin
-        .split_once("://")
-        .map_or(origin, |(_, rest)| rest)
-        .trim_end_matches('/');
-    if origin_host.eq_ignore_ascii_case(&host) {
-        Ok(())
-    } else {
-        Err(WebError::forbidden(format!(
-            "refused a request from another site (Origin {origin:?}, this is {host:?})"
-        )))
     }
 }
 

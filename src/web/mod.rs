@@ -45,9 +45,11 @@
 //! List filters (query parameters, on `/tasks` and `/api/tasks`): `state`
 //! (`pending`, `scheduled`, `running`, `failed`, `completed`), `queue`
 //! (`(default)` for the unnamed queue), `name` (exact task name), `q`
-//! (text in the name or params), `since` and `until` (times in UTC, see
-//! [`crate::inspect::parse_time`]), `limit` (1 to 500, default 50), and
-//! `after` (the `next` cursor of the previous page).
+//! (text in the name or params, case-insensitive on every backend), `since`
+//! and `until` (times in UTC, see [`crate::inspect::parse_time`]), `limit`
+//! (1 to 500, default 50), and `after` (the `next` cursor of the previous
+//! page). A filter that does not parse answers a 400 (the page shows what
+//! is wrong beside the filters).
 //!
 //! ## JSON API
 //!
@@ -66,7 +68,10 @@
 //!
 //! Actions: `run_now`, `priority_up`, `priority_down`, `cancel` and
 //! `delete` take task ids; `retry` and `delete_completed` take history
-//! ids. An error answers `{"error": "…"}` with a 4xx or 5xx status.
+//! ids. `delete` takes waiting tasks only: a selection with a running task
+//! answers 409 and deletes nothing (its runner holds the row; `cancel` it).
+//! An error answers `{"error": "…"}` with a 4xx or 5xx status, and so does
+//! a path under `/api/` that is no route (404).
 //!
 //! ## Safety
 //!
@@ -75,11 +80,27 @@
 //!   [`Access::Full`], [`Access::ReadOnly`] or [`Access::Denied`]. A
 //!   dashboard built without a hook refuses every request, so forgetting
 //!   it fails closed. [`Dashboard::read_only`] turns every action off.
-//! - **Actions are POST only.** HTML forms carry a CSRF token checked
-//!   against a `SameSite=Strict` cookie (double submit), and a cross-site
-//!   `Origin` is refused. JSON actions must be sent as `application/json`,
-//!   which a browser sends cross-site only after a CORS preflight that
-//!   this scope never approves.
+//! - **Which names it answers to** (DNS rebinding): a page on
+//!   `evil.example` can make its name resolve to this server and then read
+//!   and drive the dashboard as its own site; only the `Host` header tells.
+//!   Every request must name `localhost`, an IP address (a page whose
+//!   origin is an IP address was served by that address, not by a rebound
+//!   name), or a name given to [`Dashboard::allowed_hosts`]; any other gets
+//!   a 403 before the authorization hook runs. `Forwarded` and
+//!   `X-Forwarded-Host` / `-Proto` count only from
+//!   [`Dashboard::trusted_proxies`].
+//! - **Actions are POST only**, from this origin: an `Origin` header that
+//!   differs in scheme, host or port (default ports made explicit) is
+//!   refused. HTML forms carry a CSRF token checked against a
+//!   `SameSite=Strict` cookie (double submit), and their return address
+//!   must be a page of this dashboard (checked before the action runs).
+//!   JSON actions must be sent as exactly `application/json` (parameters
+//!   allowed), which a browser sends cross-site only after a CORS preflight
+//!   that this scope never approves.
+//! - **Bad input answers a 4xx, never a 500**: query strings and forms
+//!   that do not decode, times out of range, text with a NUL byte. A
+//!   database error is logged and answered without its text: 400 when the
+//!   database refused a value, 500 otherwise.
 //! - **Output is escaped** (maud templates), pages are served with a
 //!   strict Content-Security-Policy, and every statement binds its values.
 //! - Assets (CSS, a few lines of JavaScript) are compiled into the binary:
@@ -88,9 +109,11 @@
 mod actions;
 mod api;
 mod csrf;
+mod host;
 mod pages;
 mod standalone;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
@@ -123,6 +146,7 @@ pub struct Dashboard {
     queue: Queue,
     authorize: Option<Authorize>,
     read_only: bool,
+    hosts: host::HostPolicy,
 }
 
 impl Dashboard {
@@ -133,6 +157,7 @@ impl Dashboard {
             queue,
             authorize: None,
             read_only: false,
+            hosts: host::HostPolicy::default(),
         }
     }
 
@@ -153,12 +178,62 @@ impl Dashboard {
         self
     }
 
+    /// Host names the dashboard answers to, besides `localhost` and IP
+    /// addresses (`127.0.0.1`, `[::1]`, `10.0.0.5`), which it always
+    /// answers to. A request whose `Host` is none of them gets a 403: this
+    /// is what stops DNS rebinding (see [Safety](self#safety)). Give the names people
+    /// and proxies use to reach it (`"dash.example.com"`; a port, if
+    /// given, is dropped: every port matches). `"*"` answers to every
+    /// name: only for an app that checks `Host` itself, or behind a proxy
+    /// that does. Adds to the names given before; an entry that is not a
+    /// host name matches nothing and is logged.
+    pub fn allowed_hosts<I>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        for entry in hosts {
+            match host::allowed_entry(entry.as_ref()) {
+                Some(name) => self.hosts.allowed.push(name),
+                None => tracing::warn!(
+                    entry = entry.as_ref(),
+                    "Dashboard::allowed_hosts: not a host name; it matches nothing"
+                ),
+            }
+        }
+        self
+    }
+
+    /// Peers (reverse proxies) whose `Forwarded`, `X-Forwarded-Host` and
+    /// `X-Forwarded-Proto` headers say where a request was sent. From any
+    /// other peer those headers are ignored, and the request's own `Host`
+    /// counts. The forwarded host must be allowed too
+    /// ([`Dashboard::allowed_hosts`]). Adds to the peers given before.
+    pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.hosts.trusted_proxies.extend(proxies);
+        self
+    }
+
     /// The scope, mounted at `path` (`"/dashboard"`, or `""` for the root
     /// of its app). It can sit inside your own scopes: its links are
     /// resolved from the request, not from `path`.
     pub fn scope(&self, path: &str) -> Scope {
         web::scope(path)
             .app_data(web::Data::new(self.clone()))
+            // Query strings and forms that do not decode answer a 400 in
+            // the dashboard's own words (JSON under /api/).
+            .app_data(web::QueryConfig::default().error_handler(|err, req| {
+                WebError::bad_request(format!(
+                    "the query string does not decode ({err}); check the parameters"
+                ))
+                .json(is_api(req))
+                .into()
+            }))
+            .app_data(web::FormConfig::default().error_handler(|err, req| {
+                WebError::bad_request(format!("the form does not decode ({err})"))
+                    .json(is_api(req))
+                    .into()
+            }))
             .service(
                 web::resource("/")
                     .name(OVERVIEW_ROUTE)
@@ -189,6 +264,7 @@ impl Dashboard {
                 "/api/schedules/{name}/{change}",
                 web::post().to(api::change_schedule),
             )
+            .default_service(web::to(no_such_page))
     }
 }
 
@@ -197,8 +273,21 @@ impl std::fmt::Debug for Dashboard {
         f.debug_struct("Dashboard")
             .field("authorize", &self.authorize.is_some())
             .field("read_only", &self.read_only)
+            .field("hosts", &self.hosts)
             .finish()
     }
+}
+
+/// What a path that is no route answers: a 404 in words (JSON under
+/// `/api/`).
+async fn no_such_page(req: HttpRequest) -> HttpResponse {
+    WebError::not_found(format!(
+        "there is no {} {} in this dashboard; see the routes in its documentation",
+        req.method(),
+        req.path()
+    ))
+    .json(is_api(&req))
+    .error_response()
 }
 
 /// Name of the overview route: its URL is the base of every link.
@@ -210,6 +299,8 @@ pub(crate) struct Ctx {
     access: Access,
     /// Path of the overview, ending in `/`: links are this plus a route.
     base: String,
+    /// Where the request was sent (an allowed host).
+    authority: host::Authority,
 }
 
 impl Ctx {
@@ -244,6 +335,17 @@ impl Ctx {
     pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.queue().config().clock().now()
     }
+
+    /// Whether the request came over HTTPS (directly, or as a trusted
+    /// proxy says).
+    pub(crate) fn is_https(&self) -> bool {
+        self.authority.scheme == "https"
+    }
+
+    /// Refuses a write whose `Origin` is another site.
+    pub(crate) fn check_origin(&self, req: &HttpRequest) -> Result<(), WebError> {
+        self.dashboard.hosts.check_origin(req)
+    }
 }
 
 impl FromRequest for Ctx {
@@ -262,6 +364,9 @@ impl Ctx {
             .app_data::<web::Data<Dashboard>>()
             .cloned()
             .ok_or_else(|| WebError::internal("the dashboard's state is missing"))?;
+        // Before anything else: a request sent to another name may come
+        // from a page that rebound its name to this server.
+        let authority = dashboard.hosts.check(req).map_err(|err| err.json(json))?;
         let access = match &dashboard.authorize {
             Some(hook) => hook(req),
             None => {
@@ -285,6 +390,7 @@ impl Ctx {
             dashboard,
             access,
             base,
+            authority,
         })
     }
 }
@@ -359,17 +465,29 @@ impl ResponseError for WebError {
 }
 
 impl From<crate::Error> for WebError {
+    /// Bad input answers a 400 with what is wrong. A database error is
+    /// logged, and answered without its text (which can show statements,
+    /// table names and values): a 400 when the database refused a value
+    /// of the request, else a 500.
     fn from(err: crate::Error) -> Self {
         match err {
             crate::Error::InvalidOption { .. } | crate::Error::Params(_) => {
                 WebError::bad_request(err.to_string())
             }
+            err if err.is_refused_value() => {
+                tracing::info!("dashboard: the database refused a value of a request: {err}");
+                WebError::bad_request(
+                    "the database cannot store a value of this request: it is too long, out of \
+                     range, or holds a character the database refuses (such as a NUL byte); \
+                     change it and try again",
+                )
+            }
             err => {
                 tracing::warn!("dashboard: {err}");
-                WebError::internal(format!(
-                    "{err}. The queue's database could not answer; check that it is reachable \
-                     and try again"
-                ))
+                WebError::internal(
+                    "the queue's database could not answer (the server's log says why); check \
+                     that it is reachable and try again",
+                )
             }
         }
     }

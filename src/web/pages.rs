@@ -49,7 +49,7 @@ fn respond(
         .insert_header((header::REFERRER_POLICY, "same-origin"))
         .insert_header((header::CACHE_CONTROL, "no-store"));
     if fresh {
-        response.cookie(csrf::cookie(req, &view.token, &ctx.base));
+        response.cookie(csrf::cookie(ctx, &view.token));
     }
     Ok(response.body(markup.into_string()))
 }
@@ -145,7 +145,7 @@ fn duration(delta: TimeDelta) -> String {
 
 fn queue_name(queue: Option<&str>) -> Markup {
     match queue {
-        Some(queue) => html! { (queue) },
+        Some(queue) => html! { span.value { (queue) } },
         None => html! { span.muted { "(default)" } },
     }
 }
@@ -227,7 +227,7 @@ fn overview_page(
             h2 { "Oldest due task" }
             @match &overview.oldest_due {
                 Some(task) => p {
-                    a href=(ctx.link(&format!("tasks/{}", task.id))) { "#" (task.id) " " (task.task_name) }
+                    a.value href=(ctx.link(&format!("tasks/{}", task.id))) { "#" (task.id) " " (task.task_name) }
                     " has been due for "
                     strong { (overview.oldest_due_age().map(duration).unwrap_or_default()) }
                     "."
@@ -325,14 +325,16 @@ fn encode(text: &str) -> String {
 pub(crate) struct Notice {
     #[serde(default)]
     done: Option<String>,
+    /// Text, read leniently: a mangled notice is not shown, rather than
+    /// refusing the page under it.
     #[serde(default)]
-    n: Option<u64>,
+    n: Option<String>,
 }
 
 impl Notice {
     fn render(&self) -> Option<Markup> {
         let action: Action = self.done.as_deref()?.parse().ok()?;
-        let n = self.n.unwrap_or(0);
+        let n: u64 = self.n.as_deref().unwrap_or("0").parse().ok()?;
         let noun = if n == 1 { "task" } else { "tasks" };
         Some(html! { p.notice role="status" { (n) " " (noun) " " (action.done()) "." } })
     }
@@ -363,7 +365,7 @@ pub(crate) async fn tasks(
     };
     let problem = listing.err().map(|err| err.to_string());
     let here = format!("{}?{}", req.path(), req.query_string());
-    respond(
+    let mut response = respond(
         &req,
         &ctx,
         &title_case(state.as_str()),
@@ -377,7 +379,12 @@ pub(crate) async fn tasks(
                 @if let Some(page) = &page { (list(view, page, &query, &here)) }
             }
         },
-    )
+    )?;
+    // The page shows what is wrong with the filters, under a 400.
+    if problem.is_some() {
+        *response.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
+    }
+    Ok(response)
 }
 
 fn filter_form(view: &View<'_>, state: State, query: &ListQuery) -> Markup {
@@ -521,7 +528,7 @@ fn list_row(view: &View<'_>, row: &Row, selectable: bool, now: DateTime<Utc>) ->
                 td.num { (task.priority) }
                 td.num { (task.attempts) }
                 td { @if task.has_error() { span.bad title=(clip(&task.last_error, 300)) { "yes" } } @else { span.muted { "no" } } }
-                td { @if let Some(by) = &task.locked_by { code { (by) } } }
+                td { @if let Some(by) = &task.locked_by { code.value { (by) } } }
                 td { (lock_state(task.locked_by.as_deref())) }
                 td { (queue_name(task.queue.as_deref())) }
             }
@@ -548,7 +555,7 @@ fn list_row(view: &View<'_>, row: &Row, selectable: bool, now: DateTime<Utc>) ->
                         span.muted { "no" }
                     }
                 }
-                td { @if let Some(by) = &done.locked_by { code { (by) } } }
+                td { @if let Some(by) = &done.locked_by { code.value { (by) } } }
                 td { span.muted { "—" } }
                 td { (queue_name(done.queue.as_deref())) }
             }
@@ -769,9 +776,9 @@ pub(crate) async fn runners(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse, 
                     @for status in &runners {
                         @let runner = &status.runner;
                         tr {
-                            td { (runner.host) }
+                            td.value { (runner.host) }
                             td.num { (runner.pid) }
-                            td { code { (runner.runner_id) } }
+                            td { code.value { (runner.runner_id) } }
                             td { @match &runner.queue { Some(q) => (q), None => span.muted { "every queue" } } }
                             td.num { (runner.executors) }
                             td.num { (runner.running) }
@@ -799,10 +806,10 @@ pub(crate) async fn schedules(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse
                 tbody {
                     @for schedule in &schedules {
                         tr {
-                            td { (schedule.name) }
-                            td { code { (schedule.cron) } }
+                            td.value { (schedule.name) }
+                            td { code.value { (schedule.cron) } }
                             td { (schedule.timezone) }
-                            td { (schedule.task_name) }
+                            td.value { (schedule.task_name) }
                             td { (queue_name(schedule.queue.as_deref())) }
                             td.num { (schedule.priority) }
                             td { (schedule.missed) }
@@ -830,7 +837,7 @@ pub(crate) async fn act(
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_str())
     };
-    csrf::check(&req, field("csrf"))?;
+    csrf::check(&ctx, &req, field("csrf"))?;
     ctx.check_can_act()?;
     let action: Action = field("action")
         .ok_or_else(|| WebError::bad_request("the form names no action"))?
@@ -841,12 +848,19 @@ pub(crate) async fn act(
         .map(|(_, value)| value.parse::<i32>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| WebError::bad_request("a selected id is not a number"))?;
+    // Back to the page the form was on, inside this dashboard only:
+    // checked before the action runs, so a refused one changes nothing.
+    let mut back = match field("back") {
+        None => ctx.base.clone(),
+        Some(back) if is_local_path(back, &ctx.base) => back.to_owned(),
+        Some(back) => {
+            return Err(WebError::bad_request(format!(
+                "the form's return address {back:?} is not a page of this dashboard; nothing \
+                 was done. Reload the page and try again"
+            )));
+        }
+    };
     let outcome = actions::apply(ctx.queue(), action, &ids).await?;
-    // Back to the page the form was on, inside this dashboard only.
-    let back = field("back")
-        .filter(|back| back.starts_with(&ctx.base) && !back.starts_with("//"))
-        .unwrap_or(&ctx.base);
-    let mut back = back.to_owned();
     // A detail page whose row the action removed goes back to its list.
     let gone = matches!(
         action,
@@ -864,6 +878,20 @@ pub(crate) async fn act(
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, location))
         .finish())
+}
+
+/// Whether `back` is a path of a page under `base` that a browser follows
+/// as such: visible ASCII only (a header value, nothing a browser strips),
+/// no backslash (browsers read `/\\host` as `//host`, another site), not
+/// `//` (another site), and no `.` or `..` segment (leaving `base`).
+fn is_local_path(back: &str, base: &str) -> bool {
+    let visible = back.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    let path = back.split(['?', '#']).next().unwrap_or_default();
+    let no_dot_segment = path.split('/').all(|segment| {
+        let segment = segment.to_ascii_lowercase().replace("%2e", ".");
+        segment != "." && segment != ".."
+    });
+    visible && back.starts_with(base) && !back.starts_with("//") && no_dot_segment
 }
 
 // ---- assets -----------------------------------------------------------
@@ -893,6 +921,36 @@ mod tests {
         assert_eq!(relative(TimeDelta::minutes(3)), "in 3 min");
         assert_eq!(relative(TimeDelta::hours(-25)), "1 d ago");
         assert_eq!(relative(TimeDelta::zero()), "now");
+    }
+
+    #[test]
+    fn only_paths_inside_the_dashboard_are_return_addresses() {
+        for good in [
+            "/dash/",
+            "/dash/tasks?state=failed&q=a%20b",
+            "/dash/tasks/3",
+        ] {
+            assert!(is_local_path(good, "/dash/"), "{good}");
+        }
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/",
+            "/\\evil.example/",
+            "/dash/\\x",
+            "/dash/../admin",
+            "/dash/%2E%2e/admin",
+            "/dash/./x",
+            "/dash/x\r\nSet-Cookie: a=b",
+            "/dash/\tx",
+            "/dash/é",
+            "/other/",
+            "",
+        ] {
+            assert!(!is_local_path(bad, "/dash/"), "{bad:?}");
+        }
+        assert!(is_local_path("/tasks", "/"));
+        assert!(!is_local_path("//evil.example", "/"));
+        assert!(!is_local_path("/\\evil.example", "/"));
     }
 
     #[test]

@@ -4,9 +4,12 @@
 //! Access: with a password, every request must carry it by HTTP Basic
 //! authentication (any user name), and the browser asks for it; without
 //! one, the server only listens on a loopback address, so only people on
-//! the machine (or tunnelled to it) can reach it.
+//! the machine (or tunnelled to it) can reach it. Either way it answers
+//! only to `localhost`, IP addresses and the names in
+//! [`Standalone::allowed_hosts`], so that a web page on another name cannot
+//! reach it through DNS rebinding (see [`Dashboard::allowed_hosts`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use actix_web::body::MessageBody;
@@ -28,6 +31,12 @@ pub struct Standalone {
     pub read_only: bool,
     /// HTTP Basic password; required unless `bind` is a loopback address.
     pub password: Option<String>,
+    /// Host names it answers to besides `localhost` and IP addresses
+    /// ([`Dashboard::allowed_hosts`]); `*` for any.
+    pub allowed_hosts: Vec<String>,
+    /// Proxies whose forwarded headers it believes
+    /// ([`Dashboard::trusted_proxies`]).
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 #[derive(Clone)]
@@ -47,8 +56,20 @@ pub async fn serve(queue: Queue, options: Standalone) -> Result<()> {
             ),
         ));
     }
+    if let Some(bad) = options
+        .allowed_hosts
+        .iter()
+        .find(|entry| super::host::allowed_entry(entry).is_none())
+    {
+        return Err(Error::invalid(
+            "--allowed-host",
+            format!("{bad:?} is not a host name; give a name such as dash.example.com, or *"),
+        ));
+    }
     let dashboard = Dashboard::new(queue)
         .read_only(options.read_only)
+        .allowed_hosts(&options.allowed_hosts)
+        .trusted_proxies(options.trusted_proxies)
         // The password (or the loopback address) has already let the
         // request in.
         .authorize(|_| Access::Full);

@@ -205,6 +205,14 @@ impl Browser {
         }
     }
 
+    /// Runs `script` (a function body) in the page; what it returns.
+    pub async fn execute(&self, script: &str) -> serde_json::Value {
+        self.client
+            .execute(script, Vec::new())
+            .await
+            .unwrap_or_else(|e| panic!("running a script in the page: {e}"))
+    }
+
     /// Saves a PNG of the viewport as `<CARGO_TARGET_TMPDIR>/browser/<name>.png`
     /// and returns its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
@@ -456,7 +464,10 @@ impl Drop for ExampleApp {
     }
 }
 
-on_all_backends!(dashboard_retry_turns_a_failed_task_into_a_success);
+on_all_backends!(
+    dashboard_retry_turns_a_failed_task_into_a_success,
+    long_names_wrap_in_every_table
+);
 
 /// A person's path through the example app: enqueue a sync that fails,
 /// find it in the dashboard's failed list, retry it, and see it succeed.
@@ -561,4 +572,133 @@ async fn dashboard_retry_turns_a_failed_task_into_a_success(t: TestDb) -> TestDb
         );
     }
     t
+}
+
+/// A name of `len` characters without a space.
+fn unbroken(prefix: &str, len: usize) -> String {
+    let mut name = prefix.to_owned();
+    while name.len() < len {
+        name.push_str("_abcdefghij");
+    }
+    name.truncate(len);
+    name
+}
+
+/// Task names, labels, queues, errors and schedule names as long as their
+/// columns allow, without a space: every table of every page wraps them
+/// inside the 1280-pixel window instead of running off its right edge.
+async fn long_names_wrap_in_every_table(t: TestDb) -> TestDb {
+    let queue = crate::cli::queue(&t);
+    let name = unbroken("task", 190);
+    let label = unbroken("label", 255);
+    let queue_name = unbroken("queue", 190);
+    let task = queue
+        .enqueue_call(&name, &(unbroken("param", 400),), &())
+        .queue(queue_name.clone())
+        .verbose_name(label)
+        .await
+        .expect("enqueueing a task with long names")
+        .into_task()
+        .expect("a new task");
+    // A failed earlier run of the same call: the pages show the chain.
+    let done = crate::rows::History {
+        error: Some(unbroken("Traceback:", 2_000)),
+        queue: Some(queue_name),
+        params: task.task_params.clone(),
+        hash: Some(task.task_hash.clone()),
+        ..crate::rows::History::of(&name)
+    }
+    .insert(&t)
+    .await;
+    background_tasks::cron::create(
+        &t.db,
+        background_tasks::cron::NewSchedule::call(
+            &unbroken("schedule", 190),
+            &name,
+            "0 3 * * *",
+            &[] as &[serde_json::Value],
+            &serde_json::Map::new(),
+        ),
+        chrono::Utc::now(),
+    )
+    .await
+    .expect("a schedule with long names");
+    let Some(browser) = Browser::start().await else {
+        return t;
+    };
+    let port = free_port();
+    let _server = Stopped(
+        crate::cli::bgtasks(&t)
+            .args(["dashboard", "--bind", &format!("127.0.0.1:{port}")])
+            .env_remove("BGTASKS_DASHBOARD_PASSWORD")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting bgtasks dashboard"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "bgtasks dashboard did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let backend = format!("{:?}", t.backend).to_lowercase();
+    for (page, table) in [
+        ("/tasks?state=pending".to_owned(), "#tasks"),
+        ("/tasks?state=failed".to_owned(), "#tasks"),
+        (format!("/tasks/{}", task.id), "table.fields"),
+        (format!("/completed/{done}"), "table.fields"),
+        (format!("/completed/{done}"), "table.chain"),
+        ("/".to_owned(), "table.grid"),
+        ("/schedules".to_owned(), "#schedules"),
+    ] {
+        browser
+            .goto(&format!("http://127.0.0.1:{port}{page}"))
+            .await;
+        browser.wait_for(table, Duration::from_secs(30)).await;
+        let sizes = browser
+            .execute(&format!(
+                "const table = document.querySelector({table:?});
+                 return [Math.ceil(table.getBoundingClientRect().right),
+                         document.documentElement.scrollWidth,
+                         document.documentElement.clientWidth];"
+            ))
+            .await;
+        let [right, scroll, width] = [0, 1, 2].map(|i| sizes[i].as_i64().unwrap_or(i64::MAX));
+        if std::env::var_os("BGTASKS_SCREENSHOTS").is_some() {
+            browser
+                .screenshot(&format!(
+                    "long-names-{backend}-{}",
+                    page.replace(['/', '?', '='], "_")
+                ))
+                .await;
+        }
+        if right > width || scroll > width {
+            let shot = browser
+                .screenshot(&format!(
+                    "long-names-{backend}-{}",
+                    page.replace(['/', '?', '='], "_")
+                ))
+                .await;
+            panic!(
+                "{page}: {table} ends at {right} px and the page is {scroll} px wide, in a \
+                 window {width} px wide (see {})",
+                shot.display()
+            );
+        }
+    }
+    browser.close().await;
+    t
+}
+
+/// A child process killed when dropped, also when the test fails.
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -6,6 +6,7 @@ mod fixture;
 mod tasks;
 
 mod admin;
+mod boundaries;
 mod browser;
 mod cancel;
 mod child;
