@@ -7,6 +7,13 @@
 //!
 //! ## Quick start
 //!
+//! Besides this crate, an app needs `serde` (with `derive`) for its
+//! params types, and an actix runtime to run tasks in (`actix-web`, or
+//! `actix-rt` alone). The crates that appear in this crate's API are
+//! re-exported ([`sea_orm`], [`chrono`], [`serde_json`], [`serde`],
+//! [`actix_rt`], and [`actix_web`] with the `web` feature): use them
+//! through here, or depend on the same major versions.
+//!
 //! ```no_run
 //! use background_tasks::{Queue, Registry, Config, Task, TaskContext, TaskError, db};
 //! use serde::{Deserialize, Serialize};
@@ -66,6 +73,14 @@ mod task;
 #[cfg(feature = "web")]
 pub mod web;
 mod worker;
+
+// The crates whose types appear in this crate's API, re-exported so that an
+// app uses the very versions (and features) this crate was built with:
+// `background_tasks::sea_orm::DatabaseConnection` is the type `Queue::db`
+// returns, whatever other sea-orm a dependency tree holds.
+#[cfg(feature = "web")]
+pub use actix_web;
+pub use {actix_rt, chrono, sea_orm, serde, serde_json};
 
 pub use clock::Clock;
 pub use config::{
