@@ -1,6 +1,5 @@
 //! `bgtasks prune`: deletes old history rows by a retention policy, in
-//! bounded batches with progress, or counts them with `--dry-run`. Also
-//! holds the duration syntax its flags and `process`'s retention flags read.
+//! bounded batches with progress, or counts them with `--dry-run`.
 
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use super::{Context, Failure};
 use crate::admin::{self, Pruned, Pruning};
 use crate::clock::Clock;
 use crate::config::Retention;
+use crate::config::parse::duration;
 
 /// Rows a `--dry-run` (and the progress bar's total) counts at most per
 /// reason: beyond it, "at least" is said.
@@ -181,44 +181,9 @@ fn age_text(age: Duration) -> String {
     }
 }
 
-/// Reads a duration flag: a whole number with `s`, `m`, `h` or `d`
-/// (`30s`, `90m`, `12h`, `7d`), or a number of seconds (`3600`, `0.5`).
-/// Also the value parser of `process`'s retention flags.
-pub(super) fn duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let parsed = match crate::inspect::parse_age(text) {
-        Some(age) => age.to_std().ok(),
-        None => text
-            .parse::<f64>()
-            .ok()
-            .and_then(|secs| Duration::try_from_secs_f64(secs).ok()),
-    };
-    parsed.ok_or_else(|| {
-        format!(
-            "{text:?} is not a duration; use a number of seconds (3600) or a whole number with \
-             s, m, h or d (30s, 90m, 12h, 7d)"
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_in_every_accepted_form() {
-        assert_eq!(duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert_eq!(duration("12h"), Ok(Duration::from_secs(12 * 3_600)));
-        assert_eq!(duration("90m"), Ok(Duration::from_secs(90 * 60)));
-        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(duration("3600"), Ok(Duration::from_secs(3_600)));
-        assert_eq!(duration("0.5"), Ok(Duration::from_millis(500)));
-        assert_eq!(duration("0"), Ok(Duration::ZERO));
-        for bad in ["", "7x", "-1", "-1d", "d", "1.5h", "NaN", "inf"] {
-            let err = duration(bad).unwrap_err();
-            assert!(err.contains("not a duration"), "{bad}: {err}");
-        }
-    }
 
     #[test]
     fn ages_are_written_back_as_typed() {
