@@ -217,7 +217,7 @@ async fn main() -> std::io::Result<()> {
         .map_err(std::io::Error::other)?;
 
     // The runner's actors run on this actix System, beside the server.
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).map_err(std::io::Error::other)?;
     let dashboard = Dashboard::new(queue.clone())
         .read_only(read_only)
         // Who may see and act is the app's call: check your session here.

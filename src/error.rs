@@ -49,6 +49,14 @@ pub enum Error {
     /// of retrying it forever.
     #[error("{0}")]
     Unreadable(Box<UnreadableRow>),
+    /// Registered tasks require app state ([`crate::Task::requires`]) that
+    /// the registry has no value of ([`crate::Registry::data`]): the runner
+    /// refuses to start.
+    #[error("{}", crate::state::missing_text(.missing))]
+    MissingState {
+        /// Every task and type missing, sorted by task.
+        missing: Vec<crate::state::MissingState>,
+    },
     /// An enqueue option or a setting has a value that is not allowed.
     #[error("invalid value for `{option}`: {reason}")]
     InvalidOption {

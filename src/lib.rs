@@ -68,6 +68,7 @@ mod queue;
 mod registry;
 mod runner;
 mod schedule;
+mod state;
 mod store;
 mod task;
 #[cfg(feature = "web")]
@@ -98,6 +99,7 @@ pub use queue::{
 pub use registry::Registry;
 pub use runner::{DEFAULT_SHUTDOWN_GRACE, Pace, Runner, RunnerHandle};
 pub use schedule::{Action, RunAt, Schedule, repeat};
+pub use state::{MissingState, Requires};
 pub use task::{Backoff, KeepHistory, Task, TaskContext, TaskDefaults, TaskError};
 
 /// The README's Rust examples, compiled and run as doc tests so they stay

@@ -10,6 +10,21 @@
 //! }
 //! ```
 //!
+//! A binary whose tasks need app state that takes an `await` to make (a
+//! database pool) builds it in its own async `main` and calls [`run`]:
+//!
+//! ```no_run
+//! # struct Pool;
+//! # async fn connect() -> Pool { Pool }
+//! #[actix_rt::main] // or #[actix_web::main]: `process` needs an actix System
+//! async fn main() -> std::process::ExitCode {
+//!     let registry = background_tasks::Registry::new();
+//!     registry.data(connect().await);
+//!     // registry.register(MyTask); ...
+//!     background_tasks::cli::run(registry, std::env::args_os()).await
+//! }
+//! ```
+//!
 //! Commands: `process` (run tasks), `enqueue`, `list`, `show`, `stats`,
 //! `retry`, `cancel`, `delete`, `cron` (schedules), `limit` (global queue
 //! limits), `prune`, `doctor`, `demo`, `migrate` and `dashboard`; `bgtasks help COMMAND` explains each. Every command prints a
@@ -30,6 +45,10 @@
 //! `MAX_RUN_TIME`, `BACKGROUND_TASK_RUN_ASYNC`, ...), read by that same
 //! code; a flag wins over its variable. A bad value is bad input (exit 2)
 //! and the message names the variable or flag.
+//!
+//! `process` refuses to start (exit 2, before opening the database) when a
+//! registered task requires app state the registry has none of
+//! ([`crate::Registry::check`]).
 
 #[cfg(feature = "web")]
 mod dashboard;
@@ -210,9 +229,10 @@ impl std::fmt::Display for Failure {
 impl From<Error> for Failure {
     fn from(err: Error) -> Self {
         match err {
-            Error::InvalidOption { .. } | Error::Params(_) | Error::InvalidDatabaseUrl { .. } => {
-                Failure::BadInput(err.to_string())
-            }
+            Error::InvalidOption { .. }
+            | Error::Params(_)
+            | Error::InvalidDatabaseUrl { .. }
+            | Error::MissingState { .. } => Failure::BadInput(err.to_string()),
             err => Failure::Failed(err),
         }
     }
@@ -228,11 +248,30 @@ impl From<sea_orm::DbErr> for Failure {
 /// returns its exit code (see the module docs); a command line that does
 /// not parse exits with 2 and clap's message.
 pub fn main(registry: Registry) -> ExitCode {
-    let cli = Cli::parse();
+    actix_rt::System::new().block_on(run(registry, std::env::args_os()))
+}
+
+/// [`main`] inside an actix `System` the caller already runs (an
+/// `#[actix_rt::main]` or `#[actix_web::main]` function), with the command
+/// line `args` (the program name first, as [`std::env::args_os`] gives
+/// it): for a binary that builds its tasks' app state with `await` first.
+/// Returns the exit code; `--help` and `--version` print and return 0.
+pub async fn run<I, T>(registry: Registry, args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            // clap's own text: the usage for --help, the problem otherwise.
+            let _ = err.print();
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+        }
+    };
     let log_std = matches!(&cli.command, Command::Process(args) if args.log_std);
     logging::init(log_std);
-    let system = actix_rt::System::new();
-    match system.block_on(dispatch(cli, registry)) {
+    match dispatch(cli, registry).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             if matches!(failure, Failure::Failed(_)) {

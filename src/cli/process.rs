@@ -163,8 +163,11 @@ impl ProcessArgs {
 
 pub(super) async fn run(ctx: &Context, args: ProcessArgs) -> Result<(), Failure> {
     let config = args.config()?;
+    // Before the database is opened (and created or migrated): a runner
+    // that cannot run its tasks changes nothing.
+    ctx.registry.check()?;
     let queue = Queue::with_parts(db::open(ctx.url()).await?, ctx.registry.clone(), config);
-    let runner = Runner::start(queue);
+    let runner = Runner::start(queue)?;
     let duration = u64::try_from(args.duration)
         .ok()
         .filter(|d| *d > 0)

@@ -560,7 +560,7 @@ async fn runner_prunes_by_its_retention(t: TestDb) -> TestDb {
         .retention_interval(Duration::from_millis(100))
         .build()
         .unwrap();
-    let runner = Runner::start(t.queue(Registry::new(), config));
+    let runner = Runner::start(t.queue(Registry::new(), config)).unwrap();
     wait_for(
         "the runner to prune the history",
         Duration::from_secs(30),
