@@ -284,7 +284,7 @@ async fn process(opts: &Opts, conn: DatabaseConnection, backend: &str) -> AnyRes
     }
 
     let start = Instant::now();
-    let handle = Runner::start(queue.clone());
+    let handle = Runner::start(queue.clone()).unwrap();
     let mut window_start = start;
     let mut outcome = Ok(());
     for w in 1..=windows {
@@ -367,7 +367,7 @@ async fn latency_same(conn: DatabaseConnection, reps: u64) -> AnyResult<(Vec<f64
             let _ = tx.send((completed.verbose_name.clone(), completed.locked_at));
         }
     });
-    let handle = Runner::start(queue.clone());
+    let handle = Runner::start(queue.clone()).unwrap();
     let mut pickups = Vec::new();
     let mut done = Vec::new();
     let mut outcome = Ok(());

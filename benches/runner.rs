@@ -152,7 +152,7 @@ fn throughput(c: &mut Criterion) {
         group.bench_function(BenchmarkId::from_parameter(backend), |b| {
             b.iter_custom(|iters| {
                 system.block_on(async {
-                    let runner = Runner::start(queue.clone());
+                    let runner = Runner::start(queue.clone()).unwrap();
                     let mut drained = Duration::ZERO;
                     for _ in 0..iters {
                         finished.arm(BATCH);
@@ -194,7 +194,7 @@ fn pickup_latency(c: &mut Criterion) {
         group.bench_function(BenchmarkId::from_parameter(backend), |b| {
             b.iter_custom(|iters| {
                 system.block_on(async {
-                    let runner = Runner::start(queue.clone());
+                    let runner = Runner::start(queue.clone()).unwrap();
                     // Let its first poll (an empty queue) finish.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     let mut latency = Duration::ZERO;

@@ -219,7 +219,7 @@ async fn main() -> std::io::Result<()> {
         .map_err(std::io::Error::other)?;
 
     // The runner's actors run on this actix System, beside the server.
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).map_err(std::io::Error::other)?;
     // The dashboard answers to localhost and IP addresses; the names people
     // use to reach it go here (a request naming another host is refused,
     // which is what stops DNS rebinding).

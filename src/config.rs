@@ -1,9 +1,14 @@
 //! Settings of the queue and its runner, with the seed's names and defaults.
 //!
-//! Only the `bgtasks` binary reads environment variables (`MAX_ATTEMPTS`,
-//! `MAX_RUN_TIME`, `BACKGROUND_TASK_RUN_ASYNC`, ...); the library takes a
-//! [`Config`] built here and validated once, by [`ConfigBuilder::build`].
+//! The library takes a [`Config`] built here and validated once, by
+//! [`ConfigBuilder::build`]. It reads no environment variable on its own;
+//! the one exception is explicit and opt-in: [`Config::from_env`], for an
+//! app that embeds the runner and wants the settings `bgtasks process`
+//! reads (`MAX_ATTEMPTS`, `MAX_RUN_TIME`, `BACKGROUND_TASK_RUN_ASYNC`, ...),
+//! with the same names, parsing and errors, since `bgtasks process` builds
+//! its config with the same code.
 
+use std::ffi::OsString;
 use std::time::Duration;
 
 use crate::clock::Clock;
@@ -184,6 +189,51 @@ impl Config {
         ConfigBuilder {
             config: Config::default(),
         }
+    }
+
+    /// A builder starting from the defaults and the settings in the
+    /// environment, read as `bgtasks process` reads them (it calls the same
+    /// code), so that an app embedding the runner is configured like the
+    /// binary. Its setters then override what the environment says:
+    ///
+    /// ```no_run
+    /// # fn demo() -> background_tasks::Result<()> {
+    /// use background_tasks::Config;
+    ///
+    /// let config = Config::from_env()?     // MAX_ATTEMPTS, MAX_RUN_TIME, ...
+    ///     .max_attempts(3)                 // this app's choice, whatever the environment says
+    ///     .build()?;                       // checks every value once
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// | variable | setter | value |
+    /// |---|---|---|
+    /// | `MAX_ATTEMPTS` | [`ConfigBuilder::max_attempts`] | whole number |
+    /// | `MAX_RUN_TIME` | [`ConfigBuilder::max_run_time`] | seconds |
+    /// | `BACKGROUND_TASK_RUN_ASYNC` | [`ConfigBuilder::run_async`] | `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`) |
+    /// | `BACKGROUND_TASK_ASYNC_THREADS` | [`ConfigBuilder::async_threads`] | whole number |
+    /// | `BACKGROUND_TASK_TASKS_PER_THREAD` | [`ConfigBuilder::tasks_per_thread`] | whole number |
+    /// | `BACKGROUND_TASK_PRIORITY_ORDERING` | [`ConfigBuilder::priority_ordering`] | exactly `ASC`, or anything else for DESC |
+    /// | `BACKGROUND_TASK_LEASE` | [`ConfigBuilder::lease`] | seconds |
+    /// | `BACKGROUND_TASK_CANCEL_GRACE` | [`ConfigBuilder::cancel_grace`] | seconds |
+    /// | `BACKGROUND_TASK_KEEP_COMPLETED` | [`Retention::completed`] | `7d`, `12h`, `90m`, `30s` or seconds, above 0 |
+    /// | `BACKGROUND_TASK_KEEP_FAILED` | [`Retention::failed`] | the same |
+    /// | `BACKGROUND_TASK_KEEP_LAST` | [`Retention::keep_last`] | whole number, at least 1 |
+    /// | `BACKGROUND_TASK_DB_TIME_ZONE` | [`crate::db::set_time_zone`], called here | IANA zone name |
+    ///
+    /// An unset or blank variable keeps the default. `DATABASE_URL` is not
+    /// a setting of the config: pass it to [`crate::db::open`]
+    /// (`db::open(std::env::var("DATABASE_URL").ok().as_deref())`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] naming the variable, for a value that does
+    /// not parse (or is not UTF-8), and for a time zone that is not one or
+    /// differs from the zone this process already uses. Values that parse
+    /// but are not allowed (`BACKGROUND_TASK_ASYNC_THREADS=0`) are refused
+    /// by [`ConfigBuilder::build`], also by name.
+    pub fn from_env() -> Result<ConfigBuilder> {
+        time_zone_from_env()?;
+        builder_from_env()
     }
 
     /// `MAX_ATTEMPTS` (default 25).
@@ -432,6 +482,14 @@ impl ConfigBuilder {
         self
     }
 
+    /// Changes one field of the retention (starting from none), keeping
+    /// the others: a flag of `bgtasks process` overrides its own variable
+    /// only.
+    pub(crate) fn retention_field(mut self, set: impl FnOnce(&mut Retention)) -> Self {
+        set(self.config.retention.get_or_insert_with(Retention::default));
+        self
+    }
+
     /// Checks every value once and returns the config. Every duration is
     /// at most [`MAX_DURATION`].
     pub fn build(self) -> Result<Config> {
@@ -512,6 +570,213 @@ pub(crate) fn check_duration(option: &'static str, value: Duration) -> Result<()
     Ok(())
 }
 
+/// The builder of [`Config::from_env`] without its time zone: what
+/// `bgtasks process` starts from (the zone is set once for every command,
+/// by `--db-time-zone` or [`time_zone_from_env`]).
+pub(crate) fn builder_from_env() -> Result<ConfigBuilder> {
+    builder_from_vars(&|name| std::env::var_os(name))
+}
+
+/// Sets the database time zone from `BACKGROUND_TASK_DB_TIME_ZONE`, when it
+/// is set and not blank.
+pub(crate) fn time_zone_from_env() -> Result<()> {
+    time_zone_from_vars(&|name| std::env::var_os(name))
+}
+
+/// Reads a variable by name: the environment, or a test's map.
+type Vars<'a> = &'a dyn Fn(&'static str) -> Option<OsString>;
+
+/// The variable `name` through `parse`: `None` when unset or blank, an
+/// error naming the variable when it does not parse.
+fn var<T>(
+    vars: Vars<'_>,
+    name: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>> {
+    let Some(value) = vars(name) else {
+        return Ok(None);
+    };
+    let value = value
+        .into_string()
+        .map_err(|value| Error::invalid(name, format!("{value:?} is not valid UTF-8")))?;
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    parse(value)
+        .map(Some)
+        .map_err(|reason| Error::invalid(name, reason))
+}
+
+fn builder_from_vars(vars: Vars<'_>) -> Result<ConfigBuilder> {
+    let mut builder = Config::builder();
+    if let Some(attempts) = var(vars, "MAX_ATTEMPTS", parse::whole_number)? {
+        builder = builder.max_attempts(attempts);
+    }
+    if let Some(limit) = var(vars, "MAX_RUN_TIME", parse::seconds)? {
+        builder = builder.max_run_time(limit);
+    }
+    if let Some(on) = var(vars, "BACKGROUND_TASK_RUN_ASYNC", parse::boolean)? {
+        builder = builder.run_async(on);
+    }
+    if let Some(threads) = var(vars, "BACKGROUND_TASK_ASYNC_THREADS", parse::whole_number)? {
+        builder = builder.async_threads(threads);
+    }
+    if let Some(tasks) = var(
+        vars,
+        "BACKGROUND_TASK_TASKS_PER_THREAD",
+        parse::whole_number,
+    )? {
+        builder = builder.tasks_per_thread(tasks);
+    }
+    if let Some(tasks) = var(vars, "BACKGROUND_TASK_PREFETCH", parse::whole_number)? {
+        builder = builder.prefetch(tasks);
+    }
+    if let Some(ordering) = var(vars, "BACKGROUND_TASK_PRIORITY_ORDERING", parse::ordering)? {
+        builder = builder.priority_ordering(ordering);
+    }
+    if let Some(lease) = var(vars, "BACKGROUND_TASK_LEASE", parse::seconds)? {
+        builder = builder.lease(lease);
+    }
+    if let Some(grace) = var(vars, "BACKGROUND_TASK_CANCEL_GRACE", parse::seconds)? {
+        builder = builder.cancel_grace(grace);
+    }
+    if let Some(age) = var(vars, "BACKGROUND_TASK_KEEP_COMPLETED", parse::keep_age)? {
+        builder = builder.retention_field(|r| r.completed = Some(age));
+    }
+    if let Some(age) = var(vars, "BACKGROUND_TASK_KEEP_FAILED", parse::keep_age)? {
+        builder = builder.retention_field(|r| r.failed = Some(age));
+    }
+    if let Some(rows) = var(vars, "BACKGROUND_TASK_KEEP_LAST", parse::keep_last)? {
+        builder = builder.retention_field(|r| r.keep_last = Some(rows));
+    }
+    Ok(builder)
+}
+
+fn time_zone_from_vars(vars: Vars<'_>) -> Result<()> {
+    const NAME: &str = "BACKGROUND_TASK_DB_TIME_ZONE";
+    let Some(zone) = var(vars, NAME, |zone| Ok(zone.to_owned()))? else {
+        return Ok(());
+    };
+    crate::db::set_time_zone(&zone).map_err(|err| match err {
+        Error::InvalidOption { reason, .. } => Error::invalid(NAME, reason),
+        err => err,
+    })
+}
+
+/// How settings are read from text, by [`Config::from_env`] and by the
+/// flags of `bgtasks` alike (as clap value parsers): one parser per kind of
+/// value, so a variable and its flag accept the same values. Each error
+/// says what was given and what is accepted, and is shown after the name
+/// of the variable or flag.
+pub(crate) mod parse {
+    use std::str::FromStr;
+    use std::time::Duration;
+
+    use super::PriorityOrdering;
+
+    /// A whole number: `25`.
+    pub(crate) fn whole_number<T: FromStr>(text: &str) -> Result<T, String> {
+        text.trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not a whole number in range (such as 25)"))
+    }
+
+    /// A number of seconds, 0 or more, with a fraction if needed: `30`,
+    /// `0.5`; at most [`super::MAX_DURATION`] (100 years).
+    pub(crate) fn seconds(text: &str) -> Result<Duration, String> {
+        let seconds = text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| {
+                format!("{text:?} is not a number of seconds >= 0 (such as 30 or 0.5)")
+            })?;
+        capped(text, seconds)
+    }
+
+    /// `value` when it is at most [`super::MAX_DURATION`].
+    fn capped(text: &str, value: Duration) -> Result<Duration, String> {
+        if value > super::MAX_DURATION {
+            return Err(format!(
+                "{:?} is longer than {} s (100 years), the longest a duration may be",
+                text.trim(),
+                super::MAX_DURATION.as_secs()
+            ));
+        }
+        Ok(value)
+    }
+
+    /// A boolean as settings write it: true/false, 1/0, yes/no, on/off.
+    pub(crate) fn boolean(text: &str) -> Result<bool, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" | "" => Ok(false),
+            _ => Err(format!("{text:?} is not a boolean; use true or false")),
+        }
+    }
+
+    /// The seed's priority ordering: exactly `ASC`, or anything else for
+    /// DESC ([`PriorityOrdering::from_setting`]).
+    pub(crate) fn ordering(text: &str) -> Result<PriorityOrdering, String> {
+        Ok(PriorityOrdering::from_setting(text.trim()))
+    }
+
+    /// A duration: a whole number with s, m, h or d (`30s`, `90m`, `12h`,
+    /// `7d`), or a number of seconds (`3600`, `0.5`); at most
+    /// [`super::MAX_DURATION`] (100 years).
+    pub(crate) fn duration(text: &str) -> Result<Duration, String> {
+        let text = text.trim();
+        if text.ends_with(['s', 'm', 'h', 'd']) {
+            return crate::inspect::parse_age(text)
+                .map(|age| age.to_std().unwrap_or_default())
+                .map_err(|err| match err {
+                    crate::Error::InvalidOption { reason, .. } => reason,
+                    err => err.to_string(),
+                });
+        }
+        let seconds = text
+            .parse::<f64>()
+            .ok()
+            .filter(|secs| secs.is_finite() && *secs >= 0.0)
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| {
+                format!(
+                    "{text:?} is not a duration; use a number of seconds (3600) or a whole \
+                     number with s, m, h or d (30s, 90m, 12h, 7d)"
+                )
+            })?;
+        capped(text, seconds)
+    }
+
+    /// A retention age: a [`duration`] above zero. "Keep for 0 s" is more
+    /// often a mistaken "off" than a wish to keep no history.
+    pub(crate) fn keep_age(text: &str) -> Result<Duration, String> {
+        let age = duration(text)?;
+        if age.is_zero() {
+            return Err(
+                "0 would delete history rows as soon as they are written; leave it unset to keep \
+                 them forever, or give the shortest age to keep (1s, 7d)"
+                    .into(),
+            );
+        }
+        Ok(age)
+    }
+
+    /// How many history rows to keep: at least 1.
+    pub(crate) fn keep_last(text: &str) -> Result<u64, String> {
+        match whole_number::<u64>(text)? {
+            0 => Err(
+                "0 would delete every history row as soon as it is written; leave it unset for \
+                 no limit, or give the number of newest rows to keep (at least 1)"
+                    .into(),
+            ),
+            rows => Ok(rows),
+        }
+    }
+}
+
 /// A queue name is 1 to 190 characters (`None` is the default queue).
 pub(crate) fn validate_queue_name(queue: &str) -> Result<()> {
     if queue.is_empty() {
@@ -586,6 +851,145 @@ mod tests {
         assert!(Config::builder().queue("").build().is_err());
         assert!(Config::builder().queue("q".repeat(191)).build().is_err());
         assert!(Config::builder().queue("q".repeat(190)).build().is_ok());
+    }
+
+    /// The variables of `pairs`, as the environment would give them.
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&'static str) -> Option<OsString> {
+        let map: std::collections::HashMap<String, OsString> = pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), OsString::from(value)))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn the_environment_sets_every_seed_setting() {
+        let env = vars(&[
+            ("MAX_ATTEMPTS", "3"),
+            ("MAX_RUN_TIME", "90"),
+            ("BACKGROUND_TASK_RUN_ASYNC", "True"),
+            ("BACKGROUND_TASK_ASYNC_THREADS", "2"),
+            ("BACKGROUND_TASK_TASKS_PER_THREAD", " 5 "),
+            ("BACKGROUND_TASK_PRIORITY_ORDERING", "ASC"),
+            ("BACKGROUND_TASK_LEASE", "0.5"),
+            ("BACKGROUND_TASK_CANCEL_GRACE", "4"),
+            ("BACKGROUND_TASK_KEEP_COMPLETED", "7d"),
+            ("BACKGROUND_TASK_KEEP_LAST", "100"),
+        ]);
+        let c = builder_from_vars(&env).unwrap().build().unwrap();
+        assert_eq!(c.max_attempts(), 3);
+        assert_eq!(c.max_run_time(), Duration::from_secs(90));
+        assert!(c.run_async());
+        assert_eq!((c.async_threads(), c.tasks_per_thread()), (2, 5));
+        assert_eq!(c.priority_ordering(), PriorityOrdering::Asc);
+        assert_eq!(c.lease(), Duration::from_millis(500));
+        assert_eq!(c.cancel_grace(), Duration::from_secs(4));
+        assert_eq!(
+            c.retention(),
+            Some(&Retention {
+                completed: Some(Duration::from_secs(7 * 86_400)),
+                failed: None,
+                keep_last: Some(100),
+            })
+        );
+    }
+
+    #[test]
+    fn an_empty_environment_gives_the_defaults_and_setters_override_it() {
+        let c = builder_from_vars(&vars(&[("MAX_ATTEMPTS", " ")]))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(c.max_attempts(), DEFAULT_MAX_ATTEMPTS, "blank is unset");
+        assert_eq!(c.retention(), None);
+        let c = builder_from_vars(&vars(&[("MAX_ATTEMPTS", "9")]))
+            .unwrap()
+            .max_attempts(2)
+            .build()
+            .unwrap();
+        assert_eq!(c.max_attempts(), 2);
+    }
+
+    #[test]
+    fn a_bad_variable_is_refused_by_its_name() {
+        for (name, value, says) in [
+            ("MAX_ATTEMPTS", "x", "not a whole number"),
+            ("MAX_ATTEMPTS", "-1", "not a whole number"),
+            ("MAX_RUN_TIME", "-1", "not a number of seconds"),
+            ("BACKGROUND_TASK_RUN_ASYNC", "maybe", "not a boolean"),
+            ("BACKGROUND_TASK_ASYNC_THREADS", "two", "not a whole number"),
+            (
+                "BACKGROUND_TASK_TASKS_PER_THREAD",
+                "1.5",
+                "not a whole number",
+            ),
+            ("BACKGROUND_TASK_LEASE", "soon", "not a number of seconds"),
+            (
+                "BACKGROUND_TASK_CANCEL_GRACE",
+                "NaN",
+                "not a number of seconds",
+            ),
+            ("BACKGROUND_TASK_KEEP_COMPLETED", "0", "0 would delete"),
+            ("BACKGROUND_TASK_KEEP_FAILED", "7x", "not a duration"),
+            ("BACKGROUND_TASK_KEEP_LAST", "0", "0 would delete"),
+        ] {
+            let err = builder_from_vars(&vars(&[(name, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(name) && err.contains(says),
+                "{name}={value}: {err}"
+            );
+            assert!(err.contains(&format!("{value:?}")) || value == "0", "{err}");
+        }
+        // Values that parse but are not allowed: refused by build, by name.
+        let err = builder_from_vars(&vars(&[("BACKGROUND_TASK_ASYNC_THREADS", "0")]))
+            .unwrap()
+            .build()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("BACKGROUND_TASK_ASYNC_THREADS"),
+            "{err}"
+        );
+        let err = builder_from_vars(&vars(&[("MAX_RUN_TIME", "0")]))
+            .unwrap()
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("MAX_RUN_TIME"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_time_zone_is_refused_by_its_name() {
+        let err = time_zone_from_vars(&vars(&[("BACKGROUND_TASK_DB_TIME_ZONE", "Mars/Olympus")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("BACKGROUND_TASK_DB_TIME_ZONE"), "{err}");
+        assert!(err.contains("Mars/Olympus"), "{err}");
+        time_zone_from_vars(&vars(&[("BACKGROUND_TASK_DB_TIME_ZONE", "")])).unwrap();
+    }
+
+    #[test]
+    fn durations_in_every_accepted_form() {
+        use parse::duration;
+        assert_eq!(duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(duration("12h"), Ok(Duration::from_secs(12 * 3_600)));
+        assert_eq!(duration("90m"), Ok(Duration::from_secs(90 * 60)));
+        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration("3600"), Ok(Duration::from_secs(3_600)));
+        assert_eq!(duration("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "7x", "-1", "-1d", "d", "1.5h", "NaN", "inf"] {
+            let err = duration(bad).unwrap_err();
+            assert!(err.contains("not a duration"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn booleans_read_like_settings() {
+        assert_eq!(parse::boolean("True"), Ok(true));
+        assert_eq!(parse::boolean("1"), Ok(true));
+        assert_eq!(parse::boolean("false"), Ok(false));
+        assert!(parse::boolean("maybe").is_err());
     }
 
     #[test]

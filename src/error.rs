@@ -59,6 +59,14 @@ pub enum Error {
          queue.enqueue_with(&txn, ..), or commit it first"
     )]
     OwnTransaction,
+    /// Registered tasks require app state ([`crate::Task::requires`]) that
+    /// the registry has no value of ([`crate::Registry::data`]): the runner
+    /// refuses to start.
+    #[error("{}", crate::state::missing_text(.missing))]
+    MissingState {
+        /// Every task and type missing, sorted by task.
+        missing: Vec<crate::state::MissingState>,
+    },
     /// An enqueue option or a setting has a value that is not allowed.
     #[error("invalid value for `{option}`: {reason}")]
     InvalidOption {

@@ -7,6 +7,13 @@
 //!
 //! ## Quick start
 //!
+//! Besides this crate, an app needs `serde` (with `derive`) for its
+//! params types, and an actix runtime to run tasks in (`actix-web`, or
+//! `actix-rt` alone). The crates that appear in this crate's API are
+//! re-exported ([`sea_orm`], [`chrono`], [`serde_json`], [`serde`],
+//! [`actix_rt`], and [`actix_web`] with the `web` feature): use them
+//! through here, or depend on the same major versions.
+//!
 //! ```no_run
 //! use background_tasks::{Queue, Registry, Config, Task, TaskContext, TaskError, db};
 //! use serde::{Deserialize, Serialize};
@@ -61,11 +68,20 @@ mod queue;
 mod registry;
 mod runner;
 mod schedule;
+mod state;
 mod store;
 mod task;
 #[cfg(feature = "web")]
 pub mod web;
 mod worker;
+
+// The crates whose types appear in this crate's API, re-exported so that an
+// app uses the very versions (and features) this crate was built with:
+// `background_tasks::sea_orm::DatabaseConnection` is the type `Queue::db`
+// returns, whatever other sea-orm a dependency tree holds.
+#[cfg(feature = "web")]
+pub use actix_web;
+pub use {actix_rt, chrono, sea_orm, serde, serde_json};
 
 pub use clock::Clock;
 pub use config::{
@@ -83,7 +99,7 @@ pub use queue::{
 pub use registry::Registry;
 pub use runner::{DEFAULT_SHUTDOWN_GRACE, Pace, Runner, RunnerHandle};
 pub use schedule::{Action, RunAt, Schedule, repeat};
-pub use sea_orm;
+pub use state::{MissingState, Requires};
 pub use task::{Backoff, KeepHistory, Task, TaskContext, TaskDefaults, TaskError};
 
 /// The README's Rust examples, compiled and run as doc tests so they stay

@@ -4,14 +4,25 @@
 //! The runner claims only rows whose `task_name` is registered; rows of other
 //! names stay for runners that know them. Registering a name again replaces
 //! the earlier handler, as re-decorating does in the seed.
+//!
+//! The registry also holds the app state bodies read ([`Registry::data`],
+//! see [`crate::state`]), and checks at start that every task has the state
+//! it requires ([`Registry::check`]).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use crate::error::{Error, Result};
 use crate::params::ParamsError;
+use crate::state::{MissingState, Requires, RunState, StateMap};
 use crate::task::{Task, TaskContext, TaskDefaults, TaskError};
+
+/// The registry's app state, shared by its clones and its handlers. A
+/// run takes the inner `Arc` (a snapshot); adding a value copies the map
+/// when runs hold it, so they never see it change under them.
+type SharedState = Arc<RwLock<Arc<StateMap>>>;
 
 /// A task body erased to run from a stored row.
 /// What a body's future resolves to: its result as JSON text (`None` for a
@@ -22,6 +33,8 @@ pub(crate) type RunFuture = Pin<Box<dyn Future<Output = Result<Option<String>, T
 pub(crate) trait Handler: Send + Sync {
     /// Definition-time defaults of the task.
     fn defaults(&self) -> &TaskDefaults;
+    /// The app state its body reads ([`Task::requires`]).
+    fn requires(&self) -> &Requires;
     /// Decodes `task_params` and runs the body. Params that do not decode
     /// (they no longer fit the params type, or hold what Rust cannot represent
     /// exactly, such as a lone surrogate) are an invalid-task error: retrying
@@ -32,6 +45,8 @@ pub(crate) trait Handler: Send + Sync {
 struct TypedHandler<T: Task> {
     task: Arc<T>,
     defaults: TaskDefaults,
+    requires: Arc<Requires>,
+    state: SharedState,
 }
 
 impl<T: Task> Handler for TypedHandler<T> {
@@ -39,8 +54,16 @@ impl<T: Task> Handler for TypedHandler<T> {
         &self.defaults
     }
 
+    fn requires(&self) -> &Requires {
+        &self.requires
+    }
+
     fn run(&self, task_params: &str, ctx: TaskContext) -> RunFuture {
         let task = Arc::clone(&self.task);
+        let ctx = ctx.with_state(RunState {
+            values: snapshot(&self.state),
+            requires: Arc::clone(&self.requires),
+        });
         let params = T::decode(task_params);
         Box::pin(async move {
             let params = params.map_err(|err| {
@@ -61,7 +84,6 @@ impl<T: Task> Handler for TypedHandler<T> {
     }
 }
 
-/// Task handlers by name. Cheap to clone; clones share the same map.
 /// `output` as the JSON stored in a history row's `result`; `None` when it
 /// is `()` (or `null`). A value JSON cannot hold (a map with non-text keys)
 /// is logged and not stored: the task still succeeded.
@@ -76,9 +98,17 @@ fn result_json<O: serde::Serialize>(output: &O) -> Option<String> {
     }
 }
 
+/// Task handlers by name, and the app state their bodies read. Cheap to
+/// clone; clones share the same map and state.
 #[derive(Clone, Default)]
 pub struct Registry {
     handlers: Arc<RwLock<HashMap<String, Arc<dyn Handler>>>>,
+    state: SharedState,
+}
+
+/// The state as it is now, for one run.
+fn snapshot(state: &SharedState) -> Arc<StateMap> {
+    Arc::clone(&state.read().unwrap_or_else(PoisonError::into_inner))
 }
 
 impl Registry {
@@ -93,12 +123,68 @@ impl Registry {
         let handler = TypedHandler {
             task: Arc::new(task),
             defaults: T::defaults(),
+            requires: Arc::new(T::requires()),
+            state: Arc::clone(&self.state),
         };
         self.handlers
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(T::name().to_owned(), Arc::new(handler));
         self
+    }
+
+    /// Gives task bodies `value`, which they read with
+    /// [`TaskContext::data`]`::<D>()`: a database pool, an HTTP client,
+    /// settings. Values are found by their exact type (`D` and `Arc<D>`
+    /// are two types), and a second value of one type replaces the first
+    /// for the runs that start after it. A task lists the types it reads in
+    /// [`Task::requires`]; [`crate::Runner::start`] refuses to start while
+    /// one of them has no value here (see [`Registry::check`]).
+    ///
+    /// Give the state before starting the runner. The value lives as long
+    /// as the registry: a value that holds this registry (a [`crate::Queue`]
+    /// on it) keeps both alive for the life of the process.
+    pub fn data<D: Send + Sync + 'static>(&self, value: D) -> &Self {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        Arc::make_mut(&mut state).insert(value);
+        self
+    }
+
+    /// Checks that every registered task has the app state it requires
+    /// ([`Task::requires`], given with [`Registry::data`]).
+    /// [`crate::Runner::start`] and `bgtasks process` call it and refuse to
+    /// start on its error; call it yourself to fail even sooner.
+    ///
+    /// # Errors
+    /// [`Error::MissingState`], naming every task and missing type.
+    pub fn check(&self) -> Result<()> {
+        let state = snapshot(&self.state);
+        let mut missing: Vec<MissingState> = self
+            .read()
+            .iter()
+            .flat_map(|(name, handler)| {
+                handler
+                    .requires()
+                    .types()
+                    .iter()
+                    .filter(|ty| !state.contains(**ty))
+                    .map(|ty| MissingState {
+                        task: name.clone(),
+                        type_name: ty.name,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.sort_by(|a, b| (&a.task, a.type_name).cmp(&(&b.task, b.type_name)));
+        Err(Error::MissingState { missing })
+    }
+
+    /// The app state as it is now (for an inline run).
+    pub(crate) fn state(&self) -> Arc<StateMap> {
+        snapshot(&self.state)
     }
 
     /// True when a handler is registered under `name`.
@@ -141,6 +227,7 @@ impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
             .field("names", &self.names())
+            .field("data", &*snapshot(&self.state))
             .finish()
     }
 }

@@ -59,9 +59,15 @@ impl Runner {
     /// (no `tracing` subscriber, no `log` logger), it says so once per
     /// process on stderr, with how to see them.
     ///
+    /// # Errors
+    /// [`crate::Error::MissingState`] when a registered task requires app
+    /// state the registry has no value of ([`crate::Registry::check`]):
+    /// nothing is started.
+    ///
     /// # Panics
     /// When called outside an actix `System`.
-    pub fn start(queue: Queue) -> RunnerHandle {
+    pub fn start(queue: Queue) -> crate::Result<RunnerHandle> {
+        queue.registry().check()?;
         note_when_logs_go_nowhere(&queue);
         tracing::info!(
             runner = queue.runner_id(),
@@ -70,18 +76,26 @@ impl Runner {
             tasks = ?queue.registry().names(),
             "runner started"
         );
-        RunnerHandle {
+        Ok(RunnerHandle {
             running: Arc::new(Mutex::new(Some(actors::start(queue.clone())))),
             queue,
-        }
+        })
     }
 
     /// Runs until `shutdown` completes (a signal, a duration, a test's
     /// trigger), then shuts down gracefully with `grace`.
-    pub async fn run(queue: Queue, shutdown: impl Future<Output = ()>, grace: Duration) {
-        let handle = Runner::start(queue);
+    ///
+    /// # Errors
+    /// As [`Runner::start`], at once.
+    pub async fn run(
+        queue: Queue,
+        shutdown: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> crate::Result<()> {
+        let handle = Runner::start(queue)?;
         shutdown.await;
         handle.shutdown(grace).await;
+        Ok(())
     }
 }
 

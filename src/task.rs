@@ -41,6 +41,7 @@ use serde::de::DeserializeOwned;
 
 use crate::params::{self, ParamsError};
 use crate::schedule::Schedule;
+use crate::state::{Requires, RunState};
 
 /// A background task: a name, typed params, and an async body.
 ///
@@ -50,6 +51,58 @@ use crate::schedule::Schedule;
 /// A task that needs both positional and keyword arguments (for example to
 /// run tasks enqueued by Python code) overrides [`Task::encode`] and
 /// [`Task::decode`] with [`params::encode_call`] and [`params::decode_call`].
+///
+/// # App state
+///
+/// What bodies share (a database pool, an HTTP client, settings) is given
+/// once to the registry with [`crate::Registry::data`] and read by type
+/// with [`TaskContext::data`]. A task lists the types it reads in
+/// [`Task::requires`], so that [`crate::Runner::start`] (and `bgtasks
+/// process`) refuses to start while one is missing, naming the task and
+/// the type:
+///
+/// ```no_run
+/// use background_tasks::sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+/// use background_tasks::{Config, Queue, Registry, Requires, Runner, Task, TaskContext, TaskError, db};
+///
+/// /// The app's settings, shared by every body.
+/// struct Settings { from: String }
+///
+/// struct Welcome;
+///
+/// impl Task for Welcome {
+///     type Params = i64; // a user id
+///     type Output = ();
+///     fn name() -> &'static str { "users.welcome" }
+///     fn requires() -> Requires {
+///         Requires::new().data::<DatabaseConnection>().data::<Settings>()
+///     }
+///     async fn run(&self, user: i64, ctx: TaskContext) -> Result<(), TaskError> {
+///         let db = ctx.data::<DatabaseConnection>()?;
+///         let settings = ctx.data::<Settings>()?;
+///         let sql = "UPDATE users SET welcomed_by = $1 WHERE id = $2"; // PostgreSQL
+///         let values = [settings.from.clone().into(), user.into()];
+///         db.execute_raw(Statement::from_sql_and_values(db.get_database_backend(), sql, values))
+///             .await?;
+///         Ok(())
+///     }
+/// }
+///
+/// # async fn demo() -> background_tasks::Result<()> {
+/// let db = db::open(None).await?;
+/// let registry = Registry::new();
+/// registry
+///     .data(db.clone()) // the app's own pool (here the queue's)
+///     .data(Settings { from: "the team".into() })
+///     .register(Welcome);
+/// let queue = Queue::with_parts(db, registry.clone(), Config::default());
+/// // Without one of the two `data` calls this is an `Error::MissingState`
+/// // naming "users.welcome" and the type, and nothing starts.
+/// let runner = Runner::start(queue)?;
+/// // Inline, with the same state:
+/// Welcome.now_with(7, &registry).await.ok();
+/// # Ok(()) }
+/// ```
 pub trait Task: Send + Sync + 'static {
     /// The task's parameters.
     type Params: Serialize + DeserializeOwned + Send + 'static;
@@ -79,6 +132,19 @@ pub trait Task: Send + Sync + 'static {
         TaskDefaults::default()
     }
 
+    /// The app state the body reads with [`TaskContext::data`] (default:
+    /// none). A runner refuses to start while the registry has no value of
+    /// one of these types ([`crate::Registry::data`],
+    /// [`crate::Registry::check`]), and a body that reads a type not listed
+    /// here gets an error, so a missing value is found at start, never at
+    /// the first task. See [`Task`] for an example.
+    fn requires() -> Requires
+    where
+        Self: Sized,
+    {
+        Requires::new()
+    }
+
     /// Encodes params into the stored `task_params` text.
     fn encode(params: &Self::Params) -> Result<String, ParamsError>
     where
@@ -105,6 +171,8 @@ pub trait Task: Send + Sync + 'static {
 
     /// Runs the body right here and returns its result, writing no row (the
     /// seed's `task.now(...)`). Handy in tests and for synchronous paths.
+    /// The body has no app state: a task that reads some runs inline with
+    /// [`Task::now_with`].
     fn now(
         &self,
         params: Self::Params,
@@ -113,6 +181,41 @@ pub trait Task: Send + Sync + 'static {
         Self: Sized,
     {
         self.run(params, TaskContext::inline(Self::name()))
+    }
+
+    /// [`Task::now`] with the app state of `registry`: the body reads what
+    /// was given with [`crate::Registry::data`]. When a type the task
+    /// requires has no value there, the body does not run and the error
+    /// (permanent) names it.
+    fn now_with(
+        &self,
+        params: Self::Params,
+        registry: &crate::Registry,
+    ) -> impl Future<Output = Result<Self::Output, TaskError>> + Send
+    where
+        Self: Sized,
+    {
+        let requires = Self::requires();
+        let values = registry.state();
+        let missing: Vec<_> = requires
+            .types()
+            .iter()
+            .filter(|ty| !values.contains(**ty))
+            .map(|ty| crate::state::MissingState {
+                task: Self::name().to_owned(),
+                type_name: ty.name,
+            })
+            .collect();
+        let ctx = TaskContext::inline(Self::name()).with_state(RunState {
+            values,
+            requires: std::sync::Arc::new(requires),
+        });
+        async move {
+            if !missing.is_empty() {
+                return Err(TaskError::invalid(crate::state::missing_text(&missing)));
+            }
+            self.run(params, ctx).await
+        }
     }
 }
 
@@ -325,6 +428,8 @@ pub struct TaskContext {
     attempts: i32,
     /// Says when an operator cancels the task.
     cancel: Option<crate::cancel::CancelSignal>,
+    /// The app state it may read; `None` for a bare inline run.
+    state: Option<RunState>,
 }
 
 impl TaskContext {
@@ -340,6 +445,7 @@ impl TaskContext {
             task_name,
             attempts,
             cancel,
+            state: None,
         }
     }
 
@@ -350,7 +456,14 @@ impl TaskContext {
             task_name: task_name.to_owned(),
             attempts: 0,
             cancel: None,
+            state: None,
         }
+    }
+
+    /// This context with the app state of its run.
+    pub(crate) fn with_state(mut self, state: RunState) -> Self {
+        self.state = Some(state);
+        self
     }
 
     /// Id of the task's row; `None` for an inline run.
@@ -376,6 +489,51 @@ impl TaskContext {
         self.cancel
             .as_ref()
             .is_some_and(crate::cancel::CancelSignal::is_cancelled)
+    }
+
+    /// The app state of type `D` given with [`crate::Registry::data`]: a
+    /// database pool, an HTTP client, settings. `D` must be listed in the
+    /// task's [`Task::requires`]; reading a type that is not is an error
+    /// even when the value is there, so that the check at start covers
+    /// every read. The error is permanent ([`TaskError::invalid`]: retrying
+    /// the same code cannot fix it) and says what to change; with `?` the
+    /// body returns it:
+    ///
+    /// ```
+    /// # use background_tasks::{TaskContext, TaskError};
+    /// # struct HttpClient; impl HttpClient { async fn get(&self, _: &str) {} }
+    /// async fn body(ctx: TaskContext) -> Result<(), TaskError> {
+    ///     let http = ctx.data::<HttpClient>()?;
+    ///     http.get("https://example.com/").await;
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// A run by a runner, or by [`Task::now_with`], sees the registry's
+    /// values as they were when it started; a bare [`Task::now`] has none.
+    pub fn data<D: Send + Sync + 'static>(&self) -> Result<&D, TaskError> {
+        let wanted = crate::state::StateType::of::<D>();
+        let Some(state) = &self.state else {
+            return Err(TaskError::invalid(format!(
+                "task {:?} reads app state of type `{}`, but an inline run by `Task::now` has \
+                 no app state: run it with `task.now_with(params, &registry)`",
+                self.task_name, wanted.name
+            )));
+        };
+        if !state.requires.types().contains(&wanted) {
+            return Err(TaskError::invalid(format!(
+                "task {:?} reads app state of type `{}` without requiring it: add \
+                 `.data::<{}>()` to its `Task::requires`, so that a runner refuses to start \
+                 without it",
+                self.task_name, wanted.name, wanted.name
+            )));
+        }
+        state.values.get::<D>().ok_or_else(|| {
+            TaskError::invalid(crate::state::missing_text(&[crate::state::MissingState {
+                task: self.task_name.clone(),
+                type_name: wanted.name,
+            }]))
+        })
     }
 
     /// Resolves when an operator cancels this task; never, for an inline

@@ -82,7 +82,7 @@ pub(super) async fn run(ctx: &Context, args: DemoArgs) -> Result<(), Failure> {
         println!("enqueued {total} demo tasks on queue \"demo\"; running them");
     }
     let started = Instant::now();
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone())?;
     let deadline = started + Duration::from_secs(args.duration);
     let mut progress = Progress::new("running the demo", Some(total), ctx.json);
     loop {

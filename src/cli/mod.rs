@@ -10,6 +10,21 @@
 //! }
 //! ```
 //!
+//! A binary whose tasks need app state that takes an `await` to make (a
+//! database pool) builds it in its own async `main` and calls [`run`]:
+//!
+//! ```no_run
+//! # struct Pool;
+//! # async fn connect() -> Pool { Pool }
+//! #[actix_rt::main] // or #[actix_web::main]: `process` needs an actix System
+//! async fn main() -> std::process::ExitCode {
+//!     let registry = background_tasks::Registry::new();
+//!     registry.data(connect().await);
+//!     // registry.register(MyTask); ...
+//!     background_tasks::cli::run(registry, std::env::args_os()).await
+//! }
+//! ```
+//!
 //! Commands: `process` (run tasks), `enqueue`, `list`, `show`, `stats`,
 //! `retry`, `cancel`, `delete`, `cron` (schedules), `limit` (global queue
 //! limits), `prune`, `doctor`, `demo`, `migrate` and `dashboard`; `bgtasks help COMMAND` explains each. Every command prints a
@@ -23,11 +38,17 @@
 //! (run `bgtasks migrate`), nothing changed.
 //!
 //! Settings come from flags and from the environment under the seed's
-//! names: `MAX_ATTEMPTS`, `MAX_RUN_TIME`, `BACKGROUND_TASK_RUN_ASYNC`,
-//! `BACKGROUND_TASK_ASYNC_THREADS`, `BACKGROUND_TASK_PRIORITY_ORDERING`,
-//! `DATABASE_URL` (default: `background_tasks.sqlite3` in the working
-//! directory), and `BACKGROUND_TASK_DB_TIME_ZONE` (the zone of a Django
-//! project with `USE_TZ = False`; default UTC).
+//! names: `DATABASE_URL` (default: `background_tasks.sqlite3` in the
+//! working directory), `BACKGROUND_TASK_DB_TIME_ZONE` (the zone of a Django
+//! project with `USE_TZ = False`; default UTC), and for `process` every
+//! variable [`crate::Config::from_env`] reads (`MAX_ATTEMPTS`,
+//! `MAX_RUN_TIME`, `BACKGROUND_TASK_RUN_ASYNC`, ...), read by that same
+//! code; a flag wins over its variable. A bad value is bad input (exit 2)
+//! and the message names the variable or flag.
+//!
+//! `process` refuses to start (exit 2, before opening the database) when a
+//! registered task requires app state the registry has none of
+//! ([`crate::Registry::check`]).
 
 #[cfg(feature = "web")]
 mod dashboard;
@@ -68,7 +89,8 @@ struct Cli {
     /// as America/New_York). Default UTC. Set it to the TIME_ZONE of a
     /// Django project with USE_TZ = False that shares a SQLite or
     /// MySQL/MariaDB database; PostgreSQL stores instants and ignores it.
-    #[arg(long, env = "BACKGROUND_TASK_DB_TIME_ZONE", global = true)]
+    /// [env: BACKGROUND_TASK_DB_TIME_ZONE]
+    #[arg(long, global = true)]
     db_time_zone: Option<String>,
 
     #[command(subcommand)]
@@ -208,9 +230,10 @@ impl std::fmt::Display for Failure {
 impl From<Error> for Failure {
     fn from(err: Error) -> Self {
         match err {
-            Error::InvalidOption { .. } | Error::Params(_) | Error::InvalidDatabaseUrl { .. } => {
-                Failure::BadInput(err.to_string())
-            }
+            Error::InvalidOption { .. }
+            | Error::Params(_)
+            | Error::InvalidDatabaseUrl { .. }
+            | Error::MissingState { .. } => Failure::BadInput(err.to_string()),
             err if err.is_refused_value() => Failure::BadInput(format!(
                 "the database cannot store a value given (too long, out of range, or with a \
                  character it refuses): {err}"
@@ -230,11 +253,30 @@ impl From<sea_orm::DbErr> for Failure {
 /// returns its exit code (see the module docs); a command line that does
 /// not parse exits with 2 and clap's message.
 pub fn main(registry: Registry) -> ExitCode {
-    let cli = Cli::parse();
+    actix_rt::System::new().block_on(run(registry, std::env::args_os()))
+}
+
+/// [`main`] inside an actix `System` the caller already runs (an
+/// `#[actix_rt::main]` or `#[actix_web::main]` function), with the command
+/// line `args` (the program name first, as [`std::env::args_os`] gives
+/// it): for a binary that builds its tasks' app state with `await` first.
+/// Returns the exit code; `--help` and `--version` print and return 0.
+pub async fn run<I, T>(registry: Registry, args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            // clap's own text: the usage for --help, the problem otherwise.
+            let _ = err.print();
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+        }
+    };
     let log_std = matches!(&cli.command, Command::Process(args) if args.log_std);
     logging::init(log_std);
-    let system = actix_rt::System::new();
-    match system.block_on(run(cli, registry)) {
+    match dispatch(cli, registry).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             if matches!(failure, Failure::Failed(_)) {
@@ -246,9 +288,12 @@ pub fn main(registry: Registry) -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, registry: Registry) -> Result<(), Failure> {
-    if let Some(zone) = cli.db_time_zone.as_deref().filter(|zone| !zone.is_empty()) {
-        db::set_time_zone(zone)?;
+async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
+    // The flag wins; the variable is read by the code `Config::from_env`
+    // uses, so both say the same about a bad zone.
+    match cli.db_time_zone.as_deref().filter(|zone| !zone.is_empty()) {
+        Some(zone) => db::set_time_zone(zone)?,
+        None => crate::config::time_zone_from_env()?,
     }
     let ctx = Context {
         url: cli.database_url,
@@ -277,14 +322,6 @@ async fn run(cli: Cli, registry: Registry) -> Result<(), Failure> {
     }
 }
 
-fn parse_bool(value: &str) -> Result<bool, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" | "" => Ok(false),
-        other => Err(format!("{other:?} is not a boolean; use true or false")),
-    }
-}
-
 /// A setting in seconds: a number from 0 to [`crate::MAX_DURATION`].
 fn seconds(option: &'static str, value: f64) -> crate::Result<Duration> {
     let duration = Duration::try_from_secs_f64(value)
@@ -298,47 +335,69 @@ mod tests {
     use super::*;
     use crate::config::PriorityOrdering;
 
-    #[test]
-    fn booleans_read_like_settings() {
-        assert_eq!(parse_bool("True"), Ok(true));
-        assert_eq!(parse_bool("1"), Ok(true));
-        assert_eq!(parse_bool("false"), Ok(false));
-        assert!(parse_bool("maybe").is_err());
+    fn process_args(args: &[&str]) -> process::ProcessArgs {
+        let cli = Cli::try_parse_from(["bgtasks", "process"].iter().chain(args)).unwrap();
+        let Command::Process(args) = cli.command else {
+            panic!("not process")
+        };
+        args
     }
 
     #[test]
     fn settings_use_the_seeds_names_and_defaults() {
-        let cli = Cli::try_parse_from(["bgtasks", "process"]).unwrap();
-        let Command::Process(args) = cli.command else {
-            panic!()
-        };
-        let config = args.settings.config(args.threads).unwrap().build().unwrap();
+        let args = process_args(&[]);
+        let config = args.config_over(crate::Config::builder()).unwrap();
         assert_eq!(config.max_attempts(), 25);
         assert_eq!(config.max_run_time(), Duration::from_secs(3600));
         assert!(!config.run_async());
         assert_eq!(config.priority_ordering(), PriorityOrdering::Desc);
-        assert_eq!(args.sleep, 5.0);
+        assert_eq!(config.sleep(), Duration::from_secs(5));
+        assert_eq!(config.lease(), Duration::from_secs(30));
+        assert_eq!(config.cancel_grace(), Duration::from_secs(10));
+        assert_eq!(args.grace, Duration::from_secs(30));
         assert_eq!(args.duration, 0);
-        assert_eq!(args.lease, 30.0);
 
-        let cli =
-            Cli::try_parse_from(["bgtasks", "process", "--threads", "3", "--queue", "q"]).unwrap();
-        let Command::Process(args) = cli.command else {
-            panic!()
-        };
-        let config = args.settings.config(args.threads).unwrap().build().unwrap();
+        let args = process_args(&["--threads", "3", "--queue", "q"]);
+        let config = args.config_over(crate::Config::builder()).unwrap();
         assert!(config.run_async());
         assert_eq!(config.concurrency(), 3);
     }
 
     #[test]
+    fn flags_win_over_the_environment_field_by_field() {
+        let env = crate::Config::builder()
+            .max_attempts(7)
+            .lease(Duration::from_secs(60))
+            .retention(crate::Retention {
+                completed: Some(Duration::from_secs(60)),
+                keep_last: Some(5),
+                ..Default::default()
+            });
+        let args = process_args(&["--max-attempts", "2", "--keep-last", "9"]);
+        let config = args.config_over(env).unwrap();
+        assert_eq!(config.max_attempts(), 2, "the flag");
+        assert_eq!(config.lease(), Duration::from_secs(60), "the environment");
+        let retention = config.retention().unwrap();
+        assert_eq!(retention.completed, Some(Duration::from_secs(60)));
+        assert_eq!(retention.keep_last, Some(9));
+    }
+
+    #[test]
     fn bad_settings_are_refused_with_their_name() {
-        let cli = Cli::try_parse_from(["bgtasks", "process", "--max-run-time=-1"]).unwrap();
-        let Command::Process(args) = cli.command else {
-            panic!()
-        };
-        let err = args.settings.config(None).unwrap_err().to_string();
-        assert!(err.contains("MAX_RUN_TIME"), "{err}");
-        assert!(Cli::try_parse_from(["bgtasks", "process", "--max-attempts", "x"]).is_err());
+        for (flag, value) in [
+            ("--max-run-time", "-1"),
+            ("--max-attempts", "x"),
+            ("--run-async", "maybe"),
+            ("--keep-last", "0"),
+            ("--lease", "soon"),
+        ] {
+            let err = Cli::try_parse_from(["bgtasks", "process", &format!("{flag}={value}")])
+                .unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(flag), "{err}");
+        }
+        let args = process_args(&["--max-run-time", "0"]);
+        let err = args.config_over(crate::Config::builder()).unwrap_err();
+        assert!(err.to_string().contains("MAX_RUN_TIME"), "{err}");
     }
 }

@@ -4,20 +4,23 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{Context, Failure, parse_bool, seconds};
-use crate::config::{Config, PriorityOrdering, Retention};
+use super::{Context, Failure};
+use crate::config::{self, Config, ConfigBuilder, PriorityOrdering, parse};
 use crate::db;
 use crate::queue::Queue;
 use crate::runner::{Pace, Runner};
 
+/// The flags of `bgtasks process`. Settings that also have an environment
+/// variable start from [`Config::from_env`]'s reading of it (the same
+/// code), and a flag given on the command line wins over its variable.
 #[derive(Debug, Args)]
 pub(super) struct ProcessArgs {
     /// Stop after this many seconds; 0 or less runs until stopped.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub(super) duration: i64,
     /// Seconds to wait between polls when there is nothing to do.
-    #[arg(long, default_value_t = 5.0)]
-    pub(super) sleep: f64,
+    #[arg(long, default_value = "5", value_parser = parse::seconds)]
+    pub(super) sleep: Duration,
     /// Only run tasks of this named queue (default: every queue).
     #[arg(long)]
     pub(super) queue: Option<String>,
@@ -30,17 +33,18 @@ pub(super) struct ProcessArgs {
     pub(super) threads: Option<usize>,
     /// Seconds running tasks get to finish at shutdown before they are
     /// stopped and handed back.
-    #[arg(long, default_value_t = 30.0)]
-    pub(super) grace: f64,
+    #[arg(long, default_value = "30", value_parser = parse::seconds)]
+    pub(super) grace: Duration,
     /// Seconds a runner's locks last without renewal: other runners take
     /// the tasks of a runner silent for that long. Use one value for every
-    /// runner on a database.
-    #[arg(long, env = "BACKGROUND_TASK_LEASE", default_value_t = 30.0)]
-    pub(super) lease: f64,
+    /// runner on a database. [env: BACKGROUND_TASK_LEASE] [default: 30]
+    #[arg(long, value_parser = parse::seconds)]
+    pub(super) lease: Option<Duration>,
     /// Seconds the body of a running task an operator cancelled has to stop
-    /// on its own before it is stopped.
-    #[arg(long, env = "BACKGROUND_TASK_CANCEL_GRACE", default_value_t = 10.0)]
-    pub(super) cancel_grace: f64,
+    /// on its own before it is stopped. [env: BACKGROUND_TASK_CANCEL_GRACE]
+    /// [default: 10]
+    #[arg(long, value_parser = parse::seconds)]
+    pub(super) cancel_grace: Option<Duration>,
     /// At most N tasks of QUEUE at once in this runner (QUEUE=N; repeat the
     /// flag for several queues). For a limit across all runners, see
     /// `bgtasks limit`.
@@ -58,142 +62,128 @@ pub(super) struct ProcessArgs {
 #[derive(Debug, Args)]
 pub(super) struct RetentionArgs {
     /// Delete succeeded history rows older than this: 7d, 12h, 90m, 30s or
-    /// seconds (default: keep them).
-    #[arg(
-        long,
-        env = "BACKGROUND_TASK_KEEP_COMPLETED",
-        value_name = "DURATION",
-        value_parser = keep_age
-    )]
+    /// seconds (default: keep them). [env: BACKGROUND_TASK_KEEP_COMPLETED]
+    #[arg(long, value_name = "DURATION", value_parser = parse::keep_age)]
     pub(super) keep_completed: Option<Duration>,
     /// Delete failed history rows older than this: 30d, 12h, 90m, 30s or
-    /// seconds (default: keep them).
-    #[arg(
-        long,
-        env = "BACKGROUND_TASK_KEEP_FAILED",
-        value_name = "DURATION",
-        value_parser = keep_age
-    )]
+    /// seconds (default: keep them). [env: BACKGROUND_TASK_KEEP_FAILED]
+    #[arg(long, value_name = "DURATION", value_parser = parse::keep_age)]
     pub(super) keep_failed: Option<Duration>,
-    /// Keep at most this many history rows, the newest (default: no limit).
-    #[arg(
-        long,
-        env = "BACKGROUND_TASK_KEEP_LAST",
-        value_name = "N",
-        value_parser = clap::value_parser!(u64).range(1..)
-    )]
+    /// Keep at most this many history rows, the newest (default: no
+    /// limit). [env: BACKGROUND_TASK_KEEP_LAST]
+    #[arg(long, value_name = "N", value_parser = parse::keep_last)]
     pub(super) keep_last: Option<u64>,
 }
 
-impl RetentionArgs {
-    /// The retention these flags ask for (empty when none is given).
-    pub(super) fn retention(&self) -> Retention {
-        Retention {
-            completed: self.keep_completed,
-            failed: self.keep_failed,
-            keep_last: self.keep_last,
-        }
-    }
-}
-
-/// A retention age: a duration ([`super::prune::duration`]) above zero.
-/// Zero is refused here, where the message can name the flag: "keep for
-/// 0 s" is more often a mistaken "off" than a wish to keep no history.
-fn keep_age(text: &str) -> Result<Duration, String> {
-    let age = super::prune::duration(text)?;
-    if age.is_zero() {
-        return Err(
-            "0 would delete history rows as soon as they are written; leave it unset to keep \
-             them forever, or give the shortest age to keep (1s, 7d)"
-                .into(),
-        );
-    }
-    Ok(age)
-}
-
-/// The seed's settings, read from the environment.
+/// The seed's settings; each also read from its environment variable.
 #[derive(Debug, Args)]
 pub(super) struct Settings {
-    /// Attempts before a failing task fails permanently.
-    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = crate::DEFAULT_MAX_ATTEMPTS)]
-    pub(super) max_attempts: u32,
-    /// Seconds one execution may take.
-    #[arg(long, env = "MAX_RUN_TIME", default_value_t = 3600.0)]
-    pub(super) max_run_time: f64,
-    /// Run several tasks at once (true/false).
-    #[arg(long, env = "BACKGROUND_TASK_RUN_ASYNC", default_value = "false", value_parser = parse_bool)]
-    pub(super) run_async: bool,
-    /// Executor threads in async mode (default: the CPU count).
-    #[arg(long, env = "BACKGROUND_TASK_ASYNC_THREADS")]
+    /// Attempts before a failing task fails permanently. [env:
+    /// MAX_ATTEMPTS] [default: 25]
+    #[arg(long, value_parser = parse::whole_number::<u32>)]
+    pub(super) max_attempts: Option<u32>,
+    /// Seconds one execution may take. [env: MAX_RUN_TIME] [default: 3600]
+    #[arg(long, value_parser = parse::seconds)]
+    pub(super) max_run_time: Option<Duration>,
+    /// Run several tasks at once (true/false). [env:
+    /// BACKGROUND_TASK_RUN_ASYNC] [default: false]
+    #[arg(long, value_parser = parse::boolean)]
+    pub(super) run_async: Option<bool>,
+    /// Executor threads in async mode. [env: BACKGROUND_TASK_ASYNC_THREADS]
+    /// [default: the CPU count]
+    #[arg(long, value_parser = parse::whole_number::<usize>)]
     pub(super) async_threads: Option<usize>,
-    /// Task bodies each executor thread runs at once in async mode.
-    #[arg(long, env = "BACKGROUND_TASK_TASKS_PER_THREAD", default_value_t = 1)]
-    pub(super) tasks_per_thread: usize,
+    /// Task bodies each executor thread runs at once in async mode. [env:
+    /// BACKGROUND_TASK_TASKS_PER_THREAD] [default: 1]
+    #[arg(long, value_parser = parse::whole_number::<usize>)]
+    pub(super) tasks_per_thread: Option<usize>,
     /// Most tasks claimed ahead of the free slots, kept ready so the
     /// runner never waits for the database between two tasks (claimed ahead
     /// only while tasks take under 50 ms each). 0: the seed's rhythm, one
     /// claim per free slot and each outcome written before the next claim.
-    #[arg(long, env = "BACKGROUND_TASK_PREFETCH", default_value_t = crate::config::DEFAULT_PREFETCH)]
-    pub(super) prefetch: usize,
+    /// [env: BACKGROUND_TASK_PREFETCH] [default: 64]
+    #[arg(long, value_parser = parse::whole_number::<usize>)]
+    pub(super) prefetch: Option<usize>,
     /// "DESC" (highest priority first) or exactly "ASC" (lowest first).
-    #[arg(
-        long,
-        env = "BACKGROUND_TASK_PRIORITY_ORDERING",
-        default_value = "DESC"
-    )]
-    pub(super) priority_ordering: String,
+    /// [env: BACKGROUND_TASK_PRIORITY_ORDERING] [default: DESC]
+    #[arg(long, value_parser = parse::ordering)]
+    pub(super) priority_ordering: Option<PriorityOrdering>,
 }
 
-impl Settings {
-    pub(super) fn config(
-        &self,
-        threads: Option<usize>,
-    ) -> crate::Result<crate::config::ConfigBuilder> {
-        let mut builder = Config::builder()
-            .max_attempts(self.max_attempts)
-            .max_run_time(seconds("MAX_RUN_TIME", self.max_run_time)?)
-            .run_async(self.run_async)
-            .tasks_per_thread(self.tasks_per_thread)
-            .prefetch(self.prefetch)
-            .priority_ordering(PriorityOrdering::from_setting(&self.priority_ordering));
-        if let Some(threads) = self.async_threads {
+impl ProcessArgs {
+    /// The runner's config: the environment, as [`Config::from_env`] reads
+    /// it, then the flags given on the command line. Checked once.
+    pub(super) fn config(&self) -> crate::Result<Config> {
+        self.config_over(config::builder_from_env()?)
+    }
+
+    /// The flags given, over `builder`.
+    pub(super) fn config_over(&self, builder: ConfigBuilder) -> crate::Result<Config> {
+        let s = &self.settings;
+        let mut builder = builder.sleep(self.sleep);
+        if let Some(attempts) = s.max_attempts {
+            builder = builder.max_attempts(attempts);
+        }
+        if let Some(limit) = s.max_run_time {
+            builder = builder.max_run_time(limit);
+        }
+        if let Some(on) = s.run_async {
+            builder = builder.run_async(on);
+        }
+        if let Some(tasks) = s.prefetch {
+            builder = builder.prefetch(tasks);
+        }
+        if let Some(threads) = s.async_threads {
             builder = builder.async_threads(threads);
         }
-        if let Some(threads) = threads {
+        if let Some(tasks) = s.tasks_per_thread {
+            builder = builder.tasks_per_thread(tasks);
+        }
+        if let Some(ordering) = s.priority_ordering {
+            builder = builder.priority_ordering(ordering);
+        }
+        if let Some(threads) = self.threads {
             builder = builder.async_threads(threads).run_async(threads > 1);
         }
-        Ok(builder)
+        if let Some(lease) = self.lease {
+            builder = builder.lease(lease);
+        }
+        if let Some(grace) = self.cancel_grace {
+            builder = builder.cancel_grace(grace);
+        }
+        if let Some(queue) = &self.queue {
+            builder = builder.queue(queue);
+        }
+        for (queue, max_running) in &self.queue_limit {
+            builder = builder.queue_limit(queue, *max_running);
+        }
+        let r = &self.retention;
+        if let Some(age) = r.keep_completed {
+            builder = builder.retention_field(|retention| retention.completed = Some(age));
+        }
+        if let Some(age) = r.keep_failed {
+            builder = builder.retention_field(|retention| retention.failed = Some(age));
+        }
+        if let Some(rows) = r.keep_last {
+            builder = builder.retention_field(|retention| retention.keep_last = Some(rows));
+        }
+        builder.build()
     }
 }
 
 pub(super) async fn run(ctx: &Context, args: ProcessArgs) -> Result<(), Failure> {
-    let url = ctx.url();
-    let mut builder = args
-        .settings
-        .config(args.threads)?
-        .sleep(seconds("--sleep", args.sleep)?)
-        .lease(seconds("--lease", args.lease)?);
-    if let Some(queue) = &args.queue {
-        builder = builder.queue(queue);
-    }
-    builder = builder.cancel_grace(seconds("--cancel-grace", args.cancel_grace)?);
-    for (queue, max_running) in &args.queue_limit {
-        builder = builder.queue_limit(queue, *max_running);
-    }
-    let retention = args.retention.retention();
-    if !retention.is_empty() {
-        builder = builder.retention(retention);
-    }
-    let config = builder.build()?;
-    let grace = seconds("--grace", args.grace)?;
-    let queue = Queue::with_parts(db::open(url).await?, ctx.registry.clone(), config);
-    let runner = Runner::start(queue);
+    let config = args.config()?;
+    // Before the database is opened (and created or migrated): a runner
+    // that cannot run its tasks changes nothing.
+    ctx.registry.check()?;
+    let queue = Queue::with_parts(db::open(ctx.url()).await?, ctx.registry.clone(), config);
+    let runner = Runner::start(queue)?;
     let duration = u64::try_from(args.duration)
         .ok()
         .filter(|d| *d > 0)
         .map(Duration::from_secs);
     stop_signal(duration, |pace| runner.set_pace(pace)).await;
-    runner.shutdown(grace).await;
+    runner.shutdown(args.grace).await;
     Ok(())
 }
 

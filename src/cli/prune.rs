@@ -1,6 +1,5 @@
 //! `bgtasks prune`: deletes old history rows by a retention policy, in
-//! bounded batches with progress, or counts them with `--dry-run`. Also
-//! holds the duration syntax its flags and `process`'s retention flags read.
+//! bounded batches with progress, or counts them with `--dry-run`.
 
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use super::{Context, Failure};
 use crate::admin::{self, Pruned, Pruning};
 use crate::clock::Clock;
 use crate::config::Retention;
+use crate::config::parse::duration;
 
 /// Rows a `--dry-run` (and the progress bar's total) counts at most per
 /// reason: beyond it, "at least" is said.
@@ -181,68 +181,9 @@ fn age_text(age: Duration) -> String {
     }
 }
 
-/// Reads a duration flag: a whole number with `s`, `m`, `h` or `d`
-/// (`30s`, `90m`, `12h`, `7d`), or a number of seconds (`3600`, `0.5`);
-/// at most [`crate::MAX_DURATION`] (100 years). Also the value parser of
-/// `process`'s retention flags.
-pub(super) fn duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if text.ends_with(['s', 'm', 'h', 'd']) {
-        return crate::inspect::parse_age(text)
-            .map(|age| age.to_std().unwrap_or_default())
-            .map_err(super::operate::reason);
-    }
-    let not_a_duration = || {
-        format!(
-            "{text:?} is not a duration; use a number of seconds (3600) or a whole number with \
-             s, m, h or d (30s, 90m, 12h, 7d)"
-        )
-    };
-    let seconds: f64 = text
-        .parse()
-        .ok()
-        .filter(|s: &f64| s.is_finite() && *s >= 0.0)
-        .ok_or_else(not_a_duration)?;
-    Duration::try_from_secs_f64(seconds)
-        .ok()
-        .filter(|d| *d <= crate::MAX_DURATION)
-        .ok_or_else(|| {
-            format!(
-                "{text:?} is longer than {} s (100 years), the longest a duration may be",
-                crate::MAX_DURATION.as_secs()
-            )
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_in_every_accepted_form() {
-        assert_eq!(duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert_eq!(duration("12h"), Ok(Duration::from_secs(12 * 3_600)));
-        assert_eq!(duration("90m"), Ok(Duration::from_secs(90 * 60)));
-        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(duration("3600"), Ok(Duration::from_secs(3_600)));
-        assert_eq!(duration("0.5"), Ok(Duration::from_millis(500)));
-        assert_eq!(duration("0"), Ok(Duration::ZERO));
-        for bad in ["", "7x", "-1", "-1d", "d", "1.5h", "NaN", "inf", "1é"] {
-            let err = duration(bad).unwrap_err();
-            assert!(err.contains("not a duration"), "{bad}: {err}");
-        }
-        for long in [
-            "99999999d",
-            "36526d",
-            "1e300",
-            "3155760001",
-            "99999999999999999999s",
-        ] {
-            let err = duration(long).unwrap_err();
-            assert!(err.contains("100 years"), "{long}: {err}");
-        }
-        assert_eq!(duration("36525d"), Ok(crate::MAX_DURATION));
-    }
 
     #[test]
     fn ages_are_written_back_as_typed() {

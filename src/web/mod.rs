@@ -10,7 +10,7 @@
 //! async fn main() -> std::io::Result<()> {
 //!     let queue = Queue::new(db::open(None).await.expect("database"));
 //!     // The runner's actors, on this actix System, beside the HTTP server.
-//!     let runner = Runner::start(queue.clone());
+//!     let runner = Runner::start(queue.clone()).map_err(std::io::Error::other)?;
 //!     let dashboard = Dashboard::new(queue.clone())
 //!         // Your app decides who may see and act: here, everyone (a demo).
 //!         .authorize(|_request| Access::Full);

@@ -147,7 +147,7 @@ async fn a_running_task_sees_the_cancel_and_stops(t: TestDb) -> TestDb {
         .unwrap()
         .into_task()
         .unwrap();
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_running(&t, task.id).await;
 
     let done = admin::cancel(&t.db, &[task.id, waiting.id], Utc::now())
@@ -238,7 +238,7 @@ async fn a_body_that_ignores_the_cancel_is_stopped_after_the_grace_period(t: Tes
         .unwrap()
         .into_task()
         .unwrap();
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_running(&t, task.id).await;
     let done = admin::cancel(&t.db, &[task.id], Utc::now()).await.unwrap();
     assert_eq!(done.stopping, vec![task.id]);

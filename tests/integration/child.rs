@@ -169,6 +169,7 @@ fn child_runner() {
             },
             Duration::from_secs(30),
         )
-        .await;
+        .await
+        .unwrap();
     });
 }

@@ -262,6 +262,34 @@ fn bad_settings_exit_non_zero_with_a_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("BACKGROUND_TASK_ASYNC_THREADS"), "{stderr}");
 
+    // A value that does not parse: named, with what was given, and nothing
+    // is created (the SQLite file of the working directory).
+    for (name, value) in [
+        ("MAX_ATTEMPTS", "x"),
+        ("MAX_RUN_TIME", "-5"),
+        ("BACKGROUND_TASK_RUN_ASYNC", "maybe"),
+        ("BACKGROUND_TASK_LEASE", "soon"),
+        ("BACKGROUND_TASK_CANCEL_GRACE", "1m"),
+        ("BACKGROUND_TASK_DB_TIME_ZONE", "Mars/Olympus"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_bgtasks"))
+            .args(["process", "--duration", "1"])
+            .current_dir(dir.path())
+            .env(name, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{name}={value}: {stderr}");
+        assert!(
+            stderr.contains(name) && stderr.contains(value),
+            "{name}={value}: {stderr}"
+        );
+    }
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "no database was created"
+    );
+
     let output = Command::new(env!("CARGO_BIN_EXE_bgtasks"))
         .args(["process"])
         .current_dir(dir.path())

@@ -192,7 +192,7 @@ async fn several_runners_enqueue_each_occurrence_once(t: TestDb) -> TestDb {
         let registry = Registry::new();
         registry.register(Other);
         let config = Config::builder().clock(clock.clone()).build().unwrap();
-        runners.push(Runner::start(t.queue(registry, config)));
+        runners.push(Runner::start(t.queue(registry, config)).unwrap());
     }
     // Five minutes of simulated time, a few seconds past each minute; the
     // runners look every second of real time, all of them each time.
@@ -385,7 +385,7 @@ async fn a_schedule_made_elsewhere_fires_from_its_next_occurrence(t: TestDb) -> 
             .lease(Duration::from_secs(3))
             .build()
             .unwrap();
-        runners.push(Runner::start(t.queue(registry, config)));
+        runners.push(Runner::start(t.queue(registry, config)).unwrap());
     }
     let db = t.db.clone();
     wait_for("three runners to register", Duration::from_secs(20), || {

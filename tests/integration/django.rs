@@ -543,7 +543,7 @@ async fn the_django_admin_reads_rows_rust_holds(t: TestDb) -> TestDb {
         .unwrap()
         .into_task()
         .unwrap();
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     let db = t.db.clone();
     wait_for(
         "the Rust runner to lock the task",

@@ -53,7 +53,7 @@ async fn an_enqueue_beside_the_handlers_own_transaction_fails_fast_on_sqlite(t: 
             .build()
             .unwrap(),
     );
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     queue.enqueue::<builtin::Noop>(&()).await.unwrap();
     let app = test::init_service(
         App::new()

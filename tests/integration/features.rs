@@ -112,7 +112,7 @@ async fn a_runner_stores_results_too(t: TestDb) -> TestDb {
     for i in 0..5 {
         queue.enqueue::<Adder>(&(i, 10)).await.unwrap();
     }
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     let db = t.db.clone();
     wait_for("five results", Duration::from_secs(20), || {
         let db = db.clone();

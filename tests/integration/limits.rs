@@ -107,7 +107,7 @@ async fn a_global_limit_is_never_exceeded_by_several_runners(t: TestDb) -> TestD
         registry.register(ledgered.clone());
         let queue = t.queue(registry, wide());
         first.get_or_insert_with(|| queue.clone());
-        runners.push(Runner::start(queue));
+        runners.push(Runner::start(queue).unwrap());
     }
     let queue = first.unwrap();
     enqueue(&queue, "scarce", 24).await;
@@ -145,7 +145,7 @@ async fn a_runner_limit_caps_its_own_queue_only(t: TestDb) -> TestDb {
     let queue = t.queue(registry, config);
     enqueue(&queue, "scarce", 10).await;
     enqueue(&queue, "plenty", 20).await;
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_done(&t, 30).await;
     runner.shutdown(Duration::from_secs(5)).await;
     assert_eq!(most_at_once(&ledgered.ledger, "scarce"), 1);

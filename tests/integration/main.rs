@@ -29,4 +29,5 @@ mod resilience;
 mod rows;
 mod runner;
 mod schema;
+mod state;
 mod web;

@@ -560,7 +560,7 @@ async fn runner_prunes_by_its_retention(t: TestDb) -> TestDb {
         .retention_interval(Duration::from_millis(100))
         .build()
         .unwrap();
-    let runner = Runner::start(t.queue(Registry::new(), config));
+    let runner = Runner::start(t.queue(Registry::new(), config)).unwrap();
     wait_for(
         "the runner to prune the history",
         Duration::from_secs(30),
@@ -607,8 +607,10 @@ async fn process_reads_the_retention_flags(t: TestDb) -> TestDb {
             "{flag} {value}: {}",
             text(&output)
         );
+        // The message names what was given: the flag, or the variable.
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        let named = env.unwrap_or(flag);
+        assert!(stderr.contains(named), "{named}={value}: {stderr}");
     }
     assert_eq!(remaining(&t).await, all);
 

@@ -212,7 +212,7 @@ async fn undecodable_rows_are_set_aside_and_the_rest_run(t: TestDb) -> TestDb {
             exec(&t, statement).await;
         }
     }
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     // The good tasks (five, and the high-priority ones this backend has
     // no breakage for) and the bad-params one end in the history.
     let expected = 5 + (broken_ids.len() - breakages.len()) + 1;
@@ -367,7 +367,7 @@ async fn object_ids_follow_djangos_positive_integer_field(t: TestDb) -> TestDb {
         return t;
     }
     enqueued.unwrap();
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_for("the task to run", Duration::from_secs(10), || async {
         history_count(&t).await == 1
     })
@@ -461,7 +461,7 @@ async fn an_error_with_a_nul_character_is_recorded(t: TestDb) -> TestDb {
     );
     queue.enqueue::<NulError>(&()).await.unwrap();
     queue.enqueue::<builtin::Noop>(&()).await.unwrap();
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_for("both tasks to end", Duration::from_secs(20), || async {
         history_count(&t).await == 2
     })
@@ -519,7 +519,7 @@ async fn an_outcome_the_database_refuses_is_set_aside(t: TestDb) -> TestDb {
     for _ in 0..3 {
         queue.enqueue::<builtin::Noop>(&()).await.unwrap();
     }
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_for(
         "the refused task to be set aside",
         Duration::from_secs(20),

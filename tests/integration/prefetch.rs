@@ -103,7 +103,7 @@ async fn a_one_at_a_time_runner_claims_ahead_and_never_overlaps(t: TestDb) -> Te
                 .map(|(n, _)| *n),
         );
     }
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_for("every task to run", WAIT, || async {
         history_count(&t).await == 300
     })
@@ -127,7 +127,7 @@ async fn prefetch_zero_records_each_outcome_before_the_next_claim(t: TestDb) -> 
     for n in 0..20_i64 {
         queue.enqueue::<Ledger>(&(n, 0)).await.unwrap();
     }
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_for("every task to run", WAIT, || async {
         history_count(&t).await == 20
     })
@@ -152,8 +152,8 @@ async fn slow_tasks_are_not_held_back_from_other_runners(t: TestDb) -> TestDb {
     for n in 0..10_i64 {
         queue_a.enqueue::<Ledger>(&(n, 150)).await.unwrap();
     }
-    let runner_a = Runner::start(queue_a.clone());
-    let runner_b = Runner::start(queue_b.clone());
+    let runner_a = Runner::start(queue_a.clone()).unwrap();
+    let runner_b = Runner::start(queue_b.clone()).unwrap();
     let most_held = Arc::new(AtomicUsize::new(0));
     wait_for("every task to run", WAIT, || async {
         // No runner holds more than the one task it runs plus, before it
@@ -187,7 +187,7 @@ async fn a_shutdown_hands_tasks_claimed_ahead_back(t: TestDb) -> TestDb {
         .map(|n| background_tasks::TaskSpec::new::<Ledger>(&(n, 1)))
         .collect();
     queue.enqueue_many(specs).await.unwrap();
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_for("some tasks to run", WAIT, || async {
         history_count(&t).await >= 30
     })

@@ -220,7 +220,7 @@ async fn a_dead_runners_tasks_come_back_within_the_lease(t: TestDb) -> TestDb {
         am.locked_at = Set(Some(Utc::now() - TimeDelta::seconds(2)));
         am.update(&t.db).await.unwrap();
     }
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_for(
         "the dead runner's task to run again",
         Duration::from_secs(30),
@@ -246,14 +246,14 @@ async fn heartbeats_keep_long_tasks_from_being_taken(t: TestDb) -> TestDb {
     let a = t.queue(registry.clone(), lease_config(1_500).build().unwrap());
     let b = t.queue(registry, lease_config(1_500).build().unwrap());
     a.enqueue::<Nap>(&(4_500,)).await.unwrap();
-    let runner_a = Runner::start(a.clone());
+    let runner_a = Runner::start(a.clone()).unwrap();
     wait_for(
         "runner A to start the task",
         Duration::from_secs(30),
         || async { nap.runs() == 1 },
     )
     .await;
-    let runner_b = Runner::start(b.clone());
+    let runner_b = Runner::start(b.clone()).unwrap();
     wait_for("the task to finish", Duration::from_secs(30), || async {
         count_tasks(&t.db).await == 0
     })
@@ -357,7 +357,7 @@ async fn the_registry_shows_live_runners(t: TestDb) -> TestDb {
     registry.register(nap.clone());
     let queue = t.queue(registry, lease_config(1_500).queue("reg").build().unwrap());
     queue.enqueue::<Nap>(&(1_500,)).queue("reg").await.unwrap();
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_for(
         "the registry to show the runner holding its task",
         Duration::from_secs(30),

@@ -102,7 +102,7 @@ async fn drain(queue: &Queue, mode: Mode) -> usize {
                     *counter.lock().unwrap() += 1;
                 }
             });
-            let runner = Runner::start(queue.clone());
+            let runner = Runner::start(queue.clone()).unwrap();
             wait_for("the runner to drain the due tasks", WAIT, || async {
                 pending_work(queue).await == 0
             })
@@ -863,7 +863,7 @@ async fn pool_runs_up_to_async_threads_at_once(t: TestDb) -> TestDb {
     for _ in 0..12 {
         queue.enqueue::<Overlap>(&(300,)).await.unwrap();
     }
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_for("all twelve to run", WAIT, || async {
         ledger.runs.load(std::sync::atomic::Ordering::SeqCst) == 12
     })
@@ -904,7 +904,7 @@ async fn outcomes_written_together_match_their_events(t: TestDb) -> TestDb {
             sink.lock().unwrap().push(event.clone());
         }
     });
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_for("twenty outcomes", WAIT, || async {
         seen.lock().unwrap().len() == 20
     })
@@ -963,7 +963,7 @@ async fn sync_mode_runs_one_task_at_a_time(t: TestDb) -> TestDb {
     for _ in 0..3 {
         queue.enqueue::<Overlap>(&(100,)).await.unwrap();
     }
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_for("all three to run", WAIT, || async {
         ledger.runs.load(std::sync::atomic::Ordering::SeqCst) == 3
     })
@@ -1111,7 +1111,7 @@ async fn a_task_past_max_run_time_is_stopped_and_failed(t: TestDb) -> TestDb {
         config(Mode::Pool).max_run_time(Duration::from_secs(1)),
     );
     queue.enqueue::<Nap>(&(60_000,)).await.unwrap();
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_for("the overrunning task to be failed", WAIT, || async {
         tasks(&t)
             .await
@@ -1139,7 +1139,7 @@ async fn graceful_shutdown_lets_running_tasks_finish(t: TestDb) -> TestDb {
     for _ in 0..4 {
         queue.enqueue::<Nap>(&(400,)).await.unwrap();
     }
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_for("all four to start", WAIT, || async { nap.runs() == 4 }).await;
     runner.shutdown(Duration::from_secs(20)).await;
     assert!(tasks(&t).await.is_empty(), "all four finished");
@@ -1157,7 +1157,7 @@ async fn shutdown_after_the_grace_period_hands_tasks_back(t: TestDb) -> TestDb {
     for _ in 0..2 {
         queue.enqueue::<Nap>(&(60_000,)).await.unwrap();
     }
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_for("both to start", WAIT, || async { nap.runs() == 2 }).await;
     runner.shutdown(Duration::from_millis(200)).await;
     let rows = tasks(&t).await;
@@ -1198,7 +1198,7 @@ async fn locks_held_elsewhere_do_not_take_executor_slots(t: TestDb) -> TestDb {
             .await
             .unwrap();
     }
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_for(
         "the four new tasks and the expired one to run",
         WAIT,
@@ -1234,7 +1234,7 @@ async fn a_blocking_task_does_not_stall_the_others(t: TestDb) -> TestDb {
             .await
             .unwrap();
     }
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     wait_for("the quick tasks to finish", WAIT, || async {
         record.calls().len() == 5
     })
@@ -1264,7 +1264,7 @@ async fn enqueue_wakes_the_runner(t: TestDb) -> TestDb {
         registry,
         config(Mode::Pool).sleep(Duration::from_secs(3600)),
     );
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     tokio::task::yield_now().await;
     for i in 0..3 {
         queue
@@ -1292,7 +1292,7 @@ async fn an_enqueue_from_another_process_wakes_an_idle_runner(t: TestDb) -> Test
         registry,
         config(Mode::Pool).sleep(Duration::from_secs(3600)),
     );
-    let runner = Runner::start(queue.clone());
+    let runner = Runner::start(queue.clone()).unwrap();
     let elsewhere = Queue::new(background_tasks::db::connect(Some(&t.url)).await.unwrap());
     for i in 0..3 {
         // Let the runner go idle (and its watch back off) first.
@@ -1393,7 +1393,7 @@ async fn database_outage_logs_a_warning(t: TestDb, mode: Mode) -> TestDb {
         Mode::Sequential => assert!(!queue.run_next_task().await),
         Mode::Pool => {
             // The runner's first poll fails at start; shutdown waits for it.
-            let runner = Runner::start(queue.clone());
+            let runner = Runner::start(queue.clone()).unwrap();
             runner.shutdown(Duration::from_secs(5)).await;
         }
     }

@@ -817,7 +817,7 @@ async fn metrics_and_runners_report_a_running_runner(t: TestDb) -> TestDb {
     let registry = Registry::new();
     registry.register(Add);
     let queue = t.queue(registry, Config::default());
-    let runner = background_tasks::Runner::start(queue.clone());
+    let runner = background_tasks::Runner::start(queue.clone()).unwrap();
     queue.enqueue::<Add>(&(1, 2)).await.unwrap();
     queue
         .enqueue::<Add>(&(1, 3))
