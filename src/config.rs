@@ -685,27 +685,28 @@ pub(crate) mod parse {
     /// A number of seconds, 0 or more, with a fraction if needed: `30`,
     /// `0.5`; at most [`super::MAX_DURATION`] (100 years).
     pub(crate) fn seconds(text: &str) -> Result<Duration, String> {
+        number_of_seconds(text).ok_or_else(|| {
+            format!("{text:?} is not a number of seconds >= 0 (such as 30 or 0.5)")
+        })?
+    }
+
+    /// `text` as a number of seconds from 0 to [`super::MAX_DURATION`]:
+    /// `None` when it is no such number, an error when it is one but too
+    /// long.
+    fn number_of_seconds(text: &str) -> Option<Result<Duration, String>> {
         let seconds = text
             .trim()
             .parse::<f64>()
             .ok()
-            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-            .ok_or_else(|| {
-                format!("{text:?} is not a number of seconds >= 0 (such as 30 or 0.5)")
-            })?;
-        capped(text, seconds)
-    }
-
-    /// `value` when it is at most [`super::MAX_DURATION`].
-    fn capped(text: &str, value: Duration) -> Result<Duration, String> {
-        if value > super::MAX_DURATION {
-            return Err(format!(
+            .filter(|secs| secs.is_finite() && *secs >= 0.0)?;
+        if seconds > super::MAX_DURATION.as_secs_f64() {
+            return Some(Err(format!(
                 "{:?} is longer than {} s (100 years), the longest a duration may be",
                 text.trim(),
                 super::MAX_DURATION.as_secs()
-            ));
+            )));
         }
-        Ok(value)
+        Duration::try_from_secs_f64(seconds).ok().map(Ok)
     }
 
     /// A boolean as settings write it: true/false, 1/0, yes/no, on/off.
@@ -736,18 +737,12 @@ pub(crate) mod parse {
                     err => err.to_string(),
                 });
         }
-        let seconds = text
-            .parse::<f64>()
-            .ok()
-            .filter(|secs| secs.is_finite() && *secs >= 0.0)
-            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-            .ok_or_else(|| {
-                format!(
-                    "{text:?} is not a duration; use a number of seconds (3600) or a whole \
-                     number with s, m, h or d (30s, 90m, 12h, 7d)"
-                )
-            })?;
-        capped(text, seconds)
+        number_of_seconds(text).ok_or_else(|| {
+            format!(
+                "{text:?} is not a duration; use a number of seconds (3600) or a whole \
+                 number with s, m, h or d (30s, 90m, 12h, 7d)"
+            )
+        })?
     }
 
     /// A retention age: a [`duration`] above zero. "Keep for 0 s" is more

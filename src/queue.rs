@@ -10,7 +10,7 @@ use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, TransactionSession,
     TransactionTrait,
@@ -302,6 +302,20 @@ impl TaskSpec {
                 ),
             ));
         }
+        let run_at = schedule.resolve_run_at(now);
+        for (option, at) in [("schedule", Some(run_at)), ("repeat_until", self.repeat_until)] {
+            if let Some(at) = at
+                && !(1..=9999).contains(&at.year())
+            {
+                return Err(Error::invalid(
+                    option,
+                    format!(
+                        "{at} is outside the years 1 to 9999, the times a database stores; give a \
+                         nearer time"
+                    ),
+                ));
+            }
+        }
         if let Some(until) = self.repeat_until
             && until <= now
         {
@@ -335,7 +349,7 @@ impl TaskSpec {
             task_hash,
             verbose_name: self.verbose_name,
             priority: self.priority.unwrap_or(schedule.resolved_priority()),
-            run_at: crate::clock::to_db_precision(schedule.resolve_run_at(now)),
+            run_at: crate::clock::to_db_precision(run_at),
             repeat: self.repeat,
             repeat_until: self.repeat_until.map(crate::clock::to_db_precision),
             queue,

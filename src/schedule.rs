@@ -52,10 +52,16 @@ impl RunAt {
         matches!(self, RunAt::After(delay) if delay.is_zero())
     }
 
-    /// The time this resolves to, given the current time.
+    /// The time this resolves to, given the current time; a delay past
+    /// the range of times saturates at its end (and is refused at enqueue:
+    /// see [`crate::Queue::enqueue`]).
     pub fn resolve(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         match *self {
-            RunAt::After(delay) => now + delay,
+            RunAt::After(delay) => now.checked_add_signed(delay).unwrap_or(if delay < TimeDelta::zero() {
+                DateTime::<Utc>::MIN_UTC
+            } else {
+                DateTime::<Utc>::MAX_UTC
+            }),
             RunAt::At(time) => time,
         }
     }
@@ -64,7 +70,13 @@ impl RunAt {
 /// Seconds from now.
 impl From<i64> for RunAt {
     fn from(seconds: i64) -> Self {
-        RunAt::After(TimeDelta::seconds(seconds))
+        // Past TimeDelta's range (about 292 million years): saturated, and
+        // refused at enqueue like any time past the year 9999.
+        RunAt::After(TimeDelta::try_seconds(seconds).unwrap_or(if seconds < 0 {
+            TimeDelta::MIN
+        } else {
+            TimeDelta::MAX
+        }))
     }
 }
 

@@ -22,7 +22,7 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
@@ -105,21 +105,25 @@ pub(crate) fn backoff(attempts: i32) -> TimeDelta {
 /// Next run of a repeating task: `run_at + k * repeat` for the smallest
 /// `k >= 1` that is not in the past, so missed periods are skipped and the
 /// phase of the original schedule is kept.
+///
+/// `None` when that lies past the year 9999, which no database column
+/// stores (a period of centuries, written by hand or by another program):
+/// the chain then ends, as at `repeat_until`.
 pub(crate) fn next_repetition(
     run_at: DateTime<Utc>,
     repeat: i64,
     now: DateTime<Utc>,
-) -> DateTime<Utc> {
-    let period = TimeDelta::try_seconds(repeat).unwrap_or(TimeDelta::MAX);
-    let mut next = run_at + period;
+) -> Option<DateTime<Utc>> {
+    let period = TimeDelta::try_seconds(repeat)?;
+    let mut next = run_at.checked_add_signed(period)?;
     if next < now {
         let behind = (now - next).num_microseconds().unwrap_or(i64::MAX);
         let period_us = period.num_microseconds().unwrap_or(i64::MAX).max(1);
         // Whole periods still missing, rounded up.
         let k = behind / period_us + i64::from(behind % period_us != 0);
-        next += TimeDelta::microseconds(period_us.saturating_mul(k));
+        next = next.checked_add_signed(TimeDelta::microseconds(period_us.saturating_mul(k)))?;
     }
-    next
+    (next.year() <= 9999).then_some(next)
 }
 
 /// What `ending` does to `task`, decided before anything is written.
@@ -288,8 +292,8 @@ async fn record_once(
             row.cancelled_at = Set(Some(now));
         }
         history.push((row, *keep));
-        if *repeat && repeats(task, now) {
-            repetitions.push(repetition_row(task, now));
+        if *repeat && let Some(next) = repeats(task, now) {
+            repetitions.push(repetition_row(task, next));
         }
     }
     let completed = insert_history(&txn, history).await?;
@@ -334,8 +338,7 @@ async fn record_once(
                 match failure {
                     Some(_) if cancelled => Applied::Cancelled { completed: row },
                     None => Applied::Succeeded {
-                        repeats_at: repeats(task, now)
-                            .then(|| next_repetition(task.run_at, task.repeat, now)),
+                        repeats_at: repeats(task, now),
                         completed: row,
                     },
                     Some(_) => Applied::Failed { completed: row },
@@ -366,10 +369,14 @@ async fn record_once(
     Ok(applied)
 }
 
-/// A success creates the next repetition when the task repeats and its
-/// `repeat_until` (if any) is still ahead.
-fn repeats(task: &task::Model, now: DateTime<Utc>) -> bool {
-    task.repeat > 0 && task.repeat_until.is_none_or(|until| until > now)
+/// The next repetition a success creates: when the task repeats, its
+/// `repeat_until` (if any) is still ahead, and the next occurrence is a
+/// time a database stores.
+fn repeats(task: &task::Model, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    if task.repeat <= 0 || task.repeat_until.is_some_and(|until| until <= now) {
+        return None;
+    }
+    next_repetition(task.run_at, task.repeat, now)
 }
 
 /// Deletes the rows of `ids` that `runner` still holds (the fence) and
@@ -507,7 +514,7 @@ pub(crate) fn history_row(
 
 /// The next occurrence of a repeating task: a fresh row, unlocked, with
 /// no attempts and no error.
-fn repetition_row(task: &task::Model, now: DateTime<Utc>) -> task::ActiveModel {
+fn repetition_row(task: &task::Model, next: DateTime<Utc>) -> task::ActiveModel {
     task::ActiveModel {
         id: NotSet,
         task_name: Set(task.task_name.clone()),
@@ -515,7 +522,7 @@ fn repetition_row(task: &task::Model, now: DateTime<Utc>) -> task::ActiveModel {
         task_hash: Set(task.task_hash.clone()),
         verbose_name: Set(task.verbose_name.clone()),
         priority: Set(task.priority),
-        run_at: Set(next_repetition(task.run_at, task.repeat, now)),
+        run_at: Set(next),
         repeat: Set(task.repeat),
         repeat_until: Set(task.repeat_until),
         queue: Set(task.queue.clone()),
@@ -560,7 +567,16 @@ mod tests {
     fn an_hourly_task_run_on_time_repeats_an_hour_later() {
         let old = at("2030-01-01T10:00:00Z");
         let now = at("2030-01-01T10:00:01Z");
-        assert_eq!(next_repetition(old, 3600, now), at("2030-01-01T11:00:00Z"));
+        assert_eq!(next_repetition(old, 3600, now), Some(at("2030-01-01T11:00:00Z")));
+    }
+
+    #[test]
+    fn a_period_past_the_year_9999_ends_the_chain() {
+        let now = at("2030-01-01T10:00:00Z");
+        assert_eq!(next_repetition(now, i64::MAX, now), None);
+        assert_eq!(next_repetition(now, 400 * 365 * 86_400 * 24, now), None);
+        assert_eq!(next_repetition(now, 8_000 * 365 * 86_400, now), None);
+        assert!(next_repetition(now, 7_000 * 365 * 86_400, now).is_some());
     }
 
     // RepetitionTestCase.test_repetition_in_future: a week late, missed
@@ -571,12 +587,12 @@ mod tests {
         let now = old + TimeDelta::weeks(1) + TimeDelta::seconds(5);
         assert_eq!(
             next_repetition(old, 3600, now),
-            old + TimeDelta::weeks(1) + TimeDelta::hours(1)
+            Some(old + TimeDelta::weeks(1) + TimeDelta::hours(1))
         );
         let exactly = old + TimeDelta::weeks(1);
         assert_eq!(
             next_repetition(old, 3600, exactly),
-            exactly,
+            Some(exactly),
             "a run_at equal to now is not in the past"
         );
     }

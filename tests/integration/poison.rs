@@ -23,6 +23,7 @@ on_all_backends!(
     an_earlier_signed_object_id_column_becomes_unsigned,
     an_error_with_a_nul_character_is_recorded,
     an_outcome_the_database_refuses_is_set_aside,
+    times_past_the_year_9999_are_refused_or_end_a_chain,
 );
 on_server_backends!(object_ids_follow_djangos_positive_integer_field);
 
@@ -544,5 +545,62 @@ async fn an_outcome_the_database_refuses_is_set_aside(t: TestDb) -> TestDb {
         error.contains("the database refused to record this task's outcome"),
         "{error}"
     );
+    t
+}
+
+/// Delays and periods beyond what a database stores: an enqueue is refused
+/// with a clear error and writes nothing (`.schedule(i64::MAX)` panicked in
+/// chrono); a repeating row written by hand with a period of millennia
+/// runs, and its chain ends instead of panicking the outcome writer.
+async fn times_past_the_year_9999_are_refused_or_end_a_chain(t: TestDb) -> TestDb {
+    let queue = queue_of(&t);
+    for seconds in [i64::MAX, i64::MIN, 400 * 365 * 86_400 * 24] {
+        let err = queue
+            .enqueue::<builtin::Noop>(&())
+            .schedule(seconds)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, background_tasks::Error::InvalidOption { option: "schedule", .. }),
+            "{err}"
+        );
+    }
+    assert!(
+        background_tasks::task_row::Entity::find()
+            .all(&t.db)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing written"
+    );
+    let id = queue
+        .enqueue::<builtin::Noop>(&())
+        .repeat(3600)
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap()
+        .id;
+    exec(
+        &t,
+        &format!("UPDATE background_task SET repeat = 9000000000000000 WHERE id = {id}"),
+    )
+    .await;
+    let runner = Runner::start(queue.clone()).unwrap();
+    wait_for("the task to run", Duration::from_secs(20), || async {
+        history_count(&t).await == 1
+    })
+    .await;
+    queue.enqueue::<builtin::Noop>(&()).await.unwrap();
+    wait_for("the runner to go on", Duration::from_secs(20), || async {
+        history_count(&t).await == 2
+    })
+    .await;
+    runner.shutdown(Duration::from_secs(5)).await;
+    let left = background_tasks::task_row::Entity::find()
+        .all(&t.db)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "the chain ended: {left:?}");
     t
 }
