@@ -141,6 +141,8 @@ impl Context {
     /// commands that read and change tasks. Unlike `process`, they never
     /// create or migrate a database: a missing SQLite file or a pending
     /// migration is [`Failure::NotMigrated`], and nothing is written.
+    /// They run their statements one after another on one connection
+    /// ([`db::connect_for_command`]): one connection set-up per command.
     async fn migrated_db(&self) -> Result<DatabaseConnection, Failure> {
         if let Some(file) = db::sqlite_file(self.url())
             && !file.exists()
@@ -151,7 +153,7 @@ impl Context {
                 file.display()
             )));
         }
-        let conn = db::connect(self.url()).await?;
+        let conn = db::connect_for_command(self.url()).await?;
         let pending = db::pending_migrations(&conn).await?;
         if !pending.is_empty() {
             return Err(Failure::NotMigrated(format!(

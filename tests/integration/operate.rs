@@ -24,6 +24,7 @@ on_all_backends!(
     demo_prints_json_for_scripts,
     cron_limit_and_policy_commands_change_the_database,
 );
+on_server_backends!(each_command_opens_one_connection);
 
 /// Runs `bgtasks ARGS` on the test database.
 fn run(t: &TestDb, args: &[&str]) -> Output {
@@ -760,5 +761,100 @@ async fn cron_limit_and_policy_commands_change_the_database(t: TestDb) -> TestDb
         Some(2)
     );
     assert_eq!(task_count(&t).await, before, "nothing written");
+    t
+}
+
+/// A TCP proxy to the test's database server that counts the connections
+/// made through it: each is one connection set-up (and, with TLS, one
+/// handshake), whatever the client does inside it.
+struct CountingProxy {
+    url: String,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingProxy {
+    /// A proxy to the server of `url`, and `url` through it.
+    fn new(url: &str) -> Self {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let (user, host) = authority
+            .rsplit_once('@')
+            .map_or(("", authority), |(user, host)| (user, host));
+        let default_port = if scheme.starts_with("postgres") {
+            5432
+        } else {
+            3306
+        };
+        let server = if host.contains(':') {
+            host.to_owned()
+        } else {
+            format!("{host}:{default_port}")
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let at = if user.is_empty() {
+            String::new()
+        } else {
+            format!("{user}@")
+        };
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let proxy = Self {
+            url: format!("{scheme}://{at}127.0.0.1:{port}{path}"),
+            accepted: accepted.clone(),
+        };
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Ok(upstream) = std::net::TcpStream::connect(&server) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, client),
+                ] {
+                    std::thread::spawn(move || {
+                        std::io::copy(&mut from, &mut to).ok();
+                        to.shutdown(std::net::Shutdown::Both).ok();
+                    });
+                }
+            }
+        });
+        proxy
+    }
+
+    /// Connections made so far. Called after the client exited: every
+    /// connection it made was accepted to carry its statements.
+    fn count(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn each_command_opens_one_connection(t: TestDb) -> TestDb {
+    let proxy = CountingProxy::new(&t.url);
+    for args in [
+        vec!["enqueue", "bgtasks.noop"],
+        vec!["enqueue", "bgtasks.noop", "--remove-existing"],
+        vec!["list"],
+    ] {
+        let before = proxy.count();
+        let output = bgtasks(&t)
+            .env("DATABASE_URL", &proxy.url)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        assert_eq!(
+            proxy.count() - before,
+            1,
+            "{args:?} set up {} connections",
+            proxy.count() - before
+        );
+    }
+    assert_eq!(
+        task_count(&t).await,
+        1,
+        "the commands wrote through the proxy"
+    );
     t
 }
