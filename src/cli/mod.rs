@@ -18,9 +18,10 @@
 //! Exit codes: 0 done; 1 the command failed (the database is unreachable, a
 //! statement failed); 2 bad input (the command line, JSON arguments, an
 //! unknown task name or queue, a time that does not parse), nothing
-//! changed; 3 nothing matched (the ids or filters select no task), nothing
-//! changed; 4 `doctor` found a problem; 5 the database is not migrated
-//! (run `bgtasks migrate`), nothing changed.
+//! changed (but `enqueue --from FILE` without `--atomic` writes the good
+//! lines and reports the bad ones); 3 nothing matched (the ids or filters
+//! select no task), nothing changed; 4 `doctor` found a problem; 5 the
+//! database is not migrated (run `bgtasks migrate`), nothing changed.
 //!
 //! Settings come from flags and from the environment under the seed's
 //! names: `MAX_ATTEMPTS`, `MAX_RUN_TIME`, `BACKGROUND_TASK_RUN_ASYNC`,
@@ -33,6 +34,7 @@
 mod dashboard;
 mod demo;
 mod doctor;
+mod enqueue;
 mod logging;
 mod migrate;
 mod operate;
@@ -81,8 +83,9 @@ enum Command {
     /// SIGTERM and SIGTSTP stop it gracefully; SIGUSR1 / SIGUSR2 switch to
     /// fast / slow polling after each task.
     Process(process::ProcessArgs),
-    /// Store a task to run later, with every enqueue option.
-    Enqueue(operate::EnqueueArgs),
+    /// Store a task to run later, with every enqueue option; or many, one
+    /// per line of a JSON-lines file (--from FILE, '-' for stdin).
+    Enqueue(enqueue::EnqueueArgs),
     /// List tasks by state, queue, name, text and time.
     List(operate::ListArgs),
     /// Everything about one task: fields, params, last error, repeat chain.
@@ -254,7 +257,7 @@ async fn run(cli: Cli, registry: Registry) -> Result<(), Failure> {
     };
     match cli.command {
         Command::Process(args) => process::run(&ctx, args).await,
-        Command::Enqueue(args) => operate::enqueue(&ctx, args).await,
+        Command::Enqueue(args) => enqueue::run(&ctx, args).await,
         Command::List(args) => operate::list(&ctx, args).await,
         Command::Show(args) => operate::show(&ctx, args).await,
         Command::Stats(args) => operate::stats(&ctx, args).await,
