@@ -99,6 +99,24 @@ pub async fn open(url: Option<&str>) -> Result<DatabaseConnection> {
 /// (all of a process's writes go through one writer). PostgreSQL and MySQL connections time out after
 /// [`CONNECT_TIMEOUT`] instead of hanging on an unreachable host.
 pub async fn connect(url: Option<&str>) -> Result<DatabaseConnection> {
+    connect_pool(url, false).await
+}
+
+/// Connects for one short command that runs its statements one after
+/// another (`bgtasks enqueue`, `list`, `retry`...): a pool of one
+/// connection, so the command opens one connection (one TLS handshake) in
+/// all.
+///
+/// With a larger pool, sqlx gives a released connection back through a
+/// spawned task that first pings it; the next statement, issued at once,
+/// finds no idle connection and opens a second one. With one connection it
+/// waits for that ping (one round trip) instead. The ping on acquire is
+/// skipped: the connection was just pinged on release.
+pub(crate) async fn connect_for_command(url: Option<&str>) -> Result<DatabaseConnection> {
+    connect_pool(url, true).await
+}
+
+async fn connect_pool(url: Option<&str>, one_connection: bool) -> Result<DatabaseConnection> {
     let url = match url {
         Some(url) => normalize_url(url)?,
         None => default_url(),
@@ -109,6 +127,9 @@ pub async fn connect(url: Option<&str>) -> Result<DatabaseConnection> {
         .connect_timeout(CONNECT_TIMEOUT)
         .acquire_timeout(CONNECT_TIMEOUT)
         .sqlx_logging(false);
+    if one_connection {
+        options.max_connections(1).test_before_acquire(false);
+    }
     if url.starts_with("sqlite:") {
         // One connection: this process's writes queue up in the pool, in
         // order, instead of several connections fighting for SQLite's one

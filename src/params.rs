@@ -567,7 +567,7 @@ impl Problem {
 
 impl Json {
     /// Describes the value for error messages.
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Null => "null",
             Self::Bool(_) => "a bool",

@@ -270,7 +270,7 @@ impl TaskSpec {
     }
 
     /// Applies the seed's resolution rules and checks every value, at `now`.
-    fn resolve(self, now: DateTime<Utc>) -> Result<Resolved> {
+    pub(crate) fn resolve(self, now: DateTime<Utc>) -> Result<Resolved> {
         let task_params = self.params?;
         let name_len = self.name.chars().count();
         if name_len == 0 || name_len > MAX_TASK_NAME_LEN {
@@ -303,7 +303,10 @@ impl TaskSpec {
             ));
         }
         let run_at = schedule.resolve_run_at(now);
-        for (option, at) in [("schedule", Some(run_at)), ("repeat_until", self.repeat_until)] {
+        for (option, at) in [
+            ("schedule", Some(run_at)),
+            ("repeat_until", self.repeat_until),
+        ] {
             if let Some(at) = at
                 && !(1..=9999).contains(&at.year())
             {
@@ -375,10 +378,10 @@ impl TaskSpec {
 }
 
 /// A task resolved at one instant: the row to insert and what to do first.
-struct Resolved {
-    row: task::Model,
-    action: Action,
-    remove_existing: bool,
+pub(crate) struct Resolved {
+    pub(crate) row: task::Model,
+    pub(crate) action: Action,
+    pub(crate) remove_existing: bool,
 }
 
 /// An enqueue call being built; `.await` it to write the row.
@@ -694,7 +697,7 @@ impl Queue {
 
     /// The seed's `DBTaskRunner.schedule`: remove, then reschedule or check,
     /// then insert.
-    async fn write<C: ConnectionTrait>(
+    pub(crate) async fn write<C: ConnectionTrait>(
         &self,
         conn: &C,
         resolved: Resolved,

@@ -57,11 +57,14 @@ impl RunAt {
     /// see [`crate::Queue::enqueue`]).
     pub fn resolve(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         match *self {
-            RunAt::After(delay) => now.checked_add_signed(delay).unwrap_or(if delay < TimeDelta::zero() {
-                DateTime::<Utc>::MIN_UTC
-            } else {
-                DateTime::<Utc>::MAX_UTC
-            }),
+            RunAt::After(delay) => {
+                now.checked_add_signed(delay)
+                    .unwrap_or(if delay < TimeDelta::zero() {
+                        DateTime::<Utc>::MIN_UTC
+                    } else {
+                        DateTime::<Utc>::MAX_UTC
+                    })
+            }
             RunAt::At(time) => time,
         }
     }

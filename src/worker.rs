@@ -391,7 +391,10 @@ pub(crate) async fn unlock_expired(queue: &Queue) -> Result<u64> {
     let now = config.clock().now();
     let lease = TimeDelta::from_std(config.lease()).unwrap_or(TimeDelta::MAX);
     let max_run_time = TimeDelta::from_std(config.max_run_time()).unwrap_or(TimeDelta::MAX);
-    let since = |age: TimeDelta| now.checked_sub_signed(age).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let since = |age: TimeDelta| {
+        now.checked_sub_signed(age)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    };
     let unlocked = crate::store::retry_conflicts("lock expiry", || {
         claim::unlock_expired(queue.db(), since(lease), since(max_run_time))
     })

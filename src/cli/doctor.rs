@@ -40,7 +40,7 @@ pub(super) async fn run(ctx: &Context, args: DoctorArgs) -> Result<(), Failure> 
             ),
         )],
         _ => {
-            let conn = db::connect(ctx.url()).await?;
+            let conn = db::connect_for_command(ctx.url()).await?;
             let findings = doctor::check(&conn, &ctx.registry, &options).await;
             conn.close().await.ok();
             findings

@@ -33,9 +33,10 @@
 //! Exit codes: 0 done; 1 the command failed (the database is unreachable, a
 //! statement failed); 2 bad input (the command line, JSON arguments, an
 //! unknown task name or queue, a time that does not parse), nothing
-//! changed; 3 nothing matched (the ids or filters select no task), nothing
-//! changed; 4 `doctor` found a problem; 5 the database is not migrated
-//! (run `bgtasks migrate`), nothing changed.
+//! changed (but `enqueue --from FILE` without `--atomic` writes the good
+//! lines and reports the bad ones); 3 nothing matched (the ids or filters
+//! select no task), nothing changed; 4 `doctor` found a problem; 5 the
+//! database is not migrated (run `bgtasks migrate`), nothing changed.
 //!
 //! Settings come from flags and from the environment under the seed's
 //! names: `DATABASE_URL` (default: `background_tasks.sqlite3` in the
@@ -54,6 +55,7 @@
 mod dashboard;
 mod demo;
 mod doctor;
+mod enqueue;
 mod logging;
 mod migrate;
 mod operate;
@@ -103,8 +105,9 @@ enum Command {
     /// SIGTERM and SIGTSTP stop it gracefully; SIGUSR1 / SIGUSR2 switch to
     /// fast / slow polling after each task.
     Process(process::ProcessArgs),
-    /// Store a task to run later, with every enqueue option.
-    Enqueue(operate::EnqueueArgs),
+    /// Store a task to run later, with every enqueue option; or many, one
+    /// per line of a JSON-lines file (--from FILE, '-' for stdin).
+    Enqueue(enqueue::EnqueueArgs),
     /// List tasks by state, queue, name, text and time.
     List(operate::ListArgs),
     /// Everything about one task: fields, params, last error, repeat chain.
@@ -164,6 +167,8 @@ impl Context {
     /// commands that read and change tasks. Unlike `process`, they never
     /// create or migrate a database: a missing SQLite file or a pending
     /// migration is [`Failure::NotMigrated`], and nothing is written.
+    /// They run their statements one after another on one connection
+    /// ([`db::connect_for_command`]): one connection set-up per command.
     async fn migrated_db(&self) -> Result<DatabaseConnection, Failure> {
         if let Some(file) = db::sqlite_file(self.url())
             && !file.exists()
@@ -174,7 +179,7 @@ impl Context {
                 file.display()
             )));
         }
-        let conn = db::connect(self.url()).await?;
+        let conn = db::connect_for_command(self.url()).await?;
         let pending = db::pending_migrations(&conn).await?;
         if !pending.is_empty() {
             return Err(Failure::NotMigrated(format!(
@@ -302,7 +307,7 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
     };
     match cli.command {
         Command::Process(args) => process::run(&ctx, args).await,
-        Command::Enqueue(args) => operate::enqueue(&ctx, args).await,
+        Command::Enqueue(args) => enqueue::run(&ctx, args).await,
         Command::List(args) => operate::list(&ctx, args).await,
         Command::Show(args) => operate::show(&ctx, args).await,
         Command::Stats(args) => operate::stats(&ctx, args).await,

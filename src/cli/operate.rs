@@ -1,4 +1,4 @@
-//! The operator's commands: `enqueue`, `list`, `show`, `stats`, `retry`,
+//! The operator's commands: `list`, `show`, `stats`, `retry`,
 //! `cancel`, `delete`. Each parses its flags, calls [`crate::inspect`] or
 //! [`crate::admin`], and prints a table or JSON.
 
@@ -13,9 +13,7 @@ use crate::admin;
 use crate::config::Config;
 use crate::entity::{completed_task, task};
 use crate::inspect::{self, Cursor, Filter, QueueFilter, Row, State};
-use crate::params::{self, Json, ParamsError};
-use crate::queue::{Enqueued, Queue};
-use crate::task::KeepHistory;
+use crate::params;
 
 /// The filters shared by `list`, `retry`, `cancel` and `delete`.
 #[derive(Debug, Default, Args)]
@@ -95,278 +93,6 @@ fn now() -> DateTime<Utc> {
     Config::default().clock().now()
 }
 
-// ---- enqueue ----------------------------------------------------------
-
-#[derive(Debug, Args)]
-pub(super) struct EnqueueArgs {
-    /// Registered task name.
-    name: String,
-    /// Positional arguments, as a JSON array (stored as Python's json.dumps
-    /// writes it; integers of any size are kept exactly).
-    #[arg(long, default_value = "[]")]
-    args: String,
-    /// Keyword arguments, as a JSON object.
-    #[arg(long, default_value = "{}")]
-    kwargs: String,
-    /// When to run: seconds from now (60), a delay (15m, 2h), or a UTC time
-    /// (2026-11-28 09:00, RFC 3339). Default: the task's default, else now.
-    #[arg(long)]
-    schedule: Option<String>,
-    /// Priority (higher runs first, by default).
-    #[arg(long, allow_negative_numbers = true)]
-    priority: Option<i32>,
-    /// Named queue.
-    #[arg(long)]
-    queue: Option<String>,
-    /// Human label.
-    #[arg(long)]
-    verbose_name: Option<String>,
-    /// Run again every this many seconds (or 15m, 1h, 1d) after each success.
-    #[arg(long)]
-    repeat: Option<String>,
-    /// Stop repeating after this UTC time.
-    #[arg(long)]
-    repeat_until: Option<String>,
-    /// Delete waiting tasks with the same name and params first (the
-    /// seed's remove_existing_tasks).
-    #[arg(long)]
-    remove_existing: bool,
-    /// Enqueue a name this binary has no handler for (another runner, say a
-    /// Django process_tasks, will run it).
-    #[arg(long)]
-    allow_unknown: bool,
-    /// A unique task: nothing is inserted while a live row with the same
-    /// name and params exists (its id is printed instead).
-    #[arg(long)]
-    unique: bool,
-    /// Attempts before this task fails for good, for this enqueue only
-    /// (overrides the task's definition and MAX_ATTEMPTS).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    max_attempts: Option<u32>,
-    /// How long one execution may run (90s, 15m, or seconds), for this
-    /// enqueue only (overrides the definition and MAX_RUN_TIME).
-    #[arg(long)]
-    max_run_time: Option<String>,
-    /// Which history rows this task keeps: always, failures-only or never,
-    /// for this enqueue only.
-    #[arg(long)]
-    keep_history: Option<String>,
-}
-
-/// `--args`/`--kwargs` read as Python's `json.loads` reads them: the stored
-/// params are then what `json.dumps(..., sort_keys=True)` writes for them,
-/// integers of any width included (see `params`). What Python would read but
-/// Rust cannot store exactly (a lone surrogate, NaN) is refused, naming it.
-pub(super) fn json_arg(option: &str, text: &str, want_object: bool) -> Result<Json, Failure> {
-    let example = if want_object {
-        "an object such as '{\"to\": \"ada@example.com\"}'"
-    } else {
-        "an array such as '[1, \"two\"]'"
-    };
-    let value = params::parse_json(text).map_err(|err| match err {
-        ParamsError::Malformed { reason } => Failure::BadInput(format!(
-            "{option} is not valid JSON ({reason}): pass {example}"
-        )),
-        err => Failure::BadInput(format!("{option}: {err}")),
-    })?;
-    let right_shape = match value {
-        Json::Dict(_) => want_object,
-        Json::List(_) => !want_object,
-        _ => false,
-    };
-    if !right_shape {
-        return Err(Failure::BadInput(format!(
-            "{option} must be a JSON {}, not {}: pass {example}",
-            if want_object { "object" } else { "array" },
-            text.trim()
-        )));
-    }
-    Ok(value)
-}
-
-/// What an [`Error`](crate::Error) says is wrong, without the option name
-/// it carries (the caller names its flag).
-pub(super) fn reason(err: crate::Error) -> String {
-    match err {
-        crate::Error::InvalidOption { reason, .. } => reason,
-        err => err.to_string(),
-    }
-}
-
-/// Whether `text` is written as a delay: whole seconds (`60`, `-5`) or a
-/// duration (`15m`), rather than a time.
-fn is_delay(text: &str) -> bool {
-    let text = text.trim();
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    let digits = digits
-        .strip_suffix(['s', 'm', 'h', 'd'])
-        .filter(|_| !text.starts_with('-'))
-        .unwrap_or(digits);
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// A number of seconds (negative: before now), or a duration such as
-/// `15m` ([`inspect::parse_age`]); at most [`crate::MAX_DURATION`] either
-/// way.
-fn delay(option: &str, text: &str) -> Result<TimeDelta, Failure> {
-    let text = text.trim();
-    let max = crate::MAX_DURATION.as_secs();
-    let whole = text.strip_prefix('-').unwrap_or(text);
-    if !whole.is_empty() && whole.bytes().all(|b| b.is_ascii_digit()) {
-        return text
-            .parse::<i64>()
-            .ok()
-            .filter(|seconds| seconds.unsigned_abs() <= max)
-            .map(TimeDelta::seconds)
-            .ok_or_else(|| {
-                Failure::BadInput(format!(
-                    "{option}: {text} s is longer than {max} s (100 years), the longest a \
-                     duration may be"
-                ))
-            });
-    }
-    inspect::parse_age(text).map_err(|err| Failure::BadInput(format!("{option}: {}", reason(err))))
-}
-
-/// A time flag: [`inspect::parse_time`], its error naming `option`.
-fn time(option: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Failure> {
-    inspect::parse_time(text, now)
-        .map_err(|err| Failure::BadInput(format!("{option}: {}", reason(err))))
-}
-
-pub(super) async fn enqueue(ctx: &Context, args: EnqueueArgs) -> Result<(), Failure> {
-    let positional = json_arg("--args", &args.args, false)?;
-    let keywords = json_arg("--kwargs", &args.kwargs, true)?;
-    if !args.allow_unknown && !ctx.registry.contains(&args.name) {
-        let mut known = ctx.registry.names();
-        known.sort();
-        return Err(Failure::BadInput(format!(
-            "no task named {:?} is registered in this binary (it knows: {}); check the name, or \
-             pass --allow-unknown to enqueue it for another runner",
-            args.name,
-            known.join(", ")
-        )));
-    }
-    let now = now();
-    // Every option is read before anything is written.
-    let schedule = match args.schedule.as_deref() {
-        None => None,
-        Some(text) if is_delay(text) => {
-            let delay = delay("--schedule", text)?;
-            let at = now.checked_add_signed(delay).ok_or_else(|| {
-                Failure::BadInput(format!("--schedule: {text} from now is out of range"))
-            })?;
-            Some(
-                inspect::storable(at, text)
-                    .map_err(|err| Failure::BadInput(format!("--schedule: {}", reason(err))))?,
-            )
-        }
-        Some(text) => Some(time("--schedule", text, now)?),
-    };
-    let repeat = args
-        .repeat
-        .as_deref()
-        .map(|t| delay("--repeat", t))
-        .transpose()?;
-    let repeat_until = args
-        .repeat_until
-        .as_deref()
-        .map(|t| time("--repeat-until", t, now))
-        .transpose()?;
-    let max_run_time = args
-        .max_run_time
-        .as_deref()
-        .map(|t| {
-            delay("--max-run-time", t)?
-                .to_std()
-                .ok()
-                .filter(|limit| !limit.is_zero())
-                .ok_or_else(|| Failure::BadInput("--max-run-time must be more than 0".into()))
-        })
-        .transpose()?;
-    let keep_history = args
-        .keep_history
-        .as_deref()
-        .map(|text| match text {
-            "always" => Ok(KeepHistory::Always),
-            "failures-only" | "failures_only" => Ok(KeepHistory::FailuresOnly),
-            "never" => Ok(KeepHistory::Never),
-            other => Err(Failure::BadInput(format!(
-                "--keep-history: {other:?} is not always, failures-only or never"
-            ))),
-        })
-        .transpose()?;
-    let conn = ctx.migrated_db().await?;
-    let queue = Queue::with_parts(conn, ctx.registry.clone(), Config::default());
-    let mut call = queue.enqueue_call(&args.name, &positional, &keywords);
-    if let Some(attempts) = args.max_attempts {
-        call = call.max_attempts(attempts);
-    }
-    if let Some(limit) = max_run_time {
-        call = call.max_run_time(limit);
-    }
-    if let Some(keep) = keep_history {
-        call = call.keep_history(keep);
-    }
-    if let Some(at) = schedule {
-        call = call.schedule(at);
-    }
-    if let Some(priority) = args.priority {
-        call = call.priority(priority);
-    }
-    if let Some(name) = args.queue {
-        call = call.queue(name);
-    }
-    if let Some(label) = args.verbose_name {
-        call = call.verbose_name(label);
-    }
-    if let Some(repeat) = repeat {
-        call = call.repeat(repeat.num_seconds());
-    }
-    if let Some(until) = repeat_until {
-        call = call.repeat_until(until);
-    }
-    if args.remove_existing {
-        call = call.remove_existing_tasks(true);
-    }
-    if args.unique {
-        call = call.unique(true);
-    }
-    match call.await? {
-        Enqueued::Created(task) => {
-            if ctx.json {
-                output::json(&json!({"result": "created", "task": task}));
-            } else {
-                println!(
-                    "enqueued task {} {} to run at {} UTC",
-                    task.id,
-                    task.task_name,
-                    output::time(task.run_at)
-                );
-            }
-        }
-        Enqueued::Rescheduled { count } => {
-            if ctx.json {
-                output::json(&json!({"result": "rescheduled", "count": count}));
-            } else {
-                println!(
-                    "moved {count} waiting task(s) with the same name and params (RESCHEDULE_EXISTING)"
-                );
-            }
-        }
-        Enqueued::AlreadyExists { id } => {
-            if ctx.json {
-                output::json(&json!({"result": "already_exists", "id": id}));
-            } else {
-                println!(
-                    "task {id} with the same name and params is already waiting (CHECK_EXISTING)"
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
 // ---- list -------------------------------------------------------------
 
 #[derive(Debug, Args)]
@@ -393,6 +119,21 @@ const LIST_ORDER: [State; 5] = [
     State::Failed,
     State::Completed,
 ];
+
+/// What an [`Error`](crate::Error) says is wrong, without the option name
+/// it carries (the caller names its flag).
+pub(super) fn reason(err: crate::Error) -> String {
+    match err {
+        crate::Error::InvalidOption { reason, .. } => reason,
+        err => err.to_string(),
+    }
+}
+
+/// A time flag: [`inspect::parse_time`], its error naming `option`.
+fn time(option: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Failure> {
+    inspect::parse_time(text, now)
+        .map_err(|err| Failure::BadInput(format!("{option}: {}", reason(err))))
+}
 
 pub(super) async fn list(ctx: &Context, args: ListArgs) -> Result<(), Failure> {
     let now = now();
@@ -1105,51 +846,4 @@ async fn existing_ids(
         found.extend(rows);
     }
     Ok(found)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn delays_are_seconds_or_durations_within_the_cap() {
-        assert_eq!(delay("--x", "60").ok(), Some(TimeDelta::seconds(60)));
-        assert_eq!(delay("--x", "-5").ok(), Some(TimeDelta::seconds(-5)));
-        assert_eq!(delay("--x", "15m").ok(), Some(TimeDelta::minutes(15)));
-        for long in ["9223372036854775807", "99999999999999999999", "99999999d"] {
-            let Err(Failure::BadInput(message)) = delay("--x", long) else {
-                panic!("{long} is accepted");
-            };
-            assert!(message.contains("100 years"), "{long}: {message}");
-        }
-        assert!(is_delay("60") && is_delay("-60") && is_delay("2h"));
-        assert!(!is_delay("-2h") && !is_delay("2026-11-27") && !is_delay("h"));
-    }
-
-    mod properties {
-        //! 256 cases each (`PROPTEST_CASES` asks for more).
-
-        use proptest::prelude::*;
-
-        use super::super::*;
-
-        proptest! {
-            #[test]
-            fn delays_never_panic(text in prop_oneof![any::<String>(), "-?[0-9]{0,22}[smhdé]?"]) {
-                if let Ok(delay) = delay("--x", &text) {
-                    let max = TimeDelta::from_std(crate::MAX_DURATION).unwrap();
-                    prop_assert!(delay.abs() <= max, "{text:?}: {delay}");
-                }
-            }
-
-            #[test]
-            fn seconds_read_back(seconds in prop_oneof![any::<i64>(), -3_155_760_000i64..=3_155_760_000]) {
-                let max = crate::MAX_DURATION.as_secs();
-                match delay("--x", &seconds.to_string()) {
-                    Ok(delay) => prop_assert_eq!(delay, TimeDelta::seconds(seconds)),
-                    Err(_) => prop_assert!(seconds.unsigned_abs() > max),
-                }
-            }
-        }
-    }
 }

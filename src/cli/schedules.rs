@@ -4,7 +4,7 @@
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::operate::json_arg;
+use super::enqueue::json_arg;
 use super::output::{self, Table};
 use super::{Context, Failure};
 use crate::cron::{self, Missed, NewSchedule};

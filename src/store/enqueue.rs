@@ -129,7 +129,7 @@ pub(crate) async fn insert<C: ConnectionTrait>(conn: &C, row: task::Model) -> Re
 /// Refuses values the backend's column cannot hold, before the statement
 /// runs: an object id past 2147483647 fits Django's `PositiveIntegerField`
 /// on MySQL (`integer unsigned`) but not on PostgreSQL or SQLite.
-fn check_fits(backend: DbBackend, row: &task::Model) -> Result<()> {
+pub(crate) fn check_fits(backend: DbBackend, row: &task::Model) -> Result<()> {
     if let Some(object_id) = row.creator_object_id
         && backend != DbBackend::MySql
         && i32::try_from(object_id).is_err()

@@ -567,7 +567,10 @@ mod tests {
     fn an_hourly_task_run_on_time_repeats_an_hour_later() {
         let old = at("2030-01-01T10:00:00Z");
         let now = at("2030-01-01T10:00:01Z");
-        assert_eq!(next_repetition(old, 3600, now), Some(at("2030-01-01T11:00:00Z")));
+        assert_eq!(
+            next_repetition(old, 3600, now),
+            Some(at("2030-01-01T11:00:00Z"))
+        );
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! against a real database, checked through its exit code, its output
 //! (tables and `--json`) and the rows it leaves.
 
-use std::process::Output;
+use std::io::Write;
+use std::process::{Output, Stdio};
 
 use background_tasks::{admin, completed_task, task_row};
 use chrono::{TimeDelta, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-use serde_json::Value;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder};
+use serde_json::{Value, json};
 
 use crate::cli::{bgtasks, queue};
 use crate::fixture::TestDb;
@@ -23,7 +24,12 @@ on_all_backends!(
     commands_refuse_an_unmigrated_database,
     demo_prints_json_for_scripts,
     cron_limit_and_policy_commands_change_the_database,
+    enqueue_takes_negative_schedules,
+    enqueue_from_file_writes_every_line_as_stated,
+    enqueue_from_stdin_streams_batches_in_file_order,
+    enqueue_from_reports_every_bad_line_and_atomic_writes_nothing,
 );
+on_server_backends!(each_command_opens_one_connection);
 
 /// Runs `bgtasks ARGS` on the test database.
 fn run(t: &TestDb, args: &[&str]) -> Output {
@@ -760,5 +766,482 @@ async fn cron_limit_and_policy_commands_change_the_database(t: TestDb) -> TestDb
         Some(2)
     );
     assert_eq!(task_count(&t).await, before, "nothing written");
+    t
+}
+
+/// Runs `bgtasks ARGS` with `input` on its stdin.
+fn run_with_stdin(t: &TestDb, args: &[&str], input: &str) -> Output {
+    let mut child = bgtasks(t)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_owned();
+    // Written from another thread, so a large input cannot fill the pipe
+    // while the child waits for us to read its output.
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    output
+}
+
+/// The rows of `background_task`, oldest id first.
+async fn rows(t: &TestDb) -> Vec<task_row::Model> {
+    task_row::Entity::find()
+        .order_by_asc(task_row::Column::Id)
+        .all(&t.db)
+        .await
+        .unwrap()
+}
+
+async fn enqueue_takes_negative_schedules(t: TestDb) -> TestDb {
+    for schedule in [
+        vec!["--schedule", "-60"],
+        vec!["--schedule=-60"],
+        vec!["--schedule", "-5m"],
+    ] {
+        let mut args = vec!["enqueue", "bgtasks.noop"];
+        args.extend(&schedule);
+        let out = run_json(&t, &args);
+        let id = out["task"]["id"].as_i64().unwrap() as i32;
+        let row = task_row::Entity::find_by_id(id)
+            .one(&t.db)
+            .await
+            .unwrap()
+            .unwrap();
+        let ago = Utc::now() - row.run_at;
+        assert!(
+            ago >= TimeDelta::seconds(59) && ago < TimeDelta::minutes(6),
+            "{schedule:?}: run_at {} is {ago} ago",
+            row.run_at
+        );
+    }
+    t
+}
+
+async fn enqueue_from_file_writes_every_line_as_stated(t: TestDb) -> TestDb {
+    let until = (Utc::now() + TimeDelta::days(2))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    // A waiting copy, which the line with remove_existing deletes first.
+    let stale = queue(&t)
+        .enqueue_call("bgtasks.echo", &(7,), &())
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    let full = format!(
+        r#"{{"name": "bgtasks.echo", "args": ["hé 𝄞", 123456789012345678901234567890], "kwargs": {{"to": "ada", "n": 1.5}}, "priority": -3, "queue": "mail", "schedule": "2h", "verbose_name": "Say hi", "repeat": "15m", "repeat_until": "{until}", "creator": "12:34", "max_attempts": 3, "max_run_time": 90, "keep_history": "failures-only"}}"#
+    );
+    let lines = [
+        full.as_str(),
+        r#"{"name": "bgtasks.noop", "schedule": -60, "unique": true}"#,
+        r#"{"name": "bgtasks.noop", "schedule": -60, "unique": true}"#,
+        "",
+        r#"{"name": "django.only", "allow_unknown": true, "kwargs": {"b": 2, "a": 1}}"#,
+        r#"{"name": "bgtasks.echo", "args": [7], "remove_existing": true, "creator": {"content_type_id": 5, "object_id": 6}}"#,
+        r#"{"name": "bgtasks.echo", "args": [8], "queue": null}"#,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tasks.jsonl");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    // Flags are the default of every line that does not set its own.
+    let out = run_json(
+        &t,
+        &[
+            "enqueue",
+            "--from",
+            file.to_str().unwrap(),
+            "--priority",
+            "4",
+            "--queue",
+            "bulk",
+        ],
+    );
+    assert_eq!(
+        (
+            &out["result"],
+            &out["lines"],
+            &out["written"],
+            &out["already_waiting"],
+            &out["bad_lines"]
+        ),
+        (
+            &json!("enqueued"),
+            &json!(7),
+            &json!(5),
+            &json!(1),
+            &json!(0)
+        ),
+        "{out}"
+    );
+    let stored = rows(&t).await;
+    let names: Vec<&str> = stored.iter().map(|row| row.task_name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "bgtasks.echo",
+            "bgtasks.noop",
+            "django.only",
+            "bgtasks.echo",
+            "bgtasks.echo"
+        ],
+        "in the file's order, the unique duplicate and the removed copy left out"
+    );
+    assert!(stored.iter().all(|row| row.id != stale.id), "removed first");
+
+    // The full line is stored exactly as `bgtasks enqueue` with the same
+    // flags stores it.
+    let reference = run_json(
+        &t,
+        &[
+            "enqueue",
+            "bgtasks.echo",
+            "--args",
+            r#"["hé 𝄞", 123456789012345678901234567890]"#,
+            "--kwargs",
+            r#"{"to": "ada", "n": 1.5}"#,
+            "--priority",
+            "-3",
+            "--queue",
+            "mail",
+            "--schedule",
+            "2h",
+            "--verbose-name",
+            "Say hi",
+            "--repeat",
+            "15m",
+            "--repeat-until",
+            &until,
+            "--creator",
+            "12:34",
+            "--max-attempts",
+            "3",
+            "--max-run-time",
+            "90",
+            "--keep-history",
+            "failures-only",
+        ],
+    );
+    let reference_id = reference["task"]["id"].as_i64().unwrap() as i32;
+    let reference = task_row::Entity::find_by_id(reference_id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let from_file = &stored[0];
+    assert_eq!(
+        from_file.task_params,
+        r#"[["h\u00e9 \ud834\udd1e", 123456789012345678901234567890], {"n": 1.5, "to": "ada"}]"#
+    );
+    let fields = |row: &task_row::Model| {
+        (
+            row.task_params.clone(),
+            row.task_hash.clone(),
+            row.priority,
+            row.queue.clone(),
+            row.verbose_name.clone(),
+            row.repeat,
+            row.repeat_until,
+            (row.creator_content_type_id, row.creator_object_id),
+            row.policy.clone(),
+            row.unique_key.clone(),
+        )
+    };
+    assert_eq!(fields(from_file), fields(&reference));
+    assert!(
+        (from_file.run_at - reference.run_at).num_seconds().abs() < 60
+            && (from_file.run_at - Utc::now() - TimeDelta::hours(2))
+                .num_seconds()
+                .abs()
+                < 60,
+        "{} / {}",
+        from_file.run_at,
+        reference.run_at
+    );
+
+    let noop = &stored[1];
+    let ago = Utc::now() - noop.run_at;
+    assert!(
+        ago >= TimeDelta::seconds(59) && ago < TimeDelta::minutes(5),
+        "schedule -60 is a minute ago: {ago}"
+    );
+    assert!(noop.unique_key.is_some());
+    assert_eq!(
+        (noop.priority, noop.queue.as_deref()),
+        (4, Some("bulk")),
+        "the flags apply where the line sets nothing"
+    );
+    let django = &stored[2];
+    assert_eq!(django.task_params, r#"[[], {"a": 1, "b": 2}]"#);
+    let replaced = &stored[3];
+    assert_eq!(replaced.task_params, "[[7], {}]");
+    assert_eq!(
+        (replaced.creator_content_type_id, replaced.creator_object_id),
+        (Some(5), Some(6))
+    );
+    assert_eq!(
+        stored[4].queue.as_deref(),
+        Some("bulk"),
+        "null sets nothing"
+    );
+    t
+}
+
+async fn enqueue_from_stdin_streams_batches_in_file_order(t: TestDb) -> TestDb {
+    // More than two INSERT batches of 1,000, with lines that remove the
+    // waiting copy written by an earlier line of the same batch and of an
+    // earlier batch: each is removed as one enqueue after the other would.
+    let mut input = String::new();
+    let mut expected: Vec<String> = Vec::new();
+    for i in 0..2_502 {
+        let (n, remove) = match i {
+            11 => (5, true),
+            2_501 => (3, true),
+            i => (i, false),
+        };
+        input += &format!(
+            "{{\"name\": \"bgtasks.echo\", \"args\": [{n}], \"remove_existing\": {remove}}}\n"
+        );
+        let params = format!("[[{n}], {{}}]");
+        if remove {
+            expected.retain(|p| *p != params);
+        }
+        expected.push(params);
+    }
+    let output = run_with_stdin(&t, &["enqueue", "--from", "-", "--atomic"], &input);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("enqueued 2502 task(s) from stdin (2502 lines)"),
+        "{}",
+        stdout(&output)
+    );
+    let params: Vec<String> = rows(&t)
+        .await
+        .into_iter()
+        .map(|row| row.task_params)
+        .collect();
+    assert_eq!(params.len(), expected.len());
+    assert!(params == expected, "rows are not in the file's order");
+    t
+}
+
+async fn enqueue_from_reports_every_bad_line_and_atomic_writes_nothing(t: TestDb) -> TestDb {
+    let lines = [
+        r#"{"name": "bgtasks.echo", "args": [1]}"#,
+        r#"{"name": "bgtasks.echo", "args": [1,"#,
+        r#"{"name": "bgtasks.echo", "args": [3]}"#,
+        r#"{"name": "no.such.task"}"#,
+        r#"{"name": "bgtasks.noop", "priority": "high"}"#,
+        r#"{"name": "bgtasks.noop", "schedule": "soonish"}"#,
+        r#"{"name": "bgtasks.noop", "colour": "red"}"#,
+        r#"[1, 2]"#,
+        r#"{"name": "bgtasks.noop", "queue": ""}"#,
+        r#"{"name": "bgtasks.echo", "args": [10]}"#,
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tasks.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let file = file.to_str().unwrap();
+    let expected = [
+        (2, "not valid JSON"),
+        (4, "no task named \"no.such.task\""),
+        (5, "priority:"),
+        (6, "schedule:"),
+        (7, "unknown key \"colour\""),
+        (8, "one JSON object"),
+        (9, "queue"),
+    ];
+    let check_report = |output: &Output| {
+        assert_eq!(code(output), Some(2), "{}", stderr(output));
+        let err = stderr(output);
+        for (line, says) in expected {
+            let reported = err
+                .lines()
+                .find(|l| l.starts_with(&format!("bgtasks: line {line}: ")))
+                .unwrap_or_else(|| panic!("line {line} is not reported:\n{err}"));
+            assert!(reported.contains(says), "{reported}");
+        }
+        for good in [1, 3, 10] {
+            assert!(!err.contains(&format!("line {good}:")), "{err}");
+        }
+        assert!(err.contains("7 of the 10 lines"), "{err}");
+    };
+
+    let output = run(&t, &["enqueue", "--from", file, "--atomic"]);
+    check_report(&output);
+    assert!(stderr(&output).contains("nothing was written"));
+    assert_eq!(task_count(&t).await, 0, "--atomic writes nothing");
+    let output = run(&t, &["--json", "enqueue", "--from", file, "--atomic"]);
+    check_report(&output);
+    let out: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let listed: Vec<i64> = out["bad"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|bad| bad["line"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, [2, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(
+        (&out["result"], &out["written"]),
+        (&json!("nothing_written"), &json!(0))
+    );
+    assert_eq!(task_count(&t).await, 0);
+
+    // Without --atomic the good lines are written, and the exit code still
+    // says some were not.
+    let output = run(&t, &["enqueue", "--from", file]);
+    check_report(&output);
+    assert!(stderr(&output).contains("were skipped"));
+    let params: Vec<String> = rows(&t).await.into_iter().map(|r| r.task_params).collect();
+    assert_eq!(params, ["[[1], {}]", "[[3], {}]", "[[10], {}]"]);
+
+    // Many bad lines: the first 100 are listed, all are counted.
+    let many: String = (0..150)
+        .map(|i| format!("{{\"name\": \"x{i}\"}}\n"))
+        .collect();
+    let output = run_with_stdin(&t, &["enqueue", "--from", "-", "--atomic"], &many);
+    assert_eq!(code(&output), Some(2));
+    let err = stderr(&output);
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.starts_with("bgtasks: line "))
+            .count(),
+        100
+    );
+    assert!(
+        err.contains("150 of the 150 lines") && err.contains("the first 100"),
+        "{err}"
+    );
+
+    // A bad flag is one error, before any line is read.
+    let output = run(&t, &["enqueue", "--from", file, "--schedule", "soonish"]);
+    assert_eq!(code(&output), Some(2));
+    assert!(!stderr(&output).contains("line "), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--schedule"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run(&t, &["enqueue", "--from", "no/such/file.jsonl"]);
+    assert_eq!(code(&output), Some(2));
+    assert_eq!(task_count(&t).await, 3, "nothing more was written");
+
+    // Unknown names follow --allow-unknown.
+    let output = run_with_stdin(
+        &t,
+        &["enqueue", "--from", "-", "--allow-unknown"],
+        "{\"name\": \"no.such.task\"}\n",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(task_count(&t).await, 4);
+    t
+}
+
+/// A TCP proxy to the test's database server that counts the connections
+/// made through it: each is one connection set-up (and, with TLS, one
+/// handshake), whatever the client does inside it.
+struct CountingProxy {
+    url: String,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingProxy {
+    /// A proxy to the server of `url`, and `url` through it.
+    fn new(url: &str) -> Self {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let (user, host) = authority
+            .rsplit_once('@')
+            .map_or(("", authority), |(user, host)| (user, host));
+        let default_port = if scheme.starts_with("postgres") {
+            5432
+        } else {
+            3306
+        };
+        let server = if host.contains(':') {
+            host.to_owned()
+        } else {
+            format!("{host}:{default_port}")
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let at = if user.is_empty() {
+            String::new()
+        } else {
+            format!("{user}@")
+        };
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let proxy = Self {
+            url: format!("{scheme}://{at}127.0.0.1:{port}{path}"),
+            accepted: accepted.clone(),
+        };
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Ok(upstream) = std::net::TcpStream::connect(&server) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, client),
+                ] {
+                    std::thread::spawn(move || {
+                        std::io::copy(&mut from, &mut to).ok();
+                        to.shutdown(std::net::Shutdown::Both).ok();
+                    });
+                }
+            }
+        });
+        proxy
+    }
+
+    /// Connections made so far. Called after the client exited: every
+    /// connection it made was accepted to carry its statements.
+    fn count(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+async fn each_command_opens_one_connection(t: TestDb) -> TestDb {
+    let proxy = CountingProxy::new(&t.url);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tasks.jsonl");
+    std::fs::write(
+        &file,
+        "{\"name\": \"bgtasks.noop\"}\n{\"name\": \"bgtasks.echo\", \"args\": [1]}\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    for args in [
+        vec!["enqueue", "bgtasks.noop"],
+        vec!["enqueue", "bgtasks.noop", "--remove-existing"],
+        vec!["enqueue", "--from", file],
+        vec!["enqueue", "--from", file, "--atomic"],
+        vec!["list"],
+    ] {
+        let before = proxy.count();
+        let output = bgtasks(&t)
+            .env("DATABASE_URL", &proxy.url)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        assert_eq!(
+            proxy.count() - before,
+            1,
+            "{args:?} set up {} connections",
+            proxy.count() - before
+        );
+    }
+    assert_eq!(
+        task_count(&t).await,
+        5,
+        "the commands wrote through the proxy"
+    );
     t
 }

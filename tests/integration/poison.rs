@@ -561,7 +561,13 @@ async fn times_past_the_year_9999_are_refused_or_end_a_chain(t: TestDb) -> TestD
             .await
             .unwrap_err();
         assert!(
-            matches!(err, background_tasks::Error::InvalidOption { option: "schedule", .. }),
+            matches!(
+                err,
+                background_tasks::Error::InvalidOption {
+                    option: "schedule",
+                    ..
+                }
+            ),
             "{err}"
         );
     }
