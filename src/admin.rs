@@ -79,6 +79,22 @@ pub async fn run_now<C: ConnectionTrait>(
     sql::run_now(conn, ids, now).await
 }
 
+/// Puts the set-aside tasks `ids` (task ids; see
+/// [`State::SetAside`](crate::inspect::State::SetAside)) back in the
+/// queue, due at `now`, once whatever made the runner set them aside is
+/// corrected. Other ids are skipped. Returns the ids put back.
+pub async fn put_back_set_aside<C>(
+    conn: &C,
+    ids: &[i32],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<i32>>
+where
+    C: sea_orm::TransactionTrait + ConnectionTrait,
+    C::Transaction: ConnectionTrait,
+{
+    sql::put_back(conn, ids, now).await
+}
+
 /// Puts the failed history rows `ids` back in the queue, due at `now`:
 /// attempts start again from 0, the last error is kept, and the history
 /// row is removed (in one transaction, so two operators retrying at once

@@ -31,11 +31,14 @@ pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(10);
 /// [`ConfigBuilder::prefetch`]).
 pub const DEFAULT_PREFETCH: usize = 64;
 
-/// Most outcomes a prefetching runner has computed and not yet written:
-/// past it, a finished body's slot waits for the database (an outage, a
-/// slow disk) instead of the backlog growing. After a crash these tasks
-/// run again (at-least-once), as tasks in flight do.
-pub const MAX_UNWRITTEN_OUTCOMES: usize = 256;
+/// Most outcomes a prefetching runner has computed and not yet written,
+/// unless it runs more tasks at once (then that many): past it, a finished
+/// body's slot waits for the database (an outage, a slow disk) instead of
+/// the backlog growing. After a crash these tasks run again
+/// (at-least-once), as tasks in flight do, so the bound also bounds how
+/// many tasks a `kill -9` makes run twice: at most the concurrency plus
+/// this.
+pub const MAX_UNWRITTEN_OUTCOMES: usize = 32;
 /// Longest allowed queue name (the column is `varchar(190)`).
 pub const MAX_QUEUE_NAME_LEN: usize = 190;
 /// Default interval between two rounds of a runner's history pruning (when
@@ -701,7 +704,7 @@ pub(crate) mod parse {
             .filter(|secs| secs.is_finite() && *secs >= 0.0)?;
         if seconds > super::MAX_DURATION.as_secs_f64() {
             return Some(Err(format!(
-                "{:?} is longer than {} s (100 years), the longest a duration may be",
+                "{:?} seconds is longer than {} seconds (100 years), the longest a duration may be",
                 text.trim(),
                 super::MAX_DURATION.as_secs()
             )));

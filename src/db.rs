@@ -2,7 +2,7 @@
 //! settings, and migrations that are safe when several processes start at once.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
@@ -148,22 +148,22 @@ async fn connect_pool(url: Option<&str>, one_connection: bool) -> Result<Databas
             .synchronous(synchronous)
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
     });
-    let holder = Arc::new(AtomicU64::new(0));
+    let pool = Arc::new(holders::Pool::default());
     if url.starts_with("sqlite:") {
-        let (acquired, connected, released) = (holder.clone(), holder.clone(), holder.clone());
+        let (acquired, connected, released) = (pool.clone(), pool.clone(), pool.clone());
         options.map_sqlx_sqlite_pool_opts(move |pool| {
             let (acquired, connected, released) =
                 (acquired.clone(), connected.clone(), released.clone());
             pool.before_acquire(move |_, _| {
-                acquired.store(current_task(), Ordering::SeqCst);
+                acquired.holder.store(current_task(), Ordering::SeqCst);
                 Box::pin(async { Ok(true) })
             })
             .after_connect(move |_, _| {
-                connected.store(current_task(), Ordering::SeqCst);
+                connected.holder.store(current_task(), Ordering::SeqCst);
                 Box::pin(async { Ok(()) })
             })
             .after_release(move |_, _| {
-                released.store(0, Ordering::SeqCst);
+                released.holder.store(0, Ordering::SeqCst);
                 Box::pin(async { Ok(true) })
             })
         });
@@ -175,7 +175,7 @@ async fn connect_pool(url: Option<&str>, one_connection: bool) -> Result<Databas
             source,
         })?;
     if db.get_database_backend() == DbBackend::Sqlite {
-        holders::register(&db, &holder);
+        holders::register(&db, &pool);
     }
     Ok(db)
 }
@@ -197,39 +197,88 @@ fn current_task() -> u64 {
 /// connection the task just released (a commit) to come back.
 const SELF_HELD_GRACE: Duration = Duration::from_millis(100);
 
-/// Which task holds each SQLite pool's one connection: set when a task
-/// acquires it, cleared when it comes back. A transaction
-/// (`db.begin()`) holds it until it commits or rolls back.
+/// Who uses each SQLite pool's one connection: the task holding it (set
+/// when a task acquires it, cleared when it comes back; a transaction,
+/// `db.begin()`, holds it until it commits or rolls back), and how many of
+/// this crate's own writes each task has under way on it.
 mod holders {
-    use std::sync::atomic::AtomicU64;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex, Weak};
 
     use sea_orm::DatabaseConnection;
 
-    static HOLDERS: Mutex<Vec<(usize, Weak<AtomicU64>)>> = Mutex::new(Vec::new());
+    #[derive(Default)]
+    pub(super) struct Pool {
+        /// The task holding the connection, or 0.
+        pub(super) holder: AtomicU64,
+        /// Task -> this crate's writes of that task under way on the pool.
+        writes: Mutex<HashMap<u64, usize>>,
+    }
+
+    impl Pool {
+        /// Whether `task` has one of this crate's writes under way.
+        pub(super) fn writing(&self, task: u64) -> bool {
+            lock(&self.writes).contains_key(&task)
+        }
+
+        /// Counts a write of `task` until the returned guard drops (also
+        /// when the write's future is dropped half-way).
+        pub(super) fn write(self: &Arc<Self>, task: u64) -> Write {
+            *lock(&self.writes).entry(task).or_default() += 1;
+            Write {
+                pool: Arc::clone(self),
+                task,
+            }
+        }
+
+        pub(super) fn held_by(&self, task: u64) -> bool {
+            self.holder.load(Ordering::SeqCst) == task
+        }
+    }
+
+    pub(super) struct Write {
+        pool: Arc<Pool>,
+        task: u64,
+    }
+
+    impl Drop for Write {
+        fn drop(&mut self) {
+            let mut writes = lock(&self.pool.writes);
+            if let Some(count) = writes.get_mut(&self.task) {
+                *count -= 1;
+                if *count == 0 {
+                    writes.remove(&self.task);
+                }
+            }
+        }
+    }
+
+    fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        mutex
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    static POOLS: Mutex<Vec<(usize, Weak<Pool>)>> = Mutex::new(Vec::new());
 
     /// The pool's identity: its shared connect options.
     fn key(db: &DatabaseConnection) -> usize {
         Arc::as_ptr(&db.get_sqlite_connection_pool().connect_options()) as usize
     }
 
-    pub(super) fn register(db: &DatabaseConnection, holder: &Arc<AtomicU64>) {
-        let mut holders = HOLDERS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        holders.retain(|(_, holder)| holder.strong_count() > 0);
-        holders.push((key(db), Arc::downgrade(holder)));
+    pub(super) fn register(db: &DatabaseConnection, pool: &Arc<Pool>) {
+        let mut pools = lock(&POOLS);
+        pools.retain(|(_, pool)| pool.strong_count() > 0);
+        pools.push((key(db), Arc::downgrade(pool)));
     }
 
-    pub(super) fn of(db: &DatabaseConnection) -> Option<Arc<AtomicU64>> {
+    pub(super) fn of(db: &DatabaseConnection) -> Option<Arc<Pool>> {
         let key = key(db);
-        let holders = HOLDERS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        holders
+        lock(&POOLS)
             .iter()
             .find(|(k, _)| *k == key)
-            .and_then(|(_, holder)| holder.upgrade())
+            .and_then(|(_, pool)| pool.upgrade())
     }
 }
 
@@ -240,6 +289,10 @@ mod holders {
 /// refused within [`SELF_HELD_GRACE`] with an error that says to enqueue
 /// inside the transaction. Other backends, and other tasks' transactions,
 /// just run `work`.
+///
+/// The calling task may also hold the connection for one of this crate's
+/// own writes (several enqueues awaited together, as `join_all` does):
+/// that hold ends by itself, so `work` waits its turn instead.
 pub(crate) async fn outside_own_transaction<T>(
     db: &DatabaseConnection,
     work: impl std::future::Future<Output = Result<T>>,
@@ -247,7 +300,7 @@ pub(crate) async fn outside_own_transaction<T>(
     if db.get_database_backend() != DbBackend::Sqlite {
         return work.await;
     }
-    let Some(holder) = holders::of(db) else {
+    let Some(pool) = holders::of(db) else {
         return work.await;
     };
     let me = current_task();
@@ -256,12 +309,13 @@ pub(crate) async fn outside_own_transaction<T>(
     // that, never for the database. A transaction of this task's own never
     // gives it back.
     let deadline = tokio::time::Instant::now() + SELF_HELD_GRACE;
-    while holder.load(Ordering::SeqCst) == me {
+    while pool.held_by(me) && !pool.writing(me) {
         if tokio::time::Instant::now() >= deadline {
             return Err(Error::OwnTransaction);
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    let _write = pool.write(me);
     work.await
 }
 

@@ -205,6 +205,11 @@ pub async fn check(
         }
     };
     findings.push(finding("stale_locks", stale));
+    let set_aside_found = match needs(&[TASKS]) {
+        Some(skipped) => Ok(skipped),
+        None => set_aside(conn).await,
+    };
+    findings.push(finding("set_aside", set_aside_found));
     let zone = match needs(&[TASKS, HISTORY]) {
         Some(skipped) => Ok(skipped),
         None => time_zone(conn, now).await,
@@ -688,6 +693,31 @@ async fn unknown_tasks(
              them and calls `background_tasks::cli::main`). If none will run them any more, \
              `bgtasks cancel --name NAME` keeps them on record as failed",
             names.join(", ")
+        ),
+    ))
+}
+
+/// Tasks a runner set aside: rows it could not decode, or whose outcome
+/// the database refused. They wait for an operator, never for a runner.
+async fn set_aside(conn: &DatabaseConnection) -> Result<Verdict> {
+    let (count, ids) = sql::set_aside(conn, 5).await?;
+    if count == 0 {
+        return Ok(verdict(Status::Ok, "no task is set aside"));
+    }
+    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+    let more = if count > ids.len() as i64 {
+        ", …"
+    } else {
+        ""
+    };
+    Ok(verdict(
+        Status::Warn,
+        format!(
+            "{count} task(s) set aside by a runner (ids {}{more}): a row it could not decode, or \
+             an outcome the database refused. `bgtasks list --state set-aside` shows why (their \
+             last error names the column and value); correct the row, then `bgtasks retry \
+             --set-aside ID` puts it back, or `bgtasks delete ID` drops it",
+            ids.join(", ")
         ),
     ))
 }

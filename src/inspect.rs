@@ -17,6 +17,7 @@
 //! | `pending` | `background_task` | unlocked, not failed, `run_at <= now` (due) |
 //! | `scheduled` | `background_task` | unlocked, not failed, `run_at > now` (includes retries waiting out their backoff) |
 //! | `running` | `background_task` | locked by a runner |
+//! | `set-aside` | `background_task` | `failed_at` set: a row the runner could not decode, or whose outcome the database refused, put aside so the queue goes on (its `last_error` says why; `bgtasks retry` or "run now" puts it back) |
 //! | `failed` | `background_task_completedtask` | `failed_at` set: failed permanently |
 //! | `completed` | `background_task_completedtask` | `failed_at` empty: succeeded |
 
@@ -45,16 +46,22 @@ pub enum State {
     Failed,
     /// Succeeded (a history row without `failed_at`).
     Completed,
+    /// Put aside by a runner, still in the task table with `failed_at`
+    /// set: a row it could not decode, or whose outcome the database
+    /// refused. Never claimed again until an operator puts it back.
+    #[serde(rename = "set-aside")]
+    SetAside,
 }
 
 impl State {
     /// Every state, in the order a task usually moves through them.
-    pub const ALL: [State; 5] = [
+    pub const ALL: [State; 6] = [
         State::Scheduled,
         State::Pending,
         State::Running,
         State::Completed,
         State::Failed,
+        State::SetAside,
     ];
 
     /// Its lowercase name, as in URLs, JSON and the CLI.
@@ -65,6 +72,7 @@ impl State {
             State::Running => "running",
             State::Failed => "failed",
             State::Completed => "completed",
+            State::SetAside => "set-aside",
         }
     }
 
@@ -92,7 +100,7 @@ impl FromStr for State {
                     "state",
                     format!(
                         "{text:?} is not a state; use one of pending, scheduled, running, \
-                         failed, completed"
+                         failed, completed, set-aside"
                     ),
                 )
             })
@@ -104,6 +112,8 @@ impl State {
     pub fn of_task(task: &task::Model, now: DateTime<Utc>) -> State {
         if task.locked_by.is_some() {
             State::Running
+        } else if task.failed_at.is_some() {
+            State::SetAside
         } else if task.run_at <= now {
             State::Pending
         } else {
@@ -391,8 +401,7 @@ pub async fn overview<C: ConnectionTrait>(conn: &C, now: DateTime<Utc>) -> Resul
     let mut counts: Vec<StateCount> = sql::counts(conn, now)
         .await?
         .into_iter()
-        // Rows of the task table with failed_at set exist only when some
-        // other writer set it; they are reported with the history's failed.
+        // Rows of the task table with failed_at set are the set-aside ones.
         .map(|(queue, state, count)| StateCount {
             queue,
             state,

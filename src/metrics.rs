@@ -216,6 +216,7 @@ impl Metrics {
                 State::Scheduled,
                 State::Running,
                 State::Failed,
+                State::SetAside,
             ] {
                 let count = overview
                     .counts

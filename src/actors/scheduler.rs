@@ -362,7 +362,9 @@ impl Handler<Completed> for Scheduler {
         let (done, written) = oneshot::channel();
         // A prefetching runner's slot goes on to its next task while the
         // outcome waits for its commit, unless too many already wait.
-        let ahead = self.queue.config().prefetch() > 0 && self.unwritten() < MAX_UNWRITTEN_OUTCOMES;
+        let config = self.queue.config();
+        let ahead = config.prefetch() > 0
+            && self.unwritten() < MAX_UNWRITTEN_OUTCOMES.max(config.concurrency());
         self.pending.push((completed, done));
         self.flush_soon(ctx);
         if ahead {

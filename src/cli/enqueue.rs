@@ -359,13 +359,17 @@ fn schedule(option: &str, text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc
             err => format!("{option}: {err}"),
         });
     }
-    inspect::parse_time(text, now).map_err(|_| {
-        format!(
+    inspect::parse_time(text, now).map_err(|err| match err {
+        // A time, but outside what a database stores: say that.
+        Error::InvalidOption { reason, .. } if reason.contains("years 1 to 9999") => {
+            format!("{option}: {reason}")
+        }
+        _ => format!(
             "{option}: {:?} is not a time; give seconds from now (60, or -60 for a minute \
              ago), a delay (90s, 15m, 2h, 1d, -5m) or a UTC time (2026-11-27 10:00, \
              2026-11-27T10:00:00Z)",
             text.trim()
-        )
+        ),
     })
 }
 

@@ -112,10 +112,11 @@ pub(super) struct ListArgs {
 }
 
 /// States in the order a listing of every state shows them.
-const LIST_ORDER: [State; 5] = [
+const LIST_ORDER: [State; 6] = [
     State::Running,
     State::Pending,
     State::Scheduled,
+    State::SetAside,
     State::Failed,
     State::Completed,
 ];
@@ -456,8 +457,16 @@ pub(super) async fn stats(ctx: &Context, args: StatsArgs) -> Result<(), Failure>
         State::Scheduled,
         State::Running,
         State::Failed,
+        State::SetAside,
     ];
-    let mut table = Table::new(&["queue", "pending", "scheduled", "running", "failed"]);
+    let mut table = Table::new(&[
+        "queue",
+        "pending",
+        "scheduled",
+        "running",
+        "failed",
+        "set-aside",
+    ]);
     for queue in overview.queues() {
         let mut row = vec![
             queue
@@ -641,15 +650,43 @@ fn report(
 pub(super) struct RetryArgs {
     #[command(flatten)]
     selection: Selection,
+    /// Put set-aside tasks back instead (rows a runner could not decode or
+    /// whose outcome the database refused; see `list --state set-aside`):
+    /// ids are task ids, and the tasks keep their id.
+    #[arg(long)]
+    set_aside: bool,
 }
 
 pub(super) async fn retry(ctx: &Context, args: RetryArgs) -> Result<(), Failure> {
     let conn = ctx.migrated_db().await?;
     let now = now();
+    if args.set_aside {
+        let ids = select(&conn, &args.selection, &[State::SetAside], now).await?;
+        if ids.is_empty() {
+            return Err(Failure::NothingMatched(
+                "no set-aside task matches; nothing was put back".into(),
+            ));
+        }
+        let put_back = in_batches(ctx, "putting back", &ids, |chunk| {
+            let conn = conn.clone();
+            async move { admin::put_back_set_aside(&conn, &chunk, now).await }
+        })
+        .await?;
+        return report(
+            ctx,
+            "put back",
+            ids.len(),
+            &put_back,
+            "a set-aside task",
+            false,
+        );
+    }
     let ids = select(&conn, &args.selection, &[State::Failed], now).await?;
     if ids.is_empty() {
         return Err(Failure::NothingMatched(
-            "no failed task matches; nothing was retried".into(),
+            "no failed task matches; nothing was retried (a task the runner set aside: \
+             `bgtasks retry --set-aside`)"
+                .into(),
         ));
     }
     let retried = in_batches(ctx, "retrying", &ids, |chunk| {

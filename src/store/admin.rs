@@ -180,11 +180,53 @@ pub(crate) async fn run_now<C: ConnectionTrait>(
     for chunk in ids.chunks(IDS_PER_STATEMENT) {
         let update = task::Entity::update_many()
             .col_expr(task::Column::RunAt, Expr::value(now))
+            // A set-aside row goes back in the queue.
+            .col_expr(task::Column::FailedAt, Expr::value(None::<DateTime<Utc>>))
             .filter(task::Column::Id.is_in(chunk.iter().copied()))
             .filter(task::Column::LockedBy.is_null());
         changed += super::execute(conn, update).await?.rows_affected();
     }
     Ok(changed)
+}
+
+/// Puts the set-aside rows among `ids` back in the queue, due at `now`
+/// (`failed_at` cleared; attempts and the last error kept, so the reason
+/// stays readable). Returns the ids put back.
+pub(crate) async fn put_back<C>(conn: &C, ids: &[i32], now: DateTime<Utc>) -> Result<Vec<i32>>
+where
+    C: TransactionTrait + ConnectionTrait,
+    C::Transaction: ConnectionTrait,
+{
+    let set_aside = || {
+        Condition::all()
+            .add(task::Column::FailedAt.is_not_null())
+            .add(task::Column::LockedBy.is_null())
+    };
+    let mut put_back = Vec::new();
+    for chunk in ids.chunks(IDS_PER_STATEMENT) {
+        let txn = begin_write(conn).await?;
+        let found: Vec<i32> = locked_rows(
+            &txn,
+            task::Entity::find()
+                .filter(task::Column::Id.is_in(chunk.iter().copied()))
+                .filter(set_aside()),
+        )
+        .await?
+        .into_iter()
+        .map(|row| row.id)
+        .collect();
+        if !found.is_empty() {
+            let update = task::Entity::update_many()
+                .col_expr(task::Column::RunAt, Expr::value(now))
+                .col_expr(task::Column::FailedAt, Expr::value(None::<DateTime<Utc>>))
+                .filter(task::Column::Id.is_in(found.iter().copied()))
+                .filter(set_aside());
+            super::execute(&txn, update).await?;
+        }
+        txn.commit().await?;
+        put_back.extend(found);
+    }
+    Ok(put_back)
 }
 
 /// Rows `ids` of `E`, locked against concurrent writers until the

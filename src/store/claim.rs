@@ -196,7 +196,7 @@ fn read_id(row: &sea_orm::QueryResult) -> Result<i64, DbErr> {
 /// Sets aside a claimed row that cannot be decoded: failed in place
 /// (`failed_at`, so neither this crate's claim nor Django's picks it up
 /// again), unlocked, with the diagnosis as its last error. Every other
-/// column is left as it is, for an operator to correct; `bgtasks retry`
+/// column is left as it is, for an operator to correct; `bgtasks retry --set-aside`
 /// of a set-aside task puts it back in the queue.
 async fn set_aside_row<C: ConnectionTrait>(
     txn: &C,
@@ -310,21 +310,42 @@ pub(crate) async fn change_marker(db: &DatabaseConnection) -> Result<i64> {
 ///   this runner's own: it renews only what it runs.
 /// - Other locks (Django's `process_tasks` writes its bare PID and never
 ///   renews) expire after `MAX_RUN_TIME`, as in the seed: `max_run_cutoff`.
+///
+/// On MySQL/MariaDB the expired rows are found first with a plain read and
+/// then unlocked by id, the conditions checked again: an `UPDATE` whose
+/// `WHERE` walks the `locked_by` index locks every row and gap it scans,
+/// and deadlocked (1213) with the claims and heartbeats of busy runners.
 pub(crate) async fn unlock_expired(
     db: &DatabaseConnection,
     lease_cutoff: DateTime<Utc>,
     max_run_cutoff: DateTime<Utc>,
 ) -> Result<u64> {
     let backend = db.get_database_backend();
+    let expired = |sql: &mut Sql| {
+        sql.push("locked_by IS NOT NULL AND ((locked_by LIKE '%:%:%' AND locked_at < ")
+            .bind(lease_cutoff)
+            .push(") OR (locked_by NOT LIKE '%:%:%' AND locked_at < ")
+            .bind(max_run_cutoff)
+            .push("))");
+    };
     let mut sql = Sql::new(backend);
-    sql.push(
-        "UPDATE background_task SET locked_by = NULL, locked_at = NULL \
-         WHERE locked_by IS NOT NULL AND ((locked_by LIKE '%:%:%' AND locked_at < ",
-    )
-    .bind(lease_cutoff)
-    .push(") OR (locked_by NOT LIKE '%:%:%' AND locked_at < ")
-    .bind(max_run_cutoff)
-    .push("))");
+    sql.push("UPDATE background_task SET locked_by = NULL, locked_at = NULL WHERE ");
+    if backend == DbBackend::MySql {
+        let mut find = Sql::new(backend);
+        find.push("SELECT id FROM background_task WHERE ");
+        expired(&mut find);
+        let ids: Vec<i64> = db
+            .query_all_raw(find.build())
+            .await?
+            .iter()
+            .map(read_id)
+            .collect::<Result<_, DbErr>>()?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        sql.push("id IN ").bind_list(ids).push(" AND ");
+    }
+    expired(&mut sql);
     Ok(db.execute_raw(sql.build()).await?.rows_affected())
 }
 

@@ -215,6 +215,40 @@ pub(crate) async fn old_locks_by_owner<C: ConnectionTrait>(
         .collect::<Result<_, sea_orm::DbErr>>()?)
 }
 
+/// How many tasks runners set aside (unlocked task rows with `failed_at`),
+/// and the ids of the first `limit`.
+pub(crate) async fn set_aside<C: ConnectionTrait>(conn: &C, limit: u64) -> Result<(i64, Vec<i64>)> {
+    let backend = conn.get_database_backend();
+    let mut count = Sql::new(backend);
+    count.push(
+        "SELECT COUNT(*) FROM background_task WHERE failed_at IS NOT NULL AND locked_by IS NULL",
+    );
+    let count: i64 = match conn.query_one_raw(count.build()).await? {
+        Some(row) => row.try_get_by_index(0)?,
+        None => 0,
+    };
+    if count == 0 {
+        return Ok((0, Vec::new()));
+    }
+    let mut ids = Sql::new(backend);
+    ids.push(
+        "SELECT id FROM background_task WHERE failed_at IS NOT NULL AND locked_by IS NULL \
+         ORDER BY id LIMIT ",
+    )
+    .push(&limit.to_string());
+    let ids = conn
+        .query_all_raw(ids.build())
+        .await?
+        .iter()
+        .map(|row| {
+            row.try_get_by_index::<i64>(0)
+                .or_else(|_| row.try_get_by_index::<i32>(0).map(i64::from))
+                .or_else(|_| row.try_get_by_index::<u32>(0).map(i64::from))
+        })
+        .collect::<Result<_, sea_orm::DbErr>>()?;
+    Ok((count, ids))
+}
+
 /// Ids of tasks locked by one of `owners` before `before`, lowest first,
 /// at most `limit`.
 pub(crate) async fn old_locked_ids<C: ConnectionTrait>(

@@ -26,7 +26,7 @@ fn order(state: State) -> Order {
     Order {
         by: match state {
             State::Pending => "priority DESC, run_at ASC, id ASC",
-            State::Scheduled => "run_at ASC, id ASC",
+            State::Scheduled | State::SetAside => "run_at ASC, id ASC",
             State::Running => "locked_at ASC, id ASC",
             State::Failed | State::Completed => "run_at DESC, id DESC",
         },
@@ -49,6 +49,9 @@ fn push_state(sql: &mut Sql, state: State, now: DateTime<Utc>) {
         }
         State::Failed => {
             sql.push("failed_at IS NOT NULL");
+        }
+        State::SetAside => {
+            sql.push("locked_by IS NULL AND failed_at IS NOT NULL");
         }
         State::Completed => {
             sql.push("failed_at IS NULL");
@@ -148,7 +151,7 @@ fn push_after(sql: &mut Sql, state: State, after: &Cursor) {
                 .bind(id)
                 .push("))))");
         }
-        State::Scheduled => {
+        State::Scheduled | State::SetAside => {
             sql.push(" AND (run_at > ")
                 .bind(at)
                 .push(" OR (run_at = ")
@@ -256,7 +259,7 @@ pub(crate) async fn counts<C: ConnectionTrait>(
     sql.push(
         "SELECT queue, state, COUNT(*) AS count FROM (SELECT queue, CASE \
          WHEN locked_by IS NOT NULL THEN 'running' \
-         WHEN failed_at IS NOT NULL THEN 'failed' \
+         WHEN failed_at IS NOT NULL THEN 'set-aside' \
          WHEN run_at <= ",
     )
     .bind(now)

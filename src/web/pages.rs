@@ -158,12 +158,10 @@ fn clip(text: &str, max: usize) -> String {
     }
 }
 
-/// `task_params` indented, when it is JSON.
+/// `task_params` indented, when it is JSON, numbers exactly as stored
+/// (an integer past 64 bits stays an integer); otherwise as stored.
 fn pretty_params(params: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(params)
-        .ok()
-        .and_then(|value| serde_json::to_string_pretty(&value).ok())
-        .unwrap_or_else(|| params.to_owned())
+    crate::params::pretty(params).unwrap_or_else(|_| params.to_owned())
 }
 
 fn lock_state(locked_by: Option<&str>) -> Markup {
@@ -208,11 +206,13 @@ fn overview_page(
         State::Scheduled,
         State::Running,
         State::Failed,
+        State::SetAside,
     ];
     html! {
         h1 { "Overview" }
         section.cards {
-            @for state in states {
+            // Set-aside rows are rare: their card shows only when there are some.
+            @for state in states.into_iter().filter(|s| *s != State::SetAside || overview.total(*s) > 0) {
                 a.card href=(ctx.link(&format!("tasks?state={state}"))) data-state=(state) {
                     span.count { (overview.total(state)) }
                     span.label { (state) }
@@ -415,6 +415,7 @@ fn actions_for(state: State) -> &'static [Action] {
         ],
         State::Running => &[Action::Cancel],
         State::Failed => &[Action::Retry, Action::DeleteCompleted],
+        State::SetAside => &[Action::RunNow, Action::Delete],
         State::Completed => &[Action::DeleteCompleted],
     }
 }
@@ -914,6 +915,15 @@ pub(crate) async fn asset(file: web::Path<String>) -> Result<HttpResponse, WebEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn params_show_wide_integers_exactly() {
+        assert_eq!(
+            pretty_params(r#"[[18446744073709551616], {}]"#),
+            "[\n  [\n    18446744073709551616\n  ],\n  {}\n]"
+        );
+        assert_eq!(pretty_params("not json"), "not json");
+    }
 
     #[test]
     fn relative_times_read_naturally() {

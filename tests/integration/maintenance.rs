@@ -647,7 +647,7 @@ fn by_check(findings: &Value) -> std::collections::HashMap<String, (String, Stri
         .collect()
 }
 
-const CHECKS: [&str; 9] = [
+const CHECKS: [&str; 10] = [
     "schema",
     "mode",
     "indexes",
@@ -656,6 +656,7 @@ const CHECKS: [&str; 9] = [
     "runners",
     "unknown_tasks",
     "stale_locks",
+    "set_aside",
     "time_zone",
 ];
 
