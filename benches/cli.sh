@@ -15,8 +15,10 @@
 #
 # Environment: BGTASKS (default target/release/bgtasks), PG_URL (a server
 # URL without database, default postgres://postgres@127.0.0.1:5432; a
-# database bgt_bench_cli_PID is created and dropped), N (lines, default
-# 100000), RUNS (default 3), CALLS (default 30).
+# database bgt_bench_cli_PID is created and dropped), PARAMS (a query
+# string for both clients' URL, such as '?sslmode=disable'), N (lines,
+# default 100000), RUNS (default 3), CALLS (default 30), JSON=1 (also print
+# one JSON line per figure, for benches/compare.py).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BGTASKS=${BGTASKS:-$ROOT/target/release/bgtasks}
@@ -24,11 +26,13 @@ PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 N=${N:-100000}
 RUNS=${RUNS:-3}
 CALLS=${CALLS:-30}
+PARAMS=${PARAMS:-}
+JSON=${JSON:-0}
 DB=bgt_bench_cli_$$
 WORK=$(mktemp -d)
 psql "$PG_URL/postgres" -qc "CREATE DATABASE $DB"
 trap 'psql "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)"; rm -rf "$WORK"' EXIT
-export DATABASE_URL=$PG_URL/$DB
+export DATABASE_URL=$PG_URL/$DB$PARAMS
 "$BGTASKS" migrate >/dev/null 2>&1
 sql() { psql "$DATABASE_URL" -qAtc "$1"; }
 now_us() { echo $(($(date +%s%N) / 1000)); }
@@ -50,6 +54,8 @@ done
 ours=$(median <"$WORK/ours")
 peer=$(median <"$WORK/psql")
 awk -v o="$ours" -v p="$peer" 'BEGIN { printf "one call: bgtasks enqueue %.1f ms, psql -c '\''select 1'\'' %.1f ms (%.2fx)\n", o / 1000, p / 1000, o / p }'
+[ "$JSON" = 1 ] && awk -v o="$ours" -v p="$peer" -v q="$PARAMS" -v c="$CALLS" \
+  'BEGIN { printf "{\"metric\": \"cli_call\", \"params\": \"%s\", \"calls\": %d, \"ours_ms\": %.3f, \"psql_ms\": %.3f}\n", q, c, o / 1000, p / 1000 }'
 
 # The file and the floor write the same rows.
 seq 0 $((N - 1)) | awk '{ printf "{\"name\": \"bgtasks.echo\", \"args\": [%d, \"xxxxxxxxxxxxxxxxxxxx\"], \"kwargs\": {\"to\": \"user%d@example.com\"}}\n", $1, $1 }' >"$WORK/tasks.jsonl"
@@ -80,4 +86,6 @@ atomic=$(median <"$WORK/atomic")
 floor=$(median <"$WORK/floor")
 awk -v n="$N" -v f="$file" -v a="$atomic" -v s="$floor" 'BEGIN {
   printf "enqueue --from, %d lines: %.0f tasks/s, --atomic %.0f tasks/s; SQL floor %.0f rows/s (%.2fx, %.2fx)\n", n, f, a, s, f / s, a / s }'
+[ "$JSON" = 1 ] && awk -v n="$N" -v f="$file" -v a="$atomic" -v s="$floor" -v q="$PARAMS" -v r="$RUNS" \
+  'BEGIN { printf "{\"metric\": \"cli_bulk\", \"params\": \"%s\", \"n\": %d, \"runs\": %d, \"file\": %.0f, \"atomic\": %.0f, \"floor\": %.0f}\n", q, n, r, f, a, s }'
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Issue 5's comparison table, from the JSON lines that benches/compare.sh saved.
+"""The comparison table, from the JSON lines that benches/compare.sh saved.
 
 Usage: python3 benches/compare.py [RESULTS_DIR]   (default target/compare/results)
 
@@ -177,6 +177,29 @@ for be in ("sqlite", "postgres", "mariadb"):
     }
     ours[be] = o
 
+# ------------------------------------------------------------------ the binary, from outside
+
+bb_pg_default = lines("blackbox-pg-default.jsonl")
+bb_pg_batched = lines("blackbox-pg-batched.jsonl")
+bb_sqlite = lines("blackbox-sqlite.jsonl")
+cli = lines("cli.jsonl")
+bb = {
+    "pg_default": Fig([d["rate"] for d in bb_pg_default if d.get("peer") == "ours"], "/s"),
+    "gw_default": Fig([d["rate"] for d in bb_pg_default if d.get("peer") == "graphile-worker" and d.get("metric") == "process"], "/s"),
+    "pg_batched": Fig([d["rate"] for d in bb_pg_batched if d.get("peer") == "ours"], "/s"),
+    "gw_10": Fig([d["rate"] for d in bb_pg_batched if d.get("peer") == "graphile-worker" and d.get("metric") == "process"], "/s"),
+    "sqlite_default": Fig([d["rate"] for d in bb_sqlite if "--prefetch 0" not in d.get("opts", "")], "/s"),
+    "sqlite_prefetch0": Fig([d["rate"] for d in bb_sqlite if "--prefetch 0" in d.get("opts", "")], "/s"),
+}
+for tls, params in (("tls", ""), ("plain", "?sslmode=disable")):
+    calls = [d for d in cli if d.get("metric") == "cli_call" and d.get("params") == params]
+    bulks = [d for d in cli if d.get("metric") == "cli_bulk" and d.get("params") == params]
+    bb[f"cli_call_{tls}"] = Fig([d["ours_ms"] for d in calls], "ms")
+    bb[f"psql_call_{tls}"] = Fig([d["psql_ms"] for d in calls], "ms")
+    bb[f"cli_file_{tls}"] = Fig([d["file"] for d in bulks], "/s")
+    bb[f"cli_atomic_{tls}"] = Fig([d["atomic"] for d in bulks], "/s")
+    bb[f"cli_floor_{tls}"] = Fig([d["floor"] for d in bulks], "/s")
+
 # ------------------------------------------------------------------ targets
 
 out = []
@@ -239,6 +262,17 @@ for be, o in (("SQLite", sq), ("PG", pg)):
     base = f"{o['process_n']:,}" if o["process_n"] else "10,000"
     at_least_ratio(f"{be} throughput with {label} pending vs with {base}", o["process_backlog"],
                    f"process with {base} pending", o["process"], 0.80)
+at_least_ratio("PG default `bgtasks process` vs graphile-worker default (black box)", bb["pg_default"],
+               "graphile-worker concurrency 1", bb["gw_default"], 1.0)
+v = bb["sqlite_default"].value
+targets.append(["SQLite default `bgtasks process` (black box)", bb["sqlite_default"].text(), "-", "-", ">= 5,000 /s",
+                verdict(None if v is None else v >= 5000)])
+v = bb["cli_file_tls"].value
+targets.append(["PG `bgtasks enqueue --from FILE` (default sslmode)", bb["cli_file_tls"].text(),
+                f"SQL floor: {bb['cli_floor_tls'].text()}", "-", ">= 20,000 /s", verdict(None if v is None else v >= 20000)])
+r = ratio(bb["cli_call_tls"], bb["psql_call_tls"])
+targets.append(["PG one `bgtasks enqueue` vs `psql -c 'select 1'` (default sslmode)", bb["cli_call_tls"].text(),
+                f"psql: {bb['psql_call_tls'].text()}", "n/a" if r is None else f"{r:,.2f}x", "report only", "-"])
 rss = sq["rss"]
 if rss:
     mx, a10, a90 = rss.get("max_mb"), rss.get("at10_mb"), rss.get("at90_mb")
@@ -256,7 +290,7 @@ for be, o in (("PG", pg), ("MariaDB", my), ("SQLite", sq)):
     elif d:
         targets.append([f"Idle runner queries/s ({be})", "not measured", d.get("note", ""), "-", "report only", "-"])
 
-p(f"# Issue 5: background-tasks against its peers (results: {os.path.abspath(RESULTS)})")
+p(f"# background-tasks against its peers (results: {os.path.abspath(RESULTS)})")
 try:
     meta = json.load(open(os.path.join(RESULTS, "meta.json")))
     p("")
@@ -323,6 +357,18 @@ vs(f"SQL floor k=1 ({my_floor_name})", "mariadb", "enqueue /s", peer["my_floor_k
 vs(f"SQL floor k=1 ({my_floor_name})", "mariadb", "process /s", peer["my_floor_k1_proc"], my["process"])
 vs(f"SQL floor k=100 ({my_floor_name})", "mariadb", "enqueue /s (vs our bulk)", peer["my_floor_k100_enq"], my["bulk"])
 vs(f"SQL floor k=100 ({my_floor_name})", "mariadb", "process /s", peer["my_floor_k100_proc"], my["process"])
+vs("graphile-worker (default, concurrency 1)", "postgres", "black box: default `bgtasks process --sleep 1` /s",
+   bb["gw_default"], bb["pg_default"])
+vs("graphile-worker (concurrency 10)", "postgres", "black box: `process --threads 2 --tasks-per-thread 64` /s",
+   bb["gw_10"], bb["pg_batched"])
+vs("psql -c 'select 1' (default sslmode)", "postgres", "one command, ms", bb["psql_call_tls"], bb["cli_call_tls"], True)
+vs("psql -c 'select 1' (sslmode=disable)", "postgres", "one command, ms", bb["psql_call_plain"], bb["cli_call_plain"], True)
+vs("SQL floor: INSERT ... generate_series (default sslmode)", "postgres", "`enqueue --from FILE` /s",
+   bb["cli_floor_tls"], bb["cli_file_tls"])
+vs("SQL floor: INSERT ... generate_series (default sslmode)", "postgres", "`enqueue --from FILE --atomic` /s",
+   bb["cli_floor_tls"], bb["cli_atomic_tls"])
+vs("SQL floor: INSERT ... generate_series (sslmode=disable)", "postgres", "`enqueue --from FILE` /s",
+   bb["cli_floor_plain"], bb["cli_file_plain"])
 table(["peer", "backend", "figure", "peer", "ours", "ratio"], rows)
 if idle_peer:
     p("")
@@ -363,6 +409,8 @@ for be in ("sqlite", "postgres", "mariadb"):
         else:
             text = f"{d['rate']:g} /s over {d['secs']} s"
         rows.append([be, "idle runner", text])
+rows.append(["sqlite", "black box: default `bgtasks process --sleep 1`", bb["sqlite_default"].text()])
+rows.append(["sqlite", "black box: `bgtasks process --sleep 1 --prefetch 0` (the seed's rhythm)", bb["sqlite_prefetch0"].text()])
 table(["backend", "figure", "value"], rows)
 p("")
 p("Notes: no-op tasks; rates are tasks/s; 'med of n' is the median of n runs. Our process figures run an in-process")

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Issue 5: background-tasks against its peers (graphile-worker, apalis,
+# background-tasks against its peers (graphile-worker, apalis,
 # django-background-tasks) and the bare-SQL floors, measured in one run on
 # this machine, then a table of every figure and target with PASS/MISS.
+# Besides the in-process measurements (benches/measure.rs), the bgtasks
+# binary is timed from outside as users run it: its default runner against
+# graphile-worker's default (../shared/bench/blackbox), and the command
+# line's enqueue against psql and the SQL floor (benches/cli.sh).
 #
 #   bash benches/compare.sh                  # full run (about 35-45 min on 2 cores)
 #   QUICK=1 bash benches/compare.sh          # smoke run: small N, few reps (about 11 min)
@@ -10,7 +14,8 @@
 #
 # Environment: PEERS_DIR (default ../shared/bench/peers beside the repo),
 # RESULTS (default target/compare/results), QUICK, SKIP_PEERS, SKIP_OURS,
-# RUNS (repetitions of each measurement in a full run, default 3).
+# SKIP_BLACKBOX, RUNS (repetitions of each measurement in a full run,
+# default 3).
 # The peers use PostgreSQL 15 at 127.0.0.1:5432 as role root (password
 # 'bench', set by their common.sh) and install under /tmp/bench-peers.
 # Ours also uses MariaDB at 127.0.0.1:3306 as root.
@@ -24,16 +29,17 @@ export RESULTS=${RESULTS:-$OUT/results}
 QUICK=${QUICK:-0}
 SKIP_PEERS=${SKIP_PEERS:-0}
 SKIP_OURS=${SKIP_OURS:-0}
+SKIP_BLACKBOX=${SKIP_BLACKBOX:-0}
 mkdir -p "$OUT" "$RESULTS"
 : >"$OUT/errors.log"
 cd "$ROOT"
 
 if [ "$QUICK" = 1 ]; then
   PEER_N=2000 RUNS=1 PROC_N=10000 ENQ_N=2000 LAT_REPS=10 BACKLOG=100000 WINDOWS=3
-  RSS_N=100000 IDLE_SECS=10 DBT_N_PROC=100 DBT_LAT_REPS=10
+  RSS_N=100000 IDLE_SECS=10 DBT_N_PROC=100 DBT_LAT_REPS=10 BB_N=5000 CLI_N=20000 CLI_CALLS=10
 else
   PEER_N=10000 RUNS=${RUNS:-3} PROC_N=10000 ENQ_N=10000 LAT_REPS=100 BACKLOG=1000000 WINDOWS=3
-  RSS_N=1000000 IDLE_SECS=30 DBT_N_PROC=500 DBT_LAT_REPS=20
+  RSS_N=1000000 IDLE_SECS=30 DBT_N_PROC=500 DBT_LAT_REPS=20 BB_N=20000 CLI_N=100000 CLI_CALLS=30
 fi
 PG_URL=postgres://root:bench@127.0.0.1:5432/bench_bgtasks
 MY_URL=mysql://root@127.0.0.1:3306/bench_bgtasks
@@ -145,6 +151,35 @@ if [ "$SKIP_OURS" != 1 ]; then
         m floor --url "$URL" --n $PEER_N --runs $RUNS
     fi
   done
+fi
+
+# ---------------------------------------------------------------- the binary, from outside
+if [ "$SKIP_BLACKBOX" != 1 ]; then
+  say "build: cargo build --release --bin bgtasks"
+  cargo build --release --bin bgtasks >>"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; echo "compare.sh: build failed"; exit 1; }
+  BGTASKS=$ROOT/target/release/bgtasks
+  BB=$(cd "$PEERS_DIR/../blackbox" && pwd)
+  rm -f "$RESULTS"/blackbox-*.jsonl "$RESULTS"/cli.jsonl
+  # The issue's set-up: the runner with no flag but a 1 s poll (its default
+  # is the seed's 5 s), against graphile-worker at its default concurrency 1.
+  step "black box PG: default bgtasks process vs graphile-worker default, N=$BB_N x $RUNS" \
+    "$RESULTS/blackbox-pg-default.jsonl" \
+    env BGTASKS="$BGTASKS" N=$BB_N ROUNDS=$RUNS OPTS="--sleep 1" GW_CONCURRENCY=1 bash "$BB/pg_drain.sh"
+  step "black box PG: 2 threads x 64 tasks vs graphile-worker concurrency 10, N=$BB_N x $RUNS" \
+    "$RESULTS/blackbox-pg-batched.jsonl" \
+    env BGTASKS="$BGTASKS" N=$BB_N ROUNDS=$RUNS GW_CONCURRENCY=10 bash "$BB/pg_drain.sh"
+  for r in $(seq 1 $RUNS); do
+    step "black box SQLite: default bgtasks process, run $r (N=$BB_N)" "$RESULTS/blackbox-sqlite.jsonl" \
+      env BGTASKS="$BGTASKS" N=$BB_N OPTS="--sleep 1" DIR="$OUT" bash "$BB/sqlite_drain.sh"
+    step "black box SQLite: --prefetch 0 (the seed's rhythm), run $r (N=$BB_N)" "$RESULTS/blackbox-sqlite.jsonl" \
+      env BGTASKS="$BGTASKS" N=$BB_N OPTS="--sleep 1 --prefetch 0" DIR="$OUT" bash "$BB/sqlite_drain.sh"
+  done
+  # One enqueue per process against psql, and --from FILE against the SQL
+  # floor; with the default sslmode (TLS when the server offers it) and without.
+  step "CLI on PG, default sslmode (N=$CLI_N, $CLI_CALLS calls)" "$RESULTS/cli.jsonl" \
+    env BGTASKS="$BGTASKS" N=$CLI_N RUNS=$RUNS CALLS=$CLI_CALLS JSON=1 bash "$HERE/cli.sh"
+  step "CLI on PG, sslmode=disable (N=$CLI_N, $CLI_CALLS calls)" "$RESULTS/cli.jsonl" \
+    env BGTASKS="$BGTASKS" N=$CLI_N RUNS=$RUNS CALLS=$CLI_CALLS JSON=1 PARAMS='?sslmode=disable' bash "$HERE/cli.sh"
 fi
 
 # ---------------------------------------------------------------- report

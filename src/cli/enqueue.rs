@@ -4,7 +4,7 @@
 //! A flag and a line's key are read by the same functions, so
 //! `"schedule": "15m"` on a line means what `--schedule 15m` means. A file
 //! streams: it is read a line at a time and written in batches of
-//! [`INSERT_CHUNK`] rows, one INSERT each, so its size does not matter.
+//! [`insert_chunk`] rows, one INSERT each, so its size does not matter.
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, IsTerminal};
@@ -27,7 +27,7 @@ use crate::params::{self, Json, ParamsError};
 use crate::queue::{Creator, Enqueued, MAX_VERBOSE_NAME_LEN, Queue, Resolved, TaskSpec};
 use crate::registry::Registry;
 use crate::schedule::Action;
-use crate::store::{self, enqueue as bulk, enqueue::INSERT_CHUNK};
+use crate::store::{self, enqueue as bulk, enqueue::insert_chunk};
 use crate::task::KeepHistory;
 
 /// Bad lines of a file that are listed one by one; the rest are counted.
@@ -695,7 +695,7 @@ impl<'q> Batcher<'q> {
             queue,
             sink,
             now,
-            rows: Vec::with_capacity(INSERT_CHUNK),
+            rows: Vec::with_capacity(insert_chunk(queue.db().get_database_backend())),
             remove: Vec::new(),
             hashes: HashSet::new(),
             tally: Tally::default(),
@@ -739,7 +739,7 @@ impl<'q> Batcher<'q> {
         }
         self.hashes.insert(resolved.row.task_hash.clone());
         self.rows.push(resolved.row);
-        if self.rows.len() >= INSERT_CHUNK {
+        if self.rows.len() >= insert_chunk(self.queue.db().get_database_backend()) {
             self.flush().await?;
         }
         Ok(())
@@ -750,7 +750,7 @@ impl<'q> Batcher<'q> {
         if self.rows.is_empty() {
             return Ok(());
         }
-        let rows = std::mem::replace(&mut self.rows, Vec::with_capacity(INSERT_CHUNK));
+        let rows = std::mem::take(&mut self.rows);
         let remove = std::mem::take(&mut self.remove);
         self.hashes.clear();
         let count = rows.len() as u64;

@@ -21,9 +21,21 @@ use super::{execute, insert_returning};
 use crate::entity::task;
 use crate::error::Result;
 
-/// Rows per INSERT statement in bulk enqueue: 17 values a row stays well
-/// under SQLite's 32,766 and PostgreSQL's and MySQL's 65,535 bound values.
+/// Rows per INSERT statement in bulk enqueue on SQLite: 17 values a row
+/// stays well under its 32,766 bound values.
 pub(crate) const INSERT_CHUNK: usize = 1_000;
+
+/// Rows per INSERT statement in bulk enqueue on `backend`: 3,000 on
+/// PostgreSQL and MySQL (51,000 values, under their 65,535), whose every
+/// statement is a round trip over the network (and, over TLS, a wait for
+/// the server's delayed acknowledgement: sqlx 0.9 does not set
+/// `TCP_NODELAY`); [`INSERT_CHUNK`] on SQLite.
+pub(crate) fn insert_chunk(backend: DbBackend) -> usize {
+    match backend {
+        DbBackend::Sqlite => INSERT_CHUNK,
+        _ => 3_000,
+    }
+}
 
 /// The seed's `unlocked(now)`: not locked, or locked longer ago than
 /// `MAX_RUN_TIME` (strictly).
@@ -189,7 +201,7 @@ fn skip_taken_keys() -> OnConflict {
         .to_owned()
 }
 
-/// Inserts rows with one statement per [`INSERT_CHUNK`] rows; returns the count.
+/// Inserts rows with one statement per [`insert_chunk`] rows; returns the count.
 pub(crate) async fn insert_many<C: ConnectionTrait>(
     conn: &C,
     rows: Vec<task::Model>,
@@ -216,7 +228,11 @@ pub(crate) async fn insert_many<C: ConnectionTrait>(
     let mut inserted = 0;
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
-        let chunk: Vec<task::ActiveModel> = rows.by_ref().take(INSERT_CHUNK).map(new_row).collect();
+        let chunk: Vec<task::ActiveModel> = rows
+            .by_ref()
+            .take(insert_chunk(backend))
+            .map(new_row)
+            .collect();
         let mut insert = task::Entity::insert_many(chunk);
         if unique {
             // Rows whose key a live row (or an earlier row of this batch)
