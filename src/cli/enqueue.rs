@@ -652,7 +652,7 @@ fn row_of_line(
 }
 
 /// What was written.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Tally {
     /// Rows inserted.
     written: u64,
@@ -687,7 +687,15 @@ struct Batcher<'q> {
     /// removes the copies of an earlier line of the same batch.
     hashes: HashSet<String>,
     tally: Tally,
+    /// Without `--atomic`, the batch being written (rows inserted, rows
+    /// sent) while the next one is read: the server executes one INSERT
+    /// while this process parses the lines of the next.
+    in_flight: Option<tokio::task::JoinHandle<crate::Result<(u64, u64)>>>,
 }
+
+/// Lines read between two chances for a batch in flight to make progress
+/// (the runtime has one thread, and reading a file does not wait).
+const LINES_PER_YIELD: u64 = 256;
 
 impl<'q> Batcher<'q> {
     fn new(queue: &'q Queue, sink: Sink, now: DateTime<Utc>) -> Self {
@@ -699,7 +707,32 @@ impl<'q> Batcher<'q> {
             remove: Vec::new(),
             hashes: HashSet::new(),
             tally: Tally::default(),
+            in_flight: None,
         }
+    }
+
+    /// Lets a batch in flight make progress.
+    async fn let_in_flight_run(&self) {
+        if self.in_flight.is_some() {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Waits for the batch in flight, and counts it.
+    async fn settle(&mut self) -> Result<(), Failure> {
+        let Some(write) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (inserted, count) = write.await.map_err(|err| {
+            Failure::Failed(crate::Error::invalid(
+                "from",
+                format!("writing a batch stopped: {err}"),
+            ))
+        })??;
+        self.tally.written += inserted;
+        // Unique tasks whose key a live row holds are skipped by the INSERT.
+        self.tally.already_waiting += count - inserted;
+        Ok(())
     }
 
     /// Adds one task, writing the batch when it is full.
@@ -712,6 +745,7 @@ impl<'q> Batcher<'q> {
             // definition) look at the rows before them: write those first,
             // then this task alone, as `bgtasks enqueue` would.
             self.flush().await?;
+            self.settle().await?;
             let outcome = match &self.sink {
                 Sink::Atomic(txn) => self.queue.write(txn, resolved, self.now).await?,
                 _ => {
@@ -757,19 +791,27 @@ impl<'q> Batcher<'q> {
         let inserted = match &self.sink {
             Sink::Discard => return Ok(()),
             Sink::Atomic(txn) => write_batch(txn, &remove, rows).await?,
-            // A batch that is one INSERT commits on its own: no BEGIN and
-            // COMMIT round trips. Deletes first, or unique rows (which
-            // MySQL inserts one by one), take a transaction.
-            Sink::Batches
-                if remove.is_empty() && rows.iter().all(|row| row.unique_key.is_none()) =>
-            {
-                write_batch(self.queue.db(), &remove, rows).await?
-            }
             Sink::Batches => {
-                let txn = store::begin_write(self.queue.db()).await?;
-                let inserted = write_batch(&txn, &remove, rows).await?;
-                txn.commit().await?;
-                inserted
+                // One batch at a time, in the file's order.
+                self.settle().await?;
+                let db = self.queue.db().clone();
+                self.in_flight = Some(tokio::spawn(async move {
+                    // A batch that is one INSERT commits on its own: no
+                    // BEGIN and COMMIT round trips. Deletes first, or unique
+                    // rows (which MySQL inserts one by one), take a
+                    // transaction.
+                    let inserted =
+                        if remove.is_empty() && rows.iter().all(|row| row.unique_key.is_none()) {
+                            write_batch(&db, &remove, rows).await?
+                        } else {
+                            let txn = store::begin_write(&db).await?;
+                            let inserted = write_batch(&txn, &remove, rows).await?;
+                            txn.commit().await?;
+                            inserted
+                        };
+                    Ok((inserted, count))
+                }));
+                return Ok(());
             }
         };
         self.tally.written += inserted;
@@ -791,12 +833,13 @@ impl<'q> Batcher<'q> {
     }
 
     /// Writes what is left and commits an `--atomic` file.
-    async fn finish(mut self) -> Result<Tally, Failure> {
+    async fn finish(&mut self) -> Result<Tally, Failure> {
         self.flush().await?;
-        if let Sink::Atomic(txn) = self.sink {
+        self.settle().await?;
+        if let Sink::Atomic(txn) = std::mem::replace(&mut self.sink, Sink::Discard) {
             txn.commit().await?;
         }
-        Ok(self.tally)
+        Ok(self.tally.clone())
     }
 }
 
@@ -877,9 +920,18 @@ async fn from_lines(ctx: &Context, args: &EnqueueArgs, source: &Path) -> Result<
     let mut number = 0_u64;
     loop {
         buffer.clear();
-        let read = input.read_until(b'\n', &mut buffer).map_err(|err| {
-            Failure::BadInput(format!("cannot read {label} after line {number}: {err}"))
-        })?;
+        let read = match input.read_until(b'\n', &mut buffer) {
+            Ok(read) => read,
+            Err(err) => {
+                // What was sent is written (or not) before saying so.
+                let settled = batcher.settle().await;
+                note_written(args.atomic, batcher.tally.written);
+                settled?;
+                return Err(Failure::BadInput(format!(
+                    "cannot read {label} after line {number}: {err}"
+                )));
+            }
+        };
         if read == 0 {
             break;
         }
@@ -903,11 +955,10 @@ async fn from_lines(ctx: &Context, args: &EnqueueArgs, source: &Path) -> Result<
         match checked {
             Ok(None) => {}
             Ok(Some(resolved)) => {
-                let written = batcher.tally.written;
-                batcher
-                    .push(resolved)
-                    .await
-                    .inspect_err(|_| note_written(args.atomic, written))?;
+                if let Err(err) = batcher.push(resolved).await {
+                    note_written(args.atomic, batcher.tally.written);
+                    return Err(err);
+                }
             }
             Err(reason) => {
                 bad.add(number, reason);
@@ -917,13 +968,18 @@ async fn from_lines(ctx: &Context, args: &EnqueueArgs, source: &Path) -> Result<
             }
         }
         progress.set(number);
+        if number.is_multiple_of(LINES_PER_YIELD) {
+            batcher.let_in_flight_run().await;
+        }
     }
     progress.finish();
-    let written = batcher.tally.written;
-    let tally = batcher
-        .finish()
-        .await
-        .inspect_err(|_| note_written(args.atomic, written))?;
+    let tally = match batcher.finish().await {
+        Ok(tally) => tally,
+        Err(err) => {
+            note_written(args.atomic, batcher.tally.written);
+            return Err(err);
+        }
+    };
     let result = match (bad.count, args.atomic) {
         (0, _) => "enqueued",
         (_, true) => "nothing_written",
