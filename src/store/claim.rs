@@ -187,7 +187,7 @@ pub(crate) async fn set_aside_refused(
 }
 
 /// A claimed row's id, whatever integer type its column has.
-fn read_id(row: &sea_orm::QueryResult) -> Result<i64, DbErr> {
+pub(crate) fn read_id(row: &sea_orm::QueryResult) -> Result<i64, DbErr> {
     row.try_get_by_index::<i64>(0)
         .or_else(|_| row.try_get_by_index::<i32>(0).map(i64::from))
         .or_else(|_| row.try_get_by_index::<u32>(0).map(i64::from))

@@ -240,11 +240,7 @@ pub(crate) async fn set_aside<C: ConnectionTrait>(conn: &C, limit: u64) -> Resul
         .query_all_raw(ids.build())
         .await?
         .iter()
-        .map(|row| {
-            row.try_get_by_index::<i64>(0)
-                .or_else(|_| row.try_get_by_index::<i32>(0).map(i64::from))
-                .or_else(|_| row.try_get_by_index::<u32>(0).map(i64::from))
-        })
+        .map(super::claim::read_id)
         .collect::<Result<_, sea_orm::DbErr>>()?;
     Ok((count, ids))
 }
