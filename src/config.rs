@@ -37,8 +37,10 @@ pub const DEFAULT_PREFETCH: usize = 64;
 /// the backlog growing. After a crash these tasks run again
 /// (at-least-once), as tasks in flight do, so the bound also bounds how
 /// many tasks a `kill -9` makes run twice: at most the concurrency plus
-/// this.
-pub const MAX_UNWRITTEN_OUTCOMES: usize = 32;
+/// this. 128 lets a one-at-a-time runner of quick tasks write a batch of
+/// outcomes while it runs the next ones, instead of stopping each time a
+/// commit is slow.
+pub const MAX_UNWRITTEN_OUTCOMES: usize = 128;
 /// Longest allowed queue name (the column is `varchar(190)`).
 pub const MAX_QUEUE_NAME_LEN: usize = 190;
 /// Default interval between two rounds of a runner's history pruning (when

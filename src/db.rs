@@ -138,10 +138,17 @@ async fn connect_pool(url: Option<&str>, one_connection: bool) -> Result<Databas
         // processes still wait for the lock up to the busy timeout. Inside
         // your own transaction, enqueue with `enqueue_with(&txn, ..)`: the
         // pool's only connection is the transaction's.
+        //
+        // No ping before each use: the connection is a file opened in this
+        // process, it cannot have been dropped by a server or a network,
+        // and sqlx already pings it when it comes back to the pool. The
+        // ping cost a round trip to SQLite's worker thread per
+        // transaction.
         options
             .max_connections(1)
             .min_connections(1)
-            .acquire_timeout(SQLITE_BUSY_TIMEOUT * 2);
+            .acquire_timeout(SQLITE_BUSY_TIMEOUT * 2)
+            .test_before_acquire(false);
     }
     options.map_sqlx_sqlite_opts(move |opts| {
         opts.journal_mode(SqliteJournalMode::Wal)

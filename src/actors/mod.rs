@@ -22,7 +22,7 @@ use actix::prelude::*;
 
 use crate::queue::Queue;
 use crate::worker;
-use executor::Executor;
+use executor::{Executor, Outcomes};
 use poller::{AbortRunning, Poller, SetPace, StopClaiming};
 
 use crate::runner::Pace;
@@ -57,14 +57,17 @@ pub(crate) fn start(queue: Queue) -> Running {
     let abandon = Arc::new(AtomicBool::new(false));
     let scheduler = Scheduler::new(queue.clone(), Arc::clone(&abandon)).start();
     let count = queue.config().executors();
+    let slots = queue.config().concurrency().div_ceil(count.max(1));
+    let outcomes = Outcomes::new(&queue);
     let mut arbiters = Vec::with_capacity(count);
     let mut executors = Vec::with_capacity(count);
     for _ in 0..count {
         let arbiter = Arbiter::new();
         let recipient = scheduler.clone().recipient();
         let queue = queue.clone();
+        let outcomes = outcomes.clone();
         executors.push(Executor::start_in_arbiter(&arbiter.handle(), move |_| {
-            Executor::new(queue, recipient)
+            Executor::new(queue, recipient, outcomes, slots)
         }));
         arbiters.push(arbiter);
     }

@@ -11,17 +11,20 @@
 //! within [`PREFETCH_HORIZON`] at the pace tasks have run so far (none
 //! while tasks are slow, so they stay free for other runners), up to the
 //! configured prefetch; with a prefetch of 0 it claims one task per free
-//! slot, the seed's rhythm. Receives [`Wake`],
-//! [`StopClaiming`] and [`AbortRunning`]; sends `Execute` and `Abort` to
-//! executors.
+//! slot, the seed's rhythm. A runner with a single executor (the default
+//! one-at-a-time runner) hands it up to [`AHEAD_OF_SLOTS`] of those ready
+//! tasks beyond its slots, so it goes from one task to the next on its own
+//! thread, without waiting for a message to the Poller and back. Receives
+//! [`Wake`], [`StopClaiming`] and [`AbortRunning`]; sends `Execute`,
+//! `StopStarting` and `Abort` to executors.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::executor::{Abort, Execute, Executor};
+use super::executor::{Abort, Execute, Executor, Ran, StopStarting};
 use crate::entity::task;
 use crate::queue::Queue;
 use crate::runner::Pace;
@@ -35,6 +38,9 @@ const CLAIM_RETRY_MAX: Duration = Duration::from_secs(5);
 /// How much work (at the measured pace) the Poller keeps claimed ahead of
 /// its free slots.
 pub(crate) const PREFETCH_HORIZON: Duration = Duration::from_millis(50);
+/// Most ready tasks handed to a runner's only executor beyond its free
+/// slots: they wait there, in order, and start as soon as a slot frees.
+pub(crate) const AHEAD_OF_SLOTS: usize = 16;
 /// Weight of the newest execution in the running average of execution
 /// times that sizes the prefetch.
 const PACE_WEIGHT: f64 = 0.2;
@@ -67,11 +73,18 @@ pub(crate) struct Poller {
     /// Free slots: each executor appears once per task it can still take.
     idle: Vec<Addr<Executor>>,
     busy: HashMap<i32, Addr<Executor>>,
+    /// Every executor (to stop them starting tasks at shutdown).
+    executors: Vec<Addr<Executor>>,
+    /// The runner's only executor, when it has one and claims ahead: ready
+    /// tasks may wait there instead of here ([`AHEAD_OF_SLOTS`]).
+    only: Option<Addr<Executor>>,
+    /// Tasks handed to `only` beyond its slots, not yet answered.
+    ahead: usize,
     /// Claimed tasks waiting for a free slot, in claim order (locked by
     /// this runner and tracked as running, so their leases are renewed).
     ready: VecDeque<task::Model>,
-    /// Running average of execution times (dispatch to the executor's
-    /// reply), in seconds; `None` before the first one.
+    /// Running average of execution times (start to free slot, as the
+    /// executor measures them), in seconds; `None` before the first one.
     pace_of_work: Option<f64>,
     claiming: bool,
     /// A poll was asked for while a claim was running: claim again after it,
@@ -83,6 +96,8 @@ pub(crate) struct Poller {
     failures: u32,
     /// A claim is due after [`super::BATCH_LINGER`].
     lingering: bool,
+    /// Hand-backs of claimed tasks in flight.
+    releasing: usize,
     drained: Vec<oneshot::Sender<()>>,
 }
 
@@ -97,10 +112,17 @@ impl Poller {
             .flat_map(|_| executors.iter().cloned())
             .take(queue.config().concurrency())
             .collect();
+        let only = match executors.as_slice() {
+            [only] if queue.config().prefetch() > 0 => Some(only.clone()),
+            _ => None,
+        };
         Self {
             queue,
             idle,
             busy: HashMap::new(),
+            executors,
+            only,
+            ahead: 0,
             ready: VecDeque::new(),
             pace_of_work: None,
             claiming: false,
@@ -109,6 +131,7 @@ impl Poller {
             pace: Pace::Fast,
             failures: 0,
             lingering: false,
+            releasing: 0,
             drained: Vec::new(),
         }
     }
@@ -127,12 +150,21 @@ impl Poller {
     }
 
     /// How many tasks a claim now should take: the free slots not covered
-    /// by ready tasks, and the prefetch room.
+    /// by ready tasks, and the prefetch room. The tasks kept ahead are
+    /// topped up once half of them have started (or a free slot finds
+    /// none), so a busy runner claims in batches, not a task or two after
+    /// each one that ends.
     fn wanted(&self) -> usize {
-        let unserved = self.idle.len().saturating_sub(self.ready.len());
-        let ahead = self
-            .prefetch_target()
-            .saturating_sub(self.ready.len().saturating_sub(self.idle.len()));
+        // Tasks waiting at the executor count as ready.
+        let ready = self.ready.len() + self.ahead;
+        let unserved = self.idle.len().saturating_sub(ready);
+        let spare = ready.saturating_sub(self.idle.len());
+        let target = self.prefetch_target();
+        let ahead = if unserved == 0 && spare * 2 > target {
+            0
+        } else {
+            target.saturating_sub(spare)
+        };
         unserved + ahead
     }
 
@@ -158,13 +190,35 @@ impl Poller {
         self.claim(ctx);
     }
 
-    /// Starts ready tasks on free slots, in claim order.
+    /// Starts ready tasks on free slots, in claim order, then hands the
+    /// only executor what may wait there.
     fn start_ready(&mut self, ctx: &mut Context<Self>) {
-        while !self.idle.is_empty() && !self.stopping {
+        while !self.stopping {
+            let executor = match self.idle.pop() {
+                Some(executor) => executor,
+                None => match &self.only {
+                    Some(only) if self.ahead < AHEAD_OF_SLOTS && !self.ready.is_empty() => {
+                        self.ahead += 1;
+                        only.clone()
+                    }
+                    _ => break,
+                },
+            };
             let Some(task) = self.ready.pop_front() else {
+                self.free(executor);
                 break;
             };
-            self.dispatch(task, ctx);
+            self.dispatch(task, executor, ctx);
+        }
+    }
+
+    /// One task handed to `executor` has ended: its place is free (a wait
+    /// beyond the slots first, then a slot).
+    fn free(&mut self, executor: Addr<Executor>) {
+        if self.ahead > 0 {
+            self.ahead -= 1;
+        } else {
+            self.idle.push(executor);
         }
     }
 
@@ -233,33 +287,32 @@ impl Poller {
         }));
     }
 
-    fn dispatch(&mut self, task: task::Model, ctx: &mut Context<Self>) {
-        let Some(executor) = self.idle.pop() else {
-            // Cannot happen: the claim is sized by free slots.
-            self.hand_back(vec![task], ctx);
-            return;
-        };
+    fn dispatch(&mut self, task: task::Model, executor: Addr<Executor>, ctx: &mut Context<Self>) {
         let id = task.id;
         self.busy.insert(id, executor.clone());
-        let began = Instant::now();
         ctx.spawn(
             executor
                 .send(Execute(task))
                 .into_actor(self)
                 .map(move |sent, act, ctx| {
-                    if let Err(err) = sent {
-                        tracing::error!(
-                            task.id = id,
-                            "an executor stopped while running a task: {err}"
-                        );
+                    match sent {
+                        Ok(Ran::Done(took)) => {
+                            let took = took.as_secs_f64();
+                            act.pace_of_work = Some(match act.pace_of_work {
+                                None => took,
+                                Some(pace) => pace + PACE_WEIGHT * (took - pace),
+                            });
+                        }
+                        Ok(Ran::NotStarted(task)) => act.hand_back(vec![*task], ctx),
+                        Err(err) => {
+                            tracing::error!(
+                                task.id = id,
+                                "an executor stopped while running a task: {err}"
+                            );
+                        }
                     }
-                    let took = began.elapsed().as_secs_f64();
-                    act.pace_of_work = Some(match act.pace_of_work {
-                        None => took,
-                        Some(pace) => pace + PACE_WEIGHT * (took - pace),
-                    });
                     if let Some(executor) = act.busy.remove(&id) {
-                        act.idle.push(executor);
+                        act.free(executor);
                     }
                     match act.pace.pause() {
                         None => act.poll(ctx),
@@ -279,7 +332,7 @@ impl Poller {
         }
         let ids: Vec<i32> = tasks.iter().map(|t| t.id).collect();
         let queue = self.queue.clone();
-        self.claiming = true;
+        self.releasing += 1;
         let release = async move {
             let released = crate::store::retry_conflicts("release", || {
                 claim::release(queue.db(), queue.runner_id(), &ids)
@@ -296,13 +349,18 @@ impl Poller {
                     "could not hand back claimed tasks; they unlock when their lock expires: {err}"
                 );
             }
-            act.claiming = false;
+            act.releasing -= 1;
             act.notify_if_drained();
         }));
     }
 
     fn notify_if_drained(&mut self) {
-        if self.stopping && !self.claiming && self.busy.is_empty() && self.ready.is_empty() {
+        if self.stopping
+            && !self.claiming
+            && self.releasing == 0
+            && self.busy.is_empty()
+            && self.ready.is_empty()
+        {
             for waiter in self.drained.drain(..) {
                 waiter.send(()).ok();
             }
@@ -357,7 +415,11 @@ impl Handler<StopClaiming> for Poller {
 
     fn handle(&mut self, _: StopClaiming, ctx: &mut Context<Self>) -> Self::Result {
         self.stopping = true;
-        // Tasks claimed ahead and not started go back at once.
+        // Tasks claimed ahead and not started go back at once (those
+        // waiting at an executor through its answer).
+        for executor in &self.executors {
+            executor.do_send(StopStarting);
+        }
         if !self.claiming {
             let ready: Vec<task::Model> = self.ready.drain(..).collect();
             self.hand_back(ready, ctx);

@@ -7,9 +7,11 @@
 //!
 //! Outcomes are written in batches, by group commit: one write is in flight
 //! at a time, and what finishes meanwhile goes into the next transaction.
-//! A batch is written as soon as it holds half the runner's slots, else
+//! A batch is written as soon as it holds half the runner's slots (or,
+//! when no executor waits for it, [`AHEAD_BATCH_GOAL`] outcomes), else
 //! after a linger of 2 ms, so a busy runner writes hundreds of outcomes per
-//! commit, and a one-at-a-time runner writes each at once. When the
+//! commit; a one-at-a-time runner without prefetch writes each at once,
+//! and with it (the default) a batch while it runs the next tasks. When the
 //! database is away, the write is retried with backoff until it comes back,
 //! so no outcome is dropped (the executors wait meanwhile); a shutdown
 //! flushes what is pending.
@@ -40,10 +42,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::admin::{self, Pruned};
-use crate::config::MAX_UNWRITTEN_OUTCOMES;
 use crate::entity::task;
 use crate::error::Result;
 use crate::queue::Queue;
@@ -64,6 +65,11 @@ const UNHANDLED_REPORT_EVERY: u32 = 6;
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 /// Longest pause between two tries.
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Outcomes handed over ahead of their write are written once this many
+/// are pending, or after [`super::BATCH_LINGER`]: a quarter of the room
+/// for them ([`crate::config::MAX_UNWRITTEN_OUTCOMES`]), so the executors
+/// keep going while a batch is written.
+const AHEAD_BATCH_GOAL: usize = crate::config::MAX_UNWRITTEN_OUTCOMES / 4;
 /// Most outcomes written in one transaction.
 const MAX_BATCH: usize = 1_000;
 
@@ -79,14 +85,17 @@ const PRUNE_FIRST_ROUND: Duration = Duration::from_secs(1);
 const PRUNE_CATCH_UP: Duration = Duration::from_secs(1);
 
 /// Executor → Scheduler: this execution ended. Resolves once the outcome is
-/// written, or given up at shutdown (logged); on a prefetching runner at
-/// once, while fewer than [`MAX_UNWRITTEN_OUTCOMES`] outcomes wait for the
-/// database, so the executor's slot takes the next task meanwhile.
+/// written, or given up at shutdown (logged). An outcome that carries a
+/// permit (a prefetching runner's, while fewer than
+/// [`crate::config::MAX_UNWRITTEN_OUTCOMES`] wait for the database) was
+/// sent without waiting, so the executor's slot took the next task
+/// meanwhile; the permit is dropped, making room, once it is written.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Completed {
     pub task: task::Model,
     pub execution: Execution,
+    pub permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Shutdown → Scheduler: resolves once every outcome received is written
@@ -145,7 +154,16 @@ impl Scheduler {
     /// outcomes finishing a few milliseconds apart share a transaction
     /// instead of each paying a commit.
     fn flush_soon(&mut self, ctx: &mut Context<Self>) {
-        if self.pending.len() >= super::batch_goal(&self.queue) {
+        // Outcomes nobody waits for (handed over ahead of their write)
+        // gather a larger batch first: a one-at-a-time runner would
+        // otherwise commit after nearly every task.
+        let waited_for = self.pending.iter().any(|(c, _)| c.permit.is_none());
+        let goal = if waited_for {
+            super::batch_goal(&self.queue)
+        } else {
+            super::batch_goal(&self.queue).max(AHEAD_BATCH_GOAL)
+        };
+        if self.pending.len() >= goal {
             self.flush(ctx);
         } else if !self.lingering {
             self.lingering = true;
@@ -169,14 +187,24 @@ impl Scheduler {
         let (batch, written): (Vec<_>, Vec<_>) = self
             .pending
             .drain(..take)
-            .map(|(Completed { task, execution }, done)| ((task, execution), done))
+            .map(
+                |(
+                    Completed {
+                        task,
+                        execution,
+                        permit,
+                    },
+                    done,
+                )| ((task, execution), (done, permit)),
+            )
             .unzip();
         let queue = self.queue.clone();
         let abandon = Arc::clone(&self.abandon);
         let write = async move {
             write_until_done(&queue, &abandon, &batch).await;
-            for done in written {
+            for (done, permit) in written {
                 done.send(()).ok();
+                drop(permit);
             }
         };
         ctx.spawn(write.into_actor(self).map(|(), act, ctx| {
@@ -360,16 +388,8 @@ impl Handler<Completed> for Scheduler {
 
     fn handle(&mut self, completed: Completed, ctx: &mut Context<Self>) -> Self::Result {
         let (done, written) = oneshot::channel();
-        // A prefetching runner's slot goes on to its next task while the
-        // outcome waits for its commit, unless too many already wait.
-        let config = self.queue.config();
-        let ahead = config.prefetch() > 0
-            && self.unwritten() < MAX_UNWRITTEN_OUTCOMES.max(config.concurrency());
         self.pending.push((completed, done));
         self.flush_soon(ctx);
-        if ahead {
-            return Box::pin(async {});
-        }
         Box::pin(async move {
             written.await.ok();
         })
