@@ -114,6 +114,8 @@ pub(crate) struct Scheduler {
     beats: u32,
     /// Outcomes waiting for the write in flight to end.
     pending: Vec<(Completed, oneshot::Sender<()>)>,
+    /// Of those, outcomes whose executor waits for the write (no permit).
+    pending_waited_for: usize,
     /// A batch is being written: how many outcomes it holds (0: none).
     writing: usize,
     /// Waiting for every outcome to be written (shutdown).
@@ -139,6 +141,7 @@ impl Scheduler {
             unhandled: Vec::new(),
             beats: 0,
             pending: Vec::new(),
+            pending_waited_for: 0,
             writing: 0,
             flushed: Vec::new(),
             lingering: false,
@@ -157,8 +160,7 @@ impl Scheduler {
         // Outcomes nobody waits for (handed over ahead of their write)
         // gather a larger batch first: a one-at-a-time runner would
         // otherwise commit after nearly every task.
-        let waited_for = self.pending.iter().any(|(c, _)| c.permit.is_none());
-        let goal = if waited_for {
+        let goal = if self.pending_waited_for > 0 {
             super::batch_goal(&self.queue)
         } else {
             super::batch_goal(&self.queue).max(AHEAD_BATCH_GOAL)
@@ -198,6 +200,11 @@ impl Scheduler {
                 )| ((task, execution), (done, permit)),
             )
             .unzip();
+        let waited_for = written
+            .iter()
+            .filter(|(_, permit)| permit.is_none())
+            .count();
+        self.pending_waited_for -= waited_for;
         let queue = self.queue.clone();
         let abandon = Arc::clone(&self.abandon);
         let write = async move {
@@ -388,6 +395,9 @@ impl Handler<Completed> for Scheduler {
 
     fn handle(&mut self, completed: Completed, ctx: &mut Context<Self>) -> Self::Result {
         let (done, written) = oneshot::channel();
+        if completed.permit.is_none() {
+            self.pending_waited_for += 1;
+        }
         self.pending.push((completed, done));
         self.flush_soon(ctx);
         Box::pin(async move {
