@@ -53,6 +53,7 @@ mod cancel;
 pub mod cli;
 mod clock;
 mod config;
+pub mod controls;
 pub mod cron;
 pub mod db;
 pub mod doctor;

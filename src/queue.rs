@@ -378,6 +378,7 @@ impl TaskSpec {
 }
 
 /// A task resolved at one instant: the row to insert and what to do first.
+#[derive(Clone)]
 pub(crate) struct Resolved {
     pub(crate) row: task::Model,
     pub(crate) action: Action,
@@ -416,11 +417,20 @@ where
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let write = self.queue.enqueue_spec(self.conn, self.spec);
             if self.on_pool {
-                crate::db::outside_own_transaction(self.queue.db(), write).await
+                // Its own statement (or transaction) on the pool: a lock
+                // race lost to a runner's claim (a MySQL deadlock, seen
+                // under load) rolled all of it back, so it is tried again.
+                // Inside a caller's transaction the caller decides.
+                let (queue, conn) = (self.queue, self.conn);
+                let now = queue.config().clock().now();
+                let resolved = self.spec.resolve(now)?;
+                let write = crate::store::retry_conflicts("enqueue", || {
+                    queue.store_resolved(conn, resolved.clone(), now)
+                });
+                crate::db::outside_own_transaction(queue.db(), write).await
             } else {
-                write.await
+                self.queue.enqueue_spec(self.conn, self.spec).await
             }
         })
     }
@@ -438,9 +448,9 @@ struct Inner {
     running: std::sync::Mutex<std::collections::HashMap<i32, Option<String>>>,
     /// Which of them an operator cancelled.
     cancels: Arc<crate::cancel::Cancels>,
-    /// Queues with a global concurrency limit, as last read (see
-    /// [`crate::admin::set_queue_limit`]), refreshed at each heartbeat.
-    global_limits: std::sync::Mutex<Arc<[String]>>,
+    /// Global limits, paused queues and drain requests, as last read at
+    /// a heartbeat.
+    controls: crate::controls::Controls,
     metrics: crate::metrics::Metrics,
 }
 
@@ -461,6 +471,7 @@ impl Queue {
     pub fn with_parts(db: DatabaseConnection, registry: Registry, config: Config) -> Self {
         Self {
             inner: Arc::new(Inner {
+                metrics: crate::metrics::Metrics::new(registry.clone()),
                 db,
                 registry,
                 events: Events::default(),
@@ -469,8 +480,7 @@ impl Queue {
                 wake: Arc::new(tokio::sync::Notify::new()),
                 running: std::sync::Mutex::default(),
                 cancels: Arc::default(),
-                global_limits: std::sync::Mutex::new(Arc::from([])),
-                metrics: crate::metrics::Metrics::new(),
+                controls: crate::controls::Controls::default(),
             }),
         }
     }
@@ -575,24 +585,9 @@ impl Queue {
         self.inner.cancels.cancel(running);
     }
 
-    /// Queues with a global concurrency limit, as last read (shared, so a
-    /// claim reads it without copying).
-    pub(crate) fn globally_limited(&self) -> Arc<[String]> {
-        Arc::clone(
-            &self
-                .inner
-                .global_limits
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-    }
-
-    pub(crate) fn set_globally_limited(&self, queues: Vec<String>) {
-        *self
-            .inner
-            .global_limits
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = queues.into();
+    /// What the runner's claims obey, as read at its heartbeat.
+    pub(crate) fn controls(&self) -> &crate::controls::Controls {
+        &self.inner.controls
     }
 
     /// Tells a runner of this queue in this process to look for work now.
@@ -673,7 +668,20 @@ impl Queue {
         C: ConnectionTrait + TransactionTrait,
     {
         let now = self.config().clock().now();
-        let resolved = spec.resolve(now)?;
+        self.store_resolved(conn, spec.resolve(now)?, now).await
+    }
+
+    /// Stores a resolved spec on `conn`: one insert, or the seed's
+    /// remove / reschedule / check and insert in one transaction.
+    async fn store_resolved<C>(
+        &self,
+        conn: &C,
+        resolved: Resolved,
+        now: DateTime<Utc>,
+    ) -> Result<Enqueued>
+    where
+        C: ConnectionTrait + TransactionTrait,
+    {
         let single_statement = !resolved.remove_existing && resolved.action == Action::Schedule;
         let enqueued = if single_statement {
             insert_row(conn, resolved.row).await?

@@ -175,6 +175,40 @@ impl RunnerHandle {
         }
     }
 
+    /// Asks this runner to drain: it claims no more tasks and finishes the
+    /// ones it holds. Recorded on its registry row (so the dashboard and
+    /// the metrics show it) as an operator's request would be; a database
+    /// that is away only costs that record. Finish with
+    /// [`RunnerHandle::shutdown`] once [`RunnerHandle::drain_requested`]
+    /// resolves, with a grace long enough for the tasks held.
+    pub async fn drain(&self) {
+        let queue = &self.queue;
+        if queue.controls().request_drain() {
+            tracing::warn!(
+                runner = queue.runner_id(),
+                "draining: claiming no more tasks; finishing the ones held"
+            );
+        }
+        let now = queue.config().clock().now();
+        if let Err(err) = crate::controls::drain(queue.db(), queue.runner_id(), now).await {
+            tracing::warn!("could not record the drain on this runner's registry row: {err}");
+        }
+    }
+
+    /// Resolves once this runner was asked to drain: by
+    /// [`RunnerHandle::drain`], or by an operator (the dashboard, `bgtasks
+    /// drain`), seen at its next heartbeat. It then claims nothing more;
+    /// the app decides when to call [`RunnerHandle::shutdown`] (`bgtasks
+    /// process` does at once, with `MAX_RUN_TIME` as the grace).
+    pub fn drain_requested(&self) -> impl Future<Output = ()> + use<> {
+        self.queue.controls().drain_requested()
+    }
+
+    /// Whether this runner was asked to drain.
+    pub fn is_draining(&self) -> bool {
+        self.queue.controls().draining()
+    }
+
     /// Whether [`RunnerHandle::shutdown`] has been called.
     pub fn is_shut_down(&self) -> bool {
         self.lock().is_none()

@@ -119,6 +119,7 @@ pub(crate) enum Spawned {
 /// Starts the body of `task` on the current runtime.
 pub(crate) fn spawn_execution(queue: &Queue, task: &task::Model) -> Spawned {
     if task.cancel_requested_at.is_some() {
+        queue.metrics().not_run();
         // Cancelled while it ran, then handed back (its runner stopped):
         // it does not start again.
         return Spawned::Ended(Execution::Cancelled {
@@ -129,6 +130,7 @@ pub(crate) fn spawn_execution(queue: &Queue, task: &task::Model) -> Spawned {
         });
     }
     let Some(handler) = queue.registry().handler(&task.task_name) else {
+        queue.metrics().not_run();
         return Spawned::Ended(Execution::Released);
     };
     let ctx = TaskContext::for_row(
@@ -275,19 +277,38 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
 /// other queues with the remaining slots. Claimed tasks are tracked as
 /// running here at once, so a later claim's failure loses none of them.
 pub(crate) async fn claim(queue: &Queue, limit: usize) -> Result<Vec<task::Model>> {
+    let began = std::time::Instant::now();
+    let claimed = claim_unpaused(queue, limit).await;
+    match &claimed {
+        Ok(tasks) => queue.metrics().claimed(tasks.len(), began.elapsed()),
+        Err(err) => queue.metrics().database_error("claim", err),
+    }
+    claimed
+}
+
+async fn claim_unpaused(queue: &Queue, limit: usize) -> Result<Vec<task::Model>> {
     let names = queue.registry().names();
     let config = queue.config();
     let ordering = config.priority_ordering();
     let now = config.clock().now();
+    let controls = queue.controls();
+    let paused = controls.paused();
+    if config
+        .queue()
+        .is_some_and(|only| controls.is_paused(Some(only)))
+    {
+        return Ok(Vec::new());
+    }
     // Queues under a limit (this runner's, or a global one) are claimed one
     // by one, each up to its room, before the others.
-    let global = queue.globally_limited();
+    let global = controls.globally_limited();
     let mut limited: Vec<&str> = config
         .queue_limits()
         .keys()
         .map(String::as_str)
         .chain(global.iter().map(String::as_str))
         .filter(|limited| config.queue().is_none_or(|only| only == *limited))
+        .filter(|limited| !paused.iter().any(|queue| queue == limited))
         .collect();
     limited.sort_unstable();
     limited.dedup();
@@ -322,12 +343,22 @@ pub(crate) async fn claim(queue: &Queue, limit: usize) -> Result<Vec<task::Model
         }
     }
     let free = limit - tasks.len();
-    let excluded: Vec<String> = limited.iter().map(|name| (*name).to_owned()).collect();
+    // Limited queues were claimed above; paused ones are left alone (the
+    // default queue is paused as the name "").
+    let excluded: Vec<String> = limited
+        .iter()
+        .map(|name| (*name).to_owned())
+        .chain(paused.iter().filter(|name| !name.is_empty()).cloned())
+        .collect();
+    let default_paused = paused.iter().any(String::is_empty);
     let queues = match config.queue() {
         Some(_) if !limited.is_empty() => return Ok(tasks),
         Some(only) => Queues::Only(only),
-        None if limited.is_empty() => Queues::All,
-        None => Queues::AllBut(&excluded),
+        None if excluded.is_empty() && !default_paused => Queues::All,
+        None => Queues::AllBut {
+            named: &excluded,
+            default: default_paused,
+        },
     };
     let filter = ClaimFilter {
         names: &names,
@@ -411,27 +442,55 @@ pub(crate) async fn unlock_expired(queue: &Queue) -> Result<u64> {
 
 /// Renews the locks of the tasks this runner is running, and its registry
 /// row. Registers the runner again if its row was removed. Reads the
-/// queues under a global concurrency limit.
+/// controls: the queues under a global concurrency limit, the paused
+/// queues, and whether this runner was asked to drain.
 pub(crate) async fn heartbeat(queue: &Queue) -> Result<()> {
-    let now = queue.config().clock().now();
-    let running = queue.running_ids();
-    // A lost lock race (MySQL deadlock or lock wait timeout, seen with
-    // several runners) is tried again at once, so that it costs no lease
-    // renewal; only a failure that persists skips this beat.
-    let renewed = crate::store::retry_conflicts("heartbeat", || {
-        runners::heartbeat(queue.db(), queue.runner_id(), &running, now)
-    })
-    .await?;
-    if renewed.is_none() {
-        register(queue).await?;
+    let beat = async {
+        let now = queue.config().clock().now();
+        let running = queue.running_ids();
+        // A lost lock race (MySQL deadlock or lock wait timeout, seen with
+        // several runners) is tried again at once, so that it costs no lease
+        // renewal; only a failure that persists skips this beat.
+        let renewed = crate::store::retry_conflicts("heartbeat", || {
+            runners::heartbeat(queue.db(), queue.runner_id(), &running, now)
+        })
+        .await?;
+        match renewed {
+            None => register(queue).await?,
+            Some(beat) if beat.drain_requested => {
+                if queue.controls().request_drain() {
+                    tracing::warn!(
+                        runner = queue.runner_id(),
+                        "asked to drain: claiming no more tasks; finishing the ones held"
+                    );
+                }
+            }
+            Some(_) => {}
+        }
+        read_controls(queue).await
+    };
+    let beat = beat.await;
+    if let Err(err) = &beat {
+        queue.metrics().database_error("heartbeat", err);
     }
-    read_global_limits(queue).await
+    beat
 }
 
-/// Reads which queues have a global concurrency limit.
-pub(crate) async fn read_global_limits(queue: &Queue) -> Result<()> {
+/// Reads which queues have a global concurrency limit and which are
+/// paused; wakes the runner when a queue was resumed.
+pub(crate) async fn read_controls(queue: &Queue) -> Result<()> {
     let limits = crate::store::limits::list(queue.db()).await?;
-    queue.set_globally_limited(limits.into_iter().map(|limit| limit.queue).collect());
+    let controls = queue.controls();
+    controls.set_globally_limited(limits.into_iter().map(|limit| limit.queue).collect());
+    let paused = crate::store::controls::paused(queue.db()).await?;
+    let paused: Vec<String> = paused.into_iter().map(|row| row.queue).collect();
+    let before = controls.paused();
+    if controls.set_paused(paused.clone()) {
+        tracing::info!(paused = ?paused, "a queue was resumed: claiming its tasks again");
+        queue.wake_handle().notify_one();
+    } else if paused.iter().any(|queue| !before.contains(queue)) {
+        tracing::info!(paused = ?paused, "a queue was paused: claiming none of its tasks");
+    }
     Ok(())
 }
 
@@ -460,6 +519,7 @@ pub(crate) async fn register(queue: &Queue) -> Result<()> {
         running: 0,
         started_at: now,
         last_seen: now,
+        drain_requested_at: None,
     };
     crate::store::retry_conflicts("runner registration", || {
         runners::register(queue.db(), row.clone())
@@ -485,6 +545,7 @@ pub(crate) async fn apply(queue: &Queue, task: task::Model, execution: Execution
 /// Writes the outcomes of several executions in one transaction, then
 /// emits their events in order.
 pub(crate) async fn apply_batch(queue: &Queue, batch: &[(task::Model, Execution)]) -> Result<()> {
+    let began = std::time::Instant::now();
     let now = queue.config().clock().now();
     let endings: Vec<(&task::Model, Ending<'_>)> = batch
         .iter()
@@ -500,7 +561,17 @@ pub(crate) async fn apply_batch(queue: &Queue, batch: &[(task::Model, Execution)
         queue.config().max_attempts(),
         now,
     )
-    .await?;
+    .await;
+    let applied = match applied {
+        Ok(applied) => applied,
+        Err(err) => {
+            queue.metrics().database_error("outcome", &err);
+            return Err(err);
+        }
+    };
+    queue
+        .metrics()
+        .outcomes_written(batch.len(), began.elapsed());
     for ((task, _), applied) in batch.iter().zip(applied) {
         queue.untrack_running(task.id);
         announce(queue, task, applied, now);
@@ -567,6 +638,7 @@ fn announce(queue: &Queue, task: &task::Model, applied: Applied, now: DateTime<U
             });
         }
         Applied::Cancelled { completed } => {
+            queue.metrics().cancelled(task);
             tracing::warn!(task.id, "Cancelled {task}: {}", completed.last_error);
             events.emit(Event::Cancelled {
                 task_id: task.id,
@@ -574,6 +646,7 @@ fn announce(queue: &Queue, task: &task::Model, applied: Applied, now: DateTime<U
             });
         }
         Applied::Snoozed { task: snoozed } => {
+            queue.metrics().snoozed(task);
             tracing::info!(task.id, "Snoozed {task} until {}", snoozed.run_at);
             events.emit(Event::Snoozed { task: snoozed });
         }

@@ -24,6 +24,7 @@ mod m20261127_000006_add_task_result;
 mod m20261127_000007_add_unique_key;
 mod m20261127_000008_add_task_features;
 mod m20261202_000009_unsigned_creator_object_id;
+mod m20261202_000010_add_queue_controls;
 
 /// `(column, index name)` of Django's single-column indexes on
 /// `background_task` and on `background_task_completedtask`: what
@@ -38,6 +39,8 @@ pub use m20261127_000004_notify_on_insert::TRIGGER as NOTIFY_TRIGGER;
 
 /// Names of the cron schedule and queue limit tables.
 pub use m20261127_000008_add_task_features::{QUEUE_LIMITS, SCHEDULES};
+/// This crate's table of paused queues.
+pub use m20261202_000010_add_queue_controls::QUEUE_PAUSES;
 
 /// Every migration of the queue's schema, in order.
 pub struct Migrator;
@@ -60,6 +63,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000007_add_unique_key::Migration),
             Box::new(m20261127_000008_add_task_features::Migration),
             Box::new(m20261202_000009_unsigned_creator_object_id::Migration),
+            Box::new(m20261202_000010_add_queue_controls::Migration),
         ]
     }
 

@@ -72,6 +72,7 @@ pub(crate) fn start(queue: Queue) -> Running {
         arbiters.push(arbiter);
     }
     let poller = Poller::new(queue.clone(), executors).start();
+    queue.metrics().set_slots(queue.config().concurrency());
     Running {
         queue,
         poller,
@@ -121,6 +122,7 @@ impl Running {
         }
         stop(&self.poller);
         stop(&self.scheduler);
+        self.queue.metrics().set_slots(0);
         if let Err(err) = worker::deregister(&self.queue).await {
             tracing::warn!("could not remove this runner from the registry: {err}");
         }

@@ -229,7 +229,8 @@ impl Poller {
             return;
         }
         let limit = self.wanted();
-        if self.stopping || limit == 0 {
+        // A draining runner claims nothing more; what it holds runs on.
+        if self.stopping || limit == 0 || self.queue.controls().draining() {
             return;
         }
         self.claiming = true;
@@ -390,7 +391,7 @@ impl Actor for Poller {
         // The first claim knows which queues have a global limit.
         let queue = self.queue.clone();
         let limits = async move {
-            if let Err(err) = worker::read_global_limits(&queue).await {
+            if let Err(err) = worker::read_controls(&queue).await {
                 tracing::warn!(
                     "could not read the queues' global limits; retrying at the next heartbeat: {err}"
                 );

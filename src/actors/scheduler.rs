@@ -323,12 +323,16 @@ impl Scheduler {
                 queue.wake_handle().notify_one();
             }
             for task in fired.enqueued {
+                queue.metrics().cron_fired(&task.task_name);
                 queue.events().emit(crate::Event::Created { task });
             }
             crate::cron::next_due(queue.db()).await
         };
-        ctx.spawn(fire.into_actor(self).map(|next, act, _| {
+        ctx.spawn(fire.into_actor(self).map(|next: Result<_>, act, _| {
             act.firing = false;
+            if let Err(err) = &next {
+                act.queue.metrics().database_error("cron", err);
+            }
             match next {
                 Ok(next) => {
                     act.cron_next = next;

@@ -51,6 +51,7 @@
 //! registered task requires app state the registry has none of
 //! ([`crate::Registry::check`]).
 
+mod controls;
 #[cfg(feature = "web")]
 mod dashboard;
 mod demo;
@@ -102,8 +103,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run due tasks until stopped (the seed's `process_tasks`). SIGINT,
-    /// SIGTERM and SIGTSTP stop it gracefully; SIGUSR1 / SIGUSR2 switch to
-    /// fast / slow polling after each task.
+    /// SIGTERM and SIGTSTP stop it gracefully; SIGQUIT drains it (no more
+    /// claims, the tasks held finish, then it exits); SIGUSR1 / SIGUSR2
+    /// switch to fast / slow polling after each task.
     Process(process::ProcessArgs),
     /// Store a task to run later, with every enqueue option; or many, one
     /// per line of a JSON-lines file (--from FILE, '-' for stdin).
@@ -124,6 +126,17 @@ enum Command {
         #[command(subcommand)]
         command: schedules::CronCommand,
     },
+    /// Pause queues for every runner: from their next heartbeat no runner
+    /// claims their tasks (tasks still enqueue; those running finish).
+    Pause(controls::PauseArgs),
+    /// Resume paused queues: runners claim their tasks again from their
+    /// next heartbeat.
+    Resume(controls::ResumeArgs),
+    /// List the paused queues.
+    Paused,
+    /// Ask a runner to drain: at its next heartbeat it stops claiming,
+    /// finishes the tasks it holds and exits (as SIGQUIT does).
+    Drain(controls::DrainArgs),
     /// Global per-queue concurrency limits: set, remove, list.
     Limit {
         #[command(subcommand)]
@@ -315,6 +328,10 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
         Command::Cancel(args) => operate::cancel(&ctx, args).await,
         Command::Cron { command } => schedules::cron(&ctx, command).await,
         Command::Limit { command } => schedules::limit(&ctx, command).await,
+        Command::Pause(args) => controls::pause(&ctx, args).await,
+        Command::Resume(args) => controls::resume(&ctx, args).await,
+        Command::Paused => controls::paused(&ctx).await,
+        Command::Drain(args) => controls::drain(&ctx, args).await,
         Command::Delete(args) => operate::delete(&ctx, args).await,
         Command::Prune(args) => prune::run(&ctx, args).await,
         Command::Doctor(args) => doctor::run(&ctx, args).await,

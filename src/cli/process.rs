@@ -50,6 +50,17 @@ pub(super) struct ProcessArgs {
     /// `bgtasks limit`.
     #[arg(long, value_name = "QUEUE=N", value_parser = queue_limit)]
     pub(super) queue_limit: Vec<(String, usize)>,
+    /// Serve this runner's Prometheus metrics at http://HOST:PORT/metrics
+    /// (counters of its tasks, slots, claims and outcome writes, and the
+    /// database's gauges). The port must be free: the runner does not
+    /// start otherwise. [default: not served]
+    #[arg(
+        long,
+        env = "BACKGROUND_TASK_METRICS_ADDR",
+        value_name = "HOST:PORT",
+        value_parser = metrics_addr
+    )]
+    pub(super) metrics_addr: Option<String>,
     #[command(flatten)]
     pub(super) settings: Settings,
     #[command(flatten)]
@@ -177,53 +188,116 @@ pub(super) async fn run(ctx: &Context, args: ProcessArgs) -> Result<(), Failure>
     // that cannot run its tasks changes nothing.
     ctx.registry.check()?;
     let queue = Queue::with_parts(db::open(ctx.url()).await?, ctx.registry.clone(), config);
+    // Before the runner starts: a port that is taken claims no task.
+    let exporter = match &args.metrics_addr {
+        Some(addr) => Some(exporter(&queue, addr)?),
+        None => None,
+    };
+    let drain_grace = queue.config().max_run_time().max(args.grace);
     let runner = Runner::start(queue)?;
     let duration = u64::try_from(args.duration)
         .ok()
         .filter(|d| *d > 0)
         .map(Duration::from_secs);
-    stop_signal(duration, |pace| runner.set_pace(pace)).await;
-    runner.shutdown(args.grace).await;
+    let stop = tokio::select! {
+        stop = stop_signal(duration, |pace| runner.set_pace(pace)) => stop,
+        () = runner.drain_requested() => {
+            tracing::info!("asked to drain: finishing the tasks held, then exiting");
+            Stop::Drain
+        }
+    };
+    match stop {
+        Stop::Graceful => runner.shutdown(args.grace).await,
+        Stop::Drain => {
+            runner.drain().await;
+            runner.shutdown(drain_grace).await;
+        }
+    }
+    if let Some(exporter) = exporter {
+        exporter.stop().await;
+    }
     Ok(())
 }
 
-/// Resolves at SIGINT, SIGTERM or SIGTSTP, or when `duration` has passed;
-/// calls `on_pace` for SIGUSR1 (fast) and SIGUSR2 (slow).
+#[cfg(feature = "web")]
+fn exporter(queue: &Queue, addr: &str) -> crate::Result<crate::web::Exporter> {
+    crate::web::Exporter::start(queue.clone(), addr)
+}
+
+/// Without the `web` feature there is nothing to serve metrics with.
+#[cfg(not(feature = "web"))]
+struct NoExporter;
+
+#[cfg(not(feature = "web"))]
+impl NoExporter {
+    async fn stop(self) {}
+}
+
+#[cfg(not(feature = "web"))]
+fn exporter(_queue: &Queue, _addr: &str) -> crate::Result<NoExporter> {
+    Err(crate::Error::invalid(
+        "--metrics-addr",
+        "this bgtasks was built without the `web` feature, which serves metrics; rebuild with \
+         it, or leave --metrics-addr and BACKGROUND_TASK_METRICS_ADDR unset",
+    ))
+}
+
+/// How `bgtasks process` stops.
+enum Stop {
+    /// SIGINT, SIGTERM, SIGTSTP or the end of `--duration`: running tasks
+    /// get `--grace` to finish.
+    Graceful,
+    /// SIGQUIT, or an operator's drain request: claim nothing more, finish
+    /// every task held (each within `MAX_RUN_TIME`), exit.
+    Drain,
+}
+
+/// Resolves at SIGINT, SIGTERM or SIGTSTP, or when `duration` has passed
+/// (a graceful stop), or at SIGQUIT (a drain); calls `on_pace` for SIGUSR1
+/// (fast) and SIGUSR2 (slow).
 #[cfg(unix)]
-async fn stop_signal(duration: Option<Duration>, on_pace: impl Fn(Pace)) {
+async fn stop_signal(duration: Option<Duration>, on_pace: impl Fn(Pace)) -> Stop {
     use tokio::signal::unix::{SignalKind, signal};
     let signals = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
         signal(SignalKind::from_raw(libc::SIGTSTP)),
+        signal(SignalKind::quit()),
         signal(SignalKind::user_defined1()),
         signal(SignalKind::user_defined2()),
     );
-    let (Ok(mut int), Ok(mut term), Ok(mut tstp), Ok(mut usr1), Ok(mut usr2)) = signals else {
+    let (Ok(mut int), Ok(mut term), Ok(mut tstp), Ok(mut quit), Ok(mut usr1), Ok(mut usr2)) =
+        signals
+    else {
         tracing::warn!("cannot listen for signals; stopping only at the end of --duration");
         until(duration).await;
-        return;
+        return Stop::Graceful;
     };
     let deadline = until(duration);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
-            _ = int.recv() => { tracing::info!("SIGINT: stopping gracefully"); return; }
-            _ = term.recv() => { tracing::info!("SIGTERM: stopping gracefully"); return; }
-            _ = tstp.recv() => { tracing::info!("SIGTSTP: stopping gracefully"); return; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping gracefully"); return Stop::Graceful; }
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping gracefully"); return Stop::Graceful; }
+            _ = tstp.recv() => { tracing::info!("SIGTSTP: stopping gracefully"); return Stop::Graceful; }
+            _ = quit.recv() => {
+                tracing::info!("SIGQUIT: draining (no more claims; finishing the tasks held)");
+                return Stop::Drain;
+            }
             _ = usr1.recv() => on_pace(Pace::Fast),
             _ = usr2.recv() => on_pace(Pace::Slow),
-            () = &mut deadline => { tracing::info!("--duration has passed: stopping"); return; }
+            () = &mut deadline => { tracing::info!("--duration has passed: stopping"); return Stop::Graceful; }
         }
     }
 }
 
 #[cfg(not(unix))]
-async fn stop_signal(duration: Option<Duration>, _on_pace: impl Fn(Pace)) {
+async fn stop_signal(duration: Option<Duration>, _on_pace: impl Fn(Pace)) -> Stop {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl+C: stopping gracefully"),
         () = until(duration) => tracing::info!("--duration has passed: stopping"),
     }
+    Stop::Graceful
 }
 
 async fn until(duration: Option<Duration>) {
@@ -243,4 +317,24 @@ fn queue_limit(text: &str) -> Result<(String, usize), String> {
         .parse::<usize>()
         .map_err(|_| format!("{max:?} in {text:?} is not a number of tasks, such as mail=2"))?;
     Ok((queue.trim().to_owned(), max))
+}
+
+/// `HOST:PORT` of `--metrics-addr`: checked for its shape here (a clear
+/// error before anything starts); whether it can be bound is checked at
+/// start.
+fn metrics_addr(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let shape = "HOST:PORT, such as 127.0.0.1:9464 or [::1]:9464 (port 0: any free port)";
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("{text:?} is not {shape}"));
+    };
+    if host.is_empty() {
+        return Err(format!("{text:?} has no host; give {shape}"));
+    }
+    if port.parse::<u16>().is_err() {
+        return Err(format!(
+            "{port:?} in {text:?} is not a port (0 to 65535); give {shape}"
+        ));
+    }
+    Ok(text.to_owned())
 }

@@ -14,6 +14,7 @@
 
 pub mod completed_task;
 pub mod queue_limit;
+pub mod queue_pause;
 pub mod runner;
 pub mod schedule;
 pub mod task;

@@ -25,6 +25,9 @@ pub struct Model {
     pub started_at: DateTimeUtc,
     /// Its last heartbeat.
     pub last_seen: DateTimeUtc,
+    /// When an operator (or a SIGQUIT) asked it to drain: stop claiming,
+    /// finish what it runs, and exit. `None`: it runs on.
+    pub drain_requested_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

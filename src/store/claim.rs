@@ -48,8 +48,9 @@ pub(crate) enum Queues<'a> {
     All,
     /// Only this one.
     Only(&'a str),
-    /// Every queue but these (and the default queue is never excluded).
-    AllBut(&'a [String]),
+    /// Every queue but the `named` ones, and but the default queue when
+    /// `default`.
+    AllBut { named: &'a [String], default: bool },
 }
 
 /// What one claim took.
@@ -252,10 +253,26 @@ fn due_ids(sql: &mut Sql, now: DateTime<Utc>, limit: usize, filter: &ClaimFilter
         Queues::Only(queue) => {
             sql.push(" AND queue = ").bind(queue);
         }
-        Queues::AllBut(queues) => {
-            sql.push(" AND (queue IS NULL OR queue NOT IN ")
-                .bind_list(queues.iter().map(String::as_str))
-                .push(")");
+        Queues::AllBut { named, default } => {
+            let not_named = |sql: &mut Sql| {
+                sql.push("queue NOT IN ")
+                    .bind_list(named.iter().map(String::as_str));
+            };
+            match (named.is_empty(), default) {
+                (true, false) => {}
+                (true, true) => {
+                    sql.push(" AND queue IS NOT NULL");
+                }
+                (false, true) => {
+                    sql.push(" AND queue IS NOT NULL AND ");
+                    not_named(sql);
+                }
+                (false, false) => {
+                    sql.push(" AND (queue IS NULL OR ");
+                    not_named(sql);
+                    sql.push(")");
+                }
+            }
         }
     }
     sql.push(" AND task_name IN ")

@@ -21,6 +21,7 @@
 
 pub(crate) mod admin;
 pub(crate) mod claim;
+pub(crate) mod controls;
 pub(crate) mod doctor;
 pub(crate) mod enqueue;
 pub(crate) mod inspect;
@@ -139,6 +140,15 @@ pub(crate) enum DbErrorKind {
 }
 
 impl DbErrorKind {
+    /// Every kind.
+    pub(crate) const ALL: [DbErrorKind; 5] = [
+        DbErrorKind::Unreachable,
+        DbErrorKind::Conflict,
+        DbErrorKind::Constraint,
+        DbErrorKind::Decode,
+        DbErrorKind::Other,
+    ];
+
     /// A short label (metrics, logs).
     pub(crate) fn as_str(self) -> &'static str {
         match self {

@@ -33,14 +33,14 @@ pub(crate) async fn register<C: ConnectionTrait>(conn: &C, row: runner::Model) -
 /// (`running`: so no other runner, and no Django `process_tasks`, takes them
 /// for expired) and refreshes its registry row. Rows it holds but does not
 /// know it runs (a claim whose reply was lost) are not renewed, so they
-/// expire and are run again. Returns how many locks were renewed, or `None`
-/// when its registry row is gone (removed as dead) and must be written again.
+/// expire and are run again. Returns what it found, or `None` when its
+/// registry row is gone (removed as dead) and must be written again.
 pub(crate) async fn heartbeat<C: ConnectionTrait>(
     conn: &C,
     runner_id: &str,
     running: &[i32],
     now: DateTime<Utc>,
-) -> Result<Option<u64>> {
+) -> Result<Option<Beat>> {
     let backend = conn.get_database_backend();
     let mut held = 0;
     for ids in running.chunks(1_000) {
@@ -62,7 +62,20 @@ pub(crate) async fn heartbeat<C: ConnectionTrait>(
         )
         .filter(runner::Column::RunnerId.eq(runner_id));
     let seen = super::execute(conn, seen).await?;
-    Ok((seen.rows_affected() > 0).then_some(held))
+    if seen.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let drain_requested = super::controls::drain_requested(conn, runner_id)
+        .await?
+        .unwrap_or_default();
+    Ok(Some(Beat { drain_requested }))
+}
+
+/// What one heartbeat found.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Beat {
+    /// Whether an operator asked the runner to drain.
+    pub drain_requested: bool,
 }
 
 /// Removes a runner's row at a clean shutdown.

@@ -106,7 +106,7 @@ impl ListQuery {
     }
 }
 
-fn api(err: impl Into<WebError>) -> WebError {
+pub(super) fn api(err: impl Into<WebError>) -> WebError {
     err.into().json(true)
 }
 
@@ -224,7 +224,7 @@ pub(crate) struct ActionRequest {
 /// without parameters (`; charset=utf-8`): not a type that merely starts
 /// so (`application/jsonx`), which a form cannot send either, but which
 /// says the body is something else.
-fn check_write(ctx: &Ctx, req: &HttpRequest) -> Result<(), WebError> {
+pub(super) fn check_write(ctx: &Ctx, req: &HttpRequest) -> Result<(), WebError> {
     ctx.check_can_act().map_err(api)?;
     ctx.check_origin(req).map_err(api)?;
     let is_json = req

@@ -38,6 +38,7 @@
 //! | GET | `/completed/{id}` | a history row, with its repeat chain |
 //! | GET | `/runners` | runners: host, pid, since, tasks held, alive |
 //! | POST | `/actions` | an action over a selection (HTML form, CSRF-checked) |
+//! | POST | `/controls` | pause or resume a queue, drain a runner (HTML form, CSRF-checked) |
 //! | GET | `/schedules` | the cron schedules ([`crate::cron`]) |
 //! | GET | `/metrics` | Prometheus metrics ([`crate::metrics`]) |
 //! | GET | `/api/…` | the JSON API, see [`api`](self#json-api) |
@@ -65,6 +66,10 @@
 //! | POST | `/api/schedules` | body `{name, cron, task, args?, kwargs?, timezone?, queue?, priority?, verbose_name?, missed?}`; answers 201 and the schedule |
 //! | POST | `/api/schedules/{name}/pause`, `…/resume` | pauses or resumes it |
 //! | DELETE | `/api/schedules/{name}` | removes it |
+//! | GET | `/api/queues/paused` | `{paused: [{queue, paused_at}]}` |
+//! | POST | `/api/queues/pause` | body `{"queue": "mail", "new": false}` (`null`: the default queue; `new`: pause a queue nothing names yet); answers `{queue, paused, already}`; an unknown queue answers 400 |
+//! | POST | `/api/queues/resume` | body `{"queue": "mail"}`; answers `{queue, resumed}`, or 404 when it was not paused |
+//! | POST | `/api/runners/drain` | body `{"runner": "host:pid:random"}`; answers `{runner, draining, already}`, or 404 for no such runner |
 //!
 //! Actions: `run_now`, `priority_up`, `priority_down`, `cancel` and
 //! `delete` take task ids; `retry` and `delete_completed` take history
@@ -108,7 +113,9 @@
 
 mod actions;
 mod api;
+mod controls;
 mod csrf;
+mod exporter;
 mod host;
 mod pages;
 mod standalone;
@@ -123,6 +130,7 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError, Scope, we
 use crate::queue::Queue;
 
 pub use actions::Action;
+pub(crate) use exporter::Exporter;
 pub use standalone::{Standalone, serve};
 
 /// What a request may do, as the embedding app's authorization hook says.
@@ -246,6 +254,7 @@ impl Dashboard {
             .route("/runners", web::get().to(pages::runners))
             .route("/schedules", web::get().to(pages::schedules))
             .route("/actions", web::post().to(pages::act))
+            .route("/controls", web::post().to(controls::act))
             .route("/assets/{file}", web::get().to(pages::asset))
             .route("/metrics", web::get().to(api::metrics))
             .route("/api/overview", web::get().to(api::overview))
@@ -254,6 +263,10 @@ impl Dashboard {
             .route("/api/completed/{id}", web::get().to(api::completed))
             .route("/api/runners", web::get().to(api::runners))
             .route("/api/actions", web::post().to(api::act))
+            .route("/api/queues/paused", web::get().to(controls::paused))
+            .route("/api/queues/pause", web::post().to(controls::pause))
+            .route("/api/queues/resume", web::post().to(controls::resume))
+            .route("/api/runners/drain", web::post().to(controls::drain))
             .route("/api/schedules", web::get().to(api::schedules))
             .route("/api/schedules", web::post().to(api::create_schedule))
             .route(

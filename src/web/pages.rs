@@ -40,7 +40,16 @@ fn respond(
 ) -> Result<HttpResponse, WebError> {
     let (token, fresh) = csrf::token(req)?;
     let view = View { ctx, token };
-    let markup = layout(&view, title, nav, body(&view));
+    // After a pause, resume or drain button: what it did.
+    let control = web::Query::<ControlNotice>::from_query(req.query_string())
+        .ok()
+        .and_then(|query| super::controls::notice(query.control.as_deref()));
+    let markup = layout(
+        &view,
+        title,
+        nav,
+        html! { (control.unwrap_or_default()) (body(&view)) },
+    );
     let mut response = HttpResponse::Ok();
     response
         .content_type("text/html; charset=utf-8")
@@ -52,6 +61,13 @@ fn respond(
         response.cookie(csrf::cookie(ctx, &view.token));
     }
     Ok(response.body(markup.into_string()))
+}
+
+/// The `control` query parameter of a page a control redirected to.
+#[derive(Deserialize)]
+struct ControlNotice {
+    #[serde(default)]
+    control: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -188,8 +204,9 @@ pub(crate) async fn overview(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse,
     let overview = inspect::overview(db, now).await?;
     let throughput = inspect::throughput(db, now, CHART_BUCKET, CHART_BUCKETS).await?;
     let runners = admin::runners(db, ctx.queue().config().lease(), now).await?;
+    let paused = crate::controls::paused(db).await?;
     respond(&req, &ctx, "Overview", Nav::Overview, |view| {
-        overview_page(view, &overview, &throughput, &runners)
+        overview_page(view, &overview, &throughput, &runners, &paused)
     })
 }
 
@@ -198,8 +215,17 @@ fn overview_page(
     overview: &Overview,
     throughput: &Throughput,
     runners: &[RunnerStatus],
+    paused: &[crate::controls::Paused],
 ) -> Markup {
     let ctx = view.ctx;
+    let is_paused = |queue: &Option<String>| paused.iter().any(|p| &p.queue == queue);
+    // Paused queues show even with no task left.
+    let mut queues = overview.queues();
+    for pause in paused {
+        if !queues.contains(&pause.queue) {
+            queues.push(pause.queue.clone());
+        }
+    }
     let alive = runners.iter().filter(|r| r.alive).count();
     let states = [
         State::Pending,
@@ -241,20 +267,26 @@ fn overview_page(
         }
         section {
             h2 { "Per queue" }
-            @if !overview.counts.is_empty() {
-            table.grid {
-                thead { tr { th { "queue" } @for state in states { th.num { (state) } } } }
+            @if !queues.is_empty() {
+            table.grid #queues {
+                thead { tr { th { "queue" } @for state in states { th.num { (state) } } th { "claims" } } }
                 tbody {
-                    @for queue in overview.queues() {
-                        tr {
+                    @for queue in &queues {
+                        tr data-paused=(is_paused(queue)) {
                             td { (queue_name(queue.as_deref())) }
                             @for state in states {
                                 @let count: i64 = overview.counts.iter()
-                                    .filter(|c| c.queue == queue && c.state == state)
+                                    .filter(|c| c.queue == *queue && c.state == state)
                                     .map(|c| c.count).sum();
                                 @let token = queue.as_deref().unwrap_or(inspect::QueueFilter::DEFAULT_TOKEN);
                                 td.num {
                                     a href=(ctx.link(&format!("tasks?state={state}&queue={}", encode(token)))) { (count) }
+                                }
+                            }
+                            td {
+                                @if is_paused(queue) { span.bad { "paused" } " " } @else { span.ok { "running" } " " }
+                                @if ctx.can_act() {
+                                    (super::controls::queue_button(ctx, &view.token, &ctx.base, queue.as_deref(), is_paused(queue)))
                                 }
                             }
                         }
@@ -262,7 +294,7 @@ fn overview_page(
                 }
             }
             }
-            @if overview.counts.is_empty() { p.muted { "The queue is empty." } }
+            @if queues.is_empty() { p.muted { "The queue is empty." } }
         }
     }
 }
@@ -767,12 +799,12 @@ fn chain_view(
 pub(crate) async fn runners(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse, WebError> {
     let now = ctx.now();
     let runners = admin::runners(ctx.queue().db(), ctx.queue().config().lease(), now).await?;
-    respond(&req, &ctx, "Runners", Nav::Runners, |_| {
+    respond(&req, &ctx, "Runners", Nav::Runners, |view| {
         html! {
             h1 { "Runners" }
             p.muted { "Runners register themselves when they start and beat every few seconds; one whose last beat is older than its lease is shown as gone." }
             table.grid #runners {
-                thead { tr { th { "host" } th.num { "pid" } th { "identity" } th { "queue" } th.num { "slots" } th.num { "tasks held" } th { "since" } th { "last seen" } th { "alive" } } }
+                thead { tr { th { "host" } th.num { "pid" } th { "identity" } th { "queue" } th.num { "slots" } th.num { "tasks held" } th { "since" } th { "last seen" } th { "alive" } th { "drain" } } }
                 tbody {
                     @for status in &runners {
                         @let runner = &status.runner;
@@ -786,6 +818,13 @@ pub(crate) async fn runners(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse, 
                             td { (when(runner.started_at, now)) }
                             td { (when(runner.last_seen, now)) }
                             td { @if status.alive { span.ok { "alive" } } @else { span.bad { "gone" } } }
+                            td {
+                                @if runner.drain_requested_at.is_some() {
+                                    span.bad { "draining" }
+                                } @else if status.alive && ctx.can_act() {
+                                    (super::controls::drain_button(&ctx, &view.token, &ctx.link("runners"), &runner.runner_id))
+                                }
+                            }
                         }
                     }
                 }
@@ -849,18 +888,8 @@ pub(crate) async fn act(
         .map(|(_, value)| value.parse::<i32>())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| WebError::bad_request("a selected id is not a number"))?;
-    // Back to the page the form was on, inside this dashboard only:
-    // checked before the action runs, so a refused one changes nothing.
-    let mut back = match field("back") {
-        None => ctx.base.clone(),
-        Some(back) if is_local_path(back, &ctx.base) => back.to_owned(),
-        Some(back) => {
-            return Err(WebError::bad_request(format!(
-                "the form's return address {back:?} is not a page of this dashboard; nothing \
-                 was done. Reload the page and try again"
-            )));
-        }
-    };
+    // Checked before the action runs, so a refused one changes nothing.
+    let mut back = back_to(&ctx, field("back"))?;
     let outcome = actions::apply(ctx.queue(), action, &ids).await?;
     // A detail page whose row the action removed goes back to its list.
     let gone = matches!(
@@ -879,6 +908,19 @@ pub(crate) async fn act(
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, location))
         .finish())
+}
+
+/// Where a form goes back to after its action: the page it was on
+/// (`back`), inside this dashboard only, else the overview.
+pub(crate) fn back_to(ctx: &Ctx, back: Option<&str>) -> Result<String, WebError> {
+    match back {
+        None => Ok(ctx.base.clone()),
+        Some(back) if is_local_path(back, &ctx.base) => Ok(back.to_owned()),
+        Some(back) => Err(WebError::bad_request(format!(
+            "the form's return address {back:?} is not a page of this dashboard; nothing was \
+             done. Reload the page and try again"
+        ))),
+    }
 }
 
 /// Whether `back` is a path of a page under `base` that a browser follows

@@ -753,6 +753,7 @@ async fn register_runner(t: &TestDb, id: &str, ago: TimeDelta) {
         running: 1,
         started_at: seen,
         last_seen: seen,
+        drain_requested_at: None,
     };
     write(t, runner_row::Entity::insert(row.into_active_model())).await;
 }

@@ -31,6 +31,7 @@ on_all_backends!(
     metrics_and_runners_report_a_running_runner,
     bad_input_is_answered_clearly,
     schedules_are_managed_through_the_json_api,
+    queues_pause_and_runners_drain_through_the_api_and_the_pages,
 );
 
 const MOUNT: &str = "/dash";
@@ -1119,4 +1120,207 @@ async fn app_read_only(
     queue: &Queue,
 ) -> impl Service<Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error> {
     app(full(queue).read_only(true)).await
+}
+
+async fn queues_pause_and_runners_drain_through_the_api_and_the_pages(t: TestDb) -> TestDb {
+    // A one-second heartbeat.
+    let config = Config::builder()
+        .lease(std::time::Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let queue = t.queue(Registry::new(), config);
+    queue.enqueue::<Add>(&(1, 2)).queue("mail").await.unwrap();
+    let app = app(full(&queue)).await;
+    let post = test::TestRequest::post;
+    // Pause: a known queue, again (already), an unknown one (400, nothing
+    // paused), an unknown one on purpose, the default queue.
+    let (status, body) = send_json(
+        &app,
+        post(),
+        "/api/queues/pause",
+        Some(json!({"queue": "mail"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"queue": "mail", "paused": true, "already": false})
+    );
+    let (_, body) = send_json(
+        &app,
+        post(),
+        "/api/queues/pause",
+        Some(json!({"queue": "mail"})),
+    )
+    .await;
+    assert_eq!(body["already"], true);
+    let (status, body) = send_json(
+        &app,
+        post(),
+        "/api/queues/pause",
+        Some(json!({"queue": "mial"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("\"new\": true"),
+        "{body}"
+    );
+    let (status, _) = send_json(
+        &app,
+        post(),
+        "/api/queues/pause",
+        Some(json!({"queue": "reports", "new": true})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = send_json(
+        &app,
+        post(),
+        "/api/queues/pause",
+        Some(json!({"queue": null})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // Hostile and malformed bodies: a clear 400, nothing changed.
+    for bad in [
+        json!({"queue": "x\u{0}y", "new": true}),
+        json!({"queue": "q".repeat(191), "new": true}),
+        json!({"queue": ""}),
+        json!({"queue": 7}),
+        json!({"queues": ["mail"]}),
+    ] {
+        let (status, body) = send_json(&app, post(), "/api/queues/pause", Some(bad.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(body["error"].is_string(), "{bad}: {body}");
+    }
+    let (status, body) = get_json(&app, "/api/queues/paused").await;
+    assert_eq!(status, StatusCode::OK);
+    let paused: Vec<Value> = body["paused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["queue"].clone())
+        .collect();
+    assert_eq!(paused, vec![Value::Null, json!("mail"), json!("reports")]);
+    // The metrics say which queues are paused.
+    let (_, text, _) = get_html(&app, "/metrics").await;
+    assert!(
+        text.contains("background_tasks_queue_paused{queue=\"mail\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("background_tasks_queue_paused{queue=\"\"} 1"),
+        "{text}"
+    );
+    // The overview marks them and offers Resume.
+    let (_, html, _) = get_html(&app, "/").await;
+    assert!(html.contains("data-paused=\"true\""), "{html}");
+    assert!(html.contains(">Resume<"), "{html}");
+    // Resume: paused (200), not paused (404).
+    let (status, body) = send_json(
+        &app,
+        post(),
+        "/api/queues/resume",
+        Some(json!({"queue": "reports"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = send_json(
+        &app,
+        post(),
+        "/api/queues/resume",
+        Some(json!({"queue": "reports"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    // The dashboard's form resumes the default queue, CSRF-checked.
+    let token = token(&app).await;
+    let request = test::TestRequest::post()
+        .uri(&format!("{MOUNT}/controls"))
+        .cookie(actix_web::cookie::Cookie::new(
+            "bgtasks_csrf",
+            token.clone(),
+        ))
+        .set_form(vec![
+            ("csrf", token.clone()),
+            ("control", "resume".to_owned()),
+            ("queue", "(default)".to_owned()),
+            ("back", format!("{MOUNT}/")),
+        ])
+        .to_request();
+    let response = test::call_service(&app, request).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&response), format!("{MOUNT}/?control=resumed"));
+    let (_, html, _) = get_html(&app, "/?control=resumed").await;
+    assert!(html.contains("Queue resumed"), "{html}");
+    let paused = background_tasks::controls::paused(&t.db).await.unwrap();
+    assert_eq!(paused.len(), 1);
+    assert_eq!(paused[0].queue.as_deref(), Some("mail"));
+    // Without the CSRF token: refused, nothing resumed.
+    let request = test::TestRequest::post()
+        .uri(&format!("{MOUNT}/controls"))
+        .set_form(vec![
+            ("control", "resume".to_owned()),
+            ("queue", "mail".to_owned()),
+        ])
+        .to_request();
+    let response = test::call_service(&app, request).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        background_tasks::controls::paused(&t.db)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Drain: an unknown runner is a 404; a registered one is asked once.
+    let (status, body) = send_json(
+        &app,
+        post(),
+        "/api/runners/drain",
+        Some(json!({"runner": "nobody:1:0"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let runner = background_tasks::Runner::start(queue.clone()).unwrap();
+    crate::fixture::wait_for(
+        "the runner registered",
+        std::time::Duration::from_secs(30),
+        || async {
+            background_tasks::runner_row::Entity::find()
+                .one(&t.db)
+                .await
+                .unwrap()
+                .is_some()
+        },
+    )
+    .await;
+    let (_, html, _) = get_html(&app, "/runners").await;
+    assert!(html.contains(">Drain<"), "{html}");
+    let (status, body) = send_json(
+        &app,
+        post(),
+        "/api/runners/drain",
+        Some(json!({"runner": queue.runner_id()})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["already"], false);
+    // The runner sees it at its next heartbeat.
+    tokio::time::timeout(std::time::Duration::from_secs(30), runner.drain_requested())
+        .await
+        .expect("the runner saw the drain request at a heartbeat");
+    assert!(runner.is_draining());
+    let (_, html, _) = get_html(&app, "/runners").await;
+    assert!(html.contains(">draining<"), "{html}");
+    let (_, text, _) = get_html(&app, "/metrics").await;
+    assert!(
+        text.contains("background_tasks_runners_draining 1"),
+        "{text}"
+    );
+    assert!(text.contains("background_tasks_draining 1"), "{text}");
+    runner.shutdown(std::time::Duration::from_secs(5)).await;
+    t
 }
