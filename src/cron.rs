@@ -583,6 +583,7 @@ fn occurrence_row(schedule: &schedule::Model, at: DateTime<Utc>) -> task::Model 
         unique_key: Some(occurrence_key(schedule.id, at)),
         policy: None,
         cancel_requested_at: None,
+        trace_context: None,
     }
 }
 

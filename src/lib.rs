@@ -72,6 +72,8 @@ mod schedule;
 mod state;
 mod store;
 mod task;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 #[cfg(feature = "web")]
 pub mod web;
 mod worker;

@@ -647,6 +647,7 @@ mod tests {
             unique_key: None,
             policy: None,
             cancel_requested_at: None,
+            trace_context: None,
         }
     }
 

@@ -366,6 +366,7 @@ impl TaskSpec {
             unique_key,
             policy: overrides.to_column(),
             cancel_requested_at: None,
+            trace_context: trace_context(),
         };
         Ok(Resolved {
             row,
@@ -852,6 +853,14 @@ async fn insert_row<C: ConnectionTrait>(conn: &C, row: task::Model) -> Result<En
             row.task_name
         ),
     ))
+}
+
+/// The trace context of the enqueuing code (feature `otel`).
+fn trace_context() -> Option<String> {
+    #[cfg(feature = "otel")]
+    return crate::telemetry::current_traceparent();
+    #[cfg(not(feature = "otel"))]
+    None
 }
 
 impl std::fmt::Debug for Queue {

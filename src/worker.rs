@@ -139,14 +139,18 @@ pub(crate) fn spawn_execution(queue: &Queue, task: &task::Model) -> Spawned {
         task.attempts,
         Some(queue.cancel_signal(task.id)),
     );
-    // One span per execution, so whatever the body logs carries the task.
+    // One span per execution, so whatever the body logs carries the task;
+    // with OpenTelemetry, linked to the trace that enqueued it.
     let span = tracing::info_span!(
         "task",
         id = task.id,
         name = %task.task_name,
         attempt = task.attempts + 1,
         queue = task.queue.as_deref().unwrap_or_default(),
+        otel.kind = "consumer",
     );
+    #[cfg(feature = "otel")]
+    crate::telemetry::link(&span, task.trace_context.as_deref());
     Spawned::Running(tokio::task::spawn(
         handler.run(&task.task_params, ctx).instrument(span),
     ))

@@ -25,6 +25,7 @@ mod m20261127_000007_add_unique_key;
 mod m20261127_000008_add_task_features;
 mod m20261202_000009_unsigned_creator_object_id;
 mod m20261202_000010_add_queue_controls;
+mod m20261202_000011_add_trace_context;
 
 /// `(column, index name)` of Django's single-column indexes on
 /// `background_task` and on `background_task_completedtask`: what
@@ -64,6 +65,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000008_add_task_features::Migration),
             Box::new(m20261202_000009_unsigned_creator_object_id::Migration),
             Box::new(m20261202_000010_add_queue_controls::Migration),
+            Box::new(m20261202_000011_add_trace_context::Migration),
         ]
     }
 

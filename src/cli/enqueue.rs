@@ -46,7 +46,7 @@ const KEYS: &str = "name, args, kwargs, schedule, priority, queue, verbose_name,
 pub(super) struct EnqueueArgs {
     /// Registered task name (with --from, each line names its task).
     #[arg(required_unless_present = "from")]
-    name: Option<String>,
+    pub(super) name: Option<String>,
     /// Positional arguments, as a JSON array (stored as Python's json.dumps
     /// writes it; integers of any size are kept exactly).
     #[arg(long, default_value = "[]", conflicts_with = "from")]

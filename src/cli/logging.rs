@@ -1,27 +1,88 @@
-//! Logging for the command line: tracing to stderr, or `--log-std`.
+//! Logging for the command line: tracing to stderr, or `--log-std`; and,
+//! with feature `otel` and `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans
+//! exported over OTLP ([`crate::telemetry`]).
+
+use tracing_subscriber::Layer;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// What must outlive the command: the span exporter, flushed at the end.
+pub(super) struct Guard {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Guard {
+    /// Sends the spans still buffered (waiting at most a few seconds for a
+    /// collector that is away).
+    pub(super) fn finish(self) {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = self.provider {
+            let _ = provider.shutdown_with_timeout(std::time::Duration::from_secs(5));
+        }
+    }
+}
 
 /// Logs to stderr through tracing; `RUST_LOG` filters (default `info`).
 /// With `log_std`, what the process writes to stdout and stderr goes to the
 /// log instead (info and error), as the seed's `--log-std` does.
-pub(super) fn init(log_std: bool) {
+pub(super) fn init(log_std: bool) -> Guard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only for a person at a terminal, never in files or pipes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
+    let mut ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut writer = BoxMakeWriter::new(std::io::stderr);
     #[cfg(unix)]
     if log_std && let Some(log_file) = std_redirect::start() {
-        builder
-            .with_writer(std::sync::Mutex::new(log_file))
-            .try_init()
-            .ok();
-        return;
+        writer = BoxMakeWriter::new(std::sync::Mutex::new(log_file));
+        ansi = false;
     }
     #[cfg(not(unix))]
     let _ = log_std;
-    builder.with_writer(std::io::stderr).try_init().ok();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(writer)
+        .with_filter(filter);
+    #[cfg(feature = "otel")]
+    {
+        let provider = otel_provider();
+        let otel = provider.as_ref().map(|provider| {
+            // Spans at info and above, whatever RUST_LOG says of the log.
+            crate::telemetry::layer(provider)
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+        });
+        tracing_subscriber::registry()
+            .with(fmt)
+            .with(otel)
+            .try_init()
+            .ok();
+        Guard { provider }
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        tracing_subscriber::registry().with(fmt).try_init().ok();
+        Guard {}
+    }
+}
+
+/// The OTLP exporter, when the environment asks for one.
+#[cfg(feature = "otel")]
+fn otel_provider() -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    if !crate::telemetry::configured() {
+        return None;
+    }
+    match crate::telemetry::exporter("bgtasks") {
+        Ok(provider) => Some(provider),
+        Err(err) => {
+            // Not eprintln!: a closed stderr must not panic.
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!("bgtasks: spans are not exported: {err}\n"),
+            );
+            None
+        }
+    }
 }
 
 #[cfg(unix)]

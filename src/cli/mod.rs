@@ -293,8 +293,8 @@ where
         }
     };
     let log_std = matches!(&cli.command, Command::Process(args) if args.log_std);
-    logging::init(log_std);
-    match dispatch(cli, registry).await {
+    let logs = logging::init(log_std);
+    let code = match dispatch(cli, registry).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             if matches!(failure, Failure::Failed(_)) {
@@ -303,7 +303,9 @@ where
             eprintln!("bgtasks: {failure}");
             ExitCode::from(failure.code())
         }
-    }
+    };
+    logs.finish();
+    code
 }
 
 async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
@@ -320,7 +322,15 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
     };
     match cli.command {
         Command::Process(args) => process::run(&ctx, args).await,
-        Command::Enqueue(args) => enqueue::run(&ctx, args).await,
+        Command::Enqueue(args) => {
+            // The span the tasks it writes link to (feature `otel`).
+            let span = tracing::info_span!(
+                "enqueue",
+                task = args.name.as_deref().unwrap_or("(from a file)"),
+                otel.kind = "producer"
+            );
+            tracing::Instrument::instrument(enqueue::run(&ctx, args), span).await
+        }
         Command::List(args) => operate::list(&ctx, args).await,
         Command::Show(args) => operate::show(&ctx, args).await,
         Command::Stats(args) => operate::stats(&ctx, args).await,

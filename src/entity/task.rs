@@ -63,6 +63,10 @@ pub struct Model {
     /// signals the body and stops it after the grace period. This crate's
     /// column (migration 8), nullable.
     pub cancel_requested_at: Option<DateTimeUtc>,
+    /// This crate's: the W3C `traceparent` of the code that enqueued the
+    /// task, when it ran in an OpenTelemetry trace; each execution's span
+    /// links to it (feature `otel`).
+    pub trace_context: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -300,6 +300,7 @@ where
                     unique_key: Set(None),
                     policy: Set(None),
                     cancel_requested_at: Set(None),
+                    trace_context: Set(None),
                 },
             )
             .await?;

@@ -42,7 +42,7 @@ pub(crate) fn insert_chunk(backend: DbBackend) -> usize {
 /// The columns a bulk insert on PostgreSQL writes, with their types in
 /// `json_to_recordset`'s row definition (the table's own types; the insert
 /// checks lengths as a bound value would be checked).
-const RECORD_COLUMNS: [(&str, &str); 19] = [
+const RECORD_COLUMNS: [(&str, &str); 20] = [
     ("task_name", "text"),
     ("task_params", "text"),
     ("task_hash", "text"),
@@ -62,6 +62,7 @@ const RECORD_COLUMNS: [(&str, &str); 19] = [
     ("unique_key", "text"),
     ("policy", "text"),
     ("cancel_requested_at", "timestamptz"),
+    ("trace_context", "text"),
 ];
 
 /// A time as PostgreSQL reads it, cut to the microseconds it stores (as a
@@ -98,6 +99,7 @@ fn postgres_insert(rows: &[task::Model], skip_taken_keys: bool) -> sea_orm::Stat
                 "unique_key": row.unique_key,
                 "policy": row.policy,
                 "cancel_requested_at": row.cancel_requested_at.map(micros),
+                "trace_context": row.trace_context,
             })
         })
         .collect();
@@ -358,5 +360,6 @@ fn new_row(row: task::Model) -> task::ActiveModel {
         unique_key: Set(row.unique_key),
         policy: Set(row.policy),
         cancel_requested_at: Set(None),
+        trace_context: Set(row.trace_context),
     }
 }

@@ -539,6 +539,8 @@ fn repetition_row(task: &task::Model, next: DateTime<Utc>) -> task::ActiveModel 
         // The chain keeps the overrides it was enqueued with.
         policy: Set(task.policy.clone()),
         cancel_requested_at: Set(None),
+        // Every occurrence links to the trace that enqueued the chain.
+        trace_context: Set(task.trace_context.clone()),
     }
 }
 

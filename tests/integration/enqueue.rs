@@ -171,6 +171,7 @@ async fn rows_match_the_python_vectors_column_for_column(t: TestDb) -> TestDb {
             unique_key: None,
             policy: None,
             cancel_requested_at: None,
+            trace_context: None,
         };
         assert_eq!(read, expected, "vector {name}");
         assert_eq!(stored, expected, "returned row of vector {name}");

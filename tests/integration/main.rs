@@ -32,4 +32,5 @@ mod rows;
 mod runner;
 mod schema;
 mod state;
+mod traces;
 mod web;

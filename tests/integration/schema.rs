@@ -299,8 +299,8 @@ async fn migrations_are_recorded_in_their_own_table_and_go_down_and_up(t: TestDb
         .unwrap();
     assert_eq!(
         row.try_get_by_index::<i64>(0).unwrap(),
-        10,
-        "ten migrations ran"
+        11,
+        "eleven migrations ran"
     );
     assert!(
         Migrator::get_pending_migrations(&t.db)
