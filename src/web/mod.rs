@@ -48,7 +48,8 @@
 //! (text in the name or params, case-insensitive on every backend), `since`
 //! and `until` (times in UTC, see [`crate::inspect::parse_time`]), `limit`
 //! (1 to 500, default 50), and `after` (the `next` cursor of the previous
-//! page). A filter that does not parse answers a 400 (the page shows what
+//! page) or `before` (the `prev` cursor of the next page: the page before
+//! it; going back past the start gives the first page). A filter that does not parse answers a 400 (the page shows what
 //! is wrong beside the filters).
 //!
 //! ## JSON API
@@ -56,7 +57,7 @@
 //! | method | path | answer |
 //! |---|---|---|
 //! | GET | `/api/overview` | `{now, counts: [{queue, state, count}], oldest_due, oldest_due_age_seconds, throughput: {start, bucket_seconds, succeeded: […], failed: […]}, runners_alive}` |
-//! | GET | `/api/tasks?state=…&…` | `{state, rows: [task or history row], next}`; pass `next` as `after` for the next page |
+//! | GET | `/api/tasks?state=…&…` | `{state, rows: [task or history row], next, prev}`; pass `next` as `after` for the next page, `prev` as `before` for the previous one (each `null` at its end) |
 //! | GET | `/api/tasks/{id}` | `{task, chain: {waiting, history}}` |
 //! | GET | `/api/completed/{id}` | `{completed, chain: {waiting, history}}` |
 //! | GET | `/api/runners` | `[{runner: {runner_id, host, pid, queue, executors, running, started_at, last_seen}, alive}]` |

@@ -13,7 +13,7 @@ use super::api::{CHAIN_LIMIT, CHART_BUCKET, CHART_BUCKETS, ListQuery};
 use super::{Ctx, WebError, csrf};
 use crate::admin::{self, RunnerStatus};
 use crate::entity::{completed_task, task};
-use crate::inspect::{self, Chain, Overview, Page, Row, State, Throughput};
+use crate::inspect::{self, Chain, Cursor, Overview, Page, Row, State, Throughput};
 
 const STYLE: &str = include_str!("assets/style.css");
 const SCRIPT: &str = include_str!("assets/app.js");
@@ -350,17 +350,7 @@ pub(crate) async fn tasks(
     let listing = query.parse(now);
     let state = listing.as_ref().map_or(State::Pending, |l| l.state);
     let page = match &listing {
-        Ok(listing) => Some(
-            inspect::list(
-                ctx.queue().db(),
-                listing.state,
-                &listing.filter,
-                listing.after.as_ref(),
-                listing.limit,
-                now,
-            )
-            .await?,
-        ),
+        Ok(listing) => Some(listing.page(ctx.queue().db(), now).await?),
         Err(_) => None,
     };
     let problem = listing.err().map(|err| err.to_string());
@@ -471,18 +461,22 @@ fn list(view: &View<'_>, page: &Page, query: &ListQuery, here: &str) -> Markup {
         }
         @if page.rows.is_empty() { p.muted.empty { "No " (page.state) " tasks match." } }
     };
-    let mut next_query = query.clone();
-    next_query.after = page.next.map(|cursor| cursor.to_string());
-    let mut first_query = query.clone();
-    first_query.after = None;
+    // The same filters, at another cursor.
+    let at = |after: Option<Cursor>, before: Option<Cursor>| {
+        let mut query = query.clone();
+        query.after = after.map(|cursor| cursor.to_string());
+        query.before = before.map(|cursor| cursor.to_string());
+        ctx.link(&format!("tasks?{}", query_string(&query)))
+    };
     html! {
         (action_form(view, here, actions, table))
         nav.pages {
-            @if query.after.is_some() {
-                a href=(ctx.link(&format!("tasks?{}", query_string(&first_query)))) { "← first page" }
+            @if page.prev.is_some() {
+                a.first href=(at(None, None)) { "⇤ first page" }
+                a.prev href=(at(None, page.prev)) { "← previous page" }
             }
             @if page.next.is_some() {
-                a.next href=(ctx.link(&format!("tasks?{}", query_string(&next_query)))) { "next page →" }
+                a.next href=(at(page.next, None)) { "next page →" }
             }
         }
     }
@@ -497,6 +491,7 @@ fn query_string(query: &ListQuery) -> String {
         ("since", &query.since),
         ("until", &query.until),
         ("after", &query.after),
+        ("before", &query.before),
     ];
     let mut out: Vec<String> = pairs
         .iter()

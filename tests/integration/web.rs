@@ -22,6 +22,7 @@ use crate::tasks::{Add, Mail};
 on_all_backends!(
     overview_counts_every_state_and_queue,
     lists_filter_and_page_by_keyset,
+    lists_page_backwards_as_well_as_forwards,
     details_show_params_error_and_chain,
     form_actions_change_the_database,
     json_actions_change_the_database,
@@ -324,6 +325,162 @@ async fn lists_filter_and_page_by_keyset(t: TestDb) -> TestDb {
     .await;
     assert_eq!(rest["rows"].as_array().unwrap().len(), 1);
     assert!(rest["next"].is_null());
+    t
+}
+
+/// The ids of a listing's rows.
+fn ids(page: &Value) -> Vec<i64> {
+    page["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rows in {page}"))
+        .iter()
+        .map(|row| row["id"].as_i64().unwrap())
+        .collect()
+}
+
+/// Every page of `list` (a `/api/tasks?…` path), following `next` from
+/// the first page: the pages' ids, and the last page's `prev`.
+async fn pages_forward<S, B>(app: &S, list: &str) -> (Vec<Vec<i64>>, Value)
+where
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let mut pages = Vec::new();
+    let mut path = list.to_owned();
+    loop {
+        let (status, page) = get_json(app, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        assert_eq!(
+            page["prev"].is_null(),
+            pages.is_empty(),
+            "only the first page has no previous page: {path}: {page}"
+        );
+        pages.push(ids(&page));
+        match page["next"].as_str() {
+            Some(next) => path = format!("{list}&after={next}"),
+            None => return (pages, page["prev"].clone()),
+        }
+    }
+}
+
+async fn lists_page_backwards_as_well_as_forwards(t: TestDb) -> TestDb {
+    let queue = t.queue(Registry::new(), Config::default());
+    for i in 0..7 {
+        queue
+            .enqueue::<Add>(&(i, 0))
+            .priority(i as i32)
+            .await
+            .unwrap();
+    }
+    for i in 0..5 {
+        History {
+            params: format!("[[{i}, 0], {{}}]"),
+            age: TimeDelta::minutes(10 - i),
+            ..History::of("add")
+        }
+        .insert(&t)
+        .await;
+    }
+    let app = app(full(&queue)).await;
+    for (list, rows) in [
+        ("/api/tasks?state=pending&limit=3", 7),
+        ("/api/tasks?state=completed&limit=2", 5),
+    ] {
+        let (forward, mut prev) = pages_forward(&app, list).await;
+        assert_eq!(forward.concat().len(), rows, "{list}: {forward:?}");
+        // Back from the last page, page by page, to the first.
+        let mut backward = vec![forward.last().unwrap().clone()];
+        while let Some(before) = prev.as_str() {
+            let (status, page) = get_json(&app, &format!("{list}&before={before}")).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            let next = page["next"]
+                .as_str()
+                .expect("a page before another has a next");
+            let (_, again) = get_json(&app, &format!("{list}&after={next}")).await;
+            assert_eq!(
+                ids(&again),
+                *backward.last().unwrap(),
+                "{list}: the next page of a previous page is the page we came from"
+            );
+            backward.push(ids(&page));
+            prev = page["prev"].clone();
+        }
+        backward.reverse();
+        assert_eq!(backward, forward, "{list}: the same pages, both ways");
+    }
+
+    // Rows gone from the first page since: going back from the second
+    // lands on a full first page, not a short one.
+    let (_, first) = get_json(&app, "/api/tasks?state=pending&limit=3").await;
+    let (_, second) = get_json(
+        &app,
+        &format!(
+            "/api/tasks?state=pending&limit=3&after={}",
+            first["next"].as_str().unwrap()
+        ),
+    )
+    .await;
+    let gone = ids(&first)[0];
+    let (status, _) = post_json(&app, json!({"action": "delete", "ids": [gone]})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, back) = get_json(
+        &app,
+        &format!(
+            "/api/tasks?state=pending&limit=3&before={}",
+            second["prev"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(
+        ids(&back),
+        [&ids(&first)[1..], &ids(&second)[..1]].concat(),
+        "{back}"
+    );
+    assert!(back["prev"].is_null(), "it is the first page: {back}");
+
+    // The HTML list links both ways.
+    let (_, html, _) = get_html(&app, "/tasks?state=pending&limit=2").await;
+    assert!(!html.contains("previous page"), "{html}");
+    let link = |html: &str, class: &str| {
+        let href = html
+            .split(&format!("class=\"{class}\" href=\""))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {class} link in {html}"))
+            .split('"')
+            .next()
+            .unwrap()
+            .replace("&amp;", "&");
+        href.strip_prefix(MOUNT).unwrap().to_owned()
+    };
+    let (_, second, _) = get_html(&app, &link(&html, "next")).await;
+    assert!(second.contains("first page"), "{second}");
+    let (status, back, _) = get_html(&app, &link(&second, "prev")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(back.matches("<tr data-id=").count(), 2, "{back}");
+    assert!(
+        !back.contains("previous page"),
+        "back on the first page: {back}"
+    );
+
+    let (status, body) = get_json(
+        &app,
+        &format!(
+            "/api/tasks?state=pending&after={0}&before={0}",
+            first["next"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().contains("not both"),
+        "{body}"
+    );
+    let (status, body) = get_json(&app, "/api/tasks?state=pending&before=nonsense").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().contains("`before`"),
+        "{body}"
+    );
     t
 }
 
