@@ -236,19 +236,28 @@ pub(crate) async fn completed(ctx: Ctx, id: web::Path<String>) -> Result<HttpRes
 
 #[derive(Serialize)]
 struct RunnerJson {
+    /// Its registry row: `running` is its tasks in flight, `executors` its
+    /// slots.
     runner: crate::entity::runner::Model,
     alive: bool,
+    throughput: crate::admin::RunnerThroughput,
 }
 
 pub(crate) async fn runners(ctx: Ctx) -> Result<HttpResponse, WebError> {
-    let runners = crate::admin::runners(ctx.queue().db(), ctx.queue().config().lease(), ctx.now())
+    let (db, now) = (ctx.queue().db(), ctx.now());
+    let runners = crate::admin::runners(db, ctx.queue().config().lease(), now)
+        .await
+        .map_err(api)?;
+    let throughput = crate::admin::runner_throughput(db, &runners, now)
         .await
         .map_err(api)?;
     let runners: Vec<RunnerJson> = runners
         .into_iter()
-        .map(|status| RunnerJson {
+        .zip(throughput)
+        .map(|(status, throughput)| RunnerJson {
             runner: status.runner,
             alive: status.alive,
+            throughput,
         })
         .collect();
     Ok(HttpResponse::Ok().json(runners))

@@ -36,7 +36,7 @@
 //! | GET | `/tasks?state=…` | one state's tasks, filtered and paginated (see [`crate::inspect`]) |
 //! | GET | `/tasks/{id}` | a waiting or running task, with its repeat chain |
 //! | GET | `/completed/{id}` | a history row, with its repeat chain |
-//! | GET | `/runners` | runners: host, pid, since, tasks held, alive |
+//! | GET | `/runners` | runners: host, pid, tasks in flight of its slots, tasks finished per minute, since, alive |
 //! | POST | `/actions` | an action over a selection (HTML form, CSRF-checked) |
 //! | GET | `/schedules` | the cron schedules ([`crate::cron`]) |
 //! | GET | `/metrics` | Prometheus metrics ([`crate::metrics`]) |
@@ -60,7 +60,7 @@
 //! | GET | `/api/tasks?state=…&…` | `{state, rows: [task or history row], next, prev}`; pass `next` as `after` for the next page, `prev` as `before` for the previous one (each `null` at its end) |
 //! | GET | `/api/tasks/{id}` | `{task, chain: {waiting, history}}` |
 //! | GET | `/api/completed/{id}` | `{completed, chain: {waiting, history}}` |
-//! | GET | `/api/runners` | `[{runner: {runner_id, host, pid, queue, executors, running, started_at, last_seen}, alive}]` |
+//! | GET | `/api/runners` | `[{runner: {runner_id, host, pid, queue, executors, running, started_at, last_seen}, alive, throughput: {finished, window_seconds, per_minute}}]`: `executors` are its slots, `running` its tasks in flight at its last heartbeat, `throughput` what it finished over the last 5 minutes ([`crate::admin::runner_throughput`]) |
 //! | POST | `/api/actions` | body `{"action": "retry", "ids": [1, 2]}`; answers `{action, changed, ids}` |
 //! | GET | `/api/schedules` | `[{…schedule, upcoming: [3 next occurrences]}]` |
 //! | POST | `/api/schedules` | body `{name, cron, task, args?, kwargs?, timezone?, queue?, priority?, verbose_name?, missed?}`; answers 201 and the schedule |

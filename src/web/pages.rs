@@ -760,24 +760,40 @@ fn chain_view(
 // ---- runners ----------------------------------------------------------
 
 pub(crate) async fn runners(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse, WebError> {
-    let now = ctx.now();
-    let runners = admin::runners(ctx.queue().db(), ctx.queue().config().lease(), now).await?;
+    let (db, now) = (ctx.queue().db(), ctx.now());
+    let runners = admin::runners(db, ctx.queue().config().lease(), now).await?;
+    let throughput = admin::runner_throughput(db, &runners, now).await?;
     respond(&req, &ctx, "Runners", Nav::Runners, |_| {
         html! {
             h1 { "Runners" }
-            p.muted { "Runners register themselves when they start and beat every few seconds; one whose last beat is older than its lease is shown as gone." }
+            p.muted {
+                "Runners register themselves when they start and beat every few seconds; one whose \
+                 last beat is older than its lease is shown as gone. In flight: the tasks it held \
+                 at its last beat, of its slots (executors). Throughput: the tasks it finished, \
+                 succeeded or failed, per minute over the last "
+                (admin::THROUGHPUT_WINDOW.num_minutes()) " minutes."
+            }
             table.grid #runners {
-                thead { tr { th { "host" } th.num { "pid" } th { "identity" } th { "queue" } th.num { "slots" } th.num { "tasks held" } th { "since" } th { "last seen" } th { "alive" } } }
+                thead { tr { th { "host" } th.num { "pid" } th { "identity" } th { "queue" } th.num { "in flight" } th.num { "slots" } th.num { "finished / min" } th { "since" } th { "last seen" } th { "alive" } } }
                 tbody {
-                    @for status in &runners {
+                    @for (status, throughput) in runners.iter().zip(&throughput) {
                         @let runner = &status.runner;
-                        tr {
+                        tr data-runner=(runner.runner_id) {
                             td.value { (runner.host) }
                             td.num { (runner.pid) }
                             td { code.value { (runner.runner_id) } }
                             td { @match &runner.queue { Some(q) => (q), None => span.muted { "every queue" } } }
-                            td.num { (runner.executors) }
-                            td.num { (runner.running) }
+                            td.num.in-flight {
+                                (runner.running)
+                                meter min="0" max=(runner.executors.max(1)) value=(runner.running)
+                                    title=(format!("{} of {} slots busy", runner.running, runner.executors)) {}
+                            }
+                            td.num.slots { (runner.executors) }
+                            td.num.throughput title=(format!(
+                                "{} finished in the last {} s", throughput.finished, throughput.window_seconds
+                            )) {
+                                (format!("{:.1}", throughput.per_minute))
+                            }
                             td { (when(runner.started_at, now)) }
                             td { (when(runner.last_seen, now)) }
                             td { @if status.alive { span.ok { "alive" } } @else { span.bad { "gone" } } }

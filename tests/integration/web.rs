@@ -1043,9 +1043,24 @@ async fn metrics_and_runners_report_a_running_runner(t: TestDb) -> TestDb {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(runners[0]["alive"], true, "{runners}");
     assert_eq!(runners[0]["runner"]["runner_id"], queue.runner_id());
+    // It finished one task within the minute it has run: one a minute.
+    let throughput = &runners[0]["throughput"];
+    assert_eq!(throughput["finished"], 1, "{runners}");
+    assert_eq!(throughput["window_seconds"], 60, "{runners}");
+    assert_eq!(throughput["per_minute"], 1.0, "{runners}");
+    assert!(
+        runners[0]["runner"]["executors"].as_i64().unwrap() >= 1,
+        "{runners}"
+    );
     let (_, html, _) = get_html(&app, "/runners").await;
     assert!(
         html.contains(queue.runner_id()) && html.contains("alive"),
+        "{html}"
+    );
+    assert!(html.contains("<td class=\"num throughput\""), "{html}");
+    assert!(html.contains(">1.0</td>"), "one task a minute: {html}");
+    assert!(
+        html.contains("in flight") && html.contains("<meter"),
         "{html}"
     );
     runner.shutdown(std::time::Duration::from_secs(5)).await;
