@@ -485,6 +485,51 @@ pub async fn overview<C: ConnectionTrait>(conn: &C, now: DateTime<Utc>) -> Resul
     })
 }
 
+/// Tasks in each state across queues, history states counted up to
+/// [`HISTORY_COUNT_CAP`] each: what the dashboard's navigation shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Every state of [`State::ALL`], in that order, with its count.
+    pub counts: Vec<(State, i64)>,
+}
+
+impl Totals {
+    /// How many tasks are in `state`.
+    pub fn get(&self, state: State) -> i64 {
+        self.counts
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, count)| *count)
+    }
+
+    /// Whether `state`'s count stopped at [`HISTORY_COUNT_CAP`]: there may
+    /// be more.
+    pub fn capped(&self, state: State) -> bool {
+        state.in_history() && self.get(state) >= HISTORY_COUNT_CAP as i64
+    }
+}
+
+/// Tasks in each state at `now`, across queues: one pass over the task
+/// table, and a bounded count of each history state.
+pub async fn totals<C: ConnectionTrait>(conn: &C, now: DateTime<Utc>) -> Result<Totals> {
+    let waiting = sql::counts(conn, now).await?;
+    let mut counts = Vec::with_capacity(State::ALL.len());
+    for state in State::ALL {
+        let count = match state {
+            State::Failed | State::Completed => {
+                sql::history_count(conn, state == State::Failed, HISTORY_COUNT_CAP).await?
+            }
+            _ => waiting
+                .iter()
+                .filter(|(_, s, _)| *s == state)
+                .map(|(_, _, count)| count)
+                .sum(),
+        };
+        counts.push((state, count));
+    }
+    Ok(Totals { counts })
+}
+
 /// Completions over a window, per bucket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Throughput {

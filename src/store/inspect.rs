@@ -323,6 +323,31 @@ pub(crate) async fn failed_counts<C: ConnectionTrait>(
     Ok(rows.into_iter().map(|row| (row.queue, row.count)).collect())
 }
 
+/// History rows that failed (`failed`) or succeeded, counting at most
+/// `cap` rows.
+pub(crate) async fn history_count<C: ConnectionTrait>(
+    conn: &C,
+    failed: bool,
+    cap: u64,
+) -> Result<i64> {
+    #[derive(Debug, FromQueryResult)]
+    struct CountRow {
+        count: i64,
+    }
+    let mut sql = Sql::new(conn.get_database_backend());
+    sql.push("SELECT COUNT(*) AS count FROM (SELECT id FROM background_task_completedtask WHERE ")
+        .push(if failed {
+            "failed_at IS NOT NULL"
+        } else {
+            "failed_at IS NULL"
+        })
+        .push(" LIMIT ")
+        .bind(cap as i64)
+        .push(") capped");
+    let row = CountRow::find_by_statement(sql.build()).one(conn).await?;
+    Ok(row.map_or(0, |row| row.count))
+}
+
 /// The due task that has waited longest (earliest run_at), if any.
 pub(crate) async fn oldest_due<C: ConnectionTrait>(
     conn: &C,

@@ -42,6 +42,13 @@
 //! | GET | `/metrics` | Prometheus metrics ([`crate::metrics`]) |
 //! | GET | `/api/…` | the JSON API, see [`api`](self#json-api) |
 //!
+//! Every page updates itself while its tab is visible: `app.js` fetches it
+//! again every 2 seconds and swaps in the regions that change (the
+//! navigation's counts, the overview's cards and chart, lists, details),
+//! without a reload and without touching a region in use (focused, with
+//! selected text, or the chart under the pointer). The Content-Security-
+//! Policy allows exactly that: `connect-src 'self'`.
+//!
 //! List filters (query parameters, on `/tasks` and `/api/tasks`): `state`
 //! (`pending`, `scheduled`, `running`, `failed`, `completed`), `queue`
 //! (`(default)` for the unnamed queue), `name` (exact task name), `q`

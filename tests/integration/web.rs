@@ -21,6 +21,7 @@ use crate::tasks::{Add, Mail};
 
 on_all_backends!(
     overview_counts_every_state_and_queue,
+    pages_show_counts_a_scaled_chart_and_live_regions,
     lists_filter_and_page_by_keyset,
     lists_page_backwards_as_well_as_forwards,
     details_show_params_error_and_chain,
@@ -215,6 +216,155 @@ async fn overview_counts_every_state_and_queue(t: TestDb) -> TestDb {
     let response = test::call_service(&app, test::TestRequest::get().uri(MOUNT).to_request()).await;
     assert_eq!(response.status(), StatusCode::FOUND);
     assert_eq!(response.headers().get(header::LOCATION).unwrap(), "/dash/");
+    t
+}
+
+/// The text of the element of `html` that follows `marker` (up to its
+/// closing tag).
+fn text_after<'a>(html: &'a str, marker: &str) -> &'a str {
+    html.split(marker)
+        .nth(1)
+        .unwrap_or_else(|| panic!("{marker} not in {html}"))
+        .split('<')
+        .next()
+        .unwrap_or_default()
+}
+
+async fn pages_show_counts_a_scaled_chart_and_live_regions(t: TestDb) -> TestDb {
+    let queue = t.queue(Registry::new(), Config::default());
+    for i in 0..3 {
+        queue.enqueue::<Add>(&(i, 2)).await.unwrap();
+    }
+    queue.enqueue::<Add>(&(3, 2)).schedule(3_600).await.unwrap();
+    for i in 0..7 {
+        let error = (i == 0).then_some("boom");
+        history(&t, "add", &format!("[[{i}, 2], {{}}]"), error, None).await;
+    }
+    background_tasks::cron::create(
+        &t.db,
+        background_tasks::cron::NewSchedule::call(
+            "nightly",
+            "add",
+            "0 3 * * *",
+            &[json!(1), json!(2)],
+            &serde_json::Map::new(),
+        ),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let app = app(full(&queue)).await;
+    for page in ["/", "/tasks?state=failed", "/runners", "/schedules"] {
+        let (status, html, _) = get_html(&app, page).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        // The navigation counts every state, on every page.
+        for (state, count) in [
+            ("pending", "3"),
+            ("scheduled", "1"),
+            ("running", "0"),
+            ("completed", "6"),
+            ("failed", "1"),
+        ] {
+            assert_eq!(
+                text_after(&html, &format!("class=\"n\" data-state=\"{state}\">")),
+                count,
+                "{page}: {state}"
+            );
+        }
+        assert!(
+            html.contains("Schedules <span class=\"n\">1<"),
+            "{page}: {html}"
+        );
+        assert!(
+            html.contains("Runners <span class=\"n\">0<"),
+            "{page}: {html}"
+        );
+        assert!(html.contains("data-live=\"nav\""), "{page}");
+    }
+
+    let (_, html, _) = get_html(&app, "/").await;
+    for region in ["cards", "oldest", "chart", "queues"] {
+        assert!(
+            html.contains(&format!("data-live=\"{region}\"")),
+            "{region}: {html}"
+        );
+    }
+    // The chart: each minute's values on hover, a time axis, and a scale
+    // from 0 by a round step to the first step at or above the busiest
+    // minute (7 rows, unless a minute turned while they were written).
+    let minutes: Vec<(i64, i64)> = html
+        .split("</title>")
+        .filter_map(|text| {
+            let values = text.rsplit(" UTC: ").next()?;
+            let (ok, failed) = values.split_once(" completed, ")?;
+            Some((
+                ok.parse().ok()?,
+                failed.strip_suffix(" failed")?.parse().ok()?,
+            ))
+        })
+        .collect();
+    assert_eq!(minutes.len(), 60, "{html}");
+    let sum = minutes
+        .iter()
+        .fold((0, 0), |(a, b), (ok, failed)| (a + ok, b + failed));
+    assert_eq!(sum, (6, 1), "{minutes:?}");
+    let peak = minutes
+        .iter()
+        .map(|(ok, failed)| ok + failed)
+        .max()
+        .unwrap();
+    let scale: Vec<i64> = html
+        .split("<g class=\"scale\">")
+        .nth(1)
+        .unwrap()
+        .split("</g>")
+        .next()
+        .unwrap()
+        .split("text-anchor=\"end\">")
+        .skip(1)
+        .map(|label| label.split('<').next().unwrap().parse().unwrap())
+        .collect();
+    let step = scale[1];
+    assert_eq!(scale[0], 0, "{scale:?}");
+    assert!(scale.windows(2).all(|w| w[1] - w[0] == step), "{scale:?}");
+    assert!([1, 2, 5].contains(&step), "{scale:?}");
+    let top = *scale.last().unwrap();
+    assert!(top >= peak && top - step < peak, "{scale:?} for {peak}");
+    let axis = html.split("<g class=\"axis\">").nth(1).unwrap();
+    let labels = axis.matches("text-anchor=\"middle\"").count();
+    assert!(
+        (6..=7).contains(&labels),
+        "a label every 10 minutes: {axis}"
+    );
+    assert_eq!(html.matches("<g class=\"bar\"").count(), 60);
+
+    let (_, html, _) = get_html(&app, "/tasks?state=pending").await;
+    for region in ["rows", "pages"] {
+        assert!(
+            html.contains(&format!("data-live=\"{region}\"")),
+            "{region}: {html}"
+        );
+    }
+    // The filters and the action buttons are no live region: what a person
+    // types or picks is never replaced.
+    let rows = html.split("data-live=\"rows\"").nth(1).unwrap();
+    assert!(
+        !rows.contains("<button") && !rows.contains("name=\"q\""),
+        "{rows}"
+    );
+
+    // The page may fetch itself again (app.js does), and nothing else.
+    let response =
+        test::call_service(&app, test::TestRequest::get().uri("/dash/").to_request()).await;
+    let policy = response
+        .headers()
+        .get(header::CONTENT_SECURITY_POLICY)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("connect-src 'self'"), "{policy}");
+    assert!(policy.contains("default-src 'none'"), "{policy}");
     t
 }
 
