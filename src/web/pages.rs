@@ -355,7 +355,7 @@ fn chart(throughput: &Throughput) -> Markup {
     // The plot, inside the drawing: room on the left for the scale and
     // below for the time axis.
     let (left, top, plot_width, plot_height) = (52.0, 10.0, 700.0, 140.0);
-    let (width, height) = (left + plot_width + 20.0, top + plot_height + 28.0);
+    let (width, height) = (left + plot_width + 32.0, top + plot_height + 28.0);
     let buckets = throughput.succeeded.len().max(1);
     let bar = plot_width / buckets as f64;
     let seconds = throughput.bucket_seconds.max(1);
