@@ -312,6 +312,56 @@ pub async fn runners<C: ConnectionTrait>(
         .collect())
 }
 
+/// How far back [`runner_throughput`] looks.
+pub const THROUGHPUT_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// The shortest time [`runner_throughput`] divides by: a runner started a
+/// few seconds ago is not credited with a rate it has not kept up.
+const SHORTEST_THROUGHPUT_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+
+/// What a runner finished lately.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct RunnerThroughput {
+    /// Tasks it finished (succeeded, or failed for good) in the window.
+    pub finished: i64,
+    /// The window, in seconds: [`THROUGHPUT_WINDOW`], or the runner's age
+    /// when it started within it (at least one minute).
+    pub window_seconds: i64,
+    /// `finished` per minute over the window.
+    pub per_minute: f64,
+}
+
+/// The throughput of each of `runners` (in their order): the tasks it
+/// finished in the [`THROUGHPUT_WINDOW`] before `now`, per minute. Tasks it
+/// holds but has not finished do not count; see the registry row's
+/// `running` for those.
+pub async fn runner_throughput<C: ConnectionTrait>(
+    conn: &C,
+    runners: &[RunnerStatus],
+    now: DateTime<Utc>,
+) -> Result<Vec<RunnerThroughput>> {
+    let since = now - THROUGHPUT_WINDOW;
+    let finished: std::collections::HashMap<String, i64> =
+        crate::store::runners::finished_since(conn, since)
+            .await?
+            .into_iter()
+            .collect();
+    Ok(runners
+        .iter()
+        .map(|status| {
+            let runner = &status.runner;
+            let window =
+                (now - runner.started_at).clamp(SHORTEST_THROUGHPUT_WINDOW, THROUGHPUT_WINDOW);
+            let finished = finished.get(&runner.runner_id).copied().unwrap_or(0);
+            RunnerThroughput {
+                finished,
+                window_seconds: window.num_seconds(),
+                per_minute: finished as f64 * 60.0 / window.num_seconds() as f64,
+            }
+        })
+        .collect())
+}
+
 /// Most rows one batch of a pruning selects and deletes.
 pub const MAX_PRUNE_BATCH: usize = 10_000;
 

@@ -3,8 +3,9 @@
 //!
 //! - [`list`]: one page of tasks in a [`State`], filtered by queue, name,
 //!   free text over name and params, and a time range. Pages are keyset
-//!   paginated: pass the [`Page::next`] cursor to get the following page.
-//!   No page counts the table, so browsing stays fast on millions of rows.
+//!   paginated: pass the [`Page::next`] cursor to get the following page,
+//!   and the [`Page::prev`] cursor to [`list_before`] to go back. No page
+//!   counts the table, so browsing stays fast on millions of rows.
 //! - [`overview`]: tasks per queue and state, the oldest due task, and the
 //!   failed history (counted up to [`HISTORY_COUNT_CAP`]).
 //! - [`throughput`]: completions and failures per time bucket.
@@ -30,7 +31,7 @@ use serde::Serialize;
 
 use crate::entity::{completed_task, task};
 use crate::error::{Error, Result};
-use crate::store::inspect as sql;
+use crate::store::inspect::{self as sql, Direction};
 
 /// Where a task is in its life. See the module docs for the exact rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -216,6 +217,13 @@ impl Cursor {
             id: completed.id,
         }
     }
+
+    fn of_row(state: State, row: &Row) -> Self {
+        match row {
+            Row::Task(task) => Cursor::of_task(state, task),
+            Row::Completed(completed) => Cursor::of_completed(completed),
+        }
+    }
 }
 
 impl fmt::Display for Cursor {
@@ -237,7 +245,9 @@ impl FromStr for Cursor {
         let bad = || {
             Error::invalid(
                 "after",
-                format!("{text:?} is not a page cursor; use the `next` value of a listing"),
+                format!(
+                    "{text:?} is not a page cursor; use the `next` or `prev` value of a listing"
+                ),
             )
         };
         let mut parts = text.split('_');
@@ -287,6 +297,9 @@ pub struct Page {
     pub rows: Vec<Row>,
     /// Cursor of the next page; `None` on the last page.
     pub next: Option<Cursor>,
+    /// Cursor of the previous page, for [`list_before`]; `None` on the
+    /// first page.
+    pub prev: Option<Cursor>,
     /// Rows of this page that cannot be decoded (a value of the wrong type
     /// or out of range, written by hand or by another program): each names
     /// its id, column and value. They are not in `rows`.
@@ -307,40 +320,90 @@ pub async fn list<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> Result<Page> {
     let limit = limit.clamp(1, MAX_PAGE);
-    // One row more than asked says whether there is a next page.
-    let (mut rows, more, unreadable) = if state.in_history() {
-        let (mut rows, unreadable) =
-            sql::page::<completed_task::Entity, _>(conn, state, filter, after, limit + 1, now)
-                .await?;
-        let more = (rows.len() + unreadable.len()) as u64 > limit;
-        rows.truncate(limit as usize);
-        (
-            rows.into_iter().map(Row::Completed).collect::<Vec<_>>(),
-            more,
-            unreadable,
-        )
-    } else {
-        let (mut rows, unreadable) =
-            sql::page::<task::Entity, _>(conn, state, filter, after, limit + 1, now).await?;
-        let more = (rows.len() + unreadable.len()) as u64 > limit;
-        rows.truncate(limit as usize);
-        (
-            rows.into_iter().map(Row::Task).collect::<Vec<_>>(),
-            more,
-            unreadable,
-        )
+    let from = after.map(|cursor| (cursor, Direction::Forward));
+    let (rows, more, unreadable) = fetch(conn, state, filter, from, limit, now).await?;
+    // A page after a cursor has rows before it: those of the page the
+    // cursor came from, or, if they are gone since, whatever is before;
+    // `list_before` lands on the first page when nothing is.
+    let prev = match rows.first() {
+        Some(first) if after.is_some() => Some(Cursor::of_row(state, first)),
+        _ => None,
     };
-    let next = match rows.last_mut() {
-        Some(Row::Task(task)) if more => Some(Cursor::of_task(state, task)),
-        Some(Row::Completed(completed)) if more => Some(Cursor::of_completed(completed)),
+    let next = match rows.last() {
+        Some(last) if more => Some(Cursor::of_row(state, last)),
         _ => None,
     };
     Ok(Page {
         state,
         rows,
         next,
+        prev,
         unreadable,
     })
+}
+
+/// The page of tasks in `state` matching `filter` that ends just before
+/// `before` (a [`Page::prev`] cursor): the previous page, in the state's
+/// order. When fewer than `limit` rows come before the cursor (the start
+/// of the list, or rows gone since), it is the first page, as [`list`]
+/// gives it with no cursor, so going back always ends on a full first
+/// page.
+pub async fn list_before<C: ConnectionTrait>(
+    conn: &C,
+    state: State,
+    filter: &Filter,
+    before: &Cursor,
+    limit: u64,
+    now: DateTime<Utc>,
+) -> Result<Page> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let from = Some((before, Direction::Backward));
+    let (mut rows, more, unreadable) = fetch(conn, state, filter, from, limit, now).await?;
+    if !more {
+        return list(conn, state, filter, None, limit, now).await;
+    }
+    // Fetched nearest first, walking backward: shown in the state's order.
+    rows.reverse();
+    let prev = rows.first().map(|first| Cursor::of_row(state, first));
+    // The cursor's own row, and any after it, come next.
+    let next = rows.last().map(|last| Cursor::of_row(state, last));
+    Ok(Page {
+        state,
+        rows,
+        next,
+        prev,
+        unreadable,
+    })
+}
+
+/// Up to `limit` rows past `from` (from the start when `None`), and
+/// whether more follow.
+async fn fetch<C: ConnectionTrait>(
+    conn: &C,
+    state: State,
+    filter: &Filter,
+    from: Option<(&Cursor, Direction)>,
+    limit: u64,
+    now: DateTime<Utc>,
+) -> Result<(Vec<Row>, bool, Vec<crate::error::UnreadableRow>)> {
+    // One row more than asked says whether there is more.
+    let (rows, unreadable) = if state.in_history() {
+        let (rows, unreadable) =
+            sql::page::<completed_task::Entity, _>(conn, state, filter, from, limit + 1, now)
+                .await?;
+        (rows.into_iter().map(Row::Completed).collect(), unreadable)
+    } else {
+        let (rows, unreadable) =
+            sql::page::<task::Entity, _>(conn, state, filter, from, limit + 1, now).await?;
+        (
+            rows.into_iter().map(Row::Task).collect::<Vec<_>>(),
+            unreadable,
+        )
+    };
+    let more = (rows.len() + unreadable.len()) as u64 > limit;
+    let mut rows = rows;
+    rows.truncate(limit as usize);
+    Ok((rows, more, unreadable))
 }
 
 /// Failed history rows are counted up to this many in all (across queues)
@@ -420,6 +483,51 @@ pub async fn overview<C: ConnectionTrait>(conn: &C, now: DateTime<Utc>) -> Resul
         counts,
         oldest_due: sql::oldest_due(conn, now).await?,
     })
+}
+
+/// Tasks in each state across queues, history states counted up to
+/// [`HISTORY_COUNT_CAP`] each: what the dashboard's navigation shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Every state of [`State::ALL`], in that order, with its count.
+    pub counts: Vec<(State, i64)>,
+}
+
+impl Totals {
+    /// How many tasks are in `state`.
+    pub fn get(&self, state: State) -> i64 {
+        self.counts
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, count)| *count)
+    }
+
+    /// Whether `state`'s count stopped at [`HISTORY_COUNT_CAP`]: there may
+    /// be more.
+    pub fn capped(&self, state: State) -> bool {
+        state.in_history() && self.get(state) >= HISTORY_COUNT_CAP as i64
+    }
+}
+
+/// Tasks in each state at `now`, across queues: one pass over the task
+/// table, and a bounded count of each history state.
+pub async fn totals<C: ConnectionTrait>(conn: &C, now: DateTime<Utc>) -> Result<Totals> {
+    let waiting = sql::counts(conn, now).await?;
+    let mut counts = Vec::with_capacity(State::ALL.len());
+    for state in State::ALL {
+        let count = match state {
+            State::Failed | State::Completed => {
+                sql::history_count(conn, state == State::Failed, HISTORY_COUNT_CAP).await?
+            }
+            _ => waiting
+                .iter()
+                .filter(|(_, s, _)| *s == state)
+                .map(|(_, _, count)| count)
+                .sum(),
+        };
+        counts.push((state, count));
+    }
+    Ok(Totals { counts })
 }
 
 /// Completions over a window, per bucket.

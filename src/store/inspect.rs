@@ -9,28 +9,72 @@
 //! due row), scheduled and history rows walk Django's `run_at` index.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, FromQueryResult};
+use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, Value};
 
 use super::Sql;
 use crate::entity::{completed_task, task};
 use crate::error::{Result, UnreadableRow};
 use crate::inspect::{Cursor, Filter, QueueFilter, State};
 
-/// Where a keyset page starts and how its rows are ordered.
-struct Order {
-    /// `ORDER BY` text.
-    by: &'static str,
+/// Which way a page walks from its cursor, in a state's order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// The rows after the cursor, in order: the next page.
+    Forward,
+    /// The rows before the cursor, nearest first (in reverse order): the
+    /// previous page, which the caller turns round.
+    Backward,
 }
 
-fn order(state: State) -> Order {
-    Order {
-        by: match state {
-            State::Pending => "priority DESC, run_at ASC, id ASC",
-            State::Scheduled | State::SetAside => "run_at ASC, id ASC",
-            State::Running => "locked_at ASC, id ASC",
-            State::Failed | State::Completed => "run_at DESC, id DESC",
-        },
+/// One sort key of a state's order: its column, whether it sorts
+/// descending, and its value in `cursor`.
+struct Key {
+    column: &'static str,
+    descending: bool,
+    value: Value,
+}
+
+/// The sort keys of `state`'s order, most significant first, with the
+/// values `cursor` holds (placeholders for the `ORDER BY` alone). The last
+/// key is the id, so the order is total and no row shows on two pages.
+fn keys(state: State, cursor: Option<&Cursor>) -> Vec<Key> {
+    let key = |column, descending, value: Value| Key {
+        column,
+        descending,
+        value,
+    };
+    let id = Value::from(cursor.map_or(0, |c| c.id));
+    let at = Value::from(cursor.map_or_else(DateTime::<Utc>::default, |c| c.at));
+    match state {
+        State::Pending => vec![
+            key(
+                "priority",
+                true,
+                Value::from(cursor.map_or(0, |c| c.priority)),
+            ),
+            key("run_at", false, at),
+            key("id", false, id),
+        ],
+        State::Scheduled | State::SetAside => {
+            vec![key("run_at", false, at), key("id", false, id)]
+        }
+        State::Running => vec![key("locked_at", false, at), key("id", false, id)],
+        State::Failed | State::Completed => {
+            vec![key("run_at", true, at), key("id", true, id)]
+        }
     }
+}
+
+/// `ORDER BY` text of `state`'s order, walked in `direction`.
+fn order_by(state: State, direction: Direction) -> String {
+    keys(state, None)
+        .iter()
+        .map(|key| {
+            let descending = key.descending != (direction == Direction::Backward);
+            format!("{} {}", key.column, if descending { "DESC" } else { "ASC" })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `WHERE` text selecting `state`'s rows at `now`.
@@ -132,52 +176,33 @@ fn push_filter(sql: &mut Sql, filter: &Filter) {
     }
 }
 
-/// ` AND (keys after the cursor)`, in `state`'s order.
-fn push_after(sql: &mut Sql, state: State, after: &Cursor) {
-    let at = after.at;
-    let id = after.id;
-    match state {
-        State::Pending => {
-            let priority = after.priority;
-            sql.push(" AND (priority < ")
-                .bind(priority)
-                .push(" OR (priority = ")
-                .bind(priority)
-                .push(" AND (run_at > ")
-                .bind(at)
-                .push(" OR (run_at = ")
-                .bind(at)
-                .push(" AND id > ")
-                .bind(id)
-                .push("))))");
+/// ` AND (rows past the cursor)`, in `state`'s order walked in
+/// `direction`: for keys `a, b, id`, `(a > ? OR (a = ? AND (b > ? OR (b = ?
+/// AND id > ?))))`, each `>` a `<` where the key sorts descending, or the
+/// walk goes backward (both: `>` again).
+fn push_past(sql: &mut Sql, state: State, cursor: &Cursor, direction: Direction) {
+    let keys = keys(state, Some(cursor));
+    sql.push(" AND ");
+    for (i, key) in keys.iter().enumerate() {
+        let past = if key.descending == (direction == Direction::Backward) {
+            " > "
+        } else {
+            " < "
+        };
+        sql.push("(")
+            .push(key.column)
+            .push(past)
+            .bind(key.value.clone());
+        if i + 1 < keys.len() {
+            sql.push(" OR (")
+                .push(key.column)
+                .push(" = ")
+                .bind(key.value.clone())
+                .push(" AND ");
         }
-        State::Scheduled | State::SetAside => {
-            sql.push(" AND (run_at > ")
-                .bind(at)
-                .push(" OR (run_at = ")
-                .bind(at)
-                .push(" AND id > ")
-                .bind(id)
-                .push("))");
-        }
-        State::Running => {
-            sql.push(" AND (locked_at > ")
-                .bind(at)
-                .push(" OR (locked_at = ")
-                .bind(at)
-                .push(" AND id > ")
-                .bind(id)
-                .push("))");
-        }
-        State::Failed | State::Completed => {
-            sql.push(" AND (run_at < ")
-                .bind(at)
-                .push(" OR (run_at = ")
-                .bind(at)
-                .push(" AND id < ")
-                .bind(id)
-                .push("))");
-        }
+    }
+    for i in 0..keys.len() {
+        sql.push(if i + 1 < keys.len() { "))" } else { ")" });
     }
 }
 
@@ -187,7 +212,7 @@ fn page_statement(
     backend: DbBackend,
     state: State,
     filter: &Filter,
-    after: Option<&Cursor>,
+    from: Option<(&Cursor, Direction)>,
     limit: u64,
     now: DateTime<Utc>,
 ) -> Sql {
@@ -215,11 +240,12 @@ fn page_statement(
     sql.push(" WHERE ");
     push_state(&mut sql, state, now);
     push_filter(&mut sql, filter);
-    if let Some(after) = after {
-        push_after(&mut sql, state, after);
+    let direction = from.map_or(Direction::Forward, |(_, direction)| direction);
+    if let Some((cursor, direction)) = from {
+        push_past(&mut sql, state, cursor, direction);
     }
     sql.push(" ORDER BY ")
-        .push(order(state).by)
+        .push(&order_by(state, direction))
         .push(" LIMIT ")
         .bind(limit as i64);
     sql
@@ -227,18 +253,20 @@ fn page_statement(
 
 /// Up to `limit` rows of `E` in `state`: `task::Entity` for the waiting
 /// and running states, `completed_task::Entity` for the history states.
-/// Rows that cannot be decoded come apart, so one bad row does not hide
-/// the page.
+/// From the first row when `from` is `None`; else the rows past the
+/// cursor in its direction, nearest first (so a backward page comes in
+/// reverse order). Rows that cannot be decoded come apart, so one bad row
+/// does not hide the page.
 pub(crate) async fn page<E: EntityTrait, C: ConnectionTrait>(
     conn: &C,
     state: State,
     filter: &Filter,
-    after: Option<&Cursor>,
+    from: Option<(&Cursor, Direction)>,
     limit: u64,
     now: DateTime<Utc>,
 ) -> Result<(Vec<E::Model>, Vec<UnreadableRow>)> {
     let backend = conn.get_database_backend();
-    let statement = page_statement(backend, state, filter, after, limit, now);
+    let statement = page_statement(backend, state, filter, from, limit, now);
     super::rows::lenient::<E, C>(conn, statement.build()).await
 }
 
@@ -293,6 +321,31 @@ pub(crate) async fn failed_counts<C: ConnectionTrait>(
         .all(conn)
         .await?;
     Ok(rows.into_iter().map(|row| (row.queue, row.count)).collect())
+}
+
+/// History rows that failed (`failed`) or succeeded, counting at most
+/// `cap` rows.
+pub(crate) async fn history_count<C: ConnectionTrait>(
+    conn: &C,
+    failed: bool,
+    cap: u64,
+) -> Result<i64> {
+    #[derive(Debug, FromQueryResult)]
+    struct CountRow {
+        count: i64,
+    }
+    let mut sql = Sql::new(conn.get_database_backend());
+    sql.push("SELECT COUNT(*) AS count FROM (SELECT id FROM background_task_completedtask WHERE ")
+        .push(if failed {
+            "failed_at IS NOT NULL"
+        } else {
+            "failed_at IS NULL"
+        })
+        .push(" LIMIT ")
+        .bind(cap as i64)
+        .push(") capped");
+    let row = CountRow::find_by_statement(sql.build()).one(conn).await?;
+    Ok(row.map_or(0, |row| row.count))
 }
 
 /// The due task that has waited longest (earliest run_at), if any.
@@ -453,7 +506,7 @@ mod tests {
             DbBackend::Postgres,
             State::Pending,
             &filter,
-            Some(&cursor),
+            Some((&cursor, Direction::Forward)),
             20,
             Utc::now(),
         )
@@ -461,5 +514,49 @@ mod tests {
         assert!(!sql.sql.contains("50%"), "{}", sql.sql);
         assert!(sql.sql.contains("ORDER BY priority DESC"), "{}", sql.sql);
         assert_eq!(sql.values.map_or(0, |v| v.0.len()), 12);
+    }
+
+    /// The text of `state`'s page past a cursor, without the filters.
+    fn past(state: State, direction: Direction) -> String {
+        let cursor = Cursor {
+            priority: 3,
+            at: Utc::now(),
+            id: 9,
+        };
+        let sql = page_statement(
+            DbBackend::Sqlite,
+            state,
+            &Filter::default(),
+            Some((&cursor, direction)),
+            20,
+            Utc::now(),
+        )
+        .build()
+        .sql;
+        let start = sql.find("AND (").unwrap_or(0);
+        sql[start..].to_owned()
+    }
+
+    #[test]
+    fn pages_walk_both_ways_in_each_order() {
+        assert_eq!(
+            past(State::Pending, Direction::Forward),
+            "AND (priority < ? OR (priority = ? AND (run_at > ? OR (run_at = ? AND (id > ?))))) \
+             ORDER BY priority DESC, run_at ASC, id ASC LIMIT ?"
+        );
+        assert_eq!(
+            past(State::Pending, Direction::Backward),
+            "AND (priority > ? OR (priority = ? AND (run_at < ? OR (run_at = ? AND (id < ?))))) \
+             ORDER BY priority ASC, run_at DESC, id DESC LIMIT ?"
+        );
+        assert_eq!(
+            past(State::Completed, Direction::Backward),
+            "AND (run_at > ? OR (run_at = ? AND (id > ?))) ORDER BY run_at ASC, id ASC LIMIT ?"
+        );
+        assert_eq!(
+            past(State::Running, Direction::Forward),
+            "AND (locked_at > ? OR (locked_at = ? AND (id > ?))) \
+             ORDER BY locked_at ASC, id ASC LIMIT ?"
+        );
     }
 }

@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+};
 
 use super::Sql;
 use crate::entity::runner;
@@ -103,4 +105,32 @@ pub(crate) async fn list<C: ConnectionTrait>(conn: &C) -> Result<Vec<runner::Mod
         runner::Entity::find().order_by_desc(runner::Column::StartedAt),
     )
     .await
+}
+
+/// Tasks finished (succeeded, or failed for good) at or after `since`, per
+/// runner id: a history row keeps the `locked_by` of the runner that ran
+/// it, and its `run_at` is when it finished, so Django's `run_at` index
+/// bounds the rows read to the window.
+pub(crate) async fn finished_since<C: ConnectionTrait>(
+    conn: &C,
+    since: DateTime<Utc>,
+) -> Result<Vec<(String, i64)>> {
+    #[derive(Debug, FromQueryResult)]
+    struct FinishedRow {
+        locked_by: String,
+        finished: i64,
+    }
+    let mut sql = Sql::new(conn.get_database_backend());
+    sql.push(
+        "SELECT locked_by, COUNT(*) AS finished FROM background_task_completedtask \
+         WHERE run_at >= ",
+    )
+    .bind(since)
+    .push(" AND locked_by IS NOT NULL GROUP BY locked_by");
+    Ok(FinishedRow::find_by_statement(sql.build())
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(|row| (row.locked_by, row.finished))
+        .collect())
 }

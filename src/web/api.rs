@@ -31,6 +31,8 @@ pub(crate) struct ListQuery {
     #[serde(default)]
     pub(crate) after: Option<String>,
     #[serde(default)]
+    pub(crate) before: Option<String>,
+    #[serde(default)]
     pub(crate) limit: Option<u64>,
 }
 
@@ -38,8 +40,37 @@ pub(crate) struct ListQuery {
 pub(crate) struct Listing {
     pub(crate) state: State,
     pub(crate) filter: Filter,
+    /// The page after this cursor (a `next`)...
     pub(crate) after: Option<Cursor>,
+    /// ...or the page before this one (a `prev`); never both.
+    pub(crate) before: Option<Cursor>,
     pub(crate) limit: u64,
+}
+
+impl Listing {
+    /// The page asked for.
+    pub(crate) async fn page(
+        &self,
+        db: &sea_orm::DatabaseConnection,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> crate::Result<inspect::Page> {
+        match &self.before {
+            Some(before) => {
+                inspect::list_before(db, self.state, &self.filter, before, self.limit, now).await
+            }
+            None => {
+                inspect::list(
+                    db,
+                    self.state,
+                    &self.filter,
+                    self.after.as_ref(),
+                    self.limit,
+                    now,
+                )
+                .await
+            }
+        }
+    }
 }
 
 fn non_empty(value: &Option<String>) -> Option<&str> {
@@ -76,6 +107,7 @@ impl ListQuery {
             ("since", &self.since),
             ("until", &self.until),
             ("after", &self.after),
+            ("before", &self.before),
         ] {
             check_text(field, value.as_deref().unwrap_or_default())?;
         }
@@ -88,6 +120,21 @@ impl ListQuery {
                 .map(|text| inspect::parse_time(text, now).map_err(|err| about(field, err)))
                 .transpose()
         };
+        let cursor = |field: &'static str, value: &Option<String>| {
+            non_empty(value)
+                .map(|text| text.parse().map_err(|err| about(field, err)))
+                .transpose()
+        };
+        let (after, before) = (
+            cursor("after", &self.after)?,
+            cursor("before", &self.before)?,
+        );
+        if after.is_some() && before.is_some() {
+            return Err(crate::Error::invalid(
+                "before",
+                "give `after` (the next page) or `before` (the previous page), not both",
+            ));
+        }
         Ok(Listing {
             state,
             filter: Filter {
@@ -97,7 +144,8 @@ impl ListQuery {
                 since: time("since", &self.since)?,
                 until: time("until", &self.until)?,
             },
-            after: non_empty(&self.after).map(str::parse).transpose()?,
+            after,
+            before,
             limit: self
                 .limit
                 .unwrap_or(DEFAULT_LIMIT)
@@ -139,20 +187,15 @@ pub(crate) async fn tasks(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, WebError> {
     let listing = query.parse(ctx.now()).map_err(api)?;
-    let page = inspect::list(
-        ctx.queue().db(),
-        listing.state,
-        &listing.filter,
-        listing.after.as_ref(),
-        listing.limit,
-        ctx.now(),
-    )
-    .await
-    .map_err(api)?;
+    let page = listing
+        .page(ctx.queue().db(), ctx.now())
+        .await
+        .map_err(api)?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "state": page.state,
         "rows": page.rows,
         "next": page.next.map(|cursor| cursor.to_string()),
+        "prev": page.prev.map(|cursor| cursor.to_string()),
     })))
 }
 
@@ -193,19 +236,28 @@ pub(crate) async fn completed(ctx: Ctx, id: web::Path<String>) -> Result<HttpRes
 
 #[derive(Serialize)]
 struct RunnerJson {
+    /// Its registry row: `running` is its tasks in flight, `executors` its
+    /// slots.
     runner: crate::entity::runner::Model,
     alive: bool,
+    throughput: crate::admin::RunnerThroughput,
 }
 
 pub(crate) async fn runners(ctx: Ctx) -> Result<HttpResponse, WebError> {
-    let runners = crate::admin::runners(ctx.queue().db(), ctx.queue().config().lease(), ctx.now())
+    let (db, now) = (ctx.queue().db(), ctx.now());
+    let runners = crate::admin::runners(db, ctx.queue().config().lease(), now)
+        .await
+        .map_err(api)?;
+    let throughput = crate::admin::runner_throughput(db, &runners, now)
         .await
         .map_err(api)?;
     let runners: Vec<RunnerJson> = runners
         .into_iter()
-        .map(|status| RunnerJson {
+        .zip(throughput)
+        .map(|(status, throughput)| RunnerJson {
             runner: status.runner,
             alive: status.alive,
+            throughput,
         })
         .collect();
     Ok(HttpResponse::Ok().json(runners))

@@ -36,12 +36,19 @@
 //! | GET | `/tasks?state=…` | one state's tasks, filtered and paginated (see [`crate::inspect`]) |
 //! | GET | `/tasks/{id}` | a waiting or running task, with its repeat chain |
 //! | GET | `/completed/{id}` | a history row, with its repeat chain |
-//! | GET | `/runners` | runners: host, pid, since, tasks held, alive |
+//! | GET | `/runners` | runners: host, pid, tasks in flight of its slots, tasks finished per minute, since, alive |
 //! | POST | `/actions` | an action over a selection (HTML form, CSRF-checked) |
 //! | POST | `/controls` | pause or resume a queue, drain a runner (HTML form, CSRF-checked) |
 //! | GET | `/schedules` | the cron schedules ([`crate::cron`]) |
 //! | GET | `/metrics` | Prometheus metrics ([`crate::metrics`]) |
 //! | GET | `/api/…` | the JSON API, see [`api`](self#json-api) |
+//!
+//! Every page updates itself while its tab is visible: `app.js` fetches it
+//! again every 2 seconds and swaps in the regions that change (the
+//! navigation's counts, the overview's cards and chart, lists, details),
+//! without a reload and without touching a region in use (focused, with
+//! selected text, or the chart under the pointer). The Content-Security-
+//! Policy allows exactly that: `connect-src 'self'`.
 //!
 //! List filters (query parameters, on `/tasks` and `/api/tasks`): `state`
 //! (`pending`, `scheduled`, `running`, `failed`, `completed`), `queue`
@@ -49,7 +56,8 @@
 //! (text in the name or params, case-insensitive on every backend), `since`
 //! and `until` (times in UTC, see [`crate::inspect::parse_time`]), `limit`
 //! (1 to 500, default 50), and `after` (the `next` cursor of the previous
-//! page). A filter that does not parse answers a 400 (the page shows what
+//! page) or `before` (the `prev` cursor of the next page: the page before
+//! it; going back past the start gives the first page). A filter that does not parse answers a 400 (the page shows what
 //! is wrong beside the filters).
 //!
 //! ## JSON API
@@ -57,10 +65,10 @@
 //! | method | path | answer |
 //! |---|---|---|
 //! | GET | `/api/overview` | `{now, counts: [{queue, state, count}], oldest_due, oldest_due_age_seconds, throughput: {start, bucket_seconds, succeeded: […], failed: […]}, runners_alive}` |
-//! | GET | `/api/tasks?state=…&…` | `{state, rows: [task or history row], next}`; pass `next` as `after` for the next page |
+//! | GET | `/api/tasks?state=…&…` | `{state, rows: [task or history row], next, prev}`; pass `next` as `after` for the next page, `prev` as `before` for the previous one (each `null` at its end) |
 //! | GET | `/api/tasks/{id}` | `{task, chain: {waiting, history}}` |
 //! | GET | `/api/completed/{id}` | `{completed, chain: {waiting, history}}` |
-//! | GET | `/api/runners` | `[{runner: {runner_id, host, pid, queue, executors, running, started_at, last_seen}, alive}]` |
+//! | GET | `/api/runners` | `[{runner: {runner_id, host, pid, queue, executors, running, started_at, last_seen}, alive, throughput: {finished, window_seconds, per_minute}}]`: `executors` are its slots, `running` its tasks in flight at its last heartbeat, `throughput` what it finished over the last 5 minutes ([`crate::admin::runner_throughput`]) |
 //! | POST | `/api/actions` | body `{"action": "retry", "ids": [1, 2]}`; answers `{action, changed, ids}` |
 //! | GET | `/api/schedules` | `[{…schedule, upcoming: [3 next occurrences]}]` |
 //! | POST | `/api/schedules` | body `{name, cron, task, args?, kwargs?, timezone?, queue?, priority?, verbose_name?, missed?}`; answers 201 and the schedule |

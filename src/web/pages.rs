@@ -1,6 +1,14 @@
 //! The dashboard's HTML pages, rendered on the server with maud (which
 //! escapes every value it writes). Handlers are thin: parse, call
 //! [`crate::inspect`] / [`crate::admin`], render.
+//!
+//! Live updates: what changes while a page is open sits in elements marked
+//! `data-live="<name>"` (unique per page). `app.js` fetches the page again
+//! every few seconds while the tab is visible, and puts each marked
+//! element of the new copy in place of the old one, so a page is rendered
+//! by the same code whether it is loaded or refreshed. Filters and form
+//! buttons stay outside the marked elements, so what a person is typing
+//! or choosing is never replaced.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -13,15 +21,17 @@ use super::api::{CHAIN_LIMIT, CHART_BUCKET, CHART_BUCKETS, ListQuery};
 use super::{Ctx, WebError, csrf};
 use crate::admin::{self, RunnerStatus};
 use crate::entity::{completed_task, task};
-use crate::inspect::{self, Chain, Overview, Page, Row, State, Throughput};
+use crate::inspect::{self, Chain, Cursor, Overview, Page, Row, State, Throughput, Totals};
 
 const STYLE: &str = include_str!("assets/style.css");
 const SCRIPT: &str = include_str!("assets/app.js");
 
 /// Headers every page carries: no framing, no sniffing, nothing but this
 /// origin's own assets.
+/// `connect-src 'self'` lets `app.js` fetch the page it is on again.
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; \
-                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+                   base-uri 'none'";
 
 /// What a page needs besides its data: the request's context and the
 /// token its forms carry.
@@ -31,13 +41,14 @@ struct View<'a> {
 }
 
 /// Renders `body` in the layout, setting the CSRF cookie when it is new.
-fn respond(
+async fn respond(
     req: &HttpRequest,
     ctx: &Ctx,
     title: &str,
     nav: Nav,
     body: impl FnOnce(&View<'_>) -> Markup,
 ) -> Result<HttpResponse, WebError> {
+    let counts = NavCounts::of(ctx).await?;
     let (token, fresh) = csrf::token(req)?;
     let view = View { ctx, token };
     // After a pause, resume or drain button: what it did.
@@ -48,6 +59,7 @@ fn respond(
         &view,
         title,
         nav,
+        &counts,
         html! { (control.unwrap_or_default()) (body(&view)) },
     );
     let mut response = HttpResponse::Ok();
@@ -78,7 +90,36 @@ enum Nav {
     Runners,
 }
 
-fn layout(view: &View<'_>, title: &str, nav: Nav, body: Markup) -> Markup {
+/// What the navigation shows beside its links, on every page.
+struct NavCounts {
+    totals: Totals,
+    schedules: usize,
+    runners_alive: usize,
+}
+
+impl NavCounts {
+    async fn of(ctx: &Ctx) -> Result<Self, WebError> {
+        let (db, now) = (ctx.queue().db(), ctx.now());
+        let runners = admin::runners(db, ctx.queue().config().lease(), now).await?;
+        Ok(NavCounts {
+            totals: inspect::totals(db, now).await?,
+            schedules: crate::cron::list(db).await?.len(),
+            runners_alive: runners.iter().filter(|r| r.alive).count(),
+        })
+    }
+
+    /// `state`'s count as the navigation shows it: `100000+` when capped.
+    fn of_state(&self, state: State) -> String {
+        let count = self.totals.get(state);
+        if self.totals.capped(state) {
+            format!("{count}+")
+        } else {
+            count.to_string()
+        }
+    }
+}
+
+fn layout(view: &View<'_>, title: &str, nav: Nav, counts: &NavCounts, body: Markup) -> Markup {
     let ctx = view.ctx;
     html! {
         (DOCTYPE)
@@ -93,20 +134,27 @@ fn layout(view: &View<'_>, title: &str, nav: Nav, body: Markup) -> Markup {
             body {
                 header.top {
                     a.brand href=(ctx.base) { "background tasks" }
-                    nav {
+                    nav data-live="nav" {
                         a href=(ctx.base) class=[(nav == Nav::Overview).then_some("current")] { "Overview" }
                         @for state in State::ALL {
                             a href=(ctx.link(&format!("tasks?state={state}")))
                                 class=[(nav == Nav::State(state)).then_some("current")] {
-                                (title_case(state.as_str()))
+                                (title_case(state.as_str())) " " span.n data-state=(state) { (counts.of_state(state)) }
                             }
                         }
-                        a href=(ctx.link("schedules")) class=[(nav == Nav::Schedules).then_some("current")] { "Schedules" }
-                        a href=(ctx.link("runners")) class=[(nav == Nav::Runners).then_some("current")] { "Runners" }
+                        a href=(ctx.link("schedules")) class=[(nav == Nav::Schedules).then_some("current")] {
+                            "Schedules " span.n { (counts.schedules) }
+                        }
+                        a href=(ctx.link("runners")) class=[(nav == Nav::Runners).then_some("current")]
+                            title="runners alive" {
+                            "Runners " span.n { (counts.runners_alive) }
+                        }
                     }
                     @if !ctx.can_act() {
                         span.badge { "read-only" }
                     }
+                    // Filled by app.js: whether the page is updating itself.
+                    span #live.live role="status" {}
                 }
                 main { (body) }
             }
@@ -208,6 +256,7 @@ pub(crate) async fn overview(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse,
     respond(&req, &ctx, "Overview", Nav::Overview, |view| {
         overview_page(view, &overview, &throughput, &runners, &paused)
     })
+    .await
 }
 
 fn overview_page(
@@ -236,7 +285,7 @@ fn overview_page(
     ];
     html! {
         h1 { "Overview" }
-        section.cards {
+        section.cards data-live="cards" {
             // Set-aside rows are rare: their card shows only when there are some.
             @for state in states.into_iter().filter(|s| *s != State::SetAside || overview.total(*s) > 0) {
                 a.card href=(ctx.link(&format!("tasks?state={state}"))) data-state=(state) {
@@ -249,7 +298,7 @@ fn overview_page(
                 span.label { "runners alive" }
             }
         }
-        section {
+        section data-live="oldest" {
             h2 { "Oldest due task" }
             @match &overview.oldest_due {
                 Some(task) => p {
@@ -261,13 +310,15 @@ fn overview_page(
                 None => p.muted { "Nothing is due: every due task has been picked up." },
             }
         }
-        section {
+        // Held while the pointer is on it, so a bar's values stay up.
+        section data-live="chart" data-live-hold="hover" {
             h2 { "Last hour, per minute" }
             (chart(throughput))
         }
-        section {
+        section data-live="queues" {
             h2 { "Per queue" }
             @if !queues.is_empty() {
+            div.scroll {
             table.grid #queues {
                 thead { tr { th { "queue" } @for state in states { th.num { (state) } } th { "claims" } } }
                 tbody {
@@ -294,45 +345,115 @@ fn overview_page(
                 }
             }
             }
+            }
             @if queues.is_empty() { p.muted { "The queue is empty." } }
         }
     }
 }
 
-/// Completions (green) and permanent failures (red) per bucket, as bars.
+/// A round step for a scale reaching `peak` in about `ticks` steps: 1, 2
+/// or 5 times a power of ten, at least 1 (counts are whole).
+fn scale_step(peak: i64, ticks: i64) -> i64 {
+    let ticks = ticks.max(1);
+    let rough = peak.max(0).saturating_add(ticks - 1) / ticks;
+    let mut magnitude = 1_i64;
+    while magnitude.saturating_mul(10) <= rough {
+        magnitude = magnitude.saturating_mul(10);
+    }
+    [1, 2, 5, 10]
+        .into_iter()
+        .map(|factor| magnitude.saturating_mul(factor))
+        .find(|step| *step >= rough)
+        .unwrap_or(rough)
+        .max(1)
+}
+
+/// A round span of seconds between time-axis labels: about `labels`
+/// labels over `seconds`.
+fn label_every(seconds: i64, labels: i64) -> i64 {
+    let rough = seconds / labels.max(1);
+    [
+        60, 120, 300, 600, 900, 1_800, 3_600, 7_200, 21_600, 43_200, 86_400,
+    ]
+    .into_iter()
+    .find(|span| *span >= rough)
+    .unwrap_or(86_400)
+}
+
+/// Completions (green) and permanent failures (red) per bucket, as bars
+/// over a time axis (UTC), against a scale; each bar's values show on
+/// hover (an SVG `<title>`, over the bucket's whole height, so an empty
+/// bucket says so too).
 fn chart(throughput: &Throughput) -> Markup {
+    // The plot, inside the drawing: room on the left for the scale and
+    // below for the time axis.
+    let (left, top, plot_width, plot_height) = (52.0, 10.0, 700.0, 140.0);
+    let (width, height) = (left + plot_width + 32.0, top + plot_height + 28.0);
     let buckets = throughput.succeeded.len().max(1);
-    let (width, height, bar) = (720.0, 140.0, 720.0 / buckets as f64);
-    let peak = throughput
+    let bar = plot_width / buckets as f64;
+    let seconds = throughput.bucket_seconds.max(1);
+    let totals: Vec<(i64, i64)> = throughput
         .succeeded
         .iter()
-        .zip(&throughput.failed)
-        .map(|(s, f)| s + f)
+        .copied()
+        .zip(throughput.failed.iter().copied())
+        .collect();
+    let peak = totals
+        .iter()
+        .map(|(ok, failed)| ok + failed)
         .max()
-        .unwrap_or(0)
-        .max(1) as f64;
+        .unwrap_or(0);
+    let step = scale_step(peak, 4);
+    let top_of_scale = step.saturating_mul((peak.saturating_add(step - 1) / step).max(1));
+    let y = |count: i64| top + plot_height - count as f64 / top_of_scale as f64 * plot_height;
+    let ticks: Vec<i64> = (0..=top_of_scale / step).map(|i| i * step).collect();
+    let every = label_every(seconds * buckets as i64, 6);
     let total_ok: i64 = throughput.succeeded.iter().sum();
     let total_failed: i64 = throughput.failed.iter().sum();
+    let per = if seconds == 60 {
+        "minute".to_owned()
+    } else {
+        format!("{seconds} s")
+    };
     html! {
         figure.chart {
-            svg viewBox=(format!("0 0 {width} {}", height + 2.0)) role="img"
-                aria-label=(format!("{total_ok} completed and {total_failed} failed in the last hour")) {
-                @for (i, (ok, failed)) in throughput.succeeded.iter().zip(&throughput.failed).enumerate() {
-                    @let x = i as f64 * bar;
-                    @let ok_height = *ok as f64 / peak * height;
-                    @let failed_height = *failed as f64 / peak * height;
-                    @let start = throughput.start + TimeDelta::seconds(throughput.bucket_seconds * i as i64);
-                    g {
-                        title { (start.format("%H:%M")) " UTC: " (ok) " completed, " (failed) " failed" }
-                        rect.ok x=(x) y=(height - ok_height) width=(bar - 1.0) height=(ok_height) {}
-                        rect.failed x=(x) y=(height - ok_height - failed_height) width=(bar - 1.0) height=(failed_height) {}
+            svg viewBox=(format!("0 0 {width} {height}")) role="img"
+                aria-label=(format!("{total_ok} completed and {total_failed} failed in the last hour; scale 0 to {top_of_scale} per {per}")) {
+                g.scale {
+                    @for tick in &ticks {
+                        line x1=(left) y1=(y(*tick)) x2=(left + plot_width) y2=(y(*tick)) {}
+                        text x=(left - 6.0) y=(y(*tick) + 4.0) text-anchor="end" { (tick) }
                     }
                 }
-                line x1="0" y1=(height + 1.0) x2=(width) y2=(height + 1.0) {}
+                @for (i, (ok, failed)) in totals.iter().enumerate() {
+                    @let x = left + i as f64 * bar;
+                    @let start = throughput.start + TimeDelta::seconds(seconds * i as i64);
+                    @let end = start + TimeDelta::seconds(seconds);
+                    g.bar data-start=(start.to_rfc3339()) data-completed=(ok) data-failed=(failed) {
+                        title {
+                            (start.format("%H:%M")) "–" (end.format("%H:%M")) " UTC: "
+                            (ok) " completed, " (failed) " failed"
+                        }
+                        rect.hit x=(x) y=(top) width=(bar) height=(plot_height) {}
+                        rect.ok x=(x + 0.5) y=(y(*ok)) width=(bar - 1.0) height=(y(0) - y(*ok)) {}
+                        rect.failed x=(x + 0.5) y=(y(ok + failed)) width=(bar - 1.0) height=(y(0) - y(*failed)) {}
+                    }
+                }
+                g.axis {
+                    line x1=(left) y1=(y(0)) x2=(left + plot_width) y2=(y(0)) {}
+                    @for i in 0..=buckets {
+                        @let at = throughput.start + TimeDelta::seconds(seconds * i as i64);
+                        @if at.timestamp().rem_euclid(every) == 0 {
+                            @let x = left + i as f64 * bar;
+                            line x1=(x) y1=(y(0)) x2=(x) y2=(y(0) + 4.0) {}
+                            text x=(x) y=(y(0) + 19.0) text-anchor="middle" { (at.format("%H:%M")) }
+                        }
+                    }
+                }
             }
             figcaption {
                 span.ok { (total_ok) " completed" } " · " span.bad { (total_failed) " failed" }
-                " · peak " (peak as i64) " per minute"
+                " · peak " (peak) " per " (per) " · times in UTC; hover over a bar for its values"
             }
         }
     }
@@ -382,17 +503,7 @@ pub(crate) async fn tasks(
     let listing = query.parse(now);
     let state = listing.as_ref().map_or(State::Pending, |l| l.state);
     let page = match &listing {
-        Ok(listing) => Some(
-            inspect::list(
-                ctx.queue().db(),
-                listing.state,
-                &listing.filter,
-                listing.after.as_ref(),
-                listing.limit,
-                now,
-            )
-            .await?,
-        ),
+        Ok(listing) => Some(listing.page(ctx.queue().db(), now).await?),
         Err(_) => None,
     };
     let problem = listing.err().map(|err| err.to_string());
@@ -411,7 +522,8 @@ pub(crate) async fn tasks(
                 @if let Some(page) = &page { (list(view, page, &query, &here)) }
             }
         },
-    )?;
+    )
+    .await?;
     // The page shows what is wrong with the filters, under a 400.
     if problem.is_some() {
         *response.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
@@ -479,6 +591,8 @@ fn list(view: &View<'_>, page: &Page, query: &ListQuery, here: &str) -> Markup {
     let actions = actions_for(page.state);
     let selectable = ctx.can_act() && !actions.is_empty();
     let table = html! {
+        div data-live="rows" {
+        div.scroll {
         table.grid #tasks data-state=(page.state) {
             thead {
                 tr {
@@ -501,20 +615,26 @@ fn list(view: &View<'_>, page: &Page, query: &ListQuery, here: &str) -> Markup {
                 }
             }
         }
+        }
         @if page.rows.is_empty() { p.muted.empty { "No " (page.state) " tasks match." } }
+        }
     };
-    let mut next_query = query.clone();
-    next_query.after = page.next.map(|cursor| cursor.to_string());
-    let mut first_query = query.clone();
-    first_query.after = None;
+    // The same filters, at another cursor.
+    let at = |after: Option<Cursor>, before: Option<Cursor>| {
+        let mut query = query.clone();
+        query.after = after.map(|cursor| cursor.to_string());
+        query.before = before.map(|cursor| cursor.to_string());
+        ctx.link(&format!("tasks?{}", query_string(&query)))
+    };
     html! {
         (action_form(view, here, actions, table))
-        nav.pages {
-            @if query.after.is_some() {
-                a href=(ctx.link(&format!("tasks?{}", query_string(&first_query)))) { "← first page" }
+        nav.pages data-live="pages" {
+            @if page.prev.is_some() {
+                a.first href=(at(None, None)) { "⇤ first page" }
+                a.prev href=(at(None, page.prev)) { "← previous page" }
             }
             @if page.next.is_some() {
-                a.next href=(ctx.link(&format!("tasks?{}", query_string(&next_query)))) { "next page →" }
+                a.next href=(at(page.next, None)) { "next page →" }
             }
         }
     }
@@ -529,6 +649,7 @@ fn query_string(query: &ListQuery) -> String {
         ("since", &query.since),
         ("until", &query.until),
         ("after", &query.after),
+        ("before", &query.before),
     ];
     let mut out: Vec<String> = pairs
         .iter()
@@ -633,6 +754,7 @@ pub(crate) async fn task(
         Nav::State(State::of_task(&task, ctx.now())),
         |view| task_page(view, &task, &chain, notice.render(), req.path()),
     )
+    .await
 }
 
 fn task_page(
@@ -648,6 +770,9 @@ fn task_page(
     html! {
         h1 { "Task " (task.id) ": " (task.task_name) }
         @if let Some(notice) = notice { (notice) }
+        // All of it is live: a task moves through states (and its actions
+        // change with them) while the page is open.
+        div data-live="task" {
         p { span.state data-state=(state) { (state) } }
         (action_form(view, here, actions, html! { input type="hidden" name="id" value=(task.id); }))
         table.fields {
@@ -674,6 +799,7 @@ fn task_page(
         h2 { "Last error" }
         @if task.last_error.is_empty() { p.muted { "None." } } @else { pre.error { (task.last_error) } }
         (chain_view(view, chain, Some(task.id), None))
+        }
     }
 }
 
@@ -703,6 +829,7 @@ pub(crate) async fn completed(
     respond(&req, &ctx, &title, Nav::State(state), |view| {
         completed_page(view, &done, state, &chain, notice.render(), req.path())
     })
+    .await
 }
 
 fn completed_page(
@@ -718,6 +845,7 @@ fn completed_page(
     html! {
         h1 { (title_case(state.as_str())) " " (done.id) ": " (done.task_name) }
         @if let Some(notice) = notice { (notice) }
+        div data-live="completed" {
         p {
             span.state data-state=(state) { (state) }
             @if done.cancelled_at.is_some() { " " span.state data-state="cancelled" { "cancelled" } }
@@ -750,6 +878,7 @@ fn completed_page(
         h2 { "Last error" }
         @if done.last_error.is_empty() { p.muted { "None." } } @else { pre.error { (done.last_error) } }
         (chain_view(view, chain, None, Some(done.id)))
+        }
     }
 }
 
@@ -767,6 +896,7 @@ fn chain_view(
         @if chain.waiting.len() + chain.history.len() <= 1 {
             p.muted { "No other run." }
         } @else {
+            div.scroll {
             table.grid.chain {
                 thead { tr { th.num { "id" } th { "state" } th { "when" } th.num { "attempts" } th { "error" } } }
                 tbody {
@@ -790,6 +920,7 @@ fn chain_view(
                     }
                 }
             }
+            }
         }
     }
 }
@@ -797,24 +928,41 @@ fn chain_view(
 // ---- runners ----------------------------------------------------------
 
 pub(crate) async fn runners(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse, WebError> {
-    let now = ctx.now();
-    let runners = admin::runners(ctx.queue().db(), ctx.queue().config().lease(), now).await?;
+    let (db, now) = (ctx.queue().db(), ctx.now());
+    let runners = admin::runners(db, ctx.queue().config().lease(), now).await?;
+    let throughput = admin::runner_throughput(db, &runners, now).await?;
     respond(&req, &ctx, "Runners", Nav::Runners, |view| {
         html! {
             h1 { "Runners" }
-            p.muted { "Runners register themselves when they start and beat every few seconds; one whose last beat is older than its lease is shown as gone." }
+            p.muted {
+                "Runners register themselves when they start and beat every few seconds; one whose \
+                 last beat is older than its lease is shown as gone. In flight: the tasks it held \
+                 at its last beat, of its slots (executors). Throughput: the tasks it finished, \
+                 succeeded or failed, per minute over the last "
+                (admin::THROUGHPUT_WINDOW.num_minutes()) " minutes."
+            }
+            div.scroll data-live="runners" {
             table.grid #runners {
-                thead { tr { th { "host" } th.num { "pid" } th { "identity" } th { "queue" } th.num { "slots" } th.num { "tasks held" } th { "since" } th { "last seen" } th { "alive" } th { "drain" } } }
+                thead { tr { th { "host" } th.num { "pid" } th { "identity" } th { "queue" } th.num { "in flight" } th.num { "slots" } th.num { "finished / min" } th { "since" } th { "last seen" } th { "alive" } th { "drain" } } }
                 tbody {
-                    @for status in &runners {
+                    @for (status, throughput) in runners.iter().zip(&throughput) {
                         @let runner = &status.runner;
-                        tr {
+                        tr data-runner=(runner.runner_id) {
                             td.value { (runner.host) }
                             td.num { (runner.pid) }
                             td { code.value { (runner.runner_id) } }
                             td { @match &runner.queue { Some(q) => (q), None => span.muted { "every queue" } } }
-                            td.num { (runner.executors) }
-                            td.num { (runner.running) }
+                            td.num.in-flight {
+                                (runner.running)
+                                meter min="0" max=(runner.executors.max(1)) value=(runner.running)
+                                    title=(format!("{} of {} slots busy", runner.running, runner.executors)) {}
+                            }
+                            td.num.slots { (runner.executors) }
+                            td.num.throughput title=(format!(
+                                "{} finished in the last {} s", throughput.finished, throughput.window_seconds
+                            )) {
+                                (format!("{:.1}", throughput.per_minute))
+                            }
                             td { (when(runner.started_at, now)) }
                             td { (when(runner.last_seen, now)) }
                             td { @if status.alive { span.ok { "alive" } } @else { span.bad { "gone" } } }
@@ -830,8 +978,10 @@ pub(crate) async fn runners(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse, 
                 }
             }
             @if runners.is_empty() { p.muted { "No runner has registered with this database." } }
+            }
         }
     })
+    .await
 }
 
 pub(crate) async fn schedules(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse, WebError> {
@@ -841,6 +991,7 @@ pub(crate) async fn schedules(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse
         html! {
             h1 { "Schedules" }
             p.muted { "Cron schedules enqueue their task at every occurrence, once across all runners. Create, pause, resume and remove them with bgtasks cron or the JSON API (/api/schedules)." }
+            div.scroll data-live="schedules" {
             table.grid #schedules {
                 thead { tr { th { "name" } th { "cron" } th { "time zone" } th { "task" } th { "queue" } th.num { "priority" } th { "missed" } th { "state" } th { "next" } th { "last" } } }
                 tbody {
@@ -861,8 +1012,10 @@ pub(crate) async fn schedules(ctx: Ctx, req: HttpRequest) -> Result<HttpResponse
                 }
             }
             @if schedules.is_empty() { p.muted { "No schedule yet." } }
+            }
         }
     })
+    .await
 }
 
 // ---- actions ----------------------------------------------------------
@@ -1003,6 +1156,31 @@ mod tests {
         assert!(is_local_path("/tasks", "/"));
         assert!(!is_local_path("//evil.example", "/"));
         assert!(!is_local_path("/\\evil.example", "/"));
+    }
+
+    #[test]
+    fn scales_step_by_round_numbers() {
+        for (peak, step) in [
+            (0, 1),
+            (1, 1),
+            (4, 1),
+            (7, 2),
+            (40, 10),
+            (41, 20),
+            (130, 50),
+            (9_000, 5_000),
+        ] {
+            assert_eq!(scale_step(peak, 4), step, "{peak}");
+        }
+        assert!(scale_step(i64::MAX, 4) > 0);
+    }
+
+    #[test]
+    fn time_labels_fall_on_round_spans() {
+        assert_eq!(label_every(3_600, 6), 600);
+        assert_eq!(label_every(60, 6), 60);
+        assert_eq!(label_every(86_400, 6), 21_600);
+        assert_eq!(label_every(i64::MAX, 6), 86_400);
     }
 
     #[test]

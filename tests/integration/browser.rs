@@ -213,6 +213,14 @@ impl Browser {
             .unwrap_or_else(|e| panic!("running a script in the page: {e}"))
     }
 
+    /// Sets the window's size; headless, the viewport is the whole window.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.client
+            .set_window_size(width, height)
+            .await
+            .unwrap_or_else(|e| panic!("resizing the window to {width}×{height}: {e}"));
+    }
+
     /// Saves a PNG of the viewport as `<CARGO_TARGET_TMPDIR>/browser/<name>.png`
     /// and returns its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
@@ -464,9 +472,49 @@ impl Drop for ExampleApp {
     }
 }
 
+/// `bgtasks dashboard` on `t`'s database, on a free loopback port, killed
+/// on drop.
+struct DashboardServer {
+    _process: Stopped,
+    port: u16,
+}
+
+impl DashboardServer {
+    fn start(t: &TestDb) -> DashboardServer {
+        let port = free_port();
+        let process = Stopped(
+            crate::cli::bgtasks(t)
+                .args(["dashboard", "--bind", &format!("127.0.0.1:{port}")])
+                .env_remove("BGTASKS_DASHBOARD_PASSWORD")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting bgtasks dashboard"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "bgtasks dashboard did not listen on port {port} within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        DashboardServer {
+            _process: process,
+            port,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
 on_all_backends!(
     dashboard_retry_turns_a_failed_task_into_a_success,
-    long_names_wrap_in_every_table
+    long_names_wrap_in_every_table,
+    a_task_finished_by_another_process_shows_without_a_reload,
+    every_page_on_desktop_and_phone,
 );
 
 /// A person's path through the example app: enqueue a sync that fails,
@@ -626,24 +674,7 @@ async fn long_names_wrap_in_every_table(t: TestDb) -> TestDb {
     let Some(browser) = Browser::start().await else {
         return t;
     };
-    let port = free_port();
-    let _server = Stopped(
-        crate::cli::bgtasks(&t)
-            .args(["dashboard", "--bind", &format!("127.0.0.1:{port}")])
-            .env_remove("BGTASKS_DASHBOARD_PASSWORD")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting bgtasks dashboard"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "bgtasks dashboard did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = DashboardServer::start(&t);
     let backend = format!("{:?}", t.backend).to_lowercase();
     for (page, table) in [
         ("/tasks?state=pending".to_owned(), "#tasks"),
@@ -654,9 +685,7 @@ async fn long_names_wrap_in_every_table(t: TestDb) -> TestDb {
         ("/".to_owned(), "table.grid"),
         ("/schedules".to_owned(), "#schedules"),
     ] {
-        browser
-            .goto(&format!("http://127.0.0.1:{port}{page}"))
-            .await;
+        browser.goto(&server.url(&page)).await;
         browser.wait_for(table, Duration::from_secs(30)).await;
         let sizes = browser
             .execute(&format!(
@@ -701,4 +730,298 @@ impl Drop for Stopped {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Waits until `bgtasks` command `args` has run on `t`'s database and
+/// succeeded.
+fn run_bgtasks(t: &TestDb, args: &[&str]) {
+    let output = crate::cli::bgtasks(t)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running bgtasks {args:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "bgtasks {args:?}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Whether the page set `window.__marker` earlier is still the one shown:
+/// a reload would have dropped the marker.
+async fn marker(browser: &Browser) -> serde_json::Value {
+    browser
+        .execute("return window.__marker === undefined ? null : window.__marker;")
+        .await
+}
+
+/// The dashboard open in a browser; a task is enqueued by one process and
+/// run by another; the open page shows it finished without being
+/// reloaded: the row in the completed list, and the count beside
+/// "Completed" in the navigation.
+async fn a_task_finished_by_another_process_shows_without_a_reload(t: TestDb) -> TestDb {
+    let Some(browser) = Browser::start().await else {
+        return t;
+    };
+    let server = DashboardServer::start(&t);
+    let wait = Duration::from_secs(30);
+    browser.goto(&server.url("/tasks?state=completed")).await;
+    browser
+        .wait_for_text("p.empty", "No completed tasks match", wait, false)
+        .await;
+    // app.js has started its updates: the status says so.
+    browser.wait_for("#live[data-state=live]", wait).await;
+    browser.execute("window.__marker = 1; return true;").await;
+
+    run_bgtasks(&t, &["enqueue", "bgtasks.noop"]);
+    let _runner = Stopped(
+        crate::cli::bgtasks(&t)
+            .args(["process", "--duration", "300", "--sleep", "0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting bgtasks process"),
+    );
+
+    browser
+        .wait_for_text("#tasks td.task-name", "bgtasks.noop", wait, false)
+        .await;
+    browser
+        .wait_for_text("header nav .n[data-state=completed]", "1", wait, false)
+        .await;
+    assert_eq!(
+        marker(&browser).await,
+        serde_json::json!(1),
+        "the page was reloaded: it should have changed in place"
+    );
+    let gone = browser
+        .execute("return document.querySelectorAll('p.empty').length;")
+        .await;
+    assert_eq!(gone, serde_json::json!(0), "the empty-list note is gone");
+
+    // The runner that ran it shows on the runners page, with what it did.
+    browser.goto(&server.url("/runners")).await;
+    let throughput = browser
+        .wait_for("#runners td.throughput", wait)
+        .await
+        .text()
+        .await
+        .expect("reading the throughput");
+    let rate: f64 = throughput
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{throughput:?} is not a rate: {e}"));
+    assert!(rate > 0.0, "the runner finished a task: {throughput}");
+    browser.close().await;
+    t
+}
+
+/// A phone's viewport (an iPhone SE's, the narrowest in common use).
+const PHONE: (u32, u32) = (375, 812);
+/// A laptop's.
+const DESKTOP: (u32, u32) = (1280, 1000);
+
+/// Every page of the dashboard, with something on it, saved as a
+/// screenshot at a desktop's and a phone's width
+/// (`dashboard-<backend>-<desktop|phone>-<page>.png`). At the phone's
+/// width no page scrolls sideways: wide tables scroll in their own box.
+async fn every_page_on_desktop_and_phone(t: TestDb) -> TestDb {
+    let Some(browser) = Browser::start().await else {
+        return t;
+    };
+    let wait = Duration::from_secs(60);
+    let queue = crate::cli::queue(&t);
+    // A runner of the "work" queue finishes some tasks, fails one for
+    // good, and keeps two running while the pages are shot; the "mail"
+    // queue's tasks, which it does not take, stay pending or scheduled.
+    for i in 0..12 {
+        queue
+            .enqueue_call("bgtasks.echo", &(format!("report {i}"),), &())
+            .queue("work")
+            .await
+            .expect("enqueueing work");
+    }
+    queue
+        .enqueue_call("bgtasks.reject", &(), &())
+        .queue("work")
+        .await
+        .expect("enqueueing a task that fails");
+    for seconds in [600, 601] {
+        queue
+            .enqueue_call("bgtasks.sleep", &(seconds,), &())
+            .queue("work")
+            .await
+            .expect("enqueueing a long task");
+    }
+    let mut pending = Vec::new();
+    for (i, to) in ["ada@example.com", "grace@example.com", "edsger@example.com"]
+        .into_iter()
+        .enumerate()
+    {
+        let task = queue
+            .enqueue_call(
+                "mail.send",
+                &(to,),
+                &serde_json::json!({"subject": "Weekly report"}),
+            )
+            .queue("mail")
+            .priority(i as i32)
+            .await
+            .expect("enqueueing mail")
+            .into_task()
+            .expect("a new task");
+        pending.push(task);
+    }
+    queue
+        .enqueue_call("mail.digest", &(), &())
+        .queue("mail")
+        .schedule(3_600)
+        .await
+        .expect("enqueueing a scheduled task");
+    background_tasks::cron::create(
+        &t.db,
+        background_tasks::cron::NewSchedule::call(
+            "nightly-report",
+            "bgtasks.echo",
+            "0 3 * * *",
+            &[serde_json::json!("nightly")],
+            &serde_json::Map::new(),
+        ),
+        chrono::Utc::now(),
+    )
+    .await
+    .expect("creating a schedule");
+    let _runner = Stopped(
+        crate::cli::bgtasks(&t)
+            .args([
+                "process",
+                "--queue",
+                "work",
+                "--threads",
+                "4",
+                "--duration",
+                "600",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting bgtasks process"),
+    );
+    let db = t.db.clone();
+    crate::fixture::wait_for("the runner to finish 13 tasks", wait, || {
+        let db = db.clone();
+        async move {
+            completed_task::Entity::find()
+                .all(&db)
+                .await
+                .map_or(0, |rows| rows.len())
+                >= 13
+        }
+    })
+    .await;
+    crate::fixture::wait_for("the runner to report two tasks in flight", wait, || {
+        let db = db.clone();
+        async move {
+            background_tasks::runner_row::Entity::find()
+                .all(&db)
+                .await
+                .is_ok_and(|rows| rows.iter().any(|row| row.running == 2))
+        }
+    })
+    .await;
+    let failed = completed_task::Entity::find()
+        .filter(completed_task::Column::FailedAt.is_not_null())
+        .one(&t.db)
+        .await
+        .expect("reading the history")
+        .expect("the rejected task failed for good");
+
+    let server = DashboardServer::start(&t);
+    let backend = format!("{:?}", t.backend).to_lowercase();
+    let pages = [
+        ("overview", "/".to_owned(), "figure.chart"),
+        ("pending", "/tasks?state=pending".to_owned(), "#tasks"),
+        ("scheduled", "/tasks?state=scheduled".to_owned(), "#tasks"),
+        (
+            "running",
+            "/tasks?state=running".to_owned(),
+            "#tasks tr[data-id]",
+        ),
+        (
+            "completed",
+            "/tasks?state=completed&limit=5".to_owned(),
+            "#tasks tr[data-id]",
+        ),
+        (
+            "failed",
+            "/tasks?state=failed".to_owned(),
+            "#tasks tr[data-id]",
+        ),
+        ("task", format!("/tasks/{}", pending[0].id), "table.fields"),
+        (
+            "failed-task",
+            format!("/completed/{}", failed.id),
+            "pre.error",
+        ),
+        ("runners", "/runners".to_owned(), "#runners tr[data-runner]"),
+        ("schedules", "/schedules".to_owned(), "#schedules"),
+    ];
+    let mut shots = Vec::new();
+    for (device, (width, height)) in [("desktop", DESKTOP), ("phone", PHONE)] {
+        browser.resize(width, height).await;
+        for (name, path, shown) in &pages {
+            browser.goto(&server.url(path)).await;
+            browser.wait_for(shown, wait).await;
+            browser.wait_for("#live[data-state=live]", wait).await;
+            let sizes = browser
+                .execute(
+                    "return [document.documentElement.scrollWidth, \
+                     document.documentElement.clientWidth, window.innerWidth];",
+                )
+                .await;
+            let [scroll, client, inner] = [0, 1, 2].map(|i| sizes[i].as_i64().unwrap_or(i64::MAX));
+            let shot = browser
+                .screenshot(&format!("dashboard-{backend}-{device}-{name}"))
+                .await;
+            if device == "phone" {
+                assert!(
+                    inner <= i64::from(width),
+                    "the window is {inner} px wide, not a phone's {width} px"
+                );
+            }
+            assert!(
+                scroll <= client,
+                "{path} on a {device}: the page is {scroll} px wide in a {client} px window, so \
+                 it scrolls sideways (see {})",
+                shot.display()
+            );
+            shots.push(shot);
+        }
+    }
+    // The runner's row says what it is doing.
+    browser.goto(&server.url("/runners")).await;
+    browser.wait_for("#runners tr[data-runner]", wait).await;
+    let runner = browser
+        .execute(
+            "const row = document.querySelector('#runners tr[data-runner]');
+             return [row.querySelector('td.in-flight').textContent.trim(),
+                     row.querySelector('td.slots').textContent.trim()];",
+        )
+        .await;
+    assert_eq!(
+        runner,
+        serde_json::json!(["2", "4"]),
+        "two long tasks of four slots"
+    );
+    browser.close().await;
+    for png in shots {
+        let bytes =
+            std::fs::read(&png).unwrap_or_else(|e| panic!("reading {}: {e}", png.display()));
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{} is not a PNG",
+            png.display()
+        );
+    }
+    t
 }

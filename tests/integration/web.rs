@@ -21,7 +21,9 @@ use crate::tasks::{Add, Mail};
 
 on_all_backends!(
     overview_counts_every_state_and_queue,
+    pages_show_counts_a_scaled_chart_and_live_regions,
     lists_filter_and_page_by_keyset,
+    lists_page_backwards_as_well_as_forwards,
     details_show_params_error_and_chain,
     form_actions_change_the_database,
     json_actions_change_the_database,
@@ -218,6 +220,155 @@ async fn overview_counts_every_state_and_queue(t: TestDb) -> TestDb {
     t
 }
 
+/// The text of the element of `html` that follows `marker` (up to its
+/// closing tag).
+fn text_after<'a>(html: &'a str, marker: &str) -> &'a str {
+    html.split(marker)
+        .nth(1)
+        .unwrap_or_else(|| panic!("{marker} not in {html}"))
+        .split('<')
+        .next()
+        .unwrap_or_default()
+}
+
+async fn pages_show_counts_a_scaled_chart_and_live_regions(t: TestDb) -> TestDb {
+    let queue = t.queue(Registry::new(), Config::default());
+    for i in 0..3 {
+        queue.enqueue::<Add>(&(i, 2)).await.unwrap();
+    }
+    queue.enqueue::<Add>(&(3, 2)).schedule(3_600).await.unwrap();
+    for i in 0..7 {
+        let error = (i == 0).then_some("boom");
+        history(&t, "add", &format!("[[{i}, 2], {{}}]"), error, None).await;
+    }
+    background_tasks::cron::create(
+        &t.db,
+        background_tasks::cron::NewSchedule::call(
+            "nightly",
+            "add",
+            "0 3 * * *",
+            &[json!(1), json!(2)],
+            &serde_json::Map::new(),
+        ),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let app = app(full(&queue)).await;
+    for page in ["/", "/tasks?state=failed", "/runners", "/schedules"] {
+        let (status, html, _) = get_html(&app, page).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        // The navigation counts every state, on every page.
+        for (state, count) in [
+            ("pending", "3"),
+            ("scheduled", "1"),
+            ("running", "0"),
+            ("completed", "6"),
+            ("failed", "1"),
+        ] {
+            assert_eq!(
+                text_after(&html, &format!("class=\"n\" data-state=\"{state}\">")),
+                count,
+                "{page}: {state}"
+            );
+        }
+        assert!(
+            html.contains("Schedules <span class=\"n\">1<"),
+            "{page}: {html}"
+        );
+        assert!(
+            html.contains("Runners <span class=\"n\">0<"),
+            "{page}: {html}"
+        );
+        assert!(html.contains("data-live=\"nav\""), "{page}");
+    }
+
+    let (_, html, _) = get_html(&app, "/").await;
+    for region in ["cards", "oldest", "chart", "queues"] {
+        assert!(
+            html.contains(&format!("data-live=\"{region}\"")),
+            "{region}: {html}"
+        );
+    }
+    // The chart: each minute's values on hover, a time axis, and a scale
+    // from 0 by a round step to the first step at or above the busiest
+    // minute (7 rows, unless a minute turned while they were written).
+    let minutes: Vec<(i64, i64)> = html
+        .split("</title>")
+        .filter_map(|text| {
+            let values = text.rsplit(" UTC: ").next()?;
+            let (ok, failed) = values.split_once(" completed, ")?;
+            Some((
+                ok.parse().ok()?,
+                failed.strip_suffix(" failed")?.parse().ok()?,
+            ))
+        })
+        .collect();
+    assert_eq!(minutes.len(), 60, "{html}");
+    let sum = minutes
+        .iter()
+        .fold((0, 0), |(a, b), (ok, failed)| (a + ok, b + failed));
+    assert_eq!(sum, (6, 1), "{minutes:?}");
+    let peak = minutes
+        .iter()
+        .map(|(ok, failed)| ok + failed)
+        .max()
+        .unwrap();
+    let scale: Vec<i64> = html
+        .split("<g class=\"scale\">")
+        .nth(1)
+        .unwrap()
+        .split("</g>")
+        .next()
+        .unwrap()
+        .split("text-anchor=\"end\">")
+        .skip(1)
+        .map(|label| label.split('<').next().unwrap().parse().unwrap())
+        .collect();
+    let step = scale[1];
+    assert_eq!(scale[0], 0, "{scale:?}");
+    assert!(scale.windows(2).all(|w| w[1] - w[0] == step), "{scale:?}");
+    assert!([1, 2, 5].contains(&step), "{scale:?}");
+    let top = *scale.last().unwrap();
+    assert!(top >= peak && top - step < peak, "{scale:?} for {peak}");
+    let axis = html.split("<g class=\"axis\">").nth(1).unwrap();
+    let labels = axis.matches("text-anchor=\"middle\"").count();
+    assert!(
+        (6..=7).contains(&labels),
+        "a label every 10 minutes: {axis}"
+    );
+    assert_eq!(html.matches("<g class=\"bar\"").count(), 60);
+
+    let (_, html, _) = get_html(&app, "/tasks?state=pending").await;
+    for region in ["rows", "pages"] {
+        assert!(
+            html.contains(&format!("data-live=\"{region}\"")),
+            "{region}: {html}"
+        );
+    }
+    // The filters and the action buttons are no live region: what a person
+    // types or picks is never replaced.
+    let rows = html.split("data-live=\"rows\"").nth(1).unwrap();
+    assert!(
+        !rows.contains("<button") && !rows.contains("name=\"q\""),
+        "{rows}"
+    );
+
+    // The page may fetch itself again (app.js does), and nothing else.
+    let response =
+        test::call_service(&app, test::TestRequest::get().uri("/dash/").to_request()).await;
+    let policy = response
+        .headers()
+        .get(header::CONTENT_SECURITY_POLICY)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("connect-src 'self'"), "{policy}");
+    assert!(policy.contains("default-src 'none'"), "{policy}");
+    t
+}
+
 async fn lists_filter_and_page_by_keyset(t: TestDb) -> TestDb {
     let queue = t.queue(Registry::new(), Config::default());
     // Seven due tasks with priorities 0..7: claim order is highest first.
@@ -325,6 +476,162 @@ async fn lists_filter_and_page_by_keyset(t: TestDb) -> TestDb {
     .await;
     assert_eq!(rest["rows"].as_array().unwrap().len(), 1);
     assert!(rest["next"].is_null());
+    t
+}
+
+/// The ids of a listing's rows.
+fn ids(page: &Value) -> Vec<i64> {
+    page["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rows in {page}"))
+        .iter()
+        .map(|row| row["id"].as_i64().unwrap())
+        .collect()
+}
+
+/// Every page of `list` (a `/api/tasks?…` path), following `next` from
+/// the first page: the pages' ids, and the last page's `prev`.
+async fn pages_forward<S, B>(app: &S, list: &str) -> (Vec<Vec<i64>>, Value)
+where
+    S: Service<Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let mut pages = Vec::new();
+    let mut path = list.to_owned();
+    loop {
+        let (status, page) = get_json(app, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        assert_eq!(
+            page["prev"].is_null(),
+            pages.is_empty(),
+            "only the first page has no previous page: {path}: {page}"
+        );
+        pages.push(ids(&page));
+        match page["next"].as_str() {
+            Some(next) => path = format!("{list}&after={next}"),
+            None => return (pages, page["prev"].clone()),
+        }
+    }
+}
+
+async fn lists_page_backwards_as_well_as_forwards(t: TestDb) -> TestDb {
+    let queue = t.queue(Registry::new(), Config::default());
+    for i in 0..7 {
+        queue
+            .enqueue::<Add>(&(i, 0))
+            .priority(i as i32)
+            .await
+            .unwrap();
+    }
+    for i in 0..5 {
+        History {
+            params: format!("[[{i}, 0], {{}}]"),
+            age: TimeDelta::minutes(10 - i),
+            ..History::of("add")
+        }
+        .insert(&t)
+        .await;
+    }
+    let app = app(full(&queue)).await;
+    for (list, rows) in [
+        ("/api/tasks?state=pending&limit=3", 7),
+        ("/api/tasks?state=completed&limit=2", 5),
+    ] {
+        let (forward, mut prev) = pages_forward(&app, list).await;
+        assert_eq!(forward.concat().len(), rows, "{list}: {forward:?}");
+        // Back from the last page, page by page, to the first.
+        let mut backward = vec![forward.last().unwrap().clone()];
+        while let Some(before) = prev.as_str() {
+            let (status, page) = get_json(&app, &format!("{list}&before={before}")).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            let next = page["next"]
+                .as_str()
+                .expect("a page before another has a next");
+            let (_, again) = get_json(&app, &format!("{list}&after={next}")).await;
+            assert_eq!(
+                ids(&again),
+                *backward.last().unwrap(),
+                "{list}: the next page of a previous page is the page we came from"
+            );
+            backward.push(ids(&page));
+            prev = page["prev"].clone();
+        }
+        backward.reverse();
+        assert_eq!(backward, forward, "{list}: the same pages, both ways");
+    }
+
+    // Rows gone from the first page since: going back from the second
+    // lands on a full first page, not a short one.
+    let (_, first) = get_json(&app, "/api/tasks?state=pending&limit=3").await;
+    let (_, second) = get_json(
+        &app,
+        &format!(
+            "/api/tasks?state=pending&limit=3&after={}",
+            first["next"].as_str().unwrap()
+        ),
+    )
+    .await;
+    let gone = ids(&first)[0];
+    let (status, _) = post_json(&app, json!({"action": "delete", "ids": [gone]})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, back) = get_json(
+        &app,
+        &format!(
+            "/api/tasks?state=pending&limit=3&before={}",
+            second["prev"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(
+        ids(&back),
+        [&ids(&first)[1..], &ids(&second)[..1]].concat(),
+        "{back}"
+    );
+    assert!(back["prev"].is_null(), "it is the first page: {back}");
+
+    // The HTML list links both ways.
+    let (_, html, _) = get_html(&app, "/tasks?state=pending&limit=2").await;
+    assert!(!html.contains("previous page"), "{html}");
+    let link = |html: &str, class: &str| {
+        let href = html
+            .split(&format!("class=\"{class}\" href=\""))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {class} link in {html}"))
+            .split('"')
+            .next()
+            .unwrap()
+            .replace("&amp;", "&");
+        href.strip_prefix(MOUNT).unwrap().to_owned()
+    };
+    let (_, second, _) = get_html(&app, &link(&html, "next")).await;
+    assert!(second.contains("first page"), "{second}");
+    let (status, back, _) = get_html(&app, &link(&second, "prev")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(back.matches("<tr data-id=").count(), 2, "{back}");
+    assert!(
+        !back.contains("previous page"),
+        "back on the first page: {back}"
+    );
+
+    let (status, body) = get_json(
+        &app,
+        &format!(
+            "/api/tasks?state=pending&after={0}&before={0}",
+            first["next"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().contains("not both"),
+        "{body}"
+    );
+    let (status, body) = get_json(&app, "/api/tasks?state=pending&before=nonsense").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().contains("`before`"),
+        "{body}"
+    );
     t
 }
 
@@ -887,9 +1194,24 @@ async fn metrics_and_runners_report_a_running_runner(t: TestDb) -> TestDb {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(runners[0]["alive"], true, "{runners}");
     assert_eq!(runners[0]["runner"]["runner_id"], queue.runner_id());
+    // It finished one task within the minute it has run: one a minute.
+    let throughput = &runners[0]["throughput"];
+    assert_eq!(throughput["finished"], 1, "{runners}");
+    assert_eq!(throughput["window_seconds"], 60, "{runners}");
+    assert_eq!(throughput["per_minute"], 1.0, "{runners}");
+    assert!(
+        runners[0]["runner"]["executors"].as_i64().unwrap() >= 1,
+        "{runners}"
+    );
     let (_, html, _) = get_html(&app, "/runners").await;
     assert!(
         html.contains(queue.runner_id()) && html.contains("alive"),
+        "{html}"
+    );
+    assert!(html.contains("<td class=\"num throughput\""), "{html}");
+    assert!(html.contains(">1.0</td>"), "one task a minute: {html}");
+    assert!(
+        html.contains("in flight") && html.contains("<meter"),
         "{html}"
     );
     runner.shutdown(std::time::Duration::from_secs(5)).await;
