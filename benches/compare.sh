@@ -11,6 +11,7 @@
 #   QUICK=1 bash benches/compare.sh          # smoke run: small N, few reps (about 11 min)
 #   SKIP_PEERS=1 bash benches/compare.sh     # reuse the peers' results already in $RESULTS
 #   python3 benches/compare.py target/compare/results   # the table again, from saved results
+#   bash benches/observability.sh            # only what metrics and traces cost the runner
 #
 # Environment: PEERS_DIR (default ../shared/bench/peers beside the repo),
 # RESULTS (default target/compare/results), QUICK, SKIP_PEERS, SKIP_OURS,
@@ -180,10 +181,18 @@ if [ "$SKIP_BLACKBOX" != 1 ]; then
     env BGTASKS="$BGTASKS" N=$CLI_N RUNS=$RUNS CALLS=$CLI_CALLS JSON=1 bash "$HERE/cli.sh"
   step "CLI on PG, sslmode=disable (N=$CLI_N, $CLI_CALLS calls)" "$RESULTS/cli.jsonl" \
     env BGTASKS="$BGTASKS" N=$CLI_N RUNS=$RUNS CALLS=$CLI_CALLS JSON=1 PARAMS='?sslmode=disable' bash "$HERE/cli.sh"
+  # What the metrics endpoint (scraped every second) and OTLP traces cost
+  # the default runner, against the runner without them, same rounds.
+  step "observability: default runner with and without metrics and traces (N=$BB_N x $RUNS)" \
+    "$OUT/observability.txt" env BGTASKS="$BGTASKS" N=$BB_N ROUNDS=$RUNS bash "$HERE/observability.sh"
 fi
 
 # ---------------------------------------------------------------- report
 say "report"
 python3 "$HERE/compare.py" "$RESULTS" | tee "$OUT/report.txt"
+if [ -f "$OUT/observability.txt" ]; then
+  echo; echo "Observability overhead (default runner, PostgreSQL):"
+  grep "x plain" "$OUT/observability.txt" | tee -a "$OUT/report.txt"
+fi
 echo
 echo "total: $(( $(date +%s) - START )) s; report saved to $OUT/report.txt"

@@ -14,12 +14,12 @@ pub(super) struct Guard {
 }
 
 impl Guard {
-    /// Sends the spans still buffered (waiting at most a few seconds for a
-    /// collector that is away).
+    /// Sends the spans still buffered (waiting at most the OTLP export
+    /// timeout, 10 s, for a collector that is slow or away).
     pub(super) fn finish(self) {
         #[cfg(feature = "otel")]
         if let Some(provider) = self.provider {
-            let _ = provider.shutdown_with_timeout(std::time::Duration::from_secs(5));
+            let _ = provider.shutdown_with_timeout(std::time::Duration::from_secs(10));
         }
     }
 }

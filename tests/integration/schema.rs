@@ -131,7 +131,12 @@ async fn both_tables_have_the_seeds_columns(t: TestDb) -> TestDb {
         // This crate's own columns after the seed's 17: nullable, so
         // Django's inserts leave them empty.
         let expected_own: &[&str] = if table == "background_task" {
-            &["unique_key", "policy", "cancel_requested_at"]
+            &[
+                "unique_key",
+                "policy",
+                "cancel_requested_at",
+                "trace_context",
+            ]
         } else {
             &["result", "cancelled_at"]
         };

@@ -160,11 +160,22 @@ async fn an_execution_links_to_the_enqueue_across_processes_and_retries(t: TestD
         .trace_context
         .clone()
         .expect("the enqueue stored its trace context");
-    let enqueue = receiver
-        .spans()
-        .into_iter()
-        .find(|r| r.span.name == "enqueue")
-        .unwrap_or_else(|| panic!("no enqueue span received: {:?}", receiver.spans()));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let mut enqueue = None;
+    wait_for(
+        &format!("the enqueue span reaches the receiver (enqueue's log: {stderr})"),
+        Duration::from_secs(30),
+        || {
+            enqueue = receiver
+                .spans()
+                .into_iter()
+                .find(|r| r.span.name == "enqueue");
+            let found = enqueue.is_some();
+            async move { found }
+        },
+    )
+    .await;
+    let enqueue = enqueue.unwrap();
     assert_eq!(enqueue.service, "shop-web");
     assert_eq!(enqueue.attribute("task").as_deref(), Some("bgtasks.fail"));
     let (trace_id, span_id) = (hex(&enqueue.span.trace_id), hex(&enqueue.span.span_id));
