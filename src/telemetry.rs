@@ -105,6 +105,7 @@ impl<E: SpanExporter> SpanExporter for Reported<E> {
         let spans = batch.len();
         match self.inner.export(batch).await {
             Ok(()) => {
+                tracing::debug!(spans, "spans exported over OTLP");
                 if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::info!("the OTLP endpoint answers again: exporting spans");
                 }
@@ -135,6 +136,22 @@ impl<E: SpanExporter> SpanExporter for Reported<E> {
     fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
         self.inner.set_resource(resource);
     }
+}
+
+/// How long one OTLP export may take: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`
+/// or `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds), else 10 s, as the
+/// exporter reads them.
+pub fn export_timeout() -> std::time::Duration {
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]
+    .iter()
+    .find_map(|var| std::env::var(var).ok()?.trim().parse::<u64>().ok())
+    .map_or(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis,
+    )
 }
 
 /// Whether the environment asks for an OTLP export.

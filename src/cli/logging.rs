@@ -14,12 +14,19 @@ pub(super) struct Guard {
 }
 
 impl Guard {
-    /// Sends the spans still buffered (waiting at most the OTLP export
-    /// timeout, 10 s, for a collector that is slow or away).
+    /// Sends the spans still buffered, waiting at most the OTLP export
+    /// timeout ([`crate::telemetry::export_timeout`], 10 s by default) for
+    /// a collector that is slow; one that is away fails at once.
     pub(super) fn finish(self) {
         #[cfg(feature = "otel")]
         if let Some(provider) = self.provider {
-            let _ = provider.shutdown_with_timeout(std::time::Duration::from_secs(10));
+            let timeout = crate::telemetry::export_timeout() + std::time::Duration::from_secs(1);
+            if let Err(err) = provider.shutdown_with_timeout(timeout) {
+                let _ = std::io::Write::write_fmt(
+                    &mut std::io::stderr(),
+                    format_args!("bgtasks: the last spans were not exported: {err}\n"),
+                );
+            }
         }
     }
 }

@@ -148,6 +148,9 @@ async fn an_execution_links_to_the_enqueue_across_processes_and_retries(t: TestD
         .args(["enqueue", "bgtasks.fail"])
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
         .env("OTEL_SERVICE_NAME", "shop-web")
+        // A loaded CI machine: the exit waits for the last export this long.
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "60000")
+        .env("RUST_LOG", "info,background_tasks::telemetry=debug")
         .output()
         .unwrap();
     assert!(
@@ -188,6 +191,7 @@ async fn an_execution_links_to_the_enqueue_across_processes_and_retries(t: TestD
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_SERVICE_NAME", "shop-worker"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "60000"),
         ],
     );
     wait_for(
@@ -197,11 +201,23 @@ async fn an_execution_links_to_the_enqueue_across_processes_and_retries(t: TestD
     )
     .await;
     let log = runner.stop().await;
-    let executions: Vec<Received> = receiver
-        .spans()
-        .into_iter()
-        .filter(|r| r.span.name == "task")
-        .collect();
+    let executions = || -> Vec<Received> {
+        receiver
+            .spans()
+            .into_iter()
+            .filter(|r| r.span.name == "task")
+            .collect()
+    };
+    wait_for(
+        &format!("both execution spans reach the receiver (runner's log: {log})"),
+        Duration::from_secs(30),
+        || {
+            let both = executions().len() >= 2;
+            async move { both }
+        },
+    )
+    .await;
+    let executions = executions();
     assert_eq!(executions.len(), 2, "{executions:#?}\n{log}");
     let mut attempts = Vec::new();
     for execution in &executions {
