@@ -722,6 +722,20 @@ async fn set_aside(conn: &DatabaseConnection) -> Result<Verdict> {
     ))
 }
 
+/// Stale locks, per owner: tasks locked before `locked_before` by an owner
+/// that is gone ([`is_gone`]; `alive` holds the live runners' identities).
+/// The doctor's `stale_locks` finding and the metrics'
+/// `background_tasks_stale_locks` gauge both count these.
+pub(crate) async fn stale_lock_owners<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    alive: &HashSet<String>,
+    locked_before: DateTime<Utc>,
+) -> Result<Vec<(String, i64)>> {
+    let mut owners = sql::old_locks_by_owner(conn, locked_before).await?;
+    owners.retain(|(owner, _)| is_gone(owner, alive));
+    Ok(owners)
+}
+
 /// Identities of the runners seen within the lease.
 async fn alive_runners(
     conn: &DatabaseConnection,
@@ -743,11 +757,7 @@ async fn stale_locks(
     locked_before: DateTime<Utc>,
     lease: Duration,
 ) -> Result<Verdict> {
-    let owners = sql::old_locks_by_owner(conn, locked_before).await?;
-    let stale: Vec<&(String, i64)> = owners
-        .iter()
-        .filter(|(owner, _)| is_gone(owner, alive))
-        .collect();
+    let stale = stale_lock_owners(conn, alive, locked_before).await?;
     let lease = seconds(TimeDelta::from_std(lease).unwrap_or(TimeDelta::MAX));
     if stale.is_empty() {
         return Ok(verdict(

@@ -50,7 +50,9 @@
 //! errors count the runner's steps that failed (`operation`: `claim`,
 //! `outcome`, `heartbeat`, `cron`) by kind (`unreachable`, `conflict`,
 //! `constraint`, `decode`, `other`); a lock conflict retried at once and
-//! then won does not count.
+//! then won does not count. `stale_locks` counts what `bgtasks doctor`
+//! reports as stale: tasks locked for longer than the lease by a runner
+//! that is gone.
 //!
 //! Label values are bounded: `task` only takes the names in the runner's
 //! registry (any other name counts as `(unregistered)`), `queue` the
@@ -315,7 +317,7 @@ impl Metrics {
         );
         registry.register(
             "stale_locks",
-            "Locked tasks whose lock is older than the lease: their runner stopped renewing it",
+            "Tasks locked for longer than the lease by a runner that is gone (as bgtasks doctor counts them)",
             metrics.stale_locks.clone(),
         );
         registry.register(
@@ -496,7 +498,18 @@ impl Metrics {
             .ok()
             .and_then(|lease| now.checked_sub_signed(lease));
         let stale = match stale_before {
-            Some(cutoff) => crate::store::controls::stale_locks(conn, cutoff).await?,
+            Some(cutoff) => {
+                let alive = runners
+                    .iter()
+                    .filter(|r| r.alive)
+                    .map(|r| r.runner.runner_id.clone())
+                    .collect();
+                crate::doctor::stale_lock_owners(conn, &alive, cutoff)
+                    .await?
+                    .iter()
+                    .map(|(_, count)| count)
+                    .sum()
+            }
             None => 0,
         };
         self.depth.clear();

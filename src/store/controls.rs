@@ -1,6 +1,6 @@
 //! The fleet controls' SQL: paused queues (`background_task_queue_pause`),
 //! drain requests (`background_task_runner.drain_requested_at`), and the
-//! reads behind their checks and gauges.
+//! reads behind their checks.
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
@@ -104,23 +104,4 @@ pub(crate) async fn drain_requested<C: ConnectionTrait>(
     Ok(super::rows::select_one(conn, row)
         .await?
         .map(|row| row.drain_requested_at.is_some()))
-}
-
-/// Locked tasks whose lock was last renewed before `cutoff`: their runner
-/// stopped renewing them (it died or hangs), and they wait for the lock
-/// expiry to take them back.
-pub(crate) async fn stale_locks<C: ConnectionTrait>(
-    conn: &C,
-    cutoff: DateTime<Utc>,
-) -> Result<i64> {
-    let backend = conn.get_database_backend();
-    let mut count = Sql::new(backend);
-    count
-        .push("SELECT COUNT(*) FROM background_task WHERE locked_by IS NOT NULL AND locked_at < ")
-        .bind(cutoff);
-    let row = conn.query_one_raw(count.build()).await?;
-    Ok(row
-        .map(|row| row.try_get_by_index::<i64>(0))
-        .transpose()?
-        .unwrap_or_default())
 }

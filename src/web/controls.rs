@@ -130,11 +130,7 @@ pub(crate) async fn act(
     req: HttpRequest,
     form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, WebError> {
-    let field = |name: &str| {
-        form.iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    };
+    let field = |name: &str| super::pages::form_field(&form, name);
     csrf::check(&ctx, &req, field("csrf"))?;
     ctx.check_can_act()?;
     let back = super::pages::back_to(&ctx, field("back"))?;

@@ -1025,11 +1025,7 @@ pub(crate) async fn act(
     req: HttpRequest,
     form: web::Form<Vec<(String, String)>>,
 ) -> Result<HttpResponse, WebError> {
-    let field = |name: &str| {
-        form.iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    };
+    let field = |name: &str| form_field(&form, name);
     csrf::check(&ctx, &req, field("csrf"))?;
     ctx.check_can_act()?;
     let action: Action = field("action")
@@ -1061,6 +1057,13 @@ pub(crate) async fn act(
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, location))
         .finish())
+}
+
+/// The first value of field `name` in a posted form.
+pub(crate) fn form_field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form.iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
 }
 
 /// Where a form goes back to after its action: the page it was on

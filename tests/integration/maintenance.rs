@@ -836,6 +836,16 @@ async fn doctor_finds_locks_of_gone_runners(t: TestDb) -> TestDb {
         .join(", ");
     assert!(detail.contains(&format!("ids {listed}.")), "{detail}");
     assert!(detail.contains("when the lock expires"), "{detail}");
+    // The metrics' gauge counts the same three.
+    let queue = t.queue(
+        background_tasks::Registry::new(),
+        background_tasks::Config::default(),
+    );
+    let metrics = background_tasks::metrics::render(&queue).await.unwrap();
+    assert!(
+        metrics.contains("background_tasks_stale_locks 3"),
+        "{metrics}"
+    );
     for check in CHECKS.iter().filter(|c| **c != "stale_locks") {
         assert_eq!(findings[*check].0, "ok", "{check}: {findings:?}");
     }
