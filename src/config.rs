@@ -164,6 +164,7 @@ pub struct Config {
     pub(crate) cancel_grace: Duration,
     pub(crate) queue_limits: std::collections::BTreeMap<String, usize>,
     pub(crate) clock: Clock,
+    pub(crate) listen_url: Option<String>,
 }
 
 impl Default for Config {
@@ -184,6 +185,7 @@ impl Default for Config {
             cancel_grace: DEFAULT_CANCEL_GRACE,
             queue_limits: std::collections::BTreeMap::new(),
             clock: Clock::system(),
+            listen_url: None,
         }
     }
 }
@@ -221,6 +223,7 @@ impl Config {
     /// | `BACKGROUND_TASK_PRIORITY_ORDERING` | [`ConfigBuilder::priority_ordering`] | exactly `ASC`, or anything else for DESC |
     /// | `BACKGROUND_TASK_LEASE` | [`ConfigBuilder::lease`] | seconds |
     /// | `BACKGROUND_TASK_CANCEL_GRACE` | [`ConfigBuilder::cancel_grace`] | seconds |
+    /// | `BACKGROUND_TASK_LISTEN_URL` | [`ConfigBuilder::listen_url`] | a `postgres://` URL |
     /// | `BACKGROUND_TASK_KEEP_COMPLETED` | [`Retention::completed`] | `7d`, `12h`, `90m`, `30s` or seconds, above 0 |
     /// | `BACKGROUND_TASK_KEEP_FAILED` | [`Retention::failed`] | the same |
     /// | `BACKGROUND_TASK_KEEP_LAST` | [`Retention::keep_last`] | whole number, at least 1 |
@@ -307,6 +310,15 @@ impl Config {
     /// Only run this named queue, `--queue` (default: every queue).
     pub fn queue(&self) -> Option<&str> {
         self.queue.as_deref()
+    }
+
+    /// The PostgreSQL URL the runner `LISTEN`s on for new tasks when its
+    /// database URL names a transaction pooler (`pooler=transaction`),
+    /// which cannot carry a `LISTEN` (`BACKGROUND_TASK_LISTEN_URL`,
+    /// `--listen-url`; default none: such a runner checks the newest task
+    /// id every 100 ms instead).
+    pub fn listen_url(&self) -> Option<&str> {
+        self.listen_url.as_deref()
     }
 
     /// How long a runner's locks last without renewal (default 30 s).
@@ -481,6 +493,18 @@ impl ConfigBuilder {
         self
     }
 
+    /// A direct PostgreSQL URL to `LISTEN` on for new tasks, for a runner
+    /// whose database URL names a transaction pooler (`pooler=transaction`,
+    /// where `LISTEN` cannot work): one more connection per runner, past the
+    /// pooler, and new work starts within milliseconds. Without it such a
+    /// runner checks the newest task id every 100 ms through the pooler.
+    /// Ignored on other backends and on direct URLs, which listen on
+    /// their own pool (`BACKGROUND_TASK_LISTEN_URL`).
+    pub fn listen_url(mut self, url: impl Into<String>) -> Self {
+        self.config.listen_url = Some(url.into());
+        self
+    }
+
     /// The clock to read (default: the system clock).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.config.clock = clock;
@@ -642,6 +666,14 @@ fn builder_from_vars(vars: Vars<'_>) -> Result<ConfigBuilder> {
     }
     if let Some(lease) = var(vars, "BACKGROUND_TASK_LEASE", parse::seconds)? {
         builder = builder.lease(lease);
+    }
+    if let Some(url) = vars("BACKGROUND_TASK_LISTEN_URL") {
+        let url = url
+            .into_string()
+            .map_err(|_| Error::invalid("BACKGROUND_TASK_LISTEN_URL", "is not valid UTF-8"))?;
+        if !url.is_empty() {
+            builder = builder.listen_url(url);
+        }
     }
     if let Some(grace) = var(vars, "BACKGROUND_TASK_CANCEL_GRACE", parse::seconds)? {
         builder = builder.cancel_grace(grace);

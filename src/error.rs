@@ -25,7 +25,7 @@ pub enum Error {
     },
     /// The database could not be reached or refused the connection.
     #[error(
-        "cannot connect to the database at {url}: {source}. Check that the server is running and that the URL, user and password are right"
+        "cannot connect to the database at {url}: {source}{hint}. Check that the server is running and that the URL, user and password are right", hint = hint(source)
     )]
     Connect {
         /// The URL, with any password hidden.
@@ -34,11 +34,20 @@ pub enum Error {
         #[source]
         source: sea_orm::DbErr,
     },
+    /// A URL with several hosts (or `target_session_attrs=read-write`)
+    /// where none takes writes within the connect timeout.
+    #[error("cannot connect to the database at {url}: {answers}")]
+    NoWritableHost {
+        /// The URL, with any password hidden.
+        url: String,
+        /// What each host answered, and what to do.
+        answers: String,
+    },
     /// Creating or upgrading the schema failed.
     #[error("migrating the queue's tables failed: {0}")]
     Migrate(#[source] sea_orm::DbErr),
     /// A statement failed.
-    #[error("database error: {0}")]
+    #[error("database error: {0}{hint}", hint = hint(.0))]
     Database(#[from] sea_orm::DbErr),
     /// A task's params could not be encoded (at enqueue) or decoded (at run time).
     #[error(transparent)]
@@ -147,5 +156,30 @@ impl std::fmt::Display for UnreadableRow {
             "{}. Correct the value in the database or delete the row",
             self.reason
         )
+    }
+}
+
+/// What to do about a driver error that says more about the set-up than
+/// about the statement: a pooler or a cluster node the URL does not
+/// describe. Empty for every other error.
+fn hint(err: &sea_orm::DbErr) -> &'static str {
+    let text = err.to_string();
+    if text.contains("prepared statement \"sqlx_s_")
+        || text.contains("bind message supplies")
+        || text.contains("unnamed prepared statement does not exist")
+    {
+        ". The server's prepared statements are not this connection's: the URL names a \
+         transaction pooler (PgBouncer with pool_mode = transaction), which hands server \
+         connections from client to client, without saying so; add pooler=transaction to the \
+         URL (README, \"Deployment\")"
+    } else if text.contains("unsupported startup parameter") {
+        ". PgBouncer refuses a connection parameter the driver sends: add \
+         ignore_startup_parameters = extra_float_digits to pgbouncer.ini"
+    } else if text.contains("WSREP has not yet prepared node") {
+        ". This Galera node is not Synced with its cluster yet (it is joining or was cut off): \
+         wait for wsrep_local_state_comment = Synced, or list the cluster's other nodes in the \
+         URL (mysql://USER@NODE1,NODE2,NODE3/DB) so another one is used"
+    } else {
+        ""
     }
 }

@@ -5,7 +5,10 @@
 //! - PostgreSQL: `LISTEN background_tasks`; a trigger (migration 4) sends
 //!   one `NOTIFY` per inserting statement, Django's inserts included. The
 //!   listening connection reconnects by itself; after any loss the Poller
-//!   is woken once, for what was announced while it was away.
+//!   is woken once, for what was announced while it was away. Behind a
+//!   transaction pooler (`pooler=transaction`), which cannot carry a
+//!   `LISTEN`, it listens on the config's direct `listen_url` when there is
+//!   one, and otherwise checks the newest task id as on MySQL.
 //! - SQLite: `PRAGMA data_version`, which changes when another connection
 //!   (another process) commits to the file: read from shared memory, no
 //!   disk access. Checked every millisecond after a change, backing off to
@@ -37,17 +40,27 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Watches for new work until the Poller stops.
 pub(crate) async fn watch(queue: Queue, poller: Addr<Poller>) {
     match queue.db().get_database_backend() {
-        DbBackend::Postgres => listen(&queue, &poller).await,
+        DbBackend::Postgres if crate::db::pooler(queue.db()) == crate::db::Pooler::Transaction => {
+            match queue.config().listen_url().map(str::to_owned) {
+                Some(url) => listen(&queue, &poller, Some(&url)).await,
+                None => probe(&queue, &poller, Duration::from_millis(2), MYSQL_IDLE).await,
+            }
+        }
+        DbBackend::Postgres => listen(&queue, &poller, None).await,
         DbBackend::Sqlite => probe(&queue, &poller, Duration::from_millis(1), SQLITE_IDLE).await,
         _ => probe(&queue, &poller, Duration::from_millis(2), MYSQL_IDLE).await,
     }
 }
 
-async fn listen(queue: &Queue, poller: &Addr<Poller>) {
+/// Listens on a connection of the queue's pool, or on one to `direct`.
+async fn listen(queue: &Queue, poller: &Addr<Poller>, direct: Option<&str>) {
     let channel = migration::NOTIFY_CHANNEL;
     while poller.connected() {
-        let pool = queue.db().get_postgres_connection_pool();
-        let mut listener = match PgListener::connect_with(pool).await {
+        let connected = match direct {
+            Some(url) => PgListener::connect(url).await,
+            None => PgListener::connect_with(queue.db().get_postgres_connection_pool()).await,
+        };
+        let mut listener = match connected {
             Ok(listener) => Listening(Some(listener)),
             Err(err) => {
                 tracing::debug!("cannot listen for new tasks yet; polling meanwhile: {err}");

@@ -45,6 +45,12 @@ pub(super) struct ProcessArgs {
     /// [default: 10]
     #[arg(long, value_parser = parse::seconds)]
     pub(super) cancel_grace: Option<Duration>,
+    /// A direct PostgreSQL URL to LISTEN on for new tasks when DATABASE_URL
+    /// names a transaction pooler (pooler=transaction), which cannot carry
+    /// a LISTEN. Without it such a runner checks for new tasks every 100 ms
+    /// through the pooler. [env: BACKGROUND_TASK_LISTEN_URL]
+    #[arg(long, value_name = "URL")]
+    pub(super) listen_url: Option<String>,
     /// At most N tasks of QUEUE at once in this runner (QUEUE=N; repeat the
     /// flag for several queues). For a limit across all runners, see
     /// `bgtasks limit`.
@@ -161,6 +167,9 @@ impl ProcessArgs {
         }
         if let Some(grace) = self.cancel_grace {
             builder = builder.cancel_grace(grace);
+        }
+        if let Some(url) = &self.listen_url {
+            builder = builder.listen_url(url);
         }
         if let Some(queue) = &self.queue {
             builder = builder.queue(queue);

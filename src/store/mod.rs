@@ -186,7 +186,7 @@ pub(crate) fn classify(err: &crate::error::Error) -> DbErrorKind {
     use crate::error::Error;
     match err {
         Error::Unreadable(_) | Error::Params(_) => DbErrorKind::Decode,
-        Error::Connect { .. } => DbErrorKind::Unreachable,
+        Error::Connect { .. } | Error::NoWritableHost { .. } => DbErrorKind::Unreachable,
         Error::Database(db_err) | Error::Migrate(db_err) => classify_db(db_err),
         _ => DbErrorKind::Other,
     }
@@ -218,6 +218,7 @@ fn classify_db(err: &DbErr) -> DbErrorKind {
         Sqlx::ColumnDecode { .. } | Sqlx::Decode(_) | Sqlx::TypeNotFound { .. } => {
             DbErrorKind::Decode
         }
+        Sqlx::Database(_) if is_server_unavailable(err) => DbErrorKind::Unreachable,
         Sqlx::Database(db_err) => {
             use sea_orm::sqlx::error::ErrorKind;
             match db_err.kind() {
@@ -231,6 +232,19 @@ fn classify_db(err: &DbErr) -> DbErrorKind {
         }
         _ => DbErrorKind::Other,
     }
+}
+
+/// A server that is up but cannot take the statement now, which another
+/// server (failover) or a moment later will: PostgreSQL shutting down or
+/// starting (57P01..57P03) or read-only (25006, a standby, a demoted
+/// primary); a Galera node not Synced (1047, "WSREP has not yet prepared
+/// node for application use").
+fn is_server_unavailable(err: &DbErr) -> bool {
+    matches!(mysql_error_number(err), Some(1047))
+        || matches!(
+            postgres_code(err).as_deref(),
+            Some("57P01" | "57P02" | "57P03" | "25006")
+        )
 }
 
 /// A value the column cannot hold: PostgreSQL's class 22 (data exception:

@@ -49,8 +49,10 @@ impl Task for Ledger {
 /// Creates the ledger table.
 pub async fn create_ledger(db: &DatabaseConnection) {
     let sql = match db.get_database_backend() {
+        // A primary key: Galera replicates row changes by it.
         DbBackend::MySql => {
-            "CREATE TABLE bgt_ledger (job BIGINT NOT NULL, runner VARCHAR(64) NOT NULL, INDEX (job))"
+            "CREATE TABLE bgt_ledger (id BIGINT AUTO_INCREMENT PRIMARY KEY, job BIGINT NOT NULL, \
+             runner VARCHAR(64) NOT NULL, INDEX (job))"
         }
         _ => "CREATE TABLE bgt_ledger (job BIGINT NOT NULL, runner VARCHAR(64) NOT NULL)",
     };
@@ -67,6 +69,16 @@ pub struct ChildRunner {
 
 impl ChildRunner {
     pub fn spawn(url: &str, threads: usize, lease: Duration) -> ChildRunner {
+        ChildRunner::spawn_listening(url, threads, lease, None)
+    }
+
+    /// With a direct URL to `LISTEN` on (for a `pooler=transaction` URL).
+    pub fn spawn_listening(
+        url: &str,
+        threads: usize,
+        lease: Duration,
+        listen_url: Option<&str>,
+    ) -> ChildRunner {
         use std::io::{BufRead, BufReader};
         let log = tempfile::NamedTempFile::new().unwrap();
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -80,6 +92,7 @@ impl ChildRunner {
             .env("BGT_CHILD_URL", url)
             .env("BGT_CHILD_THREADS", threads.to_string())
             .env("BGT_CHILD_LEASE_MS", lease.as_millis().to_string())
+            .env("BGT_CHILD_LISTEN_URL", listen_url.unwrap_or_default())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log.reopen().unwrap()))
             .spawn()
@@ -146,13 +159,17 @@ fn child_runner() {
         .init();
     actix_rt::System::new().block_on(async move {
         let db = background_tasks::db::connect(Some(&url)).await.unwrap();
-        let config = Config::builder()
+        let mut config = Config::builder()
             .run_async(true)
             .async_threads(threads)
             .lease(Duration::from_millis(lease_ms))
-            .sleep(Duration::from_millis(200))
-            .build()
-            .unwrap();
+            .sleep(Duration::from_millis(200));
+        if let Ok(listen) = std::env::var("BGT_CHILD_LISTEN_URL")
+            && !listen.is_empty()
+        {
+            config = config.listen_url(listen);
+        }
+        let config = config.build().unwrap();
         let registry = Registry::new();
         let queue = Queue::with_parts(db.clone(), registry.clone(), config);
         registry.register(Ledger {

@@ -11,6 +11,7 @@ mod browser;
 mod cancel;
 mod child;
 mod cli;
+mod cluster;
 mod connect;
 mod cron;
 mod django;

@@ -6,13 +6,20 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
     SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
 use crate::error::{Error, Result};
+
+mod hosts;
+mod url;
+
+pub use url::Pooler;
+pub(crate) use url::redact;
+use url::{normalize_url, sqlite_synchronous};
 
 /// File of the embedded SQLite database used when no URL is given,
 /// created in the working directory.
@@ -121,16 +128,16 @@ async fn connect_pool(url: Option<&str>, one_connection: bool) -> Result<Databas
         Some(url) => normalize_url(url)?,
         None => default_url(),
     };
+    if !url.starts_with("sqlite:") {
+        return connect_server(&url, one_connection).await;
+    }
     let (url, synchronous) = sqlite_synchronous(&url)?;
     let mut options = ConnectOptions::new(url.clone());
     options
         .connect_timeout(CONNECT_TIMEOUT)
         .acquire_timeout(CONNECT_TIMEOUT)
         .sqlx_logging(false);
-    if one_connection {
-        options.max_connections(1).test_before_acquire(false);
-    }
-    if url.starts_with("sqlite:") {
+    {
         // One connection: this process's writes queue up in the pool, in
         // order, instead of several connections fighting for SQLite's one
         // write lock through its busy handler (which sleeps up to 100 ms a
@@ -156,7 +163,7 @@ async fn connect_pool(url: Option<&str>, one_connection: bool) -> Result<Databas
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
     });
     let pool = Arc::new(holders::Pool::default());
-    if url.starts_with("sqlite:") {
+    {
         let (acquired, connected, released) = (pool.clone(), pool.clone(), pool.clone());
         options.map_sqlx_sqlite_pool_opts(move |pool| {
             let (acquired, connected, released) =
@@ -181,10 +188,160 @@ async fn connect_pool(url: Option<&str>, one_connection: bool) -> Result<Databas
             url: redact(&url),
             source,
         })?;
-    if db.get_database_backend() == DbBackend::Sqlite {
-        holders::register(&db, &pool);
+    holders::register(&db, &pool);
+    Ok(db)
+}
+
+/// Connects to PostgreSQL or MySQL/MariaDB: one host or several (the first
+/// writable, watched for failover: [`hosts`]), directly or through a
+/// transaction pooler ([`Pooler`]).
+async fn connect_server(url: &str, one_connection: bool) -> Result<DatabaseConnection> {
+    let target = url::target(url)?;
+    let connect_error = |source| Error::Connect {
+        url: redact(url),
+        source,
+    };
+    let options = if target.url.starts_with("mysql:") {
+        hosts::Options::MySql(target.url.parse().map_err(|err: sea_orm::sqlx::Error| {
+            connect_error(sea_orm::DbErr::Custom(err.to_string()))
+        })?)
+    } else {
+        let options: sea_orm::sqlx::postgres::PgConnectOptions =
+            target.url.parse().map_err(|err: sea_orm::sqlx::Error| {
+                connect_error(sea_orm::DbErr::Custom(err.to_string()))
+            })?;
+        hosts::Options::Postgres(match target.pooler {
+            // Unnamed statements, parsed and run with no ReadyForQuery in
+            // between (vendor/sqlx-postgres): nothing outlives a statement.
+            Pooler::Transaction => options.statement_cache_capacity(0),
+            Pooler::None => options,
+        })
+    };
+    let chosen = if target.read_write {
+        hosts::choose(&target, &options, CONNECT_TIMEOUT)
+            .await
+            .map_err(|answers| Error::NoWritableHost {
+                url: redact(url),
+                answers,
+            })?
+    } else {
+        0
+    };
+    let chosen_options = hosts::options_on(&options, &target, chosen);
+    let info = Arc::new(PoolInfo {
+        pooler: target.pooler,
+        switches: hosts::Switches::new(chosen),
+    });
+    let mut connect = ConnectOptions::new(target.url.clone());
+    connect
+        .connect_timeout(CONNECT_TIMEOUT)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .sqlx_logging(false);
+    if one_connection {
+        connect.max_connections(1).test_before_acquire(false);
+    }
+    let check = target.read_write;
+    match chosen_options.clone() {
+        hosts::Options::Postgres(chosen) => {
+            let held = info.clone();
+            connect.map_sqlx_postgres_opts(move |_| chosen.clone());
+            connect.map_sqlx_postgres_pool_opts(move |pool| {
+                let held = held.clone();
+                let pool = pool.before_acquire(move |_, meta| {
+                    let current = held.switches.is_current(meta.age);
+                    Box::pin(async move { Ok(current) })
+                });
+                if check {
+                    pool.after_connect(|conn, _| Box::pin(hosts::check_postgres(conn)))
+                } else {
+                    pool
+                }
+            });
+        }
+        hosts::Options::MySql(chosen) => {
+            let held = info.clone();
+            connect.map_sqlx_mysql_opts(move |_| chosen.clone());
+            connect.map_sqlx_mysql_pool_opts(move |pool| {
+                let held = held.clone();
+                let pool = pool.before_acquire(move |_, meta| {
+                    let current = held.switches.is_current(meta.age);
+                    Box::pin(async move { Ok(current) })
+                });
+                if check {
+                    pool.after_connect(|conn, _| Box::pin(hosts::check_mysql(conn)))
+                } else {
+                    pool
+                }
+            });
+        }
+    }
+    let db = Database::connect(connect).await.map_err(connect_error)?;
+    pools::register(&db, &info);
+    if target.hosts.len() > 1 && !one_connection {
+        let pool = match db.get_database_backend() {
+            DbBackend::Postgres => hosts::Pool::Postgres(db.get_postgres_connection_pool().clone()),
+            _ => hosts::Pool::MySql(db.get_mysql_connection_pool().clone()),
+        };
+        let switches = info.switches.clone();
+        tokio::spawn(hosts::watch(target, options, pool, switches));
     }
     Ok(db)
+}
+
+/// What this crate knows of a server pool it opened.
+struct PoolInfo {
+    pooler: Pooler,
+    switches: Arc<hosts::Switches>,
+}
+
+/// What stands between `db` and its PostgreSQL server, as its URL said
+/// (`pooler=`): a transaction pooler takes no `LISTEN`.
+pub fn pooler(db: &DatabaseConnection) -> Pooler {
+    pools::of(db).map_or(Pooler::None, |info| info.pooler)
+}
+
+/// The server pools this process opened, each known by its options'
+/// address for as long as the pool (whose hooks hold the info) lives.
+mod pools {
+    use std::sync::{Arc, Mutex, Weak};
+
+    use sea_orm::{DatabaseConnection, DbBackend};
+
+    use super::PoolInfo;
+
+    static POOLS: Mutex<Vec<(usize, Weak<PoolInfo>)>> = Mutex::new(Vec::new());
+
+    fn key(db: &DatabaseConnection) -> Option<usize> {
+        match db.get_database_backend() {
+            DbBackend::Postgres => {
+                Some(db.get_postgres_connection_pool().options() as *const _ as usize)
+            }
+            DbBackend::MySql => Some(db.get_mysql_connection_pool().options() as *const _ as usize),
+            _ => None,
+        }
+    }
+
+    fn lock() -> std::sync::MutexGuard<'static, Vec<(usize, Weak<PoolInfo>)>> {
+        POOLS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn register(db: &DatabaseConnection, info: &Arc<PoolInfo>) {
+        let Some(key) = key(db) else { return };
+        let mut pools = lock();
+        pools.retain(|(_, info)| info.strong_count() > 0);
+        pools.push((key, Arc::downgrade(info)));
+    }
+
+    pub(super) fn of(db: &DatabaseConnection) -> Option<Arc<PoolInfo>> {
+        let key = key(db)?;
+        lock()
+            .iter()
+            .rev()
+            .find(|(k, info)| *k == key && info.strong_count() > 0)
+            .and_then(|(_, info)| info.upgrade())
+    }
 }
 
 /// The tokio task running now, as a number; outside a task (the future a
@@ -430,148 +587,4 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<()> {
     }
     outcome.map_err(Error::Migrate)?;
     txn.commit().await.map_err(Error::Migrate)
-}
-
-/// Checks the scheme and maps aliases; adds `mode=rwc` to SQLite file URLs
-/// so a missing file is created.
-fn normalize_url(url: &str) -> Result<String> {
-    let invalid = |reason: &str| Error::InvalidDatabaseUrl {
-        url: redact(url),
-        reason: reason.to_owned(),
-    };
-    let (scheme, rest) = url
-        .split_once("://")
-        .or_else(|| url.split_once(':'))
-        .ok_or_else(|| invalid("it has no scheme"))?;
-    match scheme {
-        "postgres" | "postgresql" | "mysql" => {
-            if rest.is_empty() {
-                return Err(invalid("it names no host"));
-            }
-            Ok(url.to_owned())
-        }
-        "mariadb" => Ok(format!("mysql://{rest}")),
-        "sqlite" => {
-            if rest.is_empty() {
-                return Err(invalid("it names no file"));
-            }
-            if rest.contains("mode=") || rest.starts_with(":memory:") {
-                Ok(url.to_owned())
-            } else if rest.contains('?') {
-                Ok(format!("{url}&mode=rwc"))
-            } else {
-                Ok(format!("{url}?mode=rwc"))
-            }
-        }
-        other => Err(invalid(&format!(
-            "the scheme {other:?} is not one of sqlite, postgres, mysql, mariadb"
-        ))),
-    }
-}
-
-/// Takes this crate's own `synchronous=` parameter out of a SQLite URL
-/// (sqlx does not know it): `full` (the default: a committed transaction
-/// survives a power cut) or `normal` (WAL commits are not flushed to disk
-/// one by one; a power cut may roll back the last ones, never corrupts the
-/// file; several times faster for small transactions).
-fn sqlite_synchronous(url: &str) -> Result<(String, SqliteSynchronous)> {
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), SqliteSynchronous::Full));
-    };
-    if !url.starts_with("sqlite:") {
-        return Ok((url.to_owned(), SqliteSynchronous::Full));
-    }
-    let mut synchronous = SqliteSynchronous::Full;
-    let mut kept = Vec::new();
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("synchronous", value)) => {
-                synchronous = match value.to_ascii_lowercase().as_str() {
-                    "full" => SqliteSynchronous::Full,
-                    "normal" => SqliteSynchronous::Normal,
-                    other => {
-                        return Err(Error::InvalidDatabaseUrl {
-                            url: redact(url),
-                            reason: format!(
-                                "synchronous={other} is not supported; use synchronous=full \
-                                 (the default) or synchronous=normal"
-                            ),
-                        });
-                    }
-                }
-            }
-            _ => kept.push(pair),
-        }
-    }
-    let url = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    Ok((url, synchronous))
-}
-
-/// The URL with its password replaced by `***`, for messages and logs.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_are_checked_and_normalized() {
-        assert_eq!(
-            normalize_url("sqlite://x.db").unwrap(),
-            "sqlite://x.db?mode=rwc"
-        );
-        assert_eq!(
-            normalize_url("sqlite://x.db?a=b").unwrap(),
-            "sqlite://x.db?a=b&mode=rwc"
-        );
-        assert_eq!(normalize_url("sqlite::memory:").unwrap(), "sqlite::memory:");
-        assert_eq!(
-            normalize_url("mariadb://root@h/db").unwrap(),
-            "mysql://root@h/db"
-        );
-        assert!(normalize_url("redis://h").is_err());
-        assert!(normalize_url("no scheme").is_err());
-        assert!(normalize_url("postgres://").is_err());
-    }
-
-    #[test]
-    fn sqlite_synchronous_is_ours_to_read() {
-        let (url, sync) = sqlite_synchronous("sqlite://q.db?mode=rwc&synchronous=normal").unwrap();
-        assert_eq!(url, "sqlite://q.db?mode=rwc");
-        assert!(matches!(sync, SqliteSynchronous::Normal));
-        let (url, sync) = sqlite_synchronous("sqlite://q.db?mode=rwc").unwrap();
-        assert_eq!(url, "sqlite://q.db?mode=rwc");
-        assert!(matches!(sync, SqliteSynchronous::Full));
-        let err = sqlite_synchronous("sqlite://q.db?synchronous=off").unwrap_err();
-        assert!(err.to_string().contains("synchronous=normal"), "{err}");
-    }
-
-    #[test]
-    fn passwords_never_reach_messages() {
-        assert_eq!(
-            redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
-        let err = normalize_url("oracle://u:secret@h/db")
-            .unwrap_err()
-            .to_string();
-        assert!(!err.contains("secret"), "{err}");
-    }
 }
