@@ -6,6 +6,8 @@
 # binary is timed from outside as users run it: its default runner against
 # graphile-worker's default (../shared/bench/blackbox), and the command
 # line's enqueue against psql and the SQL floor (benches/cli.sh).
+# It ends with benches/scaling.sh: PostgreSQL with 1, 2, 4, 8 runner
+# processes and 1, 4 enqueuers.
 #
 #   bash benches/compare.sh                  # full run (about 35-45 min on 2 cores)
 #   QUICK=1 bash benches/compare.sh          # smoke run: small N, few reps (about 11 min)
@@ -37,10 +39,10 @@ cd "$ROOT"
 
 if [ "$QUICK" = 1 ]; then
   PEER_N=2000 RUNS=1 PROC_N=10000 ENQ_N=2000 LAT_REPS=10 BACKLOG=100000 WINDOWS=3
-  RSS_N=100000 IDLE_SECS=10 DBT_N_PROC=100 DBT_LAT_REPS=10 BB_N=5000 CLI_N=20000 CLI_CALLS=10
+  RSS_N=100000 IDLE_SECS=10 DBT_N_PROC=100 DBT_LAT_REPS=10 BB_N=5000 CLI_N=20000 CLI_CALLS=10 SCALE_N=10000
 else
   PEER_N=10000 RUNS=${RUNS:-3} PROC_N=10000 ENQ_N=10000 LAT_REPS=100 BACKLOG=1000000 WINDOWS=3
-  RSS_N=1000000 IDLE_SECS=30 DBT_N_PROC=500 DBT_LAT_REPS=20 BB_N=20000 CLI_N=100000 CLI_CALLS=30
+  RSS_N=1000000 IDLE_SECS=30 DBT_N_PROC=500 DBT_LAT_REPS=20 BB_N=20000 CLI_N=100000 CLI_CALLS=30 SCALE_N=40000
 fi
 PG_URL=postgres://root:bench@127.0.0.1:5432/bench_bgtasks
 MY_URL=mysql://root@127.0.0.1:3306/bench_bgtasks
@@ -185,11 +187,18 @@ if [ "$SKIP_BLACKBOX" != 1 ]; then
   # the default runner, against the runner without them, same rounds.
   step "observability: default runner with and without metrics and traces (N=$BB_N x $RUNS)" \
     "$OUT/observability.txt" env BGTASKS="$BGTASKS" N=$BB_N ROUNDS=$RUNS bash "$HERE/observability.sh"
+  # How PostgreSQL throughput grows with runner processes (same total
+  # slots) and with enqueuing processes (benches/scaling.sh).
+  step "scaling: 1, 2, 4, 8 runners and 1, 4 enqueuers on PostgreSQL (N=$SCALE_N x $RUNS)" \
+    "$OUT/scaling.txt" env BGTASKS="$BGTASKS" MEASURE="${MEASURE:-}" N=$SCALE_N ROUNDS=$RUNS bash "$HERE/scaling.sh"
 fi
 
 # ---------------------------------------------------------------- report
 say "report"
 python3 "$HERE/compare.py" "$RESULTS" | tee "$OUT/report.txt"
+if [ -f "$OUT/scaling.txt" ]; then
+  echo; sed -n '/^Scaling on PostgreSQL/,$p' "$OUT/scaling.txt" | tee -a "$OUT/report.txt"
+fi
 if [ -f "$OUT/observability.txt" ]; then
   echo; echo "Observability overhead (default runner, PostgreSQL):"
   grep "x plain" "$OUT/observability.txt" | tee -a "$OUT/report.txt"

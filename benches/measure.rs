@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! cargo bench --bench measure -- <command> --url URL [options]
-//!   enqueue --n N                          one-at-a-time and bulk enqueue rates
+//!   enqueue --n N [--keep]                 one-at-a-time and bulk enqueue rates
+//!                                          (--keep: one-at-a-time only, tables
+//!                                          left as they are, for several at once)
 //!   process --n N [--backlog B] [--windows W] [--tasks-per-thread T]
 //!                                          in-process runner throughput
 //!   latency --reps R [--cross-process]     pickup latency of an idle runner
@@ -140,7 +142,10 @@ async fn run(opts: Opts) -> AnyResult<()> {
     }
     let conn = db::open(Some(&url)).await?;
     let backend = backend_label(&conn).await?;
-    empty_tables(&conn).await?;
+    // --keep: leave the tables as they are (several enqueuers at once).
+    if !opts.flag("keep") {
+        empty_tables(&conn).await?;
+    }
     match opts.cmd.as_str() {
         "enqueue" => enqueue(&opts, conn, &backend).await,
         "process" => process(&opts, conn, &backend).await,
@@ -226,6 +231,9 @@ async fn enqueue(opts: &Opts, conn: DatabaseConnection, backend: &str) -> AnyRes
     let secs = t.elapsed().as_secs_f64();
     emit(json!({"backend": backend, "metric": "enqueue", "n": n,
         "rate": round(n as f64 / secs, 1), "secs": round(secs, 3)}));
+    if opts.flag("keep") {
+        return Ok(());
+    }
 
     empty_tables(&conn).await?;
     let specs: Vec<TaskSpec> = (0..n).map(|i| TaskSpec::new::<Noop>(&(i,))).collect();

@@ -55,6 +55,7 @@ pub(crate) async fn watch(queue: Queue, poller: Addr<Poller>) {
 /// Listens on a connection of the queue's pool, or on one to `direct`.
 async fn listen(queue: &Queue, poller: &Addr<Poller>, direct: Option<&str>) {
     let channel = migration::NOTIFY_CHANNEL;
+    let mut warned = false;
     while poller.connected() {
         let connected = match direct {
             Some(url) => PgListener::connect(url).await,
@@ -62,6 +63,18 @@ async fn listen(queue: &Queue, poller: &Addr<Poller>, direct: Option<&str>) {
         };
         let mut listener = match connected {
             Ok(listener) => Listening(Some(listener)),
+            Err(err) if direct.is_some() && !warned => {
+                // A listen URL of the operator's that does not work is
+                // worth a warning (once); wake-ups fall back to the poll.
+                warned = true;
+                tracing::warn!(
+                    "cannot LISTEN on the listen URL ({}); new tasks are found by the poll \
+                     (--sleep) until it works: {err}",
+                    crate::db::redact(direct.unwrap_or_default())
+                );
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
             Err(err) => {
                 tracing::debug!("cannot listen for new tasks yet; polling meanwhile: {err}");
                 tokio::time::sleep(RETRY).await;

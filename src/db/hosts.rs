@@ -9,7 +9,7 @@
 //!   [`super::CONNECT_TIMEOUT`]: an error that says what each host is.
 //! - Every new pooled connection is checked the same way, so none lands on
 //!   a server that cannot take the queue's writes.
-//! - A watch (one connection, one query every [`WATCH_EVERY`]) notices when
+//! - A watch (its own connection, one query every [`WATCH_EVERY`]) notices when
 //!   the host in use stops answering or taking writes, looks for another,
 //!   and points the pool at it; connections opened before the switch are
 //!   closed instead of being handed out. It ends when the pool is closed.
@@ -48,12 +48,10 @@ impl Options {
         let (host, port) = &target.hosts[index];
         match self {
             Options::Postgres(options) => {
-                let options = options.clone().host(host);
-                Options::Postgres(port.map_or(options.clone().port(5432), |p| options.port(p)))
+                Options::Postgres(options.clone().host(host).port(port.unwrap_or(5432)))
             }
             Options::MySql(options) => {
-                let options = options.clone().host(host);
-                Options::MySql(port.map_or(options.clone().port(3306), |p| options.port(p)))
+                Options::MySql(options.clone().host(host).port(port.unwrap_or(3306)))
             }
         }
     }
@@ -61,26 +59,70 @@ impl Options {
     /// Connects and says whether the server takes writes.
     async fn check(&self) -> Result<Check, String> {
         let work = async {
-            match self {
-                Options::Postgres(options) => {
-                    let mut conn = options.connect().await.map_err(|err| err.to_string())?;
-                    let state = postgres_state(&mut conn)
-                        .await
-                        .map_err(|err| err.to_string());
-                    let _ = conn.close().await;
-                    state
-                }
-                Options::MySql(options) => {
-                    let mut conn = options.connect().await.map_err(|err| err.to_string())?;
-                    let state = mysql_state(&mut conn).await.map_err(|err| err.to_string());
-                    let _ = conn.close().await;
-                    state
-                }
-            }
+            let mut conn = self.connect().await?;
+            let state = conn.state().await;
+            conn.close().await;
+            state
         };
         tokio::time::timeout(HOST_TIMEOUT, work)
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {} s", HOST_TIMEOUT.as_secs())))
+    }
+
+    async fn connect(&self) -> Result<Probe, String> {
+        match self {
+            Options::Postgres(options) => options.connect().await.map(Probe::Postgres),
+            Options::MySql(options) => options.connect().await.map(Probe::MySql),
+        }
+        .map_err(|err| err.to_string())
+    }
+}
+
+/// The watch's own connection to the host in use.
+enum Probe {
+    Postgres(PgConnection),
+    MySql(MySqlConnection),
+}
+
+impl Probe {
+    async fn state(&mut self) -> Result<Check, String> {
+        match self {
+            Probe::Postgres(conn) => postgres_state(conn).await,
+            Probe::MySql(conn) => mysql_state(conn).await,
+        }
+        .map_err(|err| err.to_string())
+    }
+
+    async fn close(self) {
+        let _ = match self {
+            Probe::Postgres(conn) => conn.close().await,
+            Probe::MySql(conn) => conn.close().await,
+        };
+    }
+
+    /// The state of the host through this connection, or through a new one
+    /// when this one fails (it may have been closed while the host is
+    /// fine): `Err` only when a new connection fails too.
+    async fn check(slot: &mut Option<Probe>, options: &Options) -> Result<Check, String> {
+        if let Some(conn) = slot.as_mut() {
+            match tokio::time::timeout(HOST_TIMEOUT, conn.state()).await {
+                Ok(Ok(state)) => return Ok(state),
+                _ => *slot = None,
+            }
+        }
+        let work = async {
+            let mut conn = options.connect().await?;
+            let state = conn.state().await?;
+            Ok::<_, String>((conn, state))
+        };
+        match tokio::time::timeout(HOST_TIMEOUT, work).await {
+            Ok(Ok((conn, state))) => {
+                *slot = Some(conn);
+                Ok(state)
+            }
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(format!("no answer within {} s", HOST_TIMEOUT.as_secs())),
+        }
     }
 }
 
@@ -262,10 +304,11 @@ impl Pool {
 /// host that takes them.
 pub(super) async fn watch(target: Target, options: Options, pool: Pool, switches: Arc<Switches>) {
     let mut outage_logged = false;
+    let mut probe = None;
     while !pool.is_closed() {
         tokio::time::sleep(WATCH_EVERY).await;
         let current = switches.current.load(Ordering::SeqCst);
-        let why = match options.on(&target, current).check().await {
+        let why = match Probe::check(&mut probe, &options.on(&target, current)).await {
             Ok(Check::Writable) => {
                 outage_logged = false;
                 continue;
@@ -274,7 +317,7 @@ pub(super) async fn watch(target: Target, options: Options, pool: Pool, switches
             Err(err) => format!("is unreachable ({err})"),
         };
         if pool.is_closed() {
-            return;
+            break;
         }
         match choose(&target, &options, Duration::ZERO).await {
             Ok(index) if index == current => outage_logged = false,
@@ -286,6 +329,9 @@ pub(super) async fn watch(target: Target, options: Options, pool: Pool, switches
                 );
                 pool.point_at(options.on(&target, index));
                 switches.switch(index);
+                if let Some(old) = probe.take() {
+                    old.close().await;
+                }
                 outage_logged = false;
             }
             Err(none) => {
@@ -300,9 +346,34 @@ pub(super) async fn watch(target: Target, options: Options, pool: Pool, switches
             }
         }
     }
+    if let Some(probe) = probe {
+        probe.close().await;
+    }
 }
 
 /// The options of host `index` of `target`, from the options of the first.
 pub(super) fn options_on(options: &Options, target: &Target, index: usize) -> Options {
     options.on(target, index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_opened_before_a_switch_are_not_handed_out() {
+        let switches = Switches::new(0);
+        assert!(
+            switches.is_current(Duration::from_secs(3600)),
+            "no switch yet"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        switches.switch(1);
+        assert_eq!(switches.current.load(Ordering::SeqCst), 1);
+        assert!(
+            !switches.is_current(Duration::from_millis(500)),
+            "opened before"
+        );
+        assert!(switches.is_current(Duration::ZERO), "opened just now");
+    }
 }

@@ -15,8 +15,10 @@
 //!   transaction: it takes the write lock first (waiting up to the busy
 //!   timeout) instead of failing when upgrading a read.
 //! - MySQL/MariaDB (no `LIMIT` in an `IN` subquery): `SELECT ... FOR UPDATE
-//!   SKIP LOCKED`, then `UPDATE` by id, in one transaction, retried on
-//!   deadlock (1213) and lock wait timeout (1205).
+//!   SKIP LOCKED`, then `UPDATE` by id of the rows still unlocked, in one
+//!   transaction, retried on deadlock (1213; on Galera also the
+//!   certification failure of two nodes' claims of one row) and lock wait
+//!   timeout (1205).
 //!
 //! A queue with a global concurrency limit is claimed on its own, and its
 //! claim first locks the queue's limit row and counts the queue's running
@@ -136,12 +138,22 @@ async fn claim_once(
             if ids.is_empty() {
                 Vec::new()
             } else {
+                // Only rows still unlocked, and only the ones this update
+                // took: on Galera the locking read is node-local, and a
+                // claim another node committed may be applied here between
+                // the read and the update (the row then reads as locked by
+                // that runner). Certification catches the rest: two nodes
+                // updating the same row, the later fails at commit (1213).
                 let mut update = Sql::new(backend);
                 lock_rows(&mut update, runner, now);
-                update.push(" WHERE id IN ").bind_list(ids.iter().copied());
+                update
+                    .push(" WHERE locked_by IS NULL AND id IN ")
+                    .bind_list(ids.iter().copied());
                 txn.execute_raw(update.build()).await?;
                 let mut read = Sql::new(backend);
-                read.push("SELECT * FROM background_task WHERE id IN ")
+                read.push("SELECT * FROM background_task WHERE locked_by = ")
+                    .bind(runner)
+                    .push(" AND id IN ")
                     .bind_list(ids.iter().copied());
                 txn.query_all_raw(read.build()).await?
             }

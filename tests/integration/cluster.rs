@@ -114,6 +114,23 @@ fn on_database(url: &str, name: &str, params: &str) -> String {
     }
 }
 
+/// `bgtasks ARGS` with `DATABASE_URL=url`, as an operator runs it; its
+/// output, after checking it exited 0.
+fn bgtasks(url: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_bgtasks"))
+        .env("DATABASE_URL", url)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "bgtasks {args:?} failed:\n{text}");
+    text
+}
+
 fn database_name(url: &str) -> String {
     let base = url.split('?').next().unwrap();
     base.rsplit('/').next().unwrap().to_owned()
@@ -294,6 +311,10 @@ async fn pgbouncer_transaction_pooling_runs_every_task_once() {
             "no prepared statement went missing:\n{log}"
         );
     }
+    // The binary, through the pooler: an enqueue and a runner.
+    bgtasks(&pooled, &["enqueue", "bgtasks.noop"]);
+    bgtasks(&pooled, &["process", "--duration", "3", "--sleep", "0.2"]);
+    assert_eq!(history_count(&t.db).await as i64, TASKS + 1);
 }
 
 // Bad input: a transaction pooler the URL does not announce fails with the
@@ -493,6 +514,10 @@ async fn a_promoted_standby_takes_over_without_a_restart() {
     for runner in runners {
         runner.stop();
     }
+    // The binary with the same URL, its first host dead: it finds the new
+    // primary.
+    let stats = bgtasks(&url, &["stats", "--json"]);
+    assert!(stats.contains("\"succeeded\""), "{stats}");
     let expected: Vec<i64> = (0..BEFORE).chain(acknowledged.iter().copied()).collect();
     let tally = tally(&db, expected.iter().copied()).await;
     eprintln!(
@@ -598,6 +623,33 @@ async fn three_runners_on_three_galera_nodes_survive_a_dead_node() {
     let logs: Vec<String> = runners.into_iter().map(ChildRunner::stop).collect();
     let tally = tally(&db, 0..TASKS).await;
     let moved = logs.iter().filter(|log| log.contains("moving to")).count();
+    if !tally.twice.is_empty() {
+        for job in tally.twice.iter().take(4) {
+            let rows = read_all(
+                &db,
+                &format!("SELECT id, runner FROM bgt_ledger WHERE job = {job}"),
+            )
+            .await;
+            let runs: Vec<(i64, String)> = rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.try_get_by_index(0).unwrap(),
+                        r.try_get_by_index(1).unwrap(),
+                    )
+                })
+                .collect();
+            eprintln!("job {job} ran: {runs:?}");
+        }
+        for (i, log) in logs.iter().enumerate() {
+            let warnings: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("WARN"))
+                .take(15)
+                .collect();
+            eprintln!("runner {i} warnings:\n{}", warnings.join("\n"));
+        }
+    }
     eprintln!(
         "Galera: 3 runners on 3 nodes drained {TASKS} tasks in {:.1} s ({:.0} tasks/s); node 3 \
          killed after {killed_at} completions; runners that moved to another node {moved}; lost \
