@@ -244,7 +244,18 @@ async fn connect_server(url: &str, one_connection: bool) -> Result<DatabaseConne
     match chosen_options.clone() {
         hosts::Options::Postgres(chosen) => {
             let held = info.clone();
-            connect.map_sqlx_postgres_opts(move |_| chosen.clone());
+            // On top of sea-orm's own options (statement logging off...):
+            // the chosen host, and no statement cache behind a pooler.
+            let (host, port) = (chosen.get_host().to_owned(), chosen.get_port());
+            let pooled = target.pooler == Pooler::Transaction;
+            connect.map_sqlx_postgres_opts(move |options| {
+                let options = options.host(&host).port(port);
+                if pooled {
+                    options.statement_cache_capacity(0)
+                } else {
+                    options
+                }
+            });
             connect.map_sqlx_postgres_pool_opts(move |pool| {
                 let held = held.clone();
                 let pool = pool.before_acquire(move |_, meta| {
@@ -260,7 +271,8 @@ async fn connect_server(url: &str, one_connection: bool) -> Result<DatabaseConne
         }
         hosts::Options::MySql(chosen) => {
             let held = info.clone();
-            connect.map_sqlx_mysql_opts(move |_| chosen.clone());
+            let (host, port) = (chosen.get_host().to_owned(), chosen.get_port());
+            connect.map_sqlx_mysql_opts(move |options| options.host(&host).port(port));
             connect.map_sqlx_mysql_pool_opts(move |pool| {
                 let held = held.clone();
                 let pool = pool.before_acquire(move |_, meta| {
