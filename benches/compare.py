@@ -157,12 +157,19 @@ peer["my_floor_k100_proc"] = floor_fig(my_floor_rows, my_floor_name, 100, 1, "pr
 
 ours = {}
 for be in ("sqlite", "postgres", "mariadb"):
-    rows = [d for d in lines(f"ours-{be}.jsonl") if d.get("peer") == "background-tasks"]
+    every = [d for d in lines(f"ours-{be}.jsonl") if d.get("peer") == "background-tasks"]
+    # Django's full index set is measured on its own; every other figure is
+    # the lean set's (a database without Django).
+    rows = [d for d in every if d.get("indexes", "lean") == "lean"]
+    django_rows = [d for d in every if d.get("indexes") == "django"]
     plain = [d for d in rows if d.get("metric") != "process" or d.get("depth", 0) <= d.get("n", 0)]
     backlog = [d for d in rows if d.get("metric") == "process" and d.get("depth", 0) > d.get("n", 0)]
     first = [d for d in backlog if d.get("window") == 1]
     o = {
         "enqueue": metric(rows, "enqueue"),
+        "django_enqueue": metric(django_rows, "enqueue"),
+        "django_bulk": metric(django_rows, "enqueue_bulk"),
+        "django_process": metric(django_rows, "process"),
         "bulk": metric(rows, "enqueue_bulk"),
         "process": metric(plain, "process"),
         "process_backlog": Fig([d["rate"] for d in backlog], "/s"),
@@ -242,11 +249,11 @@ def at_most(name, fig, limit, unit="ms"):
 
 pg, sq, my = ours["postgres"], ours["sqlite"], ours["mariadb"]
 at_least_ratio("PG process throughput vs graphile-worker", pg["process"], "graphile-worker process", peer["gw_process"], 5)
-at_least_ratio("PG process throughput vs PG floor (k=100)", pg["process"], "PG floor k=100 process", peer["pg_floor_k100_proc"], 0.30)
+at_least_ratio("PG process throughput vs PG floor (k=100)", pg["process"], "PG floor k=100 process", peer["pg_floor_k100_proc"], 0.50)
 v = sq["process"].value
 targets.append(["SQLite process throughput", sq["process"].text(), "-", "-", ">= 40,000 /s", verdict(None if v is None else v >= 40000)])
 at_least_ratio("SQLite process vs django-background-tasks (SQLite)", sq["process"], "dbt process_tasks", peer["dbt_sqlite_process"], 2500)
-at_least_ratio("MariaDB process throughput vs MariaDB floor (k=100)", my["process"], "MariaDB floor k=100 process", peer["my_floor_k100_proc"], 0.30)
+at_least_ratio("MariaDB process throughput vs MariaDB floor (k=100)", my["process"], "MariaDB floor k=100 process", peer["my_floor_k100_proc"], 0.50)
 at_least_ratio("PG bulk enqueue vs graphile-worker addJobs", pg["bulk"], "graphile-worker enqueue_bulk", peer["gw_bulk"], 1.5)
 at_least_ratio("PG single enqueue vs PG floor (k=1, 1 client)", pg["enqueue"], "PG floor k=1 enqueue", peer["pg_floor_k1_enq"], 0.90)
 for be, o in (("PG", pg), ("SQLite", sq), ("MariaDB", my)):
@@ -256,17 +263,25 @@ for be, o in (("PG", pg), ("SQLite", sq), ("MariaDB", my)):
     elif be == "SQLite":
         at_most("Pickup latency, same process (SQLite)", o["lat_same"], 1)
         at_most("Pickup latency, cross-process (SQLite)", o["lat_cross"], 10)
+    else:
+        at_most("Pickup latency, cross-process (MariaDB)", o["lat_cross"], 5)
 for be, o in (("SQLite", sq), ("PG", pg)):
     depth = o["backlog_depth"]
     label = f"{depth:,}" if depth else "1,000,000"
     base = f"{o['process_n']:,}" if o["process_n"] else "10,000"
     at_least_ratio(f"{be} throughput with {label} pending vs with {base}", o["process_backlog"],
-                   f"process with {base} pending", o["process"], 0.80)
+                   f"process with {base} pending", o["process"], 0.90)
 at_least_ratio("PG default `bgtasks process` vs graphile-worker default (black box)", bb["pg_default"],
                "graphile-worker concurrency 1", bb["gw_default"], 1.0)
+# The binary as users run it (default logging to stderr), against the
+# same targets as the in-process runner.
+at_least_ratio("PG `bgtasks process --threads 2 --tasks-per-thread 64` vs graphile-worker concurrency 10 (black box)",
+               bb["pg_batched"], "graphile-worker concurrency 10", bb["gw_10"], 5)
+at_least_ratio("PG `bgtasks process --threads 2 --tasks-per-thread 64` vs PG floor (k=100) (black box)",
+               bb["pg_batched"], "PG floor k=100 process", peer["pg_floor_k100_proc"], 0.50)
 v = bb["sqlite_default"].value
-targets.append(["SQLite default `bgtasks process` (black box)", bb["sqlite_default"].text(), "-", "-", ">= 5,000 /s",
-                verdict(None if v is None else v >= 5000)])
+targets.append(["SQLite default `bgtasks process` (black box)", bb["sqlite_default"].text(), "-", "-", ">= 40,000 /s",
+                verdict(None if v is None else v >= 40000)])
 v = bb["cli_file_tls"].value
 targets.append(["PG `bgtasks enqueue --from FILE` (default sslmode)", bb["cli_file_tls"].text(),
                 f"SQL floor: {bb['cli_floor_tls'].text()}", "-", ">= 20,000 /s", verdict(None if v is None else v >= 20000)])
@@ -283,12 +298,25 @@ if rss:
                     "n/a" if growth is None else f"{growth:.2f}x", "<= 1.10x", verdict(None if growth is None else growth <= 1.10)])
 else:
     targets.append(["Runner RSS while processing (SQLite)", "n/a", "-", "-", "<= 40 MB", "n/a"])
+gw_idle = next((rate for name, rate in idle_peer if name == "graphile-worker"), None)
 for be, o in (("PG", pg), ("MariaDB", my), ("SQLite", sq)):
     d = o["idle"]
     if d and d.get("measured"):
-        targets.append([f"Idle runner queries/s ({be})", f"{d['rate']:g} /s", d.get("counter", ""), "-", "report only", "-"])
+        ref = f"graphile-worker: {gw_idle:g} /s" if gw_idle is not None else d.get("counter", "")
+        r = f"{d['rate'] / gw_idle:,.2f}x" if gw_idle else "-"
+        targets.append([f"Idle runner statements/s ({be}; {d.get('counter', '')})", f"{d['rate']:g} /s", ref, r, "report only", "-"])
     elif d:
-        targets.append([f"Idle runner queries/s ({be})", "not measured", d.get("note", ""), "-", "report only", "-"])
+        targets.append([f"Idle runner statements/s ({be})", "not measured", d.get("note", ""), "-", "report only", "-"])
+# The index sets: the lean set (no Django app) against Django's full set,
+# same run, same N.
+for be, o in (("PG", pg), ("SQLite", sq), ("MariaDB", my)):
+    for what, lean, django in (("process", o["process"], o["django_process"]),
+                               ("single enqueue", o["enqueue"], o["django_enqueue"]),
+                               ("bulk enqueue", o["bulk"], o["django_bulk"])):
+        if django:
+            r = ratio(lean, django)
+            targets.append([f"{be} {what}: lean index set vs Django's", lean.text(), f"Django's set: {django.text()}",
+                            "n/a" if r is None else f"{r:,.2f}x", "report only", "-"])
 
 p(f"# background-tasks against its peers (results: {os.path.abspath(RESULTS)})")
 try:

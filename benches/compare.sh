@@ -139,6 +139,13 @@ if [ "$SKIP_OURS" != 1 ]; then
     for r in $(seq 1 $RUNS); do
       step "ours $be: process run $r (N=$PROC_N)" "$F" m process --url "$URL" --n $PROC_N --windows 1
     done
+    # The same with Django's full index set (what a database shared with a
+    # Django app carries); the next step puts the lean set back.
+    step "ours $be: enqueue, Django's index set (N=$ENQ_N)" "$F" m enqueue --url "$URL" --n $ENQ_N --django-indexes
+    for r in $(seq 1 $RUNS); do
+      step "ours $be: process run $r, Django's index set (N=$PROC_N)" "$F" \
+        m process --url "$URL" --n $PROC_N --windows 1 --django-indexes
+    done
     step "ours $be: latency same process ($LAT_REPS reps)" "$F" m latency --url "$URL" --reps $LAT_REPS
     step "ours $be: latency cross process ($LAT_REPS reps)" "$F" m latency --url "$URL" --reps $LAT_REPS --cross-process
     if [ $be != mariadb ]; then

@@ -17,7 +17,10 @@
 //!
 //! `--url` is a SeaORM URL (`sqlite://FILE?mode=rwc`, `postgres://...`,
 //! `mysql://...`). Every command but `floor` migrates that database and
-//! empties the queue's tables first. Child runners are the bundled
+//! empties the queue's tables first. `--django-indexes` measures with
+//! Django's full index set (`bgtasks migrate --django-indexes`); without it
+//! the tables carry the lean set a database without Django gets. Each line
+//! says which (`"indexes": "lean"` or `"django"`). Child runners are the bundled
 //! `bgtasks` binary, which runs the built-in tasks (`bgtasks.noop`).
 
 use std::collections::HashMap;
@@ -108,8 +111,54 @@ fn emit(mut line: Value) {
         && !map.contains_key("floor")
     {
         map.entry("peer").or_insert_with(|| PEER.into());
+        if let Some(indexes) = INDEXES.get() {
+            map.entry("indexes").or_insert_with(|| (*indexes).into());
+        }
     }
     println!("{line}");
+}
+
+/// The index set of this measurement (`lean` or `django`).
+static INDEXES: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Puts the tables on Django's index set (`django`), or back on the lean
+/// set a database without Django gets: migration 12 rolled back (which
+/// recreates Django's indexes) and applied again (which drops them).
+async fn index_set(conn: &DatabaseConnection, django: bool) -> AnyResult<&'static str> {
+    use migration::MigratorTrait;
+    if django {
+        db::migrate_with_django_indexes(conn).await?;
+        return Ok("django");
+    }
+    let lean_kept = if conn.get_database_backend() == DbBackend::MySql {
+        4
+    } else {
+        3
+    };
+    let sql = match conn.get_database_backend() {
+        DbBackend::Postgres => {
+            "SELECT COUNT(*) FROM pg_indexes WHERE tablename IN \
+             ('background_task', 'background_task_completedtask') \
+             AND indexname ~ '_[0-9a-f]{8}$'"
+        }
+        DbBackend::MySql => {
+            "SELECT COUNT(DISTINCT index_name) FROM information_schema.statistics \
+             WHERE table_schema = DATABASE() AND table_name IN \
+             ('background_task', 'background_task_completedtask') \
+             AND index_name REGEXP '_[0-9a-f]{8}$'"
+        }
+        _ => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name IN \
+             ('background_task', 'background_task_completedtask') \
+             AND name GLOB '*_[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]'"
+        }
+    };
+    let djangos: i64 = query_scalar(conn, sql).await?;
+    if djangos > lean_kept {
+        migration::Migrator::down(conn, Some(1)).await?;
+        db::migrate(conn).await?;
+    }
+    Ok("lean")
 }
 
 fn round(x: f64, digits: i32) -> f64 {
@@ -141,6 +190,8 @@ async fn run(opts: Opts) -> AnyResult<()> {
         return floor(&opts, &url).await;
     }
     let conn = db::open(Some(&url)).await?;
+    let indexes = index_set(&conn, opts.flag("django-indexes")).await?;
+    INDEXES.set(indexes).ok();
     let backend = backend_label(&conn).await?;
     // --keep: leave the tables as they are (several enqueuers at once).
     if !opts.flag("keep") {

@@ -27,6 +27,12 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// operator cancelled it, to stop on its own before the runner stops it.
 pub const DEFAULT_CANCEL_GRACE: Duration = Duration::from_secs(10);
 
+/// Default longest pause between two checks for new work where the database
+/// cannot notify (MySQL/MariaDB, PostgreSQL behind a transaction pooler
+/// without a listen URL): 4 ms, so a task enqueued by another process
+/// starts within about 5 ms.
+pub const DEFAULT_WAKE_PROBE: Duration = Duration::from_millis(4);
+
 /// Default most tasks a runner claims ahead of its free slots: 64 (see
 /// [`ConfigBuilder::prefetch`]).
 pub const DEFAULT_PREFETCH: usize = 64;
@@ -165,6 +171,7 @@ pub struct Config {
     pub(crate) queue_limits: std::collections::BTreeMap<String, usize>,
     pub(crate) clock: Clock,
     pub(crate) listen_url: Option<String>,
+    pub(crate) wake_probe: Duration,
 }
 
 impl Default for Config {
@@ -186,6 +193,7 @@ impl Default for Config {
             queue_limits: std::collections::BTreeMap::new(),
             clock: Clock::system(),
             listen_url: None,
+            wake_probe: DEFAULT_WAKE_PROBE,
         }
     }
 }
@@ -224,6 +232,7 @@ impl Config {
     /// | `BACKGROUND_TASK_LEASE` | [`ConfigBuilder::lease`] | seconds |
     /// | `BACKGROUND_TASK_CANCEL_GRACE` | [`ConfigBuilder::cancel_grace`] | seconds |
     /// | `BACKGROUND_TASK_LISTEN_URL` | [`ConfigBuilder::listen_url`] | a `postgres://` URL |
+    /// | `BACKGROUND_TASK_WAKE_PROBE` | [`ConfigBuilder::wake_probe`] | seconds, 0.002 to 60 |
     /// | `BACKGROUND_TASK_KEEP_COMPLETED` | [`Retention::completed`] | `7d`, `12h`, `90m`, `30s` or seconds, above 0 |
     /// | `BACKGROUND_TASK_KEEP_FAILED` | [`Retention::failed`] | the same |
     /// | `BACKGROUND_TASK_KEEP_LAST` | [`Retention::keep_last`] | whole number, at least 1 |
@@ -316,9 +325,23 @@ impl Config {
     /// database URL names a transaction pooler (`pooler=transaction`),
     /// which cannot carry a `LISTEN` (`BACKGROUND_TASK_LISTEN_URL`,
     /// `--listen-url`; default none: such a runner checks the newest task
-    /// id every 100 ms instead).
+    /// id instead, every [`Config::wake_probe`] at most).
     pub fn listen_url(&self) -> Option<&str> {
         self.listen_url.as_deref()
+    }
+
+    /// Where the database cannot notify a runner of new work (MySQL and
+    /// MariaDB; PostgreSQL behind a transaction pooler without a listen
+    /// URL), the longest pause between two checks of the newest task id
+    /// (`SELECT MAX(id)`, a one-row read of the primary key): 2 ms after a
+    /// change, doubling up to this while nothing changes
+    /// (`BACKGROUND_TASK_WAKE_PROBE`, default 4 ms). It bounds how long a
+    /// task enqueued by another process waits for an idle runner; each
+    /// idle runner makes about one such read per `wake_probe` (250/s at
+    /// the default). A fleet of many idle runners may take 0.05 or 0.1
+    /// (s): the read count falls by that factor, the wait grows to it.
+    pub fn wake_probe(&self) -> Duration {
+        self.wake_probe
     }
 
     /// How long a runner's locks last without renewal (default 30 s).
@@ -454,6 +477,14 @@ impl ConfigBuilder {
         self
     }
 
+    /// The longest pause between two checks for new work where the
+    /// database cannot notify ([`Config::wake_probe`], default 4 ms); at
+    /// least 2 ms, at most a minute.
+    pub fn wake_probe(mut self, pause: Duration) -> Self {
+        self.config.wake_probe = pause;
+        self
+    }
+
     /// Let the runner delete old history rows by `retention` (default:
     /// none, the history is kept forever, as in the seed). It prunes once
     /// a second after start and then every
@@ -577,6 +608,16 @@ impl ConfigBuilder {
                 "must be more than 0 seconds (the default is 60 s)",
             ));
         }
+        let probe = self.config.wake_probe;
+        if probe < Duration::from_millis(2) || probe > Duration::from_secs(60) {
+            return Err(Error::invalid(
+                "wake probe",
+                format!(
+                    "{} s is outside 0.002 to 60 s (the default is 0.004 s)",
+                    probe.as_secs_f64()
+                ),
+            ));
+        }
         let mut config = self.config;
         // Nothing to delete is the same as no retention: no timer at all.
         config.retention = config.retention.filter(|r| !r.is_empty());
@@ -666,6 +707,9 @@ fn builder_from_vars(vars: Vars<'_>) -> Result<ConfigBuilder> {
     }
     if let Some(lease) = var(vars, "BACKGROUND_TASK_LEASE", parse::seconds)? {
         builder = builder.lease(lease);
+    }
+    if let Some(pause) = var(vars, "BACKGROUND_TASK_WAKE_PROBE", parse::seconds)? {
+        builder = builder.wake_probe(pause);
     }
     if let Some(url) = vars("BACKGROUND_TASK_LISTEN_URL") {
         let url = url
@@ -905,6 +949,7 @@ mod tests {
             ("BACKGROUND_TASK_PRIORITY_ORDERING", "ASC"),
             ("BACKGROUND_TASK_LEASE", "0.5"),
             ("BACKGROUND_TASK_CANCEL_GRACE", "4"),
+            ("BACKGROUND_TASK_WAKE_PROBE", "0.05"),
             ("BACKGROUND_TASK_KEEP_COMPLETED", "7d"),
             ("BACKGROUND_TASK_KEEP_LAST", "100"),
         ]);
@@ -916,6 +961,7 @@ mod tests {
         assert_eq!(c.priority_ordering(), PriorityOrdering::Asc);
         assert_eq!(c.lease(), Duration::from_millis(500));
         assert_eq!(c.cancel_grace(), Duration::from_secs(4));
+        assert_eq!(c.wake_probe(), Duration::from_millis(50));
         assert_eq!(
             c.retention(),
             Some(&Retention {

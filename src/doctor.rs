@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `schema` | migrations have not run, or a table is missing (fail); the PostgreSQL notify trigger or the SQLite timestamp triggers are missing (warn) |
 //! | `mode` | never: says whether Django's migrations created the two shared tables (a Django project shares the queue) or this crate did |
-//! | `indexes` | one of Django's single-column indexes or the claim index is missing (fail); an index of another name that starts with the column (MySQL's foreign key index) stands in for a single-column one |
+//! | `indexes` | says which index set the tables carry: Django's (a Django app shares the tables, or `bgtasks migrate --django-indexes` ran) or the lean set of the indexes the queue reads through; an index of that set is missing (fail); an index of another name that starts with the column (MySQL's foreign key index) stands in for a single-column one |
 //! | `database` | the server is too old for `FOR UPDATE SKIP LOCKED` (fail); SQLite is not in WAL mode (warn) |
 //! | `clock` | the database server's clock and this host's differ by more than [`Options::max_clock_skew`] (warn) |
 //! | `runners` | due tasks have waited longer than the lease and no runner is alive (warn) |
@@ -25,7 +25,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use migration::{
-    CLAIM_INDEX, COMPLETED_INDEXES, Migrator, MigratorTrait, NOTIFY_TRIGGER, TASK_INDEXES,
+    CLAIM_INDEX, COMPLETED_INDEXES, LEAN_TASK_COLUMNS, Migrator, MigratorTrait, NOTIFY_TRIGGER,
+    TASK_INDEXES, lean_history_columns, partial_indexes,
 };
 use sea_orm::{DatabaseConnection, DbBackend};
 use serde::Serialize;
@@ -393,9 +394,17 @@ async fn mode(conn: &DatabaseConnection) -> Result<Verdict> {
     })
 }
 
-/// Django's single-column indexes on both tables and the claim index.
+/// Which index set the tables carry, and whether an index of it is
+/// missing. Django's set (its 20 single-column indexes and the claim index)
+/// is expected when a Django app shares the tables (its migrations are
+/// recorded) or when all of Django's indexes are there (`bgtasks migrate
+/// --django-indexes`); otherwise the lean set of migration 12, the indexes
+/// the queue reads through.
 async fn indexes(conn: &DatabaseConnection, present: &[String]) -> Result<Verdict> {
-    let expected: Vec<(&str, &str, Option<&str>)> = TASK_INDEXES
+    let backend = conn.get_database_backend();
+    let on_present =
+        |(table, _, _): &(&str, &str, Option<&str>)| present.iter().any(|t| t == table);
+    let django: Vec<Wanted> = TASK_INDEXES
         .iter()
         .map(|(column, name)| (TASKS, *name, Some(*column)))
         .chain([(TASKS, CLAIM_INDEX, None)])
@@ -404,31 +413,59 @@ async fn indexes(conn: &DatabaseConnection, present: &[String]) -> Result<Verdic
                 .iter()
                 .map(|(column, name)| (HISTORY, *name, Some(*column))),
         )
-        .filter(|(table, _, _)| present.iter().any(|t| t == table))
+        .filter(on_present)
         .collect();
-    if expected.is_empty() {
+    if django.is_empty() {
         return Ok(verdict(
             Status::Skip,
             format!("not checked: neither {TASKS} nor {HISTORY} exists (see schema)"),
         ));
     }
+    let lean: Vec<Wanted> = django
+        .iter()
+        .copied()
+        .filter(|(table, _, column)| match (*table, column) {
+            (_, None) => true,
+            (TASKS, Some(column)) => LEAN_TASK_COLUMNS.contains(column),
+            (_, Some(column)) => lean_history_columns(backend).contains(column),
+        })
+        .chain(
+            partial_indexes(backend)
+                .iter()
+                .map(|(table, name, _)| (*table, *name, None)),
+        )
+        .filter(on_present)
+        .collect();
     let found = sql::indexes(conn, &[TASKS, HISTORY]).await?;
-    let mut missing = Vec::new();
-    let mut stand_ins = Vec::new();
-    for wanted in &expected {
-        match index_for(&found, wanted) {
-            Some(index) if index.name.eq_ignore_ascii_case(wanted.1) => {}
-            Some(index) => stand_ins.push(format!(
-                "{} on {} by {}",
-                wanted.2.unwrap_or_default(),
-                wanted.0,
-                index.name
-            )),
-            None => missing.push(wanted),
-        }
-    }
+    let shared = sql::django_migrations(conn)
+        .await?
+        .is_some_and(|applied| !applied.is_empty());
+    let (missing_django, stand_ins) = missing(&found, &django);
+    let django_set = shared || missing_django.is_empty();
+    let (expected, missing, stand_ins) = if django_set {
+        (&django, missing_django, stand_ins)
+    } else {
+        let (missing, stand_ins) = missing(&found, &lean);
+        (&lean, missing, stand_ins)
+    };
+    let set = if django_set {
+        "Django's index set (its single-column indexes and the claim index), which a Django app \
+         sharing the tables needs"
+            .to_owned()
+    } else {
+        format!(
+            "the lean index set ({}), the indexes the queue reads through; Django's other \
+             single-column indexes are left out because no Django app shares the tables. \
+             Before a Django app attaches, run `bgtasks migrate --django-indexes`",
+            expected
+                .iter()
+                .map(|(_, name, _)| *name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
     if missing.is_empty() {
-        let mut detail = format!("all {} expected indexes are present", expected.len());
+        let mut detail = format!("all {} expected indexes are present: {set}", expected.len());
         if !stand_ins.is_empty() {
             detail.push_str(&format!(
                 " (under another name, an index that starts with the column: {})",
@@ -443,22 +480,57 @@ async fn indexes(conn: &DatabaseConnection, present: &[String]) -> Result<Verdic
         .collect();
     let fixes: Vec<String> = missing
         .iter()
-        .map(|(table, name, column)| match column {
-            Some(column) => format!("CREATE INDEX {name} ON {table} ({column});"),
-            None => {
-                format!("{CLAIM_INDEX}: as migration m20261127_000002_add_claim_index creates it")
+        .map(|(table, name, column)| {
+            let partial = partial_indexes(backend).iter().find(|(_, n, _)| n == name);
+            match (column, partial) {
+                (Some(column), _) => format!("CREATE INDEX {name} ON {table} ({column});"),
+                (None, Some((_, _, definition))) => {
+                    format!("CREATE INDEX {name} ON {table} {definition};")
+                }
+                (None, None) => format!(
+                    "{CLAIM_INDEX}: as migration m20261127_000002_add_claim_index creates it"
+                ),
             }
         })
         .collect();
+    let also = if django_set {
+        " (`bgtasks migrate --django-indexes` recreates Django's)"
+    } else {
+        ""
+    };
     Ok(verdict(
         Status::Fail,
         format!(
-            "missing: {}. Without them the claim, the admin's lists and the history's pruning \
-             read whole tables, and grow slower with every row. Recreate them: {}",
+            "missing: {} ({set}). Without them the claim, the admin's lists and the history's \
+             pruning read whole tables, and grow slower with every row. Recreate them{also}: {}",
             names.join(", "),
             fixes.join(" ")
         ),
     ))
+}
+
+/// An index the doctor looks for: `(table, name, column)`, the column for a
+/// single-column index.
+type Wanted<'a> = (&'a str, &'a str, Option<&'a str>);
+
+/// The indexes of `expected` that nothing in `found` serves, and the ones
+/// served by an index of another name.
+fn missing<'a>(found: &[sql::Index], expected: &[Wanted<'a>]) -> (Vec<Wanted<'a>>, Vec<String>) {
+    let mut missing = Vec::new();
+    let mut stand_ins = Vec::new();
+    for wanted in expected {
+        match index_for(found, wanted) {
+            Some(index) if index.name.eq_ignore_ascii_case(wanted.1) => {}
+            Some(index) => stand_ins.push(format!(
+                "{} on {} by {}",
+                wanted.2.unwrap_or_default(),
+                wanted.0,
+                index.name
+            )),
+            None => missing.push(*wanted),
+        }
+    }
+    (missing, stand_ins)
 }
 
 /// The index that serves `(table, name, column)`: the one of that name,

@@ -1,9 +1,11 @@
 //! Schema migrations of `background-tasks`.
 //!
 //! The tables are django-background-tasks' own (`background_task` and
-//! `background_task_completedtask`, 17 columns each, the same single-column
-//! indexes with the same names), so a database migrated here looks to Django
-//! like one migrated by Django, and the reverse.
+//! `background_task_completedtask`, 17 columns each), so a database migrated
+//! here looks to Django like one migrated by Django, and the reverse. Django's
+//! single-column indexes are created under Django's names, then, when no
+//! Django app shares the tables, cut down to the ones the queue reads
+//! through (migration 12; `bgtasks migrate --django-indexes` puts them back).
 //!
 //! The migration history is kept in its own table,
 //! [`MIGRATION_TABLE`](Migrator::MIGRATION_TABLE), so that an application with
@@ -26,6 +28,7 @@ mod m20261127_000008_add_task_features;
 mod m20261202_000009_unsigned_creator_object_id;
 mod m20261202_000010_add_queue_controls;
 mod m20261202_000011_add_trace_context;
+mod m20261203_000012_lean_indexes;
 
 /// `(column, index name)` of Django's single-column indexes on
 /// `background_task` and on `background_task_completedtask`: what
@@ -42,6 +45,12 @@ pub use m20261127_000004_notify_on_insert::TRIGGER as NOTIFY_TRIGGER;
 pub use m20261127_000008_add_task_features::{QUEUE_LIMITS, SCHEDULES};
 /// This crate's table of paused queues.
 pub use m20261202_000010_add_queue_controls::QUEUE_PAUSES;
+/// The lean index set kept when no Django app shares the tables, and the
+/// function that puts Django's indexes back (`bgtasks migrate --django-indexes`).
+pub use m20261203_000012_lean_indexes::{
+    FAILED_INDEX, HISTORY_FAILED_INDEX, LEAN_TASK_COLUMNS, LOCKED_INDEX, django_indexes,
+    lean_history_columns, partial_indexes,
+};
 
 /// Every migration of the queue's schema, in order.
 pub struct Migrator;
@@ -66,6 +75,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000009_unsigned_creator_object_id::Migration),
             Box::new(m20261202_000010_add_queue_controls::Migration),
             Box::new(m20261202_000011_add_trace_context::Migration),
+            Box::new(m20261203_000012_lean_indexes::Migration),
         ]
     }
 

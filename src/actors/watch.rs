@@ -14,8 +14,8 @@
 //!   disk access. Checked every millisecond after a change, backing off to
 //!   every [`SQLITE_IDLE`] while nothing happens.
 //! - MySQL/MariaDB: `SELECT MAX(id)` on the primary key, a one-row index
-//!   read, every few milliseconds after a change, backing off to every
-//!   [`MYSQL_IDLE`].
+//!   read, every 2 ms after a change, backing off to every
+//!   [`Config::wake_probe`](crate::Config::wake_probe) (4 ms by default).
 //!
 //! Work that becomes due without a write (a scheduled `run_at` arriving, a
 //! retry's backoff ending) is found by the Poller's regular poll.
@@ -32,23 +32,22 @@ use crate::store::claim;
 
 /// Longest pause between two SQLite checks while nothing changes.
 pub(crate) const SQLITE_IDLE: Duration = Duration::from_millis(8);
-/// Longest pause between two MySQL checks while nothing changes.
-pub(crate) const MYSQL_IDLE: Duration = Duration::from_millis(100);
 /// Pause after a failed check or a lost listening connection.
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Watches for new work until the Poller stops.
 pub(crate) async fn watch(queue: Queue, poller: Addr<Poller>) {
+    let probe_max = queue.config().wake_probe();
     match queue.db().get_database_backend() {
         DbBackend::Postgres if crate::db::pooler(queue.db()) == crate::db::Pooler::Transaction => {
             match queue.config().listen_url().map(str::to_owned) {
                 Some(url) => listen(&queue, &poller, Some(&url)).await,
-                None => probe(&queue, &poller, Duration::from_millis(2), MYSQL_IDLE).await,
+                None => probe(&queue, &poller, Duration::from_millis(2), probe_max).await,
             }
         }
         DbBackend::Postgres => listen(&queue, &poller, None).await,
         DbBackend::Sqlite => probe(&queue, &poller, Duration::from_millis(1), SQLITE_IDLE).await,
-        _ => probe(&queue, &poller, Duration::from_millis(2), MYSQL_IDLE).await,
+        _ => probe(&queue, &poller, Duration::from_millis(2), probe_max).await,
     }
 }
 

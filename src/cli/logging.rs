@@ -3,12 +3,13 @@
 //! exported over OTLP ([`crate::telemetry`]).
 
 use tracing_subscriber::Layer;
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// What must outlive the command: the span exporter, flushed at the end.
+/// What must outlive the command: the log's writer thread and the span
+/// exporter, both flushed at the end.
 pub(super) struct Guard {
+    log: tracing_appender::non_blocking::WorkerGuard,
     #[cfg(feature = "otel")]
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 }
@@ -18,6 +19,8 @@ impl Guard {
     /// timeout ([`crate::telemetry::export_timeout`], 10 s by default) for
     /// a collector that is slow; one that is away fails at once.
     pub(super) fn finish(self) {
+        // Every line logged so far is written before this returns.
+        drop(self.log);
         #[cfg(feature = "otel")]
         if let Some(provider) = self.provider {
             let timeout = crate::telemetry::export_timeout() + std::time::Duration::from_secs(1);
@@ -39,14 +42,22 @@ pub(super) fn init(log_std: bool) -> Guard {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only for a person at a terminal, never in files or pipes.
     let mut ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut writer = BoxMakeWriter::new(std::io::stderr);
+    let mut writer: Box<dyn std::io::Write + Send> = Box::new(std::io::stderr());
     #[cfg(unix)]
     if log_std && let Some(log_file) = std_redirect::start() {
-        writer = BoxMakeWriter::new(std::sync::Mutex::new(log_file));
+        writer = Box::new(log_file);
         ansi = false;
     }
     #[cfg(not(unix))]
     let _ = log_std;
+    // A runner logs two lines per task. Formatting stays on the task's
+    // thread; writing goes to a thread of its own, which takes every line
+    // queued meanwhile and writes them with one system call. Nothing is
+    // dropped: a full queue (128,000 lines) makes the logging thread wait.
+    let (writer, log) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("bgtasks-log")
+        .finish(LineBuffer::new(writer));
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(writer)
@@ -64,12 +75,34 @@ pub(super) fn init(log_std: bool) -> Guard {
             .with(otel)
             .try_init()
             .ok();
-        Guard { provider }
+        Guard { log, provider }
     }
     #[cfg(not(feature = "otel"))]
     {
         tracing_subscriber::registry().with(fmt).try_init().ok();
-        Guard {}
+        Guard { log }
+    }
+}
+
+/// The log's destination behind a buffer: the writer thread writes each
+/// line into it and flushes it when no more lines are waiting
+/// (tracing-appender flushes after each batch it takes), so a burst of
+/// lines is one write and a lone line is written at once.
+struct LineBuffer(std::io::BufWriter<Box<dyn std::io::Write + Send>>);
+
+impl LineBuffer {
+    fn new(out: Box<dyn std::io::Write + Send>) -> Self {
+        Self(std::io::BufWriter::with_capacity(64 * 1024, out))
+    }
+}
+
+impl std::io::Write for LineBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }
 

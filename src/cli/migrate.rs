@@ -21,10 +21,28 @@ pub(super) enum Direction {
     Status,
 }
 
-/// Runs `direction` and reports the schema's state afterwards.
-pub(super) async fn run(ctx: &Context, direction: Direction) -> Result<(), Failure> {
+/// Runs `direction` (with Django's indexes put back, for `up`) and reports
+/// the schema's state afterwards.
+pub(super) async fn run(
+    ctx: &Context,
+    direction: Direction,
+    django_indexes: bool,
+) -> Result<(), Failure> {
     let url = ctx.url();
+    if django_indexes && !matches!(direction, Direction::Up) {
+        return Err(Error::invalid(
+            "--django-indexes",
+            "it goes with `bgtasks migrate` or `bgtasks migrate up`, which create indexes",
+        )
+        .into());
+    }
+    let mut created = None;
     let conn = match direction {
+        Direction::Up if django_indexes => {
+            let conn = db::connect(url).await?;
+            created = Some(db::migrate_with_django_indexes(&conn).await?);
+            conn
+        }
         Direction::Up => db::open(url).await?,
         Direction::Down { all } => {
             let conn = db::connect(url).await?;
@@ -45,7 +63,13 @@ pub(super) async fn run(ctx: &Context, direction: Direction) -> Result<(), Failu
             .iter()
             .map(|(name, applied)| serde_json::json!({"name": name, "applied": applied}))
             .collect();
-        output::json(&rows);
+        match created {
+            Some(created) => output::json(&serde_json::json!({
+                "migrations": rows,
+                "django_indexes_created": created,
+            })),
+            None => output::json(&rows),
+        }
         return Ok(());
     }
     for (name, applied) in &migrations {
@@ -54,6 +78,11 @@ pub(super) async fn run(ctx: &Context, direction: Direction) -> Result<(), Failu
     match pending.len() {
         0 => println!("the schema is up to date"),
         n => println!("{n} migration(s) pending: `bgtasks migrate` applies them"),
+    }
+    match created.as_deref() {
+        Some([]) => println!("Django's indexes: all present"),
+        Some(names) => println!("Django's indexes: created {}", names.join(", ")),
+        None => {}
     }
     Ok(())
 }

@@ -157,6 +157,12 @@ enum Command {
     Migrate {
         #[command(subcommand)]
         direction: Option<migrate::Direction>,
+        /// After migrating, create every index of Django's migrations that
+        /// is missing: run it before a Django app attaches to tables bgtasks
+        /// created (without Django, only the indexes the queue reads
+        /// through are kept).
+        #[arg(long)]
+        django_indexes: bool,
     },
     /// Serve the web dashboard, its JSON API and Prometheus metrics (at
     /// /metrics) on their own. It runs no tasks.
@@ -294,18 +300,20 @@ where
     };
     let log_std = matches!(&cli.command, Command::Process(args) if args.log_std);
     let logs = logging::init(log_std);
-    let code = match dispatch(cli, registry).await {
+    let outcome = dispatch(cli, registry).await;
+    if let Err(failure @ Failure::Failed(_)) = &outcome {
+        tracing::error!("{failure}");
+    }
+    // The log's lines are written by a thread of its own: flush them before
+    // the last word, so it stays last.
+    logs.finish();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            if matches!(failure, Failure::Failed(_)) {
-                tracing::error!("{failure}");
-            }
             eprintln!("bgtasks: {failure}");
             ExitCode::from(failure.code())
         }
-    };
-    logs.finish();
-    code
+    }
 }
 
 async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
@@ -346,8 +354,12 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
         Command::Prune(args) => prune::run(&ctx, args).await,
         Command::Doctor(args) => doctor::run(&ctx, args).await,
         Command::Demo(args) => demo::run(&ctx, args).await,
-        Command::Migrate { direction } => {
-            migrate::run(&ctx, direction.unwrap_or(migrate::Direction::Up)).await
+        Command::Migrate {
+            direction,
+            django_indexes,
+        } => {
+            let direction = direction.unwrap_or(migrate::Direction::Up);
+            migrate::run(&ctx, direction, django_indexes).await
         }
         #[cfg(feature = "web")]
         Command::Dashboard(args) => dashboard::run(&ctx, args).await,

@@ -36,6 +36,28 @@ pub(crate) const WATCH_EVERY: Duration = Duration::from_millis(500);
 /// How long one host may take to answer a check.
 const HOST_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a pooled connection may sit idle before it is pinged again
+/// when taken from the pool ([`usable`]).
+pub(super) const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Whether a pooled connection may be handed out: opened after the last
+/// host switch (`current`) and, when it has been idle for [`IDLE_CHECK`] or
+/// longer, answering a ping. A busy pool hands its connections out without
+/// a round trip; sqlx pinged each when it came back.
+pub(super) async fn usable<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+    current: bool,
+) -> Result<bool, sqlx::Error> {
+    if !current {
+        return Ok(false);
+    }
+    if meta.idle_for < IDLE_CHECK {
+        return Ok(true);
+    }
+    Ok(conn.ping().await.is_ok())
+}
+
 /// The driver options of one backend, for any of the URL's hosts.
 #[derive(Clone)]
 pub(super) enum Options {

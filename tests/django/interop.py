@@ -117,7 +117,7 @@ def cmd_migrate(args):
     from django.db import connection
     from django.db.migrations.recorder import MigrationRecorder
 
-    call_command("migrate", interactive=False, verbosity=1, stdout=sys.stderr)
+    call_command("migrate", interactive=False, verbosity=1, stdout=sys.stderr, fake_initial=args.fake_initial)
     applied = MigrationRecorder(connection).applied_migrations()
     return {"vendor": connection.vendor, "applied": sorted(f"{app}.{name}" for app, name in applied)}
 
@@ -319,7 +319,9 @@ def build_parser():
         sp.set_defaults(func=func)
         return sp
 
-    add("migrate", cmd_migrate, "run Django's migrations (creates the tables)")
+    sp = add("migrate", cmd_migrate, "run Django's migrations (creates the tables)")
+    sp.add_argument("--fake-initial", action="store_true",
+                    help="as manage.py migrate --fake-initial: record 0001_initial when its tables exist")
 
     sp = add("enqueue", cmd_enqueue, "enqueue through the @background proxy; print the stored row")
     sp.add_argument("--name", required=True, help="registered task name, e.g. interop.record")

@@ -17,6 +17,7 @@ on_all_backends!(
     settings_come_from_the_environment,
     demo_runs_a_mixed_workload,
     dashboard_serves_alone_behind_its_password,
+    migrate_django_indexes_switches_the_index_set_doctor_reports,
 );
 
 pub fn bgtasks(t: &TestDb) -> Command {
@@ -379,5 +380,70 @@ async fn dashboard_serves_alone_behind_its_password(t: TestDb) -> TestDb {
     assert!(stopped.success());
     let status = server.wait().unwrap();
     assert!(status.success(), "{status}");
+    t
+}
+
+/// Without Django, `bgtasks doctor` reports the lean index set and says
+/// what to run before a Django app attaches; `bgtasks migrate
+/// --django-indexes` puts Django's indexes back, and the doctor then
+/// reports Django's set. The flag with `down` is refused, nothing changed.
+async fn migrate_django_indexes_switches_the_index_set_doctor_reports(t: TestDb) -> TestDb {
+    let indexes = |t: &TestDb| {
+        let output = bgtasks(t).args(["--json", "doctor"]).output().unwrap();
+        let findings: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let finding = findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["check"] == "indexes")
+            .unwrap()
+            .clone();
+        (
+            finding["status"].as_str().unwrap().to_owned(),
+            finding["detail"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (status, detail) = indexes(&t);
+    assert_eq!(status, "ok", "{detail}");
+    assert!(detail.contains("the lean index set"), "{detail}");
+    assert!(
+        detail.contains("bgtasks migrate --django-indexes"),
+        "{detail}"
+    );
+
+    let refused = bgtasks(&t)
+        .args(["migrate", "--django-indexes", "down"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("--django-indexes"), "{message}");
+    assert_eq!(indexes(&t).1, detail, "nothing changed");
+
+    let output = bgtasks(&t)
+        .args(["migrate", "--django-indexes"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout.contains("Django's indexes: created background_task_task_name_4562d56a"),
+        "{stdout}"
+    );
+    let (status, detail) = indexes(&t);
+    assert_eq!(status, "ok", "{detail}");
+    assert!(
+        detail.starts_with("all 21 expected indexes are present: Django's index set"),
+        "{detail}"
+    );
+
+    let again = bgtasks(&t)
+        .args(["migrate", "--django-indexes"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("Django's indexes: all present"),
+        "{again:?}"
+    );
     t
 }

@@ -33,6 +33,7 @@ on_django_backends!(
     bgtasks_doctor_passes_a_django_database_and_finds_a_missing_index,
     a_project_without_time_zones_and_rust_agree_on_due_times,
     wide_integers_and_lone_surrogates_cross_languages,
+    a_django_app_attaches_to_tables_bgtasks_created,
 );
 
 /// The Python side, on the test's database.
@@ -966,5 +967,67 @@ async fn wide_integers_and_lone_surrogates_cross_languages(t: TestDb) -> TestDb 
         recorded.contains(&format!("\"args\": {wide_args}")),
         "the Python function got the exact ints: {recorded}"
     );
+    t
+}
+
+/// The README's steps for a Django app that attaches to tables `bgtasks`
+/// created, verbatim: `bgtasks migrate`, then `bgtasks migrate
+/// --django-indexes`, then `manage.py migrate --fake-initial`. The doctor
+/// then reports Django's index set, and a task Django enqueues runs in Rust.
+async fn a_django_app_attaches_to_tables_bgtasks_created(t: TestDb) -> TestDb {
+    let Some(django) = Django::new(&t) else {
+        return t;
+    };
+    let (code, _, report) = bgtasks(&t, &["migrate"]);
+    assert_eq!(code, Some(0), "{report}");
+    let (_, indexes, report) = doctor_indexes(&t);
+    assert!(
+        indexes["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the lean index set"),
+        "{report}"
+    );
+    let (code, _, report) = bgtasks(&t, &["migrate", "--django-indexes"]);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("Django's indexes: created"), "{report}");
+    let migrated = django.run(&["migrate", "--fake-initial"]);
+    assert!(
+        migrated["applied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "background_task.0001_initial"),
+        "{migrated}"
+    );
+    let (code, findings, report) = bgtasks(&t, &["--json", "doctor"]);
+    assert_eq!(code, Some(0), "{report}");
+    for finding in findings.as_array().unwrap() {
+        assert_eq!(finding["status"], "ok", "{report}");
+    }
+    let (_, indexes, report) = doctor_indexes(&t);
+    assert!(
+        indexes["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("all 21 expected indexes are present: Django's index set"),
+        "{report}"
+    );
+
+    django.run(&[
+        "enqueue",
+        "--name",
+        "interop.add",
+        "--args",
+        "[2, 3]",
+        "--schedule",
+        "-10",
+    ]);
+    let registry = Registry::new();
+    let adder = Add::default();
+    registry.register(adder.clone());
+    let queue = Queue::with_parts(t.db.clone(), registry, Config::default());
+    assert!(queue.run_next_task().await, "the task Django enqueued runs");
+    assert!(!queue.run_next_task().await);
     t
 }

@@ -190,16 +190,18 @@ fn build_user_crate(name: &str, code: &str) -> PathBuf {
     let root = user_crates_dir();
     let dir = root.join(name);
     let readme = readme();
-    // The workspace builds sqlx-core from vendor/ (its TCP_NODELAY fix,
+    // The workspace builds sqlx-core and sqlx-postgres from vendor/ (the
+    // TCP_NODELAY fix, unnamed statements behind a pooler:
     // vendor/README.md); so does this crate, as this checkout's own build
     // environment: the README's [dependencies] stay as a user copies them.
-    let vendored = Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor/sqlx-core");
+    let vendor = Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor");
     let manifest = format!(
         "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
          # A workspace of its own: it lies inside the background-tasks checkout.\n[workspace]\n\n{}\n\
-         [patch.crates-io]\nsqlx-core = {{ path = {:?} }}\n",
+         [patch.crates-io]\nsqlx-core = {{ path = {:?} }}\nsqlx-postgres = {{ path = {:?} }}\n",
         dependencies(&readme),
-        vendored.display().to_string()
+        vendor.join("sqlx-core").display().to_string(),
+        vendor.join("sqlx-postgres").display().to_string()
     );
     write_if_changed(&dir.join("Cargo.toml"), &manifest);
     write_if_changed(&dir.join("src").join("main.rs"), code);

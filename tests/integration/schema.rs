@@ -1,16 +1,20 @@
 //! The schema is the seed's (seed-behaviour.md §1, checklist 1–4), on every
 //! backend: 17 columns with their types, lengths and nullability, and the
-//! single-column indexes under Django's names; plus the claim index.
+//! single-column indexes under Django's names (all of them with
+//! `--django-indexes`, the ones the queue reads through otherwise); plus the
+//! claim index.
 
 use background_tasks::db;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 
 use crate::fixture::{Backend, TestDb};
 
 on_all_backends!(
     both_tables_have_the_seeds_columns,
-    both_tables_have_the_seeds_indexes,
+    our_tables_carry_the_lean_index_set,
+    django_indexes_puts_back_every_index_of_djangos,
+    every_lookup_of_the_queue_has_an_index,
     migrations_are_recorded_in_their_own_table_and_go_down_and_up,
     migrating_twice_is_a_no_op,
     sqlite_timestamps_are_stored_in_djangos_text,
@@ -206,36 +210,131 @@ async fn indexes(t: &TestDb, table: &str) -> Vec<(String, String, bool)> {
         .collect()
 }
 
-async fn both_tables_have_the_seeds_indexes(t: TestDb) -> TestDb {
-    let seed = [
-        ("background_task", "task_name", "4562d56a"),
-        ("background_task", "task_hash", "d8f233bd"),
-        ("background_task", "priority", "88bdbce9"),
-        ("background_task", "run_at", "7baca3aa"),
-        ("background_task", "queue", "1d5f3a40"),
-        ("background_task", "attempts", "a9ade23d"),
-        ("background_task", "failed_at", "b81bba14"),
-        ("background_task", "locked_by", "db7779e3"),
-        ("background_task", "locked_at", "0fb0f225"),
-        ("background_task", "creator_content_type_id", "61cc9af3"),
-        ("background_task_completedtask", "task_name", "388dabc2"),
-        ("background_task_completedtask", "task_hash", "91187576"),
-        ("background_task_completedtask", "priority", "9080692e"),
-        ("background_task_completedtask", "run_at", "77c80f34"),
-        ("background_task_completedtask", "queue", "61fb0415"),
-        ("background_task_completedtask", "attempts", "772a6783"),
-        ("background_task_completedtask", "failed_at", "3de56618"),
-        ("background_task_completedtask", "locked_by", "edc8a213"),
-        ("background_task_completedtask", "locked_at", "29c62708"),
+/// Django's single-column indexes: (table, column, digest of its name).
+const SEED_INDEXES: [(&str, &str, &str); 20] = [
+    ("background_task", "task_name", "4562d56a"),
+    ("background_task", "task_hash", "d8f233bd"),
+    ("background_task", "priority", "88bdbce9"),
+    ("background_task", "run_at", "7baca3aa"),
+    ("background_task", "queue", "1d5f3a40"),
+    ("background_task", "attempts", "a9ade23d"),
+    ("background_task", "failed_at", "b81bba14"),
+    ("background_task", "locked_by", "db7779e3"),
+    ("background_task", "locked_at", "0fb0f225"),
+    ("background_task", "creator_content_type_id", "61cc9af3"),
+    ("background_task_completedtask", "task_name", "388dabc2"),
+    ("background_task_completedtask", "task_hash", "91187576"),
+    ("background_task_completedtask", "priority", "9080692e"),
+    ("background_task_completedtask", "run_at", "77c80f34"),
+    ("background_task_completedtask", "queue", "61fb0415"),
+    ("background_task_completedtask", "attempts", "772a6783"),
+    ("background_task_completedtask", "failed_at", "3de56618"),
+    ("background_task_completedtask", "locked_by", "edc8a213"),
+    ("background_task_completedtask", "locked_at", "29c62708"),
+    (
+        "background_task_completedtask",
+        "creator_content_type_id",
+        "21d6a741",
+    ),
+];
+
+/// Tables this crate created, no Django app: Django's indexes are cut down
+/// to the ones the queue reads through (migration 12), plus the claim index,
+/// the unique key's, and on PostgreSQL and SQLite partial indexes over the
+/// locked and the failed rows.
+async fn our_tables_carry_the_lean_index_set(t: TestDb) -> TestDb {
+    let partial = t.backend != Backend::MySql;
+    let expected: [(&str, Vec<(&str, &str)>); 2] = [
+        (
+            "background_task",
+            [
+                ("background_task_task_hash_d8f233bd", "task_hash"),
+                ("background_task_claim_idx", ""),
+                ("background_task_unique_key_uniq", "unique_key"),
+            ]
+            .into_iter()
+            .chain(partial.then_some(("background_task_locked_idx", "locked_by,locked_at")))
+            .chain(partial.then_some(("background_task_failed_idx", "failed_at")))
+            .collect(),
+        ),
         (
             "background_task_completedtask",
-            "creator_content_type_id",
-            "21d6a741",
+            [
+                (
+                    "background_task_completedtask_task_hash_91187576",
+                    "task_hash",
+                ),
+                ("background_task_completedtask_run_at_77c80f34", "run_at"),
+            ]
+            .into_iter()
+            .chain(if partial {
+                Some(("background_task_completedtask_failed_idx", "failed_at"))
+            } else {
+                Some((
+                    "background_task_completedtask_failed_at_3de56618",
+                    "failed_at",
+                ))
+            })
+            .collect(),
         ),
     ];
+    for (table, wanted) in &expected {
+        let mut actual = indexes(&t, table).await;
+        actual.sort();
+        let mut wanted: Vec<(String, String)> = wanted
+            .iter()
+            .map(|(name, columns)| (name.to_string(), columns.to_string()))
+            .collect();
+        wanted.sort();
+        let names: Vec<(String, String)> = actual
+            .iter()
+            .map(|(name, columns, _)| {
+                let columns = if name == "background_task_claim_idx" {
+                    String::new()
+                } else {
+                    columns.clone()
+                };
+                (name.clone(), columns)
+            })
+            .collect();
+        assert_eq!(names, wanted, "{table}: the lean index set");
+    }
+    claim_index_walks_the_claim_order(&t).await;
+    t
+}
+
+/// `bgtasks migrate --django-indexes` (and a Django app's own migrations)
+/// give every one of Django's single-column indexes, under Django's names;
+/// a second run creates nothing; rolling migration 12 back keeps them and
+/// drops the partial indexes.
+async fn django_indexes_puts_back_every_index_of_djangos(t: TestDb) -> TestDb {
+    let created = db::migrate_with_django_indexes(&t.db).await.unwrap();
+    let lean_kept = if t.backend == Backend::MySql { 4 } else { 3 };
+    assert_eq!(created.len(), 20 - lean_kept, "created {created:?}");
+    assert_eq!(
+        db::migrate_with_django_indexes(&t.db).await.unwrap(),
+        Vec::<String>::new(),
+        "a second run creates nothing"
+    );
+    assert_djangos_indexes(&t).await;
+    Migrator::down(&t.db, Some(1)).await.unwrap();
+    assert_djangos_indexes(&t).await;
     for table in ["background_task", "background_task_completedtask"] {
-        let actual = indexes(&t, table).await;
-        for (_, column, digest) in seed.iter().filter(|s| s.0 == table) {
+        let partial: Vec<_> = indexes(&t, table)
+            .await
+            .into_iter()
+            .filter(|i| i.0.ends_with("_locked_idx") || i.0.ends_with("_failed_idx"))
+            .collect();
+        assert!(partial.is_empty(), "{table}: down drops {partial:?}");
+    }
+    db::migrate(&t.db).await.unwrap();
+    t
+}
+
+async fn assert_djangos_indexes(t: &TestDb) {
+    for table in ["background_task", "background_task_completedtask"] {
+        let actual = indexes(t, table).await;
+        for (_, column, digest) in SEED_INDEXES.iter().filter(|s| s.0 == table) {
             let name = format!("{table}_{column}_{digest}");
             let found = actual.iter().find(|i| i.0 == name);
             assert_eq!(
@@ -258,28 +357,11 @@ async fn both_tables_have_the_seeds_indexes(t: TestDb) -> TestDb {
             &[]
         };
         assert_eq!(unique, allowed, "{table}: unique indexes {actual:?}");
-        let extra: Vec<_> = actual
-            .iter()
-            .filter(|i| {
-                !seed
-                    .iter()
-                    .any(|s| format!("{}_{}_{}", s.0, s.1, s.2) == i.0)
-            })
-            .collect();
-        let expected_extra: Vec<&str> = if table == "background_task" {
-            vec![
-                "background_task_claim_idx",
-                "background_task_unique_key_uniq",
-            ]
-        } else {
-            vec![]
-        };
-        assert_eq!(
-            extra.iter().map(|i| i.0.as_str()).collect::<Vec<_>>(),
-            expected_extra
-        );
     }
-    let claim = indexes(&t, "background_task")
+}
+
+async fn claim_index_walks_the_claim_order(t: &TestDb) {
+    let claim = indexes(t, "background_task")
         .await
         .into_iter()
         .find(|i| i.0 == "background_task_claim_idx")
@@ -289,6 +371,115 @@ async fn both_tables_have_the_seeds_indexes(t: TestDb) -> TestDb {
         _ => "priority,run_at,id",
     };
     assert_eq!(claim.1, expected);
+}
+
+/// Every lookup the runner, the dashboard and the command line make goes
+/// through an index of the lean set: the plan never reads the whole table.
+/// PostgreSQL plans with sequential scans priced out (so an index that can
+/// serve is used), SQLite's plan names the index, and MySQL lists a key it
+/// can use.
+async fn every_lookup_of_the_queue_has_an_index(t: TestDb) -> TestDb {
+    let at = "'2026-01-01 00:00:00'";
+    let lookups = [
+        (
+            "claim",
+            format!(
+                "SELECT id FROM background_task WHERE locked_by IS NULL AND failed_at IS NULL \
+                 AND run_at <= {at} ORDER BY priority DESC, run_at, id LIMIT 10"
+            ),
+        ),
+        (
+            "heartbeat, outcome fence",
+            "SELECT id FROM background_task WHERE locked_by = 'host:1:abc'".to_owned(),
+        ),
+        (
+            "lock expiry",
+            format!(
+                "SELECT id FROM background_task WHERE locked_by IS NOT NULL AND \
+                 ((locked_by LIKE '%:%:%' AND locked_at < {at}) OR \
+                 (locked_by NOT LIKE '%:%:%' AND locked_at < {at}))"
+            ),
+        ),
+        (
+            "check-existing",
+            "SELECT id FROM background_task WHERE task_hash = 'h' AND locked_at IS NULL".to_owned(),
+        ),
+        (
+            "running count of a limited queue",
+            "SELECT COUNT(*) FROM background_task WHERE locked_by IS NOT NULL AND queue = 'q'"
+                .to_owned(),
+        ),
+        (
+            "set-aside tasks",
+            "SELECT id FROM background_task WHERE failed_at IS NOT NULL AND locked_by IS NULL"
+                .to_owned(),
+        ),
+        (
+            "history of a task",
+            "SELECT id FROM background_task_completedtask WHERE task_hash = 'h' \
+             AND task_name = 'n' ORDER BY run_at DESC, id DESC"
+                .to_owned(),
+        ),
+        (
+            "recent history",
+            format!("SELECT id FROM background_task_completedtask WHERE run_at >= {at}"),
+        ),
+        (
+            "retention of failures",
+            format!(
+                "SELECT id FROM background_task_completedtask WHERE failed_at IS NOT NULL \
+                 AND failed_at < {at} ORDER BY failed_at LIMIT 100"
+            ),
+        ),
+        (
+            "retention of completions",
+            format!(
+                "SELECT id FROM background_task_completedtask WHERE (NOT failed_at IS NOT NULL) \
+                 AND run_at < {at} ORDER BY run_at LIMIT 100"
+            ),
+        ),
+    ];
+    let backend = t.db.get_database_backend();
+    let raw = |sql: String| Statement::from_string(backend, sql);
+    // One connection for the setting and the plans.
+    let txn = t.db.begin().await.unwrap();
+    if backend == DbBackend::Postgres {
+        txn.execute_raw(raw("SET LOCAL enable_seqscan = off".into()))
+            .await
+            .unwrap();
+    }
+    for (what, sql) in lookups {
+        let explain = match backend {
+            DbBackend::Sqlite => format!("EXPLAIN QUERY PLAN {sql}"),
+            _ => format!("EXPLAIN {sql}"),
+        };
+        let rows = txn.query_all_raw(raw(explain)).await.unwrap();
+        let plan: Vec<String> = rows
+            .iter()
+            .map(|row| match backend {
+                // (id, parent, notused, detail)
+                DbBackend::Sqlite => row.try_get_by_index::<String>(3).unwrap(),
+                DbBackend::Postgres => row.try_get_by_index::<String>(0).unwrap(),
+                // possible_keys, the 6th column
+                _ => format!(
+                    "possible_keys: {}",
+                    row.try_get::<Option<String>>("", "possible_keys")
+                        .unwrap()
+                        .unwrap_or_else(|| "NULL".into())
+                ),
+            })
+            .collect();
+        let whole_table = plan.iter().any(|line| match backend {
+            DbBackend::Sqlite => line.starts_with("SCAN ") && !line.contains("INDEX"),
+            DbBackend::Postgres => line.contains("Seq Scan"),
+            _ => line == "possible_keys: NULL",
+        });
+        assert!(
+            !whole_table,
+            "{what}: reads the whole table: {plan:#?}\n{sql}"
+        );
+    }
+    txn.rollback().await.unwrap();
     t
 }
 
@@ -304,8 +495,8 @@ async fn migrations_are_recorded_in_their_own_table_and_go_down_and_up(t: TestDb
         .unwrap();
     assert_eq!(
         row.try_get_by_index::<i64>(0).unwrap(),
-        11,
-        "eleven migrations ran"
+        12,
+        "twelve migrations ran"
     );
     assert!(
         Migrator::get_pending_migrations(&t.db)
