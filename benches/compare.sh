@@ -184,6 +184,13 @@ if [ "$SKIP_BLACKBOX" != 1 ]; then
     step "black box SQLite: --prefetch 0 (the seed's rhythm), run $r (N=$BB_N)" "$RESULTS/blackbox-sqlite.jsonl" \
       env BGTASKS="$BGTASKS" N=$BB_N OPTS="--sleep 1 --prefetch 0" DIR="$OUT" bash "$BB/sqlite_drain.sh"
   done
+  # SQLite's floor for the runner's own statements, without the runner
+  # (benches/sqlite_floor.sh): the lean and Django's index sets.
+  rm -f "$RESULTS"/sqlite-floor.jsonl
+  step "SQLite floor of the runner's statements (N=$SCALE_N)" "$RESULTS/sqlite-floor.jsonl" \
+    env BGTASKS="$BGTASKS" N=$SCALE_N DIR="$OUT" bash "$HERE/sqlite_floor.sh"
+  step "SQLite floor of the runner's statements, Django's index set (N=$SCALE_N)" "$RESULTS/sqlite-floor.jsonl" \
+    env BGTASKS="$BGTASKS" N=$SCALE_N DIR="$OUT" DJANGO_INDEXES=1 SYNCS=FULL BATCHES=128 bash "$HERE/sqlite_floor.sh"
   # One enqueue per process against psql, and --from FILE against the SQL
   # floor; with the default sslmode (TLS when the server offers it) and without.
   step "CLI on PG, default sslmode (N=$CLI_N, $CLI_CALLS calls)" "$RESULTS/cli.jsonl" \

@@ -131,7 +131,7 @@ async fn index_set(conn: &DatabaseConnection, django: bool) -> AnyResult<&'stati
         return Ok("django");
     }
     let lean_kept = if conn.get_database_backend() == DbBackend::MySql {
-        4
+        5
     } else {
         3
     };

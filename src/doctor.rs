@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use migration::{
-    CLAIM_INDEX, COMPLETED_INDEXES, LEAN_TASK_COLUMNS, Migrator, MigratorTrait, NOTIFY_TRIGGER,
-    TASK_INDEXES, lean_history_columns, partial_indexes,
+    CLAIM_INDEX, COMPLETED_INDEXES, Migrator, MigratorTrait, NOTIFY_TRIGGER, TASK_INDEXES,
+    lean_history_columns, lean_task_columns, partial_indexes,
 };
 use sea_orm::{DatabaseConnection, DbBackend};
 use serde::Serialize;
@@ -426,7 +426,7 @@ async fn indexes(conn: &DatabaseConnection, present: &[String]) -> Result<Verdic
         .copied()
         .filter(|(table, _, column)| match (*table, column) {
             (_, None) => true,
-            (TASKS, Some(column)) => LEAN_TASK_COLUMNS.contains(column),
+            (TASKS, Some(column)) => lean_task_columns(backend).contains(column),
             (_, Some(column)) => lean_history_columns(backend).contains(column),
         })
         .chain(

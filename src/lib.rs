@@ -48,6 +48,8 @@
 
 mod actors;
 pub mod admin;
+#[doc(hidden)]
+pub mod bench;
 pub mod builtin;
 mod cancel;
 pub mod cli;

@@ -48,8 +48,8 @@ pub use m20261202_000010_add_queue_controls::QUEUE_PAUSES;
 /// The lean index set kept when no Django app shares the tables, and the
 /// function that puts Django's indexes back (`bgtasks migrate --django-indexes`).
 pub use m20261203_000012_lean_indexes::{
-    FAILED_INDEX, HISTORY_FAILED_INDEX, LEAN_TASK_COLUMNS, LOCKED_INDEX, django_indexes,
-    lean_history_columns, partial_indexes,
+    FAILED_INDEX, HISTORY_FAILED_INDEX, LOCKED_INDEX, django_indexes, lean_history_columns,
+    lean_task_columns, partial_indexes,
 };
 
 /// Every migration of the queue's schema, in order.

@@ -21,8 +21,9 @@
 //! | history `background_task_completedtask_failed_idx` (failed rows only; MySQL keeps Django's `failed_at`) | the failed history list, retention of failures |
 //!
 //! The partial indexes exist on PostgreSQL and SQLite only (MySQL has
-//! none); MySQL answers those lookups from the claim index, which starts
-//! with `locked_by, failed_at`.
+//! none); MySQL keeps Django's `locked_by` index instead (see
+//! [`lean_task_columns`]) and answers the other lookups from the claim
+//! index, which starts with `locked_by, failed_at`.
 //!
 //! **Django.** When Django's migrations created the tables
 //! (`django_migrations` records app `background_task`), this migration
@@ -58,8 +59,17 @@ pub const FAILED_INDEX: &str = "background_task_failed_idx";
 /// Partial index over the failed rows of the history (PostgreSQL, SQLite).
 pub const HISTORY_FAILED_INDEX: &str = "background_task_completedtask_failed_idx";
 
-/// Columns whose Django index the lean set keeps, on `background_task`.
-pub const LEAN_TASK_COLUMNS: &[&str] = &["task_hash"];
+/// Columns whose Django index the lean set keeps on `background_task`, by
+/// backend. MySQL keeps `locked_by`: the statements that write a runner's
+/// own rows (`UPDATE`/`DELETE ... WHERE locked_by = ? AND id IN (...)`,
+/// which take no index hint) then always find a narrow index, and never
+/// scan and lock rows that other runners' `SKIP LOCKED` claims would skip.
+pub fn lean_task_columns(backend: DbBackend) -> &'static [&'static str] {
+    match backend {
+        DbBackend::MySql => &["task_hash", "locked_by"],
+        _ => &["task_hash"],
+    }
+}
 
 /// Columns whose Django index the lean set keeps on the history, by backend
 /// (MySQL keeps `failed_at`, having no partial index to replace it with).
@@ -113,7 +123,7 @@ impl MigrationTrait for Migration {
             }
         }
         for (table, indexes, keep) in [
-            (TASKS, &TASK_INDEXES, LEAN_TASK_COLUMNS),
+            (TASKS, &TASK_INDEXES, lean_task_columns(backend)),
             (HISTORY, &COMPLETED_INDEXES, lean_history_columns(backend)),
         ] {
             for (column, name) in indexes.iter() {

@@ -19,8 +19,6 @@ impl Guard {
     /// timeout ([`crate::telemetry::export_timeout`], 10 s by default) for
     /// a collector that is slow; one that is away fails at once.
     pub(super) fn finish(self) {
-        // Every line logged so far is written before this returns.
-        drop(self.log);
         #[cfg(feature = "otel")]
         if let Some(provider) = self.provider {
             let timeout = crate::telemetry::export_timeout() + std::time::Duration::from_secs(1);
@@ -31,6 +29,9 @@ impl Guard {
                 );
             }
         }
+        // Last, so what the exporter logs while it shuts down is written
+        // too: every line logged so far is on stderr when this returns.
+        drop(self.log);
     }
 }
 
