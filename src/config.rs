@@ -1145,4 +1145,26 @@ mod tests {
         }
         assert!(Config::builder().lease(MAX_DURATION).build().is_ok());
     }
+
+    #[test]
+    fn a_wake_probe_outside_2_ms_to_60_s_is_refused_with_the_range() {
+        for bad in ["0", "0.001", "61", "1e30", "-1", "soon"] {
+            let pairs = [("BACKGROUND_TASK_WAKE_PROBE", bad)];
+            let env = vars(&pairs);
+            let err = builder_from_vars(&env)
+                .and_then(ConfigBuilder::build)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("BACKGROUND_TASK_WAKE_PROBE") || err.contains("0.002 to 60"),
+                "{bad}: {err}"
+            );
+        }
+        for good in ["0.002", "0.1", "60"] {
+            let pairs = [("BACKGROUND_TASK_WAKE_PROBE", good)];
+            let env = vars(&pairs);
+            assert!(builder_from_vars(&env).unwrap().build().is_ok(), "{good}");
+        }
+        assert_eq!(Config::default().wake_probe(), DEFAULT_WAKE_PROBE);
+    }
 }
