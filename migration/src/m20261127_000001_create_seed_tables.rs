@@ -102,13 +102,7 @@ impl MigrationTrait for Migration {
             manager.create_table(seed_table(table, backend)).await?;
             for (column, name) in indexes {
                 manager
-                    .create_index(
-                        Index::create()
-                            .name(*name)
-                            .table(Alias::new(table))
-                            .col(Alias::new(*column))
-                            .to_owned(),
-                    )
+                    .create_index(django_index(table, column, name))
                     .await?;
             }
         }
@@ -126,6 +120,15 @@ impl MigrationTrait for Migration {
         }
         Ok(())
     }
+}
+
+/// Django's single-column index `name` on `table` (`column`).
+pub(crate) fn django_index(table: &str, column: &str, name: &str) -> IndexCreateStatement {
+    Index::create()
+        .name(name)
+        .table(Alias::new(table))
+        .col(Alias::new(column))
+        .to_owned()
 }
 
 /// Whether Django's migrations created the tables: `django_migrations`

@@ -38,7 +38,7 @@ use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DbBackend;
 
 use crate::m20261127_000001_create_seed_tables::{
-    COMPLETED_INDEXES, TASK_INDEXES, django_owns_tables,
+    COMPLETED_INDEXES, TASK_INDEXES, django_index, django_owns_tables,
 };
 
 pub struct Migration;
@@ -185,13 +185,7 @@ async fn add_django_indexes(manager: &SchemaManager<'_>) -> Result<Vec<String>, 
                 continue;
             }
             manager
-                .create_index(
-                    Index::create()
-                        .name(*name)
-                        .table(Alias::new(table))
-                        .col(Alias::new(*column))
-                        .to_owned(),
-                )
+                .create_index(django_index(table, column, name))
                 .await?;
             created.push((*name).to_owned());
         }
