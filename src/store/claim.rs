@@ -145,13 +145,16 @@ async fn claim_once(
                 // that runner). Certification catches the rest: two nodes
                 // updating the same row, the later fails at commit (1213).
                 let mut update = Sql::new(backend);
-                lock_rows(&mut update, runner, now);
+                update.push("UPDATE ").tasks_by_id();
+                lock_columns(&mut update, runner, now);
                 update
                     .push(" WHERE locked_by IS NULL AND id IN ")
                     .bind_list(ids.iter().copied());
                 txn.execute_raw(update.build()).await?;
                 let mut read = Sql::new(backend);
-                read.push("SELECT * FROM background_task WHERE locked_by = ")
+                read.push("SELECT * FROM ")
+                    .tasks_by_id()
+                    .push(" WHERE locked_by = ")
                     .bind(runner)
                     .push(" AND id IN ")
                     .bind_list(ids.iter().copied());
@@ -239,7 +242,13 @@ async fn set_aside_row<C: ConnectionTrait>(
 /// `UPDATE background_task SET locked_by = <runner>, locked_at = <now>`:
 /// the mark of a claim, the same on every backend.
 fn lock_rows(sql: &mut Sql, runner: &str, now: DateTime<Utc>) {
-    sql.push("UPDATE background_task SET locked_by = ")
+    sql.push("UPDATE background_task");
+    lock_columns(sql, runner, now);
+}
+
+/// ` SET locked_by = <runner>, locked_at = <now>`.
+fn lock_columns(sql: &mut Sql, runner: &str, now: DateTime<Utc>) {
+    sql.push(" SET locked_by = ")
         .bind(runner)
         .push(", locked_at = ")
         .bind(now);
@@ -358,7 +367,9 @@ pub(crate) async fn unlock_expired(
             .push("))");
     };
     let mut sql = Sql::new(backend);
-    sql.push("UPDATE background_task SET locked_by = NULL, locked_at = NULL WHERE ");
+    sql.push("UPDATE ")
+        .tasks_by_id()
+        .push(" SET locked_by = NULL, locked_at = NULL WHERE ");
     if backend == DbBackend::MySql {
         let mut find = Sql::new(backend);
         find.push("SELECT id FROM background_task WHERE ");
@@ -386,7 +397,9 @@ pub(crate) async fn release<C: ConnectionTrait>(db: &C, runner: &str, ids: &[i32
     }
     let backend = db.get_database_backend();
     let mut sql = Sql::new(backend);
-    sql.push("UPDATE background_task SET locked_by = NULL, locked_at = NULL WHERE locked_by = ")
+    sql.push("UPDATE ")
+        .tasks_by_id()
+        .push(" SET locked_by = NULL, locked_at = NULL WHERE locked_by = ")
         .bind(runner)
         .push(" AND id IN ")
         .bind_list(ids.iter().copied());

@@ -505,6 +505,21 @@ impl Sql {
         self.backend
     }
 
+    /// Appends `background_task`, for a statement that picks its rows by
+    /// `id IN (...)`: on MySQL/MariaDB with the primary key forced. Left to
+    /// itself, MariaDB walks the `locked_by` (or claim) index for a
+    /// `locked_by` condition next to the ids, and under REPEATABLE READ a
+    /// locking statement locks every row it walks: an outcome or a claim
+    /// then held every due row for its transaction, so a concurrent claim
+    /// skipped them (`SKIP LOCKED`) and took later ones out of order, and
+    /// the two deadlocked. By primary key, only the named rows are locked.
+    pub(crate) fn tasks_by_id(&mut self) -> &mut Self {
+        self.push(match self.backend {
+            DbBackend::MySql => "background_task FORCE INDEX (PRIMARY)",
+            _ => "background_task",
+        })
+    }
+
     /// Appends literal SQL.
     pub(crate) fn push(&mut self, text: &str) -> &mut Self {
         self.text.push_str(text);

@@ -392,7 +392,9 @@ async fn delete_held<C: ConnectionTrait>(
     for chunk in ids.chunks(IDS_PER_STATEMENT) {
         let mut sql = Sql::new(backend);
         if backend == DbBackend::MySql {
-            sql.push("SELECT id FROM background_task WHERE locked_by = ");
+            sql.push("SELECT id FROM ")
+                .tasks_by_id()
+                .push(" WHERE locked_by = ");
         } else {
             sql.push("DELETE FROM background_task WHERE locked_by = ");
         }
@@ -412,8 +414,11 @@ async fn delete_held<C: ConnectionTrait>(
             .collect::<std::result::Result<_, _>>()?;
         if backend == DbBackend::MySql && !found.is_empty() {
             let mut delete = Sql::new(backend);
+            // The multi-table form, the one that takes an index hint.
             delete
-                .push("DELETE FROM background_task WHERE id IN ")
+                .push("DELETE background_task FROM ")
+                .tasks_by_id()
+                .push(" WHERE id IN ")
                 .bind_list(found.iter().copied());
             conn.execute_raw(delete.build()).await?;
         }

@@ -48,7 +48,9 @@ pub(crate) async fn heartbeat<C: ConnectionTrait>(
     for ids in running.chunks(1_000) {
         let mut renew = Sql::new(backend);
         renew
-            .push("UPDATE background_task SET locked_at = ")
+            .push("UPDATE ")
+            .tasks_by_id()
+            .push(" SET locked_at = ")
             .bind(now)
             .push(" WHERE locked_by = ")
             .bind(runner_id)
