@@ -25,7 +25,7 @@
 //! tasks in the same transaction ([`super::limits::room`]), so claims of
 //! that queue by any number of runners take turns and never exceed it.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr};
 
 use super::Sql;
@@ -110,6 +110,8 @@ async fn claim_once(
         txn.commit().await?;
         return Ok(Claimed::default());
     }
+    // Whether `rows` were read before the update that marked them.
+    let mut marked_by_update = false;
     let rows = match backend {
         DbBackend::Postgres => {
             // The locking select must run exactly once: as a plain `IN
@@ -127,13 +129,12 @@ async fn claim_once(
         DbBackend::MySql => {
             // No `LIMIT` in an `IN` subquery: select and lock, then update.
             let mut select = Sql::new(backend);
-            due_ids(&mut select, now, limit, filter);
+            due_rows(&mut select, "*", now, limit, filter);
             select.push(" FOR UPDATE SKIP LOCKED");
-            let ids: Vec<i64> = txn
-                .query_all_raw(select.build())
-                .await?
+            let rows = txn.query_all_raw(select.build()).await?;
+            let ids: Vec<i64> = rows
                 .iter()
-                .map(read_id)
+                .map(|row| row.try_get::<i64>("", "id").or_else(|_| read_id(row)))
                 .collect::<Result<_, _>>()?;
             if ids.is_empty() {
                 Vec::new()
@@ -150,15 +151,22 @@ async fn claim_once(
                 update
                     .push(" WHERE locked_by IS NULL AND id IN ")
                     .bind_list(ids.iter().copied());
-                txn.execute_raw(update.build()).await?;
-                let mut read = Sql::new(backend);
-                read.push("SELECT * FROM ")
-                    .tasks_by_id()
-                    .push(" WHERE locked_by = ")
-                    .bind(runner)
-                    .push(" AND id IN ")
-                    .bind_list(ids.iter().copied());
-                txn.query_all_raw(read.build()).await?
+                let taken = txn.execute_raw(update.build()).await?.rows_affected();
+                if taken == ids.len() as u64 {
+                    // Every row read is now this runner's: the locking read
+                    // has the rest of each row, without reading it back.
+                    marked_by_update = true;
+                    rows
+                } else {
+                    let mut read = Sql::new(backend);
+                    read.push("SELECT * FROM ")
+                        .tasks_by_id()
+                        .push(" WHERE locked_by = ")
+                        .bind(runner)
+                        .push(" AND id IN ")
+                        .bind_list(ids.iter().copied());
+                    txn.query_all_raw(read.build()).await?
+                }
             }
         }
         _ => {
@@ -170,7 +178,15 @@ async fn claim_once(
             txn.query_all_raw(sql.build()).await?
         }
     };
-    let (tasks, set_aside) = super::rows::split::<task::Entity>(&rows, backend);
+    let (mut tasks, set_aside) = super::rows::split::<task::Entity>(&rows, backend);
+    if marked_by_update {
+        // What the update wrote, as the database stores it (microseconds).
+        let locked_at = now.trunc_subsecs(6);
+        for task in &mut tasks {
+            task.locked_by = Some(runner.to_owned());
+            task.locked_at = Some(locked_at);
+        }
+    }
     for unreadable in &set_aside {
         set_aside_row(&txn, unreadable, now).await?;
     }
@@ -256,19 +272,32 @@ fn lock_columns(sql: &mut Sql, runner: &str, now: DateTime<Utc>) {
 
 /// `SELECT id FROM background_task WHERE <due> ORDER BY <claim order> LIMIT n`.
 fn due_ids(sql: &mut Sql, now: DateTime<Utc>, limit: usize, filter: &ClaimFilter<'_>) {
+    due_rows(sql, "id", now, limit, filter);
+}
+
+/// `SELECT <columns> FROM background_task WHERE <due> ORDER BY <claim
+/// order> LIMIT n`.
+fn due_rows(
+    sql: &mut Sql,
+    columns: &str,
+    now: DateTime<Utc>,
+    limit: usize,
+    filter: &ClaimFilter<'_>,
+) {
     // The claim index returns rows in claim order and stops after `limit`;
     // without the hint SQLite and MySQL pick a single-column index (say
     // `failed_at`) and sort every due row, so a claim grows with the
     // backlog. The index is this crate's own migration's.
-    sql.push(match sql.backend() {
-        DbBackend::Sqlite => "SELECT id FROM background_task INDEXED BY background_task_claim_idx",
-        DbBackend::MySql => {
-            "SELECT id FROM background_task FORCE INDEX (background_task_claim_idx)"
-        }
-        _ => "SELECT id FROM background_task",
-    })
-    .push(" WHERE locked_by IS NULL AND failed_at IS NULL AND run_at <= ")
-    .bind(now);
+    let table = match sql.backend() {
+        DbBackend::Sqlite => " FROM background_task INDEXED BY background_task_claim_idx",
+        DbBackend::MySql => " FROM background_task FORCE INDEX (background_task_claim_idx)",
+        _ => " FROM background_task",
+    };
+    sql.push("SELECT ")
+        .push(columns)
+        .push(table)
+        .push(" WHERE locked_by IS NULL AND failed_at IS NULL AND run_at <= ")
+        .bind(now);
     match filter.queues {
         Queues::All => {}
         Queues::Only(queue) => {

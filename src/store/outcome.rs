@@ -25,7 +25,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
 };
 
 use super::Sql;
@@ -232,8 +232,14 @@ pub(crate) async fn record(
     now: DateTime<Utc>,
 ) -> Result<Vec<Applied>> {
     let mut attempt = 0;
+    let mut fence = Fence::Delete;
     loop {
-        match record_once(db, runner, endings, max_attempts, now).await {
+        match record_once(db, runner, endings, max_attempts, now, fence).await {
+            Err(crate::Error::Database(DbErr::Custom(why))) if why == NOT_ALL_HELD => {
+                // Rolled back: some rows are no longer this runner's. Again,
+                // finding out which first.
+                fence = Fence::LockFirst;
+            }
             Err(err)
                 if attempt < MYSQL_RETRIES
                     && matches!(&err, crate::Error::Database(db_err) if super::is_lock_conflict(db_err)) =>
@@ -255,6 +261,7 @@ async fn record_once(
     endings: &[(&task::Model, Ending<'_>)],
     max_attempts: u32,
     now: DateTime<Utc>,
+    fence: Fence,
 ) -> Result<Vec<Applied>> {
     let plans: Vec<Plan> = endings
         .iter()
@@ -267,7 +274,7 @@ async fn record_once(
         .filter(|(_, plan)| matches!(plan, Plan::Leave { .. }))
         .map(|((task, _), _)| task.id)
         .collect();
-    let held = delete_held(&txn, runner, &leaving).await?;
+    let held = delete_held(&txn, runner, &leaving, fence).await?;
 
     let mut history = Vec::new();
     let mut repetitions = Vec::new();
@@ -379,19 +386,52 @@ fn repeats(task: &task::Model, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     next_repetition(task.run_at, task.repeat, now)
 }
 
+/// How MySQL/MariaDB, which has no `DELETE ... RETURNING`, learns which
+/// rows of a batch the runner still held.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fence {
+    /// Delete the batch's rows the runner holds: when the count is the
+    /// batch's, every row was held (the usual case, one statement); when
+    /// not, the transaction fails with [`NOT_ALL_HELD`] and is rolled back.
+    Delete,
+    /// Lock the held rows first (`SELECT ... FOR UPDATE`), then delete
+    /// them: two statements, but the ids of the rows held.
+    LockFirst,
+}
+
+/// The error of a [`Fence::Delete`] that deleted fewer rows than it was
+/// given: [`record`] writes the batch again with [`Fence::LockFirst`].
+const NOT_ALL_HELD: &str = "an outcome batch holds rows this runner no longer holds";
+
 /// Deletes the rows of `ids` that `runner` still holds (the fence) and
 /// returns their ids. PostgreSQL and SQLite say which with `RETURNING`;
-/// MySQL, which has no `DELETE ... RETURNING`, locks them first.
+/// MySQL as `fence` says.
 async fn delete_held<C: ConnectionTrait>(
     conn: &C,
     runner: &str,
     ids: &[i32],
+    fence: Fence,
 ) -> Result<HashSet<i32>> {
     let backend = conn.get_database_backend();
     let mut held = HashSet::with_capacity(ids.len());
     for chunk in ids.chunks(IDS_PER_STATEMENT) {
         let mut sql = Sql::new(backend);
         if backend == DbBackend::MySql {
+            if fence == Fence::Delete {
+                // The multi-table form, the one that takes an index hint.
+                sql.push("DELETE background_task FROM ")
+                    .tasks_by_id()
+                    .push(" WHERE locked_by = ")
+                    .bind(runner)
+                    .push(" AND id IN ")
+                    .bind_list(chunk.iter().copied());
+                let deleted = conn.execute_raw(sql.build()).await?.rows_affected();
+                if deleted != chunk.len() as u64 {
+                    return Err(DbErr::Custom(NOT_ALL_HELD.into()).into());
+                }
+                held.extend(chunk.iter().copied());
+                continue;
+            }
             sql.push("SELECT id FROM ")
                 .tasks_by_id()
                 .push(" WHERE locked_by = ");

@@ -196,6 +196,7 @@ on_all_backends!(
     a_dead_runners_tasks_come_back_within_the_lease,
     heartbeats_keep_long_tasks_from_being_taken,
     a_runner_whose_lease_was_stolen_cannot_complete,
+    a_row_stolen_from_an_outcome_batch_leaves_the_rest_recorded,
     the_registry_shows_live_runners,
 );
 
@@ -350,6 +351,78 @@ async fn a_runner_whose_lease_was_stolen_cannot_complete(t: TestDb) -> TestDb {
         );
         admin::delete_tasks(&t.db, &[task.id]).await.unwrap();
     }
+    t
+}
+
+/// Four bodies that end together; the one given `true` first hands its
+/// row to another runner.
+struct EndTogether {
+    db: DatabaseConnection,
+    gate: Arc<tokio::sync::Barrier>,
+}
+
+impl Task for EndTogether {
+    type Params = bool;
+    type Output = ();
+    fn name() -> &'static str {
+        "end_together"
+    }
+    async fn run(&self, steal: bool, ctx: TaskContext) -> Result<(), TaskError> {
+        if steal {
+            let row = task_row::Entity::find_by_id(ctx.task_id().unwrap())
+                .one(&self.db)
+                .await?
+                .unwrap();
+            let mut stolen = row.into_active_model();
+            stolen.locked_by = Set(Some("thief:1:00000000".into()));
+            stolen.update(&self.db).await?;
+        }
+        self.gate.wait().await;
+        Ok(())
+    }
+}
+
+/// The outcomes of tasks that end together are written as one batch; a
+/// row of the batch another runner took meanwhile is left to it, and the
+/// others are recorded (on MySQL the batch's delete finds one row fewer
+/// than it was given, and the batch is written again, rows locked first).
+async fn a_row_stolen_from_an_outcome_batch_leaves_the_rest_recorded(t: TestDb) -> TestDb {
+    let registry = Registry::new();
+    registry.register(EndTogether {
+        db: t.db.clone(),
+        gate: Arc::new(tokio::sync::Barrier::new(4)),
+    });
+    let config = lease_config(30_000).tasks_per_thread(2).build().unwrap();
+    assert_eq!(config.concurrency(), 4, "the four bodies run at once");
+    let queue = t.queue(registry, config);
+    let mut stolen_id = 0;
+    for steal in [false, true, false, false] {
+        let task = queue
+            .enqueue::<EndTogether>(&steal)
+            .await
+            .unwrap()
+            .into_task()
+            .unwrap();
+        if steal {
+            stolen_id = task.id;
+        }
+    }
+    let runner = Runner::start(queue.clone()).unwrap();
+    wait_for("the three held rows to be recorded", LONG_WAIT, || async {
+        completed_task::Entity::find().count(&t.db).await.unwrap() == 3
+    })
+    .await;
+    runner.shutdown(Duration::from_secs(10)).await;
+    let left = task_row::Entity::find().all(&t.db).await.unwrap();
+    assert_eq!(left.len(), 1, "only the stolen row stays");
+    assert_eq!(left[0].id, stolen_id);
+    assert_eq!(left[0].locked_by.as_deref(), Some("thief:1:00000000"));
+    assert_eq!(left[0].attempts, 0, "no attempt recorded by the old owner");
+    let history = completed_task::Entity::find().all(&t.db).await.unwrap();
+    assert!(
+        history.iter().all(|row| !row.task_params.contains("true")),
+        "{history:?}"
+    );
     t
 }
 
