@@ -175,11 +175,26 @@ pub(crate) struct Context {
     url: Option<String>,
     json: bool,
     registry: Registry,
+    /// The connections [`Context::migrated_db`] opened, closed by
+    /// [`Context::close`] when the command is done.
+    opened: std::sync::Mutex<Vec<DatabaseConnection>>,
 }
 
 impl Context {
     fn url(&self) -> Option<&str> {
         self.url.as_deref()
+    }
+
+    /// Closes the connections the command opened, and waits for them.
+    /// SQLite's connection threads hold the span of the statement they ran
+    /// last (the `enqueue` span) a moment after they answer; the span is
+    /// exported when the last holder lets it go, and that must happen
+    /// before the exporter shuts down. A closed pool's threads have.
+    async fn close(&self) {
+        let opened = std::mem::take(&mut *self.opened.lock().unwrap_or_else(|e| e.into_inner()));
+        for conn in opened {
+            let _ = conn.close().await;
+        }
     }
 
     /// A connection to a database whose schema is up to date, for the
@@ -199,6 +214,10 @@ impl Context {
             )));
         }
         let conn = db::connect_for_command(self.url()).await?;
+        self.opened
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn.clone());
         let pending = db::pending_migrations(&conn).await?;
         if !pending.is_empty() {
             return Err(Failure::NotMigrated(format!(
@@ -327,9 +346,17 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
         url: cli.database_url,
         json: cli.json,
         registry,
+        opened: std::sync::Mutex::default(),
     };
-    match cli.command {
-        Command::Process(args) => process::run(&ctx, args).await,
+    let outcome = run_command(&ctx, cli.command).await;
+    // Outside the command's span.
+    ctx.close().await;
+    outcome
+}
+
+async fn run_command(ctx: &Context, command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Process(args) => process::run(ctx, args).await,
         Command::Enqueue(args) => {
             // The span the tasks it writes link to (feature `otel`).
             let span = tracing::info_span!(
@@ -337,32 +364,32 @@ async fn dispatch(cli: Cli, registry: Registry) -> Result<(), Failure> {
                 task = args.name.as_deref().unwrap_or("(from a file)"),
                 otel.kind = "producer"
             );
-            tracing::Instrument::instrument(enqueue::run(&ctx, args), span).await
+            tracing::Instrument::instrument(enqueue::run(ctx, args), span).await
         }
-        Command::List(args) => operate::list(&ctx, args).await,
-        Command::Show(args) => operate::show(&ctx, args).await,
-        Command::Stats(args) => operate::stats(&ctx, args).await,
-        Command::Retry(args) => operate::retry(&ctx, args).await,
-        Command::Cancel(args) => operate::cancel(&ctx, args).await,
-        Command::Cron { command } => schedules::cron(&ctx, command).await,
-        Command::Limit { command } => schedules::limit(&ctx, command).await,
-        Command::Pause(args) => controls::pause(&ctx, args).await,
-        Command::Resume(args) => controls::resume(&ctx, args).await,
-        Command::Paused => controls::paused(&ctx).await,
-        Command::Drain(args) => controls::drain(&ctx, args).await,
-        Command::Delete(args) => operate::delete(&ctx, args).await,
-        Command::Prune(args) => prune::run(&ctx, args).await,
-        Command::Doctor(args) => doctor::run(&ctx, args).await,
-        Command::Demo(args) => demo::run(&ctx, args).await,
+        Command::List(args) => operate::list(ctx, args).await,
+        Command::Show(args) => operate::show(ctx, args).await,
+        Command::Stats(args) => operate::stats(ctx, args).await,
+        Command::Retry(args) => operate::retry(ctx, args).await,
+        Command::Cancel(args) => operate::cancel(ctx, args).await,
+        Command::Cron { command } => schedules::cron(ctx, command).await,
+        Command::Limit { command } => schedules::limit(ctx, command).await,
+        Command::Pause(args) => controls::pause(ctx, args).await,
+        Command::Resume(args) => controls::resume(ctx, args).await,
+        Command::Paused => controls::paused(ctx).await,
+        Command::Drain(args) => controls::drain(ctx, args).await,
+        Command::Delete(args) => operate::delete(ctx, args).await,
+        Command::Prune(args) => prune::run(ctx, args).await,
+        Command::Doctor(args) => doctor::run(ctx, args).await,
+        Command::Demo(args) => demo::run(ctx, args).await,
         Command::Migrate {
             direction,
             django_indexes,
         } => {
             let direction = direction.unwrap_or(migrate::Direction::Up);
-            migrate::run(&ctx, direction, django_indexes).await
+            migrate::run(ctx, direction, django_indexes).await
         }
         #[cfg(feature = "web")]
-        Command::Dashboard(args) => dashboard::run(&ctx, args).await,
+        Command::Dashboard(args) => dashboard::run(ctx, args).await,
     }
 }
 
