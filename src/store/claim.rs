@@ -8,8 +8,8 @@
 //! priority (DESC, or ASC for the seed's "ASC" setting), then `run_at`, then
 //! `id`, the order of `background_task_claim_idx`.
 //!
-//! - PostgreSQL: `WITH due AS (SELECT ... FOR UPDATE SKIP LOCKED) UPDATE ...
-//!   FROM due RETURNING *`: concurrent runners skip each other's rows
+//! - PostgreSQL: `UPDATE ... WHERE id = ANY(ARRAY(SELECT ... FOR UPDATE
+//!   SKIP LOCKED)) RETURNING *`: concurrent runners skip each other's rows
 //!   instead of waiting, and no row is handed to two of them.
 //! - SQLite: the same UPDATE ... RETURNING in a `BEGIN IMMEDIATE`
 //!   transaction: it takes the write lock first (waiting up to the busy
@@ -117,13 +117,15 @@ async fn claim_once(
             // The locking select must run exactly once: as a plain `IN
             // (subquery)` the planner may re-run it per row (a semi join),
             // and each run locks and returns other rows, so one claim
-            // could lock more than `limit` rows. A CTE is evaluated once.
+            // could lock more than `limit` rows. In `ARRAY(...)` it is an
+            // InitPlan, evaluated once; and `id = ANY(...)` finds the rows
+            // by primary key (joined to a CTE, the planner hashed the CTE
+            // and scanned the whole table for its rows).
             let mut sql = Sql::new(backend);
-            sql.push("WITH due AS (");
-            due_ids(&mut sql, now, limit, filter);
-            sql.push(" FOR UPDATE SKIP LOCKED) ");
             lock_rows(&mut sql, runner, now);
-            sql.push(" FROM due WHERE background_task.id = due.id RETURNING background_task.*");
+            sql.push(" WHERE id = ANY(ARRAY(");
+            due_ids(&mut sql, now, limit, filter);
+            sql.push(" FOR UPDATE SKIP LOCKED)) RETURNING *");
             txn.query_all_raw(sql.build()).await?
         }
         DbBackend::MySql => {
