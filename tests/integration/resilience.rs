@@ -275,6 +275,22 @@ async fn heartbeats_keep_long_tasks_from_being_taken(t: TestDb) -> TestDb {
     t
 }
 
+/// What another runner taking the running task's row looks like: its
+/// lock now names `thief:1:00000000`.
+async fn hand_to_another_runner(
+    db: &DatabaseConnection,
+    ctx: &TaskContext,
+) -> Result<(), TaskError> {
+    let row = task_row::Entity::find_by_id(ctx.task_id().unwrap())
+        .one(db)
+        .await?
+        .unwrap();
+    let mut stolen = row.into_active_model();
+    stolen.locked_by = Set(Some("thief:1:00000000".into()));
+    stolen.update(db).await?;
+    Ok(())
+}
+
 /// Simulates a pause long enough for the lease to pass: while it runs, it
 /// hands its own row to another runner, as a rescue and a new claim would.
 #[derive(Clone)]
@@ -290,13 +306,7 @@ impl Task for PausedTooLong {
         "paused_too_long"
     }
     async fn run(&self, _: (), ctx: TaskContext) -> Result<(), TaskError> {
-        let row = task_row::Entity::find_by_id(ctx.task_id().unwrap())
-            .one(&self.db)
-            .await?
-            .unwrap();
-        let mut stolen = row.into_active_model();
-        stolen.locked_by = Set(Some("thief:1:00000000".into()));
-        stolen.update(&self.db).await?;
+        hand_to_another_runner(&self.db, &ctx).await?;
         if self.fail {
             Err(TaskError::msg("too late anyway"))
         } else {
@@ -369,13 +379,7 @@ impl Task for EndTogether {
     }
     async fn run(&self, steal: bool, ctx: TaskContext) -> Result<(), TaskError> {
         if steal {
-            let row = task_row::Entity::find_by_id(ctx.task_id().unwrap())
-                .one(&self.db)
-                .await?
-                .unwrap();
-            let mut stolen = row.into_active_model();
-            stolen.locked_by = Set(Some("thief:1:00000000".into()));
-            stolen.update(&self.db).await?;
+            hand_to_another_runner(&self.db, &ctx).await?;
         }
         self.gate.wait().await;
         Ok(())
