@@ -429,7 +429,9 @@ for be in ("sqlite", "postgres", "mariadb"):
         rows.append([be, f"pickup latency {d.get('mode')} ({d.get('reps')} reps)",
                      f"median {fmt(d.get('median_ms'), 'ms')}, p90 {fmt(d.get('p90_ms'), 'ms')}, "
                      f"min {fmt(d.get('min_ms'), 'ms')}, max {fmt(d.get('max_ms'), 'ms')}; "
-                     f"done {fmt(d.get('done_median_ms'), 'ms')}"])
+                     f"done {fmt(d.get('done_median_ms'), 'ms')}"
+                     + (f"; the enqueue call alone {fmt(d['enqueue_median_ms'], 'ms')}"
+                        if d.get("enqueue_median_ms") is not None else "")])
     if o["rss"]:
         d = o["rss"]
         rows.append([be, f"child runner RSS over {d['n']:,} tasks",

@@ -398,7 +398,11 @@ fn ms_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
 async fn latency(opts: &Opts, conn: DatabaseConnection, backend: &str, url: &str) -> AnyResult<()> {
     let reps = opts.num("reps", 100)?.max(1);
     let cross = opts.flag("cross-process");
-    let (pickups, done) = if cross {
+    let Timings {
+        pickups,
+        done,
+        enqueues,
+    } = if cross {
         latency_cross(conn, url, reps).await?
     } else {
         latency_same(conn, reps).await?
@@ -406,16 +410,30 @@ async fn latency(opts: &Opts, conn: DatabaseConnection, backend: &str, url: &str
     let mut line = json!({"backend": backend, "metric": "latency",
         "mode": if cross { "cross-process" } else { "same-process" }, "reps": reps});
     let done_median = stats_ms(done)["median_ms"].clone();
+    // The enqueue call's own time (its commit included) is part of the
+    // pickup: what is left is the wake-up and the claim.
+    let enqueue_median = stats_ms(enqueues)["median_ms"].clone();
     if let (Value::Object(line), Value::Object(stats)) = (&mut line, stats_ms(pickups)) {
         line.extend(stats);
         line.insert("done_median_ms".into(), done_median);
+        line.insert("enqueue_median_ms".into(), enqueue_median);
     }
     emit(line);
     Ok(())
 }
 
+/// Per repetition, in ms: from the enqueue call to the claim's `locked_at`
+/// (the pickup), to the task's success event or history row (done), and
+/// the enqueue call alone.
+#[derive(Default)]
+struct Timings {
+    pickups: Vec<f64>,
+    done: Vec<f64>,
+    enqueues: Vec<f64>,
+}
+
 /// An in-process runner; pickups come from the `Successful` events.
-async fn latency_same(conn: DatabaseConnection, reps: u64) -> AnyResult<(Vec<f64>, Vec<f64>)> {
+async fn latency_same(conn: DatabaseConnection, reps: u64) -> AnyResult<Timings> {
     let registry = Registry::new();
     builtin::register(&registry);
     let config = Config::builder().run_async(true).async_threads(2).build()?;
@@ -427,8 +445,7 @@ async fn latency_same(conn: DatabaseConnection, reps: u64) -> AnyResult<(Vec<f64
         }
     });
     let handle = Runner::start(queue.clone()).unwrap();
-    let mut pickups = Vec::new();
-    let mut done = Vec::new();
+    let mut timings = Timings::default();
     let mut outcome = Ok(());
     for i in 0..=reps {
         // Repetition 0 is a warm-up that shows the runner is up; then it idles.
@@ -440,6 +457,7 @@ async fn latency_same(conn: DatabaseConnection, reps: u64) -> AnyResult<(Vec<f64
             .enqueue::<builtin::Noop>(&())
             .verbose_name(tag.clone())
             .await?;
+        let enqueued = started.elapsed().as_secs_f64() * 1e3;
         let locked_at = loop {
             match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
                 Ok(Some((Some(name), locked_at))) if name == tag => break locked_at,
@@ -457,26 +475,22 @@ async fn latency_same(conn: DatabaseConnection, reps: u64) -> AnyResult<(Vec<f64
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;
         }
-        done.push(started.elapsed().as_secs_f64() * 1e3);
-        pickups.push(ms_between(
+        timings.enqueues.push(enqueued);
+        timings.done.push(started.elapsed().as_secs_f64() * 1e3);
+        timings.pickups.push(ms_between(
             t0,
             locked_at.ok_or("history row without locked_at")?,
         ));
     }
     handle.shutdown(Duration::from_secs(10)).await;
-    outcome.map(|()| (pickups, done))
+    outcome.map(|()| timings)
 }
 
 /// A child `bgtasks process`; pickups come from polling the history table.
-async fn latency_cross(
-    conn: DatabaseConnection,
-    url: &str,
-    reps: u64,
-) -> AnyResult<(Vec<f64>, Vec<f64>)> {
+async fn latency_cross(conn: DatabaseConnection, url: &str, reps: u64) -> AnyResult<Timings> {
     let queue = Queue::new(conn.clone());
     let _child = ChildRunner::spawn(url, &["--sleep", "5", "--threads", "2"])?;
-    let mut pickups = Vec::new();
-    let mut done = Vec::new();
+    let mut timings = Timings::default();
     for i in 0..=reps {
         tokio::time::sleep(if i == 0 { Duration::ZERO } else { pause(i) }).await;
         let tag = format!("lat-{i}");
@@ -486,6 +500,7 @@ async fn latency_cross(
             .enqueue::<builtin::Noop>(&())
             .verbose_name(tag.clone())
             .await?;
+        let enqueued = started.elapsed().as_secs_f64() * 1e3;
         // The warm-up waits for the child to start and migrate.
         let limit = Duration::from_secs(if i == 0 { 60 } else { 30 });
         let row = loop {
@@ -505,13 +520,14 @@ async fn latency_cross(
             tokio::time::sleep(Duration::from_secs(2)).await;
             continue;
         }
-        done.push(started.elapsed().as_secs_f64() * 1e3);
-        pickups.push(ms_between(
+        timings.enqueues.push(enqueued);
+        timings.done.push(started.elapsed().as_secs_f64() * 1e3);
+        timings.pickups.push(ms_between(
             t0,
             row.locked_at.ok_or("history row without locked_at")?,
         ));
     }
-    Ok((pickups, done))
+    Ok(timings)
 }
 
 // ---------------------------------------------------------------- child runner
