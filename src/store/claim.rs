@@ -136,7 +136,7 @@ async fn claim_once(
             let rows = txn.query_all_raw(select.build()).await?;
             let ids: Vec<i64> = rows
                 .iter()
-                .map(|row| row.try_get::<i64>("", "id").or_else(|_| read_id(row)))
+                .map(|row| read_id_at(row, "id"))
                 .collect::<Result<_, _>>()?;
             if ids.is_empty() {
                 Vec::new()
@@ -220,11 +220,19 @@ pub(crate) async fn set_aside_refused(
     Ok(db.execute_raw(sql.build()).await?.rows_affected() == 1)
 }
 
-/// A claimed row's id, whatever integer type its column has.
+/// The id in the first column of a row (`SELECT id ...`), whatever
+/// integer type its column has.
 pub(crate) fn read_id(row: &sea_orm::QueryResult) -> Result<i64, DbErr> {
-    row.try_get_by_index::<i64>(0)
-        .or_else(|_| row.try_get_by_index::<i32>(0).map(i64::from))
-        .or_else(|_| row.try_get_by_index::<u32>(0).map(i64::from))
+    read_id_at(row, 0usize)
+}
+
+/// The id in column `at` (a position, or a name for `SELECT *`, whose
+/// column order is the table's: Django's or this crate's), whatever
+/// integer type its column has.
+fn read_id_at(row: &sea_orm::QueryResult, at: impl sea_orm::ColIdx) -> Result<i64, DbErr> {
+    row.try_get_by::<i64, _>(at)
+        .or_else(|_| row.try_get_by::<i32, _>(at).map(i64::from))
+        .or_else(|_| row.try_get_by::<u32, _>(at).map(i64::from))
 }
 
 /// Sets aside a claimed row that cannot be decoded: failed in place
