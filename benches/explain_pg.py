@@ -61,30 +61,37 @@ def psql(sql, db=DB):
     return out.stdout
 
 
-def json_rows(count, first=1):
-    """SQL for the JSON array a bulk enqueue of `count` no-op tasks sends."""
-    return f"""SELECT json_agg(json_build_object(
-        'task_name', 'noop', 'task_params', '[[' || i || '], {{}}]',
-        'task_hash', md5(i::text) || left(md5('x' || i), 8), 'priority', 0,
-        'run_at', now() - interval '1 second', 'repeat', 0, 'attempts', 0,
-        'last_error', ''))
-      FROM generate_series({first}, {first + count - 1}) AS i"""
+def array_rows(count, first=1):
+    """SQL for the one-array-per-column text a bulk enqueue of `count` no-op
+    tasks binds (`src/store/pg_array.rs`), one row of `explain_arrays`."""
+    values = {
+        "task_name": "'noop'", "task_params": "'[[' || i || '], {}]'",
+        "task_hash": "md5(i::text) || left(md5('x' || i), 8)", "priority": "0",
+        "run_at": "now() - interval '1 second'", "repeat": "0", "attempts": "0",
+        "last_error": "''",
+    }
+    aggregates = ", ".join(
+        f"array_agg(({values.get(name, 'NULL')})::{kind})::text" for name, kind in COLUMNS)
+    return f"SELECT {aggregates} FROM generate_series({first}, {first + count - 1}) AS i"
 
 
-BULK = (f"INSERT INTO background_task ({NAMES}) SELECT {NAMES} FROM "
-        f"json_to_recordset((SELECT j FROM explain_json)) AS r({DEFINITION})")
+ARRAY_TABLE = ", ".join(f"a_{name} text" for name, _ in COLUMNS)
+BULK = (f"INSERT INTO background_task ({NAMES}) SELECT * FROM unnest("
+        + ", ".join(f"(SELECT a_{name} FROM explain_arrays)::{kind}[]" for name, kind in COLUMNS)
+        + ")")
 SINGLE = (f"INSERT INTO background_task ({NAMES}) VALUES ('noop', '[[1], {{}}]', "
           "'0123456789abcdef0123456789abcdef01234567', NULL, 0, now(), 0, NULL, NULL, "
           "0, NULL, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL) RETURNING *")
 DUE = ("SELECT id FROM background_task WHERE locked_by IS NULL AND failed_at IS NULL "
-       "AND run_at <= now() AND task_name IN ('noop') ORDER BY priority DESC, run_at, id "
+       "AND run_at <= now() AND task_name = ANY('{noop}'::text[]) ORDER BY priority DESC, run_at, id "
        "LIMIT 128 FOR UPDATE SKIP LOCKED")
 CLAIM = (f"UPDATE background_task SET locked_by = '{RUNNER}', locked_at = now() "
          f"WHERE id = ANY(ARRAY({DUE})) RETURNING *")
 CLAIM_IDS = (f"WITH c AS (UPDATE background_task SET locked_by = '{RUNNER}', "
              f"locked_at = now() WHERE id = ANY(ARRAY({DUE})) RETURNING id) "
              "SELECT string_agg(id::text, ',') AS ids FROM c \\gset\n")
-DELETE = f"DELETE FROM background_task WHERE locked_by = '{RUNNER}' AND id IN (:ids) RETURNING id"
+DELETE = (f"DELETE FROM background_task WHERE locked_by = '{RUNNER}' "
+          "AND id = ANY(ARRAY[:ids]::int4[]) RETURNING id")
 HISTORY_COLUMNS = ("task_name, task_params, task_hash, verbose_name, priority, run_at, "
                    "repeat, repeat_until, queue, attempts, failed_at, last_error, "
                    "locked_by, locked_at, creator_content_type_id, creator_object_id")
@@ -103,7 +110,7 @@ FLOOR_CLAIM_IDS = f"WITH c AS ({FLOOR_CLAIM}) SELECT string_agg(id::text, ',') A
 CASES = [
     ("ours: single enqueue (INSERT ... RETURNING *, NOTIFY trigger)", 1, SINGLE, ""),
     ("floor: single enqueue (INSERT INTO q)", 1, "INSERT INTO q (payload) VALUES ('{}')", ""),
-    (f"ours: bulk enqueue of {N} (json_to_recordset)", N, BULK, ""),
+    (f"ours: bulk enqueue of {N} (unnest of one array per column)", N, BULK, ""),
     (f"floor: bulk enqueue of {N} (INSERT ... generate_series)", N,
      f"INSERT INTO q (payload) SELECT '{{}}' FROM generate_series(1, {N})", ""),
     ("ours: claim of 128 (UPDATE ... id = ANY(ARRAY(locking select)) RETURNING *)", 128,
@@ -128,11 +135,11 @@ def setup():
         floor_schema = schema.read()
     psql(floor_schema + f"""
         INSERT INTO q (payload) SELECT '{{}}' FROM generate_series(1, {N});
-        CREATE TABLE explain_json (j json);
-        INSERT INTO explain_json {json_rows(N)};
+        CREATE TABLE explain_arrays ({ARRAY_TABLE});
+        INSERT INTO explain_arrays {array_rows(N)};
         {BULK};
-        TRUNCATE explain_json;
-        INSERT INTO explain_json {json_rows(N, N + 1)};
+        TRUNCATE explain_arrays;
+        INSERT INTO explain_arrays {array_rows(N, N + 1)};
         VACUUM ANALYZE;""")
 
 

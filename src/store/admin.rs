@@ -352,8 +352,8 @@ where
             request
                 .push("UPDATE background_task SET cancel_requested_at = ")
                 .bind(now)
-                .push(" WHERE id IN ")
-                .bind_list(running.iter().copied());
+                .push(" WHERE id")
+                .is_in(running.iter().copied());
             txn.execute_raw(request.build()).await?;
             stopping.extend(running);
         }
@@ -392,8 +392,8 @@ pub(crate) async fn cancel_requested<C: ConnectionTrait>(
             "SELECT id FROM background_task WHERE cancel_requested_at IS NOT NULL AND locked_by = ",
         )
         .bind(runner)
-        .push(" AND id IN ")
-        .bind_list(chunk.iter().copied());
+        .push(" AND id")
+        .is_in(chunk.iter().copied());
         for row in conn.query_all_raw(sql.build()).await? {
             requested.push(row.try_get_by_index::<i32>(0)?);
         }

@@ -335,13 +335,13 @@ fn due_rows(
             }
         }
     }
-    sql.push(" AND task_name IN ")
-        .bind_list(filter.names.iter().map(String::as_str));
+    sql.push(" AND task_name")
+        .is_in(filter.names.iter().map(String::as_str));
     sql.push(match filter.ordering {
         PriorityOrdering::Desc => " ORDER BY priority DESC, run_at, id",
         PriorityOrdering::Asc => " ORDER BY priority ASC, run_at, id",
     });
-    sql.push(" LIMIT ").push(&limit.to_string());
+    sql.limit(limit);
 }
 
 fn sort_in_claim_order(tasks: &mut [task::Model], ordering: PriorityOrdering) {
@@ -440,7 +440,7 @@ pub(crate) async fn release<C: ConnectionTrait>(db: &C, runner: &str, ids: &[i32
         .tasks_by_id()
         .push(" SET locked_by = NULL, locked_at = NULL WHERE locked_by = ")
         .bind(runner)
-        .push(" AND id IN ")
-        .bind_list(ids.iter().copied());
+        .push(" AND id")
+        .is_in(ids.iter().copied());
     Ok(db.execute_raw(sql.build()).await?.rows_affected())
 }

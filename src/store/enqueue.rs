@@ -28,8 +28,8 @@ pub(crate) const INSERT_CHUNK: usize = 1_000;
 /// Rows per INSERT statement in bulk enqueue on `backend`. On the network
 /// backends every statement is a round trip (and, over TLS, a wait for the
 /// server's delayed acknowledgement: sqlx 0.9 does not set `TCP_NODELAY`),
-/// so they take more: 10,000 on PostgreSQL (one JSON parameter, see
-/// [`insert_many`]), 3,000 on MySQL (57,000 bound values, under its
+/// so they take more: 10,000 on PostgreSQL (one array parameter per
+/// column, see [`super::pg_array`]), 3,000 on MySQL (57,000 bound values, under its
 /// 65,535); [`INSERT_CHUNK`] on SQLite.
 pub(crate) fn insert_chunk(backend: DbBackend) -> usize {
     match backend {
@@ -37,88 +37,6 @@ pub(crate) fn insert_chunk(backend: DbBackend) -> usize {
         DbBackend::MySql => 3_000,
         _ => INSERT_CHUNK,
     }
-}
-
-/// The columns a bulk insert on PostgreSQL writes, with their types in
-/// `json_to_recordset`'s row definition (the table's own types; the insert
-/// checks lengths as a bound value would be checked).
-const RECORD_COLUMNS: [(&str, &str); 20] = [
-    ("task_name", "text"),
-    ("task_params", "text"),
-    ("task_hash", "text"),
-    ("verbose_name", "text"),
-    ("priority", "integer"),
-    ("run_at", "timestamptz"),
-    ("repeat", "bigint"),
-    ("repeat_until", "timestamptz"),
-    ("queue", "text"),
-    ("attempts", "integer"),
-    ("failed_at", "timestamptz"),
-    ("last_error", "text"),
-    ("locked_by", "text"),
-    ("locked_at", "timestamptz"),
-    ("creator_content_type_id", "integer"),
-    ("creator_object_id", "integer"),
-    ("unique_key", "text"),
-    ("policy", "text"),
-    ("cancel_requested_at", "timestamptz"),
-    ("trace_context", "text"),
-];
-
-/// A time as PostgreSQL reads it, cut to the microseconds it stores (as a
-/// bound value is).
-fn micros(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
-
-/// One PostgreSQL statement that inserts `rows`, all of them in one JSON
-/// parameter read by `json_to_recordset`: the server parses one value
-/// instead of binding 19 per row, which made a 1,000-row `VALUES` list
-/// spend most of its time in parsing and binding.
-fn postgres_insert(rows: &[task::Model], skip_taken_keys: bool) -> sea_orm::Statement {
-    let records: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|row| {
-            serde_json::json!({
-                "task_name": row.task_name,
-                "task_params": row.task_params,
-                "task_hash": row.task_hash,
-                "verbose_name": row.verbose_name,
-                "priority": row.priority,
-                "run_at": micros(row.run_at),
-                "repeat": row.repeat,
-                "repeat_until": row.repeat_until.map(micros),
-                "queue": row.queue,
-                "attempts": row.attempts,
-                "failed_at": row.failed_at.map(micros),
-                "last_error": row.last_error,
-                "locked_by": row.locked_by,
-                "locked_at": row.locked_at.map(micros),
-                "creator_content_type_id": row.creator_content_type_id,
-                "creator_object_id": row.creator_object_id,
-                "unique_key": row.unique_key,
-                "policy": row.policy,
-                "cancel_requested_at": row.cancel_requested_at.map(micros),
-                "trace_context": row.trace_context,
-            })
-        })
-        .collect();
-    let names: Vec<&str> = RECORD_COLUMNS.iter().map(|(name, _)| *name).collect();
-    let definition: Vec<String> = RECORD_COLUMNS
-        .iter()
-        .map(|(name, kind)| format!("{name} {kind}"))
-        .collect();
-    let columns = names.join(", ");
-    let mut sql = super::Sql::new(DbBackend::Postgres);
-    sql.push(&format!(
-        "INSERT INTO background_task ({columns}) SELECT {columns} FROM json_to_recordset("
-    ))
-    .bind(serde_json::Value::Array(records).to_string())
-    .push(&format!("::json) AS r({})", definition.join(", ")));
-    if skip_taken_keys {
-        sql.push(" ON CONFLICT (unique_key) DO NOTHING");
-    }
-    sql.build()
 }
 
 /// The seed's `unlocked(now)`: not locked, or locked longer ago than
@@ -311,11 +229,17 @@ pub(crate) async fn insert_many<C: ConnectionTrait>(
     }
     let mut inserted = 0;
     if backend == DbBackend::Postgres {
+        // One array per column (see `super::pg_array`): one statement text
+        // whatever the chunk's size, no value bound per row.
+        let tail = if unique {
+            " ON CONFLICT (unique_key) DO NOTHING"
+        } else {
+            ""
+        };
+        let rows: Vec<task::ActiveModel> = rows.into_iter().map(new_row).collect();
         for chunk in rows.chunks(insert_chunk(backend)) {
-            inserted += conn
-                .execute_raw(postgres_insert(chunk, unique))
-                .await?
-                .rows_affected();
+            let insert = super::pg_array::insert(chunk, tail)?;
+            inserted += conn.execute_raw(insert.build()).await?.rows_affected();
         }
         return Ok(inserted);
     }

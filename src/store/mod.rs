@@ -27,6 +27,7 @@ pub(crate) mod enqueue;
 pub(crate) mod inspect;
 pub(crate) mod limits;
 pub(crate) mod outcome;
+pub(crate) mod pg_array;
 pub(crate) mod retention;
 pub(crate) mod rows;
 pub(crate) mod runners;
@@ -465,6 +466,17 @@ where
     if count == 0 {
         return Ok(Vec::new());
     }
+    if backend == DbBackend::Postgres {
+        let insert = pg_array::insert(&rows, " RETURNING id")?;
+        let mut ids: Vec<i32> = conn
+            .query_all_raw(insert.build())
+            .await?
+            .iter()
+            .map(|row| row.try_get_by_index::<i32>(0))
+            .collect::<Result<_, _>>()?;
+        ids.sort_unstable();
+        return Ok(ids);
+    }
     let mut insert = A::Entity::insert_many(rows);
     if backend == DbBackend::MySql {
         let first = execute(conn, insert).await?.last_insert_id();
@@ -560,6 +572,36 @@ impl Sql {
         self
     }
 
+    /// Appends ` IN (p1, p2, ...)` bound to `values`; on PostgreSQL
+    /// ` = ANY($n::type[])`, one array parameter, so the statement's text
+    /// is the same whatever the list's length (see [`pg_array`]). The list
+    /// must not be empty.
+    pub(crate) fn is_in<E>(&mut self, values: impl IntoIterator<Item = E>) -> &mut Self
+    where
+        E: pg_array::Element + Into<Value>,
+    {
+        if self.backend == DbBackend::Postgres {
+            self.push(" = ANY(")
+                .bind(pg_array::literal(values))
+                .push("::")
+                .push(E::ARRAY_TYPE)
+                .push(")")
+        } else {
+            self.push(" IN ").bind_list(values)
+        }
+    }
+
+    /// Appends ` LIMIT n`: bound on PostgreSQL, so claims of every size
+    /// share one prepared statement; written out elsewhere.
+    pub(crate) fn limit(&mut self, limit: usize) -> &mut Self {
+        self.push(" LIMIT ");
+        if self.backend == DbBackend::Postgres {
+            self.bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        } else {
+            self.push(&limit.to_string())
+        }
+    }
+
     pub(crate) fn build(self) -> Statement {
         Statement::from_sql_and_values(self.backend, self.text, self.values)
     }
@@ -650,5 +692,28 @@ mod tests {
         let mut my = Sql::new(DbBackend::MySql);
         my.push("a = ").bind(1).push(" AND b IN ").bind_list([2, 3]);
         assert_eq!(my.build().sql, "a = ? AND b IN (?, ?)");
+    }
+
+    #[test]
+    fn lists_are_one_array_on_postgres() {
+        let mut pg = Sql::new(DbBackend::Postgres);
+        pg.push("a = ")
+            .bind(1)
+            .push(" AND b")
+            .is_in([2, 3])
+            .limit(5);
+        let built = pg.build();
+        assert_eq!(built.sql, "a = $1 AND b = ANY($2::int4[]) LIMIT $3");
+        assert_eq!(
+            built.values.unwrap().0,
+            vec![
+                Value::Int(Some(1)),
+                Value::String(Some("{2,3}".into())),
+                Value::BigInt(Some(5))
+            ]
+        );
+        let mut my = Sql::new(DbBackend::MySql);
+        my.push("b").is_in(["x", "y"]).limit(5);
+        assert_eq!(my.build().sql, "b IN (?, ?) LIMIT 5");
     }
 }

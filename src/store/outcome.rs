@@ -439,8 +439,8 @@ async fn delete_held<C: ConnectionTrait>(
             sql.push("DELETE FROM background_task WHERE locked_by = ");
         }
         sql.bind(runner)
-            .push(" AND id IN ")
-            .bind_list(chunk.iter().copied());
+            .push(" AND id")
+            .is_in(chunk.iter().copied());
         if backend == DbBackend::MySql {
             sql.push(" FOR UPDATE");
         } else {

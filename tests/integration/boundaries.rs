@@ -20,7 +20,9 @@ use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{App, test};
 use background_tasks::web::{Access, Dashboard};
-use background_tasks::{Config, Queue, Registry, admin, builtin, completed_task, cron, task_row};
+use background_tasks::{
+    Config, Creator, Queue, Registry, TaskSpec, admin, builtin, completed_task, cron, task_row,
+};
 use chrono::Utc;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -48,6 +50,7 @@ on_all_backends!(
     generated_queries_never_get_a_500,
     generated_forms_never_get_a_500_and_refusals_change_nothing,
     generated_json_writes_never_get_a_500_and_refusals_change_nothing,
+    generated_bulk_enqueues_store_what_single_enqueues_store,
 );
 
 const MOUNT: &str = "/dash";
@@ -1606,6 +1609,111 @@ async fn generated_json_writes_never_get_a_500_and_refusals_change_nothing(t: Te
             Ok(())
         },
     )
+    .await;
+    assert!(cases >= 1);
+    t
+}
+
+/// One generated call for [`generated_bulk_enqueues_store_what_single_enqueues_store`]:
+/// positional and keyword text, verbose name, queue, priority, creator.
+type GeneratedCall = (
+    Vec<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    i32,
+    Option<(i32, u32)>,
+);
+
+fn generated_spec(call: &GeneratedCall) -> TaskSpec {
+    let (args, kwarg, verbose_name, queue, priority, creator) = call.clone();
+    let mut spec = TaskSpec::call(
+        "generated.task",
+        &args,
+        &json!({ "text": kwarg }),
+        &Registry::new(),
+    )
+    .priority(priority);
+    if let Some(name) = verbose_name {
+        spec = spec.verbose_name(name);
+    }
+    if let Some(queue) = queue {
+        spec = spec.queue(queue);
+    }
+    if let Some((content_type, object)) = creator {
+        spec = spec.creator(Creator::new(content_type, object));
+    }
+    spec
+}
+
+/// What a stored row says of its call (all but the id and the times).
+fn stored_call(row: &task_row::Model) -> impl PartialEq + Debug + use<> {
+    (
+        (
+            row.task_name.clone(),
+            row.task_params.clone(),
+            row.task_hash.clone(),
+            row.verbose_name.clone(),
+            row.queue.clone(),
+            row.priority,
+        ),
+        (
+            row.creator_content_type_id,
+            row.creator_object_id,
+            row.attempts,
+            row.last_error.clone(),
+            row.locked_by.clone(),
+            row.unique_key.clone(),
+            row.policy.clone(),
+        ),
+    )
+}
+
+/// Bulk enqueue writes its rows its own way on each backend (on
+/// PostgreSQL one array text per column, quoted and escaped by this
+/// crate); whatever the text, the rows must be the ones single enqueues
+/// write, in the order given. Text with quotes, backslashes, braces,
+/// commas, `NULL`, whitespace and any Unicode but NUL (which no text
+/// column of PostgreSQL holds).
+async fn generated_bulk_enqueues_store_what_single_enqueues_store(t: TestDb) -> TestDb {
+    let queue = t.queue(Registry::new(), Config::default());
+    let text = r#"[^\x00]{0,12}|NULL|\{\}|"|\\|a,b| "#;
+    let call = (
+        proptest::collection::vec(proptest::string::string_regex(text).unwrap(), 0..3),
+        proptest::string::string_regex(text).unwrap(),
+        proptest::option::of(proptest::string::string_regex(text).unwrap()),
+        proptest::option::of(proptest::string::string_regex(r#"[^\x00]{1,12}|NULL|"|\\"#).unwrap()),
+        any::<i32>(),
+        proptest::option::of((0..i32::MAX, 0..=i32::MAX as u32)),
+    );
+    let strategy = proptest::collection::vec(call, 1..6);
+    let (queue, db) = (&queue, &t.db);
+    let cases = for_generated("bulk enqueues", strategy, move |calls| async move {
+        let read = || async {
+            let mut rows = task_row::Entity::find().all(db).await.unwrap();
+            rows.sort_by_key(|row| row.id);
+            task_row::Entity::delete_many().exec(db).await.unwrap();
+            rows.iter().map(stored_call).collect::<Vec<_>>()
+        };
+        for call in &calls {
+            queue
+                .enqueue_spec(db, generated_spec(call))
+                .await
+                .map_err(|err| format!("single enqueue: {err}"))?;
+        }
+        let single = read().await;
+        let written = queue
+            .enqueue_many(calls.iter().map(generated_spec))
+            .await
+            .map_err(|err| format!("bulk enqueue: {err}"))?;
+        let bulk = read().await;
+        if written != calls.len() as u64 || bulk != single {
+            return Err(format!(
+                "bulk wrote {written} rows {bulk:?}\nsingle enqueues wrote {single:?}"
+            ));
+        }
+        Ok(())
+    })
     .await;
     assert!(cases >= 1);
     t

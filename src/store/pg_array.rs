@@ -1,0 +1,240 @@
+//! PostgreSQL statements whose text does not depend on how many rows they
+//! carry: a list of values is one array parameter (`id = ANY($2::int4[])`),
+//! and many rows are one array per column (`INSERT ... SELECT * FROM
+//! unnest($1::text[], $2::int4[], ...)`).
+//!
+//! Why: sqlx prepares each statement text once per connection and keeps
+//! the last 100. A text that spells out `IN ($2, $3, ...)` or a `VALUES`
+//! list per row is a new statement for every batch size, so a busy runner
+//! parsed, planned and described (one more round trip) about half of its
+//! statements anew, and a 128-row history insert bound 2,176 values that
+//! the server parsed one by one. One array per column is parsed once.
+//!
+//! Arrays are bound as their text form (`{1,2,NULL}`) and cast in the
+//! statement: SeaORM binds arrays only without `NULL` elements, and the
+//! nullable columns need them. [`literal`] writes that form.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sea_orm::{ActiveModelTrait, DbErr, EntityTrait, Iterable, Value};
+
+use super::Sql;
+
+/// A value that goes into a PostgreSQL array parameter.
+pub(crate) trait Element {
+    /// The array's type in the statement's cast.
+    const ARRAY_TYPE: &'static str;
+    /// Appends the element as array text.
+    fn write(&self, out: &mut String);
+}
+
+impl Element for i32 {
+    const ARRAY_TYPE: &'static str = "int4[]";
+    fn write(&self, out: &mut String) {
+        out.push_str(&self.to_string());
+    }
+}
+
+impl Element for i64 {
+    const ARRAY_TYPE: &'static str = "int8[]";
+    fn write(&self, out: &mut String) {
+        out.push_str(&self.to_string());
+    }
+}
+
+impl Element for &str {
+    const ARRAY_TYPE: &'static str = "text[]";
+    fn write(&self, out: &mut String) {
+        quoted(out, self);
+    }
+}
+
+/// `{e1,e2,...}`: the array text of `values`.
+pub(crate) fn literal<E: Element>(values: impl IntoIterator<Item = E>) -> String {
+    let mut out = String::from("{");
+    for (i, value) in values.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        value.write(&mut out);
+    }
+    out.push('}');
+    out
+}
+
+/// Appends `text` as a double-quoted array element: every element is
+/// quoted, so none reads as `NULL` or splits at a comma or brace.
+fn quoted(out: &mut String, text: &str) {
+    out.reserve(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+/// A time as PostgreSQL's `timestamptz` input reads it, in UTC, with the
+/// microseconds the column keeps (a bound value is cut the same way).
+fn timestamp(out: &mut String, at: DateTime<Utc>) {
+    out.push('"');
+    out.push_str(&at.to_rfc3339_opts(SecondsFormat::Micros, true));
+    out.push('"');
+}
+
+/// One column of an [`insert`]: its name, element type and array text.
+struct Column {
+    name: String,
+    array_type: &'static str,
+    text: String,
+}
+
+impl Column {
+    fn push(&mut self, value: &Value) -> Result<(), DbErr> {
+        if self.text.len() > 1 {
+            self.text.push(',');
+        }
+        let kind = match value {
+            Value::String(None)
+            | Value::Int(None)
+            | Value::BigInt(None)
+            | Value::Unsigned(None)
+            | Value::Bool(None)
+            | Value::ChronoDateTimeUtc(None) => {
+                self.text.push_str("NULL");
+                return Ok(());
+            }
+            Value::String(Some(text)) => {
+                quoted(&mut self.text, text);
+                "text[]"
+            }
+            Value::Int(Some(n)) => {
+                self.text.push_str(&n.to_string());
+                "int4[]"
+            }
+            Value::BigInt(Some(n)) => {
+                self.text.push_str(&n.to_string());
+                "int8[]"
+            }
+            // Django's PositiveIntegerField: `integer` on PostgreSQL (a
+            // value past i32 is refused before the statement is built).
+            Value::Unsigned(Some(n)) => {
+                self.text.push_str(&n.to_string());
+                "int4[]"
+            }
+            Value::Bool(Some(b)) => {
+                self.text.push(if *b { 't' } else { 'f' });
+                "bool[]"
+            }
+            Value::ChronoDateTimeUtc(Some(at)) => {
+                timestamp(&mut self.text, *at);
+                "timestamptz[]"
+            }
+            other => {
+                return Err(DbErr::Custom(format!(
+                    "column {} holds a value the array insert does not write: {other:?}",
+                    self.name
+                )));
+            }
+        };
+        self.array_type = kind;
+        Ok(())
+    }
+}
+
+/// The array type of a column whose values are all `NULL`, from the
+/// variant SeaORM gives its `NULL`.
+fn null_type(value: &Value) -> &'static str {
+    match value {
+        Value::Int(_) | Value::Unsigned(_) => "int4[]",
+        Value::BigInt(_) => "int8[]",
+        Value::Bool(_) => "bool[]",
+        Value::ChronoDateTimeUtc(_) => "timestamptz[]",
+        _ => "text[]",
+    }
+}
+
+/// `INSERT INTO <table> (<columns>) SELECT * FROM unnest(<one array per
+/// column>)`, for `rows` of one entity: the columns are those set in the
+/// first row (every row must set the same ones, as in a multi-row
+/// `VALUES`), in the entity's order, and the rows go in (and take their
+/// ids) in slice order. `tail` follows (`RETURNING id`, `ON CONFLICT`).
+pub(crate) fn insert<A: ActiveModelTrait>(rows: &[A], tail: &str) -> Result<Sql, DbErr> {
+    let mut columns: Vec<(<A::Entity as EntityTrait>::Column, Column)> = Vec::new();
+    let Some(first) = rows.first() else {
+        return Err(DbErr::Custom("an array insert of no rows".into()));
+    };
+    for column in <A::Entity as EntityTrait>::Column::iter() {
+        if let Some(value) = first.get(column).into_value() {
+            columns.push((
+                column,
+                Column {
+                    name: sea_orm::IdenStatic::as_str(&column).to_owned(),
+                    array_type: null_type(&value),
+                    text: String::with_capacity(rows.len() * 8 + 2),
+                },
+            ));
+        }
+    }
+    for (_, column) in &mut columns {
+        column.text.push('{');
+    }
+    for row in rows {
+        for (key, column) in &mut columns {
+            let value = row.get(*key).into_value().ok_or_else(|| {
+                DbErr::Custom(format!(
+                    "column {} is set in the first row of an insert but not in every row",
+                    column.name
+                ))
+            })?;
+            column.push(&value)?;
+        }
+    }
+    let table = sea_orm::IdenStatic::as_str(&A::Entity::default()).to_owned();
+    let names: Vec<&str> = columns.iter().map(|(_, c)| c.name.as_str()).collect();
+    let mut sql = Sql::new(sea_orm::DbBackend::Postgres);
+    sql.push(&format!(
+        "INSERT INTO {table} ({}) SELECT * FROM unnest(",
+        names.join(", ")
+    ));
+    for (i, (_, column)) in columns.into_iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        let Column {
+            mut text,
+            array_type,
+            ..
+        } = column;
+        text.push('}');
+        sql.bind(text).push("::").push(array_type);
+    }
+    sql.push(")").push(tail);
+    Ok(sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elements_are_quoted_and_escaped() {
+        assert_eq!(literal([1i32, -2, 3]), "{1,-2,3}");
+        assert_eq!(literal(Vec::<i32>::new()), "{}");
+        assert_eq!(
+            literal(["a", "NULL", "x,y", "q\"uo\\te", "{}", ""]),
+            r#"{"a","NULL","x,y","q\"uo\\te","{}",""}"#
+        );
+    }
+
+    #[test]
+    fn timestamps_keep_microseconds_in_utc() {
+        let at = DateTime::parse_from_rfc3339("2026-12-03T11:22:25.123456789+02:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut out = String::new();
+        timestamp(&mut out, at);
+        assert_eq!(out, "\"2026-12-03T09:22:25.123456Z\"");
+    }
+}
