@@ -151,8 +151,8 @@ async fn claim_once(
                 update.push("UPDATE ").tasks_by_id();
                 lock_columns(&mut update, runner, now);
                 update
-                    .push(" WHERE locked_by IS NULL AND id IN ")
-                    .bind_list(ids.iter().copied());
+                    .push(" WHERE locked_by IS NULL AND id")
+                    .is_in(ids.iter().copied());
                 let taken = txn.execute_raw(update.build()).await?.rows_affected();
                 if taken == ids.len() as u64 {
                     // Every row read is now this runner's: the locking read
@@ -165,8 +165,8 @@ async fn claim_once(
                         .tasks_by_id()
                         .push(" WHERE locked_by = ")
                         .bind(runner)
-                        .push(" AND id IN ")
-                        .bind_list(ids.iter().copied());
+                        .push(" AND id")
+                        .is_in(ids.iter().copied());
                     txn.query_all_raw(read.build()).await?
                 }
             }

@@ -452,10 +452,11 @@ where
         .ok_or_else(|| DbErr::RecordNotInserted.into())
 }
 
-/// Inserts rows with one statement and returns their new ids, in row
-/// order. Ids of one multi-row `INSERT` are handed out in row order (a
-/// sequence or rowid on PostgreSQL and SQLite, consecutive from the first
-/// on MySQL for an insert of known row count).
+/// Inserts rows and returns their new ids, in row order: on PostgreSQL
+/// with one statement of one array per column, elsewhere with one
+/// multi-row `INSERT` per power of two rows. Ids of one statement are
+/// handed out in row order (a sequence or rowid on PostgreSQL and SQLite,
+/// consecutive from the first on MySQL for an insert of known row count).
 pub(crate) async fn insert_many_ids<C, A>(conn: &C, rows: Vec<A>) -> Result<Vec<i32>, DbErr>
 where
     C: ConnectionTrait,
@@ -477,21 +478,32 @@ where
         ids.sort_unstable();
         return Ok(ids);
     }
-    let mut insert = A::Entity::insert_many(rows);
-    if backend == DbBackend::MySql {
-        let first = execute(conn, insert).await?.last_insert_id();
-        let first = i32::try_from(first)
-            .map_err(|_| DbErr::Custom("an inserted id does not fit an i32".into()))?;
-        return Ok((first..).take(count).collect());
+    // Statements of a power of two rows each (100 rows: 64, 32 and 4), so
+    // batches of every size share a few prepared statements.
+    let mut ids = Vec::with_capacity(count);
+    let mut rows = rows.into_iter().peekable();
+    let mut left = count;
+    while rows.peek().is_some() {
+        let size = 1 << left.ilog2();
+        left -= size;
+        let mut insert = A::Entity::insert_many(rows.by_ref().take(size));
+        if backend == DbBackend::MySql {
+            let first = execute(conn, insert).await?.last_insert_id();
+            let first = i32::try_from(first)
+                .map_err(|_| DbErr::Custom("an inserted id does not fit an i32".into()))?;
+            ids.extend((first..).take(size));
+            continue;
+        }
+        QueryTrait::query(&mut insert).returning_col(Alias::new("id"));
+        let mut chunk: Vec<i32> = conn
+            .query_all_raw(portable(insert.build(backend)))
+            .await?
+            .iter()
+            .map(|row| row.try_get::<i32>("", "id"))
+            .collect::<Result<_, _>>()?;
+        chunk.sort_unstable();
+        ids.extend(chunk);
     }
-    QueryTrait::query(&mut insert).returning_col(Alias::new("id"));
-    let mut ids: Vec<i32> = conn
-        .query_all_raw(portable(insert.build(backend)))
-        .await?
-        .iter()
-        .map(|row| row.try_get::<i32>("", "id"))
-        .collect::<Result<_, _>>()?;
-    ids.sort_unstable();
     Ok(ids)
 }
 
@@ -572,34 +584,37 @@ impl Sql {
         self
     }
 
-    /// Appends ` IN (p1, p2, ...)` bound to `values`; on PostgreSQL
-    /// ` = ANY($n::type[])`, one array parameter, so the statement's text
-    /// is the same whatever the list's length (see [`pg_array`]). The list
+    /// Appends ` IN (p1, p2, ...)` bound to `values`, so that lists of
+    /// any length share a few prepared statements (sqlx keeps 100 a
+    /// connection; on SQLite each holds its compiled program in memory):
+    /// on PostgreSQL ` = ANY($n::type[])`, one array parameter (see
+    /// [`pg_array`]); elsewhere the list padded to the next power of two
+    /// by repeating its last value, which matches the same rows. The list
     /// must not be empty.
     pub(crate) fn is_in<E>(&mut self, values: impl IntoIterator<Item = E>) -> &mut Self
     where
-        E: pg_array::Element + Into<Value>,
+        E: pg_array::Element + Into<Value> + Clone,
     {
         if self.backend == DbBackend::Postgres {
-            self.push(" = ANY(")
+            return self
+                .push(" = ANY(")
                 .bind(pg_array::literal(values))
                 .push("::")
                 .push(E::ARRAY_TYPE)
-                .push(")")
-        } else {
-            self.push(" IN ").bind_list(values)
+                .push(")");
         }
+        let mut values: Vec<E> = values.into_iter().collect();
+        if let Some(last) = values.last().cloned() {
+            values.resize(values.len().next_power_of_two(), last);
+        }
+        self.push(" IN ").bind_list(values)
     }
 
-    /// Appends ` LIMIT n`: bound on PostgreSQL, so claims of every size
-    /// share one prepared statement; written out elsewhere.
+    /// Appends ` LIMIT ?`, bound, so claims of every size share one
+    /// prepared statement.
     pub(crate) fn limit(&mut self, limit: usize) -> &mut Self {
-        self.push(" LIMIT ");
-        if self.backend == DbBackend::Postgres {
-            self.bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        } else {
-            self.push(&limit.to_string())
-        }
+        self.push(" LIMIT ")
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     }
 
     pub(crate) fn build(self) -> Statement {
@@ -713,7 +728,21 @@ mod tests {
             ]
         );
         let mut my = Sql::new(DbBackend::MySql);
-        my.push("b").is_in(["x", "y"]).limit(5);
-        assert_eq!(my.build().sql, "b IN (?, ?) LIMIT 5");
+        my.push("b").is_in(["x", "y", "z"]).limit(5);
+        let built = my.build();
+        assert_eq!(built.sql, "b IN (?, ?, ?, ?) LIMIT ?");
+        assert_eq!(
+            built.values.unwrap().0,
+            vec![
+                Value::from("x"),
+                Value::from("y"),
+                Value::from("z"),
+                Value::from("z"),
+                Value::BigInt(Some(5))
+            ]
+        );
+        let mut one = Sql::new(DbBackend::Sqlite);
+        one.push("id").is_in([7]);
+        assert_eq!(one.build().sql, "id IN (?)");
     }
 }

@@ -423,8 +423,8 @@ async fn delete_held<C: ConnectionTrait>(
                     .tasks_by_id()
                     .push(" WHERE locked_by = ")
                     .bind(runner)
-                    .push(" AND id IN ")
-                    .bind_list(chunk.iter().copied());
+                    .push(" AND id")
+                    .is_in(chunk.iter().copied());
                 let deleted = conn.execute_raw(sql.build()).await?.rows_affected();
                 if deleted != chunk.len() as u64 {
                     return Err(DbErr::Custom(NOT_ALL_HELD.into()).into());
@@ -458,8 +458,8 @@ async fn delete_held<C: ConnectionTrait>(
             delete
                 .push("DELETE background_task FROM ")
                 .tasks_by_id()
-                .push(" WHERE id IN ")
-                .bind_list(found.iter().copied());
+                .push(" WHERE id")
+                .is_in(found.iter().copied());
             conn.execute_raw(delete.build()).await?;
         }
         held.extend(found);
