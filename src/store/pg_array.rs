@@ -91,67 +91,54 @@ struct Column {
 }
 
 impl Column {
+    /// A column whose array type is that of `value`'s variant (SeaORM
+    /// gives a `NULL` the variant of its column).
+    fn of(name: &str, value: &Value, rows: usize) -> Self {
+        let array_type = match value {
+            Value::Int(_) => i32::ARRAY_TYPE,
+            // Django's PositiveIntegerField: `integer` on PostgreSQL (a
+            // value past i32 is refused before the statement is built).
+            Value::Unsigned(_) => i32::ARRAY_TYPE,
+            Value::BigInt(_) => i64::ARRAY_TYPE,
+            Value::Bool(_) => "bool[]",
+            Value::ChronoDateTimeUtc(_) => "timestamptz[]",
+            _ => <&str>::ARRAY_TYPE,
+        };
+        let mut text = String::with_capacity(rows * 8 + 2);
+        text.push('{');
+        Self {
+            name: name.to_owned(),
+            array_type,
+            text,
+        }
+    }
+
     fn push(&mut self, value: &Value) -> Result<(), DbErr> {
         if self.text.len() > 1 {
             self.text.push(',');
         }
-        let kind = match value {
+        let out = &mut self.text;
+        match value {
             Value::String(None)
             | Value::Int(None)
             | Value::BigInt(None)
             | Value::Unsigned(None)
             | Value::Bool(None)
-            | Value::ChronoDateTimeUtc(None) => {
-                self.text.push_str("NULL");
-                return Ok(());
-            }
-            Value::String(Some(text)) => {
-                quoted(&mut self.text, text);
-                "text[]"
-            }
-            Value::Int(Some(n)) => {
-                self.text.push_str(&n.to_string());
-                "int4[]"
-            }
-            Value::BigInt(Some(n)) => {
-                self.text.push_str(&n.to_string());
-                "int8[]"
-            }
-            // Django's PositiveIntegerField: `integer` on PostgreSQL (a
-            // value past i32 is refused before the statement is built).
-            Value::Unsigned(Some(n)) => {
-                self.text.push_str(&n.to_string());
-                "int4[]"
-            }
-            Value::Bool(Some(b)) => {
-                self.text.push(if *b { 't' } else { 'f' });
-                "bool[]"
-            }
-            Value::ChronoDateTimeUtc(Some(at)) => {
-                timestamp(&mut self.text, *at);
-                "timestamptz[]"
-            }
+            | Value::ChronoDateTimeUtc(None) => out.push_str("NULL"),
+            Value::String(Some(text)) => text.as_str().write(out),
+            Value::Int(Some(n)) => n.write(out),
+            Value::BigInt(Some(n)) => n.write(out),
+            Value::Unsigned(Some(n)) => i64::from(*n).write(out),
+            Value::Bool(Some(b)) => out.push(if *b { 't' } else { 'f' }),
+            Value::ChronoDateTimeUtc(Some(at)) => timestamp(out, *at),
             other => {
                 return Err(DbErr::Custom(format!(
                     "column {} holds a value the array insert does not write: {other:?}",
                     self.name
                 )));
             }
-        };
-        self.array_type = kind;
+        }
         Ok(())
-    }
-}
-
-/// The array type of a column whose values are all `NULL`, from the
-/// variant SeaORM gives its `NULL`.
-fn null_type(value: &Value) -> &'static str {
-    match value {
-        Value::Int(_) | Value::Unsigned(_) => "int4[]",
-        Value::BigInt(_) => "int8[]",
-        Value::Bool(_) => "bool[]",
-        Value::ChronoDateTimeUtc(_) => "timestamptz[]",
-        _ => "text[]",
     }
 }
 
@@ -165,20 +152,11 @@ pub(crate) fn insert<A: ActiveModelTrait>(rows: &[A], tail: &str) -> Result<Sql,
     let Some(first) = rows.first() else {
         return Err(DbErr::Custom("an array insert of no rows".into()));
     };
-    for column in <A::Entity as EntityTrait>::Column::iter() {
-        if let Some(value) = first.get(column).into_value() {
-            columns.push((
-                column,
-                Column {
-                    name: sea_orm::IdenStatic::as_str(&column).to_owned(),
-                    array_type: null_type(&value),
-                    text: String::with_capacity(rows.len() * 8 + 2),
-                },
-            ));
+    for key in <A::Entity as EntityTrait>::Column::iter() {
+        if let Some(value) = first.get(key).into_value() {
+            let name = sea_orm::IdenStatic::as_str(&key);
+            columns.push((key, Column::of(name, &value, rows.len())));
         }
-    }
-    for (_, column) in &mut columns {
-        column.text.push('{');
     }
     for row in rows {
         for (key, column) in &mut columns {
