@@ -52,5 +52,6 @@ pub async fn complete(
         .collect();
     Ok(outcome::record(db, runner, &endings, 25, Utc::now())
         .await?
+        .0
         .len())
 }

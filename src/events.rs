@@ -74,6 +74,14 @@ pub enum Event {
         /// The history row, with `failed_at` and `cancelled_at` set.
         completed: completed_task::Model,
     },
+    /// Every task a waiting task runs after has finished (or it runs
+    /// anyway), and it is now due ([`crate::workflow`]); no seed
+    /// counterpart. A task cancelled because one of them failed fires
+    /// [`Event::Cancelled`].
+    Released {
+        /// Id of the released task.
+        task_id: i32,
+    },
     /// A task body finished, whatever the outcome (`task_finished`).
     Finished {
         /// Id of the task.

@@ -79,6 +79,7 @@ pub mod telemetry;
 #[cfg(feature = "web")]
 pub mod web;
 mod worker;
+pub mod workflow;
 
 // The crates whose types appear in this crate's API, re-exported so that an
 // app uses the very versions (and features) this crate was built with:
@@ -106,6 +107,7 @@ pub use runner::{DEFAULT_SHUTDOWN_GRACE, Pace, Runner, RunnerHandle};
 pub use schedule::{Action, RunAt, Schedule, repeat};
 pub use state::{MissingState, Requires};
 pub use task::{Backoff, KeepHistory, Task, TaskContext, TaskDefaults, TaskError};
+pub use workflow::{Dependency, DependencyState, Workflow, WorkflowIds};
 
 /// The README's Rust examples, compiled and run as doc tests so they stay
 /// true.

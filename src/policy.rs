@@ -22,6 +22,10 @@ pub(crate) struct Overrides {
     pub backoff: Option<StoredBackoff>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_history: Option<KeepHistory>,
+    /// The task waits for others ([`crate::workflow`]): it reads their
+    /// outcomes before it runs, and its step row goes when it ends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub step: bool,
 }
 
 /// A [`Backoff`] that can be stored with a row (a custom function cannot).
@@ -156,6 +160,7 @@ mod tests {
             max_run_time_ms: Some(1_500),
             backoff: Some(StoredBackoff::of(&Backoff::Fixed(Duration::from_secs(2))).unwrap()),
             keep_history: Some(KeepHistory::FailuresOnly),
+            step: false,
         };
         let text = overrides.to_column().unwrap();
         assert_eq!(

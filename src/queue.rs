@@ -114,6 +114,11 @@ pub struct TaskSpec {
     max_run_time: Option<std::time::Duration>,
     backoff: Option<crate::task::Backoff>,
     keep_history: Option<crate::task::KeepHistory>,
+    /// Ids of the tasks it runs after.
+    after: Vec<i32>,
+    run_anyway: bool,
+    /// Its workflow and step name, when a [`crate::Workflow`] enqueues it.
+    step: Option<(String, String)>,
 }
 
 /// The setters shared by [`TaskSpec`] and [`Enqueue`].
@@ -212,6 +217,24 @@ macro_rules! option_setters {
             self.spec_mut().keep_history = Some(keep);
             self
         }
+
+        /// Run only after the tasks `ids` (waiting, running, or finished
+        /// with a history row) have all succeeded; see
+        /// [`crate::workflow`]. Stored at once, held until then; cancelled
+        /// when one of them fails permanently or is cancelled, unless
+        /// [`run_anyway`](Self::run_anyway). Adds to ids given before.
+        pub fn after(mut self, ids: impl IntoIterator<Item = i32>) -> Self {
+            self.spec_mut().after.extend(ids);
+            self
+        }
+
+        /// With [`after`](Self::after) or in a [`crate::Workflow`]: run once
+        /// the dependencies have finished, however they ended, instead of
+        /// being cancelled when one does not succeed.
+        pub fn run_anyway(mut self, run_anyway: bool) -> Self {
+            self.spec_mut().run_anyway = run_anyway;
+            self
+        }
     };
 }
 
@@ -260,7 +283,17 @@ impl TaskSpec {
             max_run_time: None,
             backoff: None,
             keep_history: None,
+            after: Vec::new(),
+            run_anyway: false,
+            step: None,
         }
+    }
+
+    /// This spec as step `name` of `workflow`, after the tasks `after`.
+    pub(crate) fn in_workflow(mut self, workflow: &str, name: &str, after: Vec<i32>) -> Self {
+        self.step = Some((workflow.to_owned(), name.to_owned()));
+        self.after.extend(after);
+        self
     }
 
     option_setters!();
@@ -327,6 +360,39 @@ impl TaskSpec {
                 format!("{until} is not in the future (now is {now})"),
             ));
         }
+        let step = if self.after.is_empty() && self.step.is_none() {
+            None
+        } else {
+            if self.repeat > 0 {
+                return Err(Error::invalid(
+                    "after",
+                    "a task that runs after others cannot repeat: enqueue each run as a task of \
+                     its own",
+                ));
+            }
+            if schedule.resolved_action() != Action::Schedule {
+                return Err(Error::invalid(
+                    "after",
+                    format!(
+                        "a task that runs after others is always inserted, but this one asks for \
+                         {:?}",
+                        schedule.resolved_action()
+                    ),
+                ));
+            }
+            let mut after = self.after;
+            after.sort_unstable();
+            after.dedup();
+            let (workflow, name) = self.step.unzip();
+            Some(StepPlan {
+                after,
+                options: crate::store::steps::StepOptions {
+                    run_anyway: self.run_anyway,
+                    workflow,
+                    name,
+                },
+            })
+        };
         let overrides = crate::policy::Overrides {
             max_attempts: self.max_attempts,
             max_run_time_ms: self
@@ -338,6 +404,7 @@ impl TaskSpec {
                 .map(crate::policy::StoredBackoff::of)
                 .transpose()?,
             keep_history: self.keep_history,
+            step: step.is_some(),
         };
         let task_hash = params::task_hash(&self.name, &task_params);
         // A unique task's key: its name and params, as the hash says them.
@@ -374,6 +441,7 @@ impl TaskSpec {
             remove_existing: self
                 .remove_existing_tasks
                 .unwrap_or(self.defaults.remove_existing_tasks),
+            step,
         })
     }
 }
@@ -384,6 +452,16 @@ pub(crate) struct Resolved {
     pub(crate) row: task::Model,
     pub(crate) action: Action,
     pub(crate) remove_existing: bool,
+    /// What it waits for, when it runs after other tasks.
+    pub(crate) step: Option<StepPlan>,
+}
+
+/// The dependencies of a task being enqueued, and how it waits.
+#[derive(Clone, Debug)]
+pub(crate) struct StepPlan {
+    /// Distinct ids, ascending.
+    pub(crate) after: Vec<i32>,
+    pub(crate) options: crate::store::steps::StepOptions,
 }
 
 /// An enqueue call being built; `.await` it to write the row.
@@ -683,7 +761,9 @@ impl Queue {
     where
         C: ConnectionTrait + TransactionTrait,
     {
-        let single_statement = !resolved.remove_existing && resolved.action == Action::Schedule;
+        let single_statement = !resolved.remove_existing
+            && resolved.action == Action::Schedule
+            && resolved.step.is_none();
         let enqueued = if single_statement {
             insert_row(conn, resolved.row).await?
         } else {
@@ -713,10 +793,26 @@ impl Queue {
         now: DateTime<Utc>,
     ) -> Result<Enqueued> {
         let Resolved {
-            row,
+            mut row,
             action,
             remove_existing,
+            step,
         } = resolved;
+        // A step's dependencies are looked up (and the live ones locked)
+        // before anything is written; it is held while one is unfinished.
+        let step = match step {
+            Some(plan) => {
+                let found =
+                    crate::store::steps::dependencies(conn, &plan.after, plan.options.run_anyway)
+                        .await?;
+                let run_at = row.run_at;
+                if found.iter().any(|dep| dep.ended.is_none()) {
+                    row.run_at = crate::store::steps::held();
+                }
+                Some((plan, found, run_at))
+            }
+            None => None,
+        };
         if remove_existing {
             enqueue::delete_waiting_with_hash(conn, &row.task_hash).await?;
         }
@@ -749,7 +845,11 @@ impl Queue {
                 }
             }
         }
-        insert_row(conn, row).await
+        let enqueued = insert_row(conn, row).await?;
+        if let (Some((plan, found, run_at)), Enqueued::Created(task)) = (&step, &enqueued) {
+            crate::store::steps::hold(conn, task.id, *run_at, found, &plan.options, now).await?;
+        }
+        Ok(enqueued)
     }
 
     /// Writes many tasks with one INSERT per chunk of rows, in one
@@ -784,6 +884,16 @@ impl Queue {
                     format!(
                         "bulk enqueue only inserts, but task {} asks for {:?}; enqueue it on its own",
                         resolved.row.task_name, resolved.action
+                    ),
+                ));
+            }
+            if resolved.step.is_some() {
+                return Err(Error::invalid(
+                    "after",
+                    format!(
+                        "bulk enqueue only inserts tasks that wait for nothing, but task {} runs \
+                         after others; enqueue it on its own or in a workflow",
+                        resolved.row.task_name
                     ),
                 ));
             }

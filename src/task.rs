@@ -430,6 +430,8 @@ pub struct TaskContext {
     cancel: Option<crate::cancel::CancelSignal>,
     /// The app state it may read; `None` for a bare inline run.
     state: Option<RunState>,
+    /// How the tasks it ran after ended, for a step; empty otherwise.
+    dependencies: Vec<crate::workflow::Dependency>,
 }
 
 impl TaskContext {
@@ -446,6 +448,7 @@ impl TaskContext {
             attempts,
             cancel,
             state: None,
+            dependencies: Vec::new(),
         }
     }
 
@@ -457,6 +460,7 @@ impl TaskContext {
             attempts: 0,
             cancel: None,
             state: None,
+            dependencies: Vec::new(),
         }
     }
 
@@ -464,6 +468,48 @@ impl TaskContext {
     pub(crate) fn with_state(mut self, state: RunState) -> Self {
         self.state = Some(state);
         self
+    }
+
+    /// This context with the outcomes of the tasks it ran after.
+    pub(crate) fn with_dependencies(
+        mut self,
+        edges: Vec<crate::entity::dependency::Model>,
+    ) -> Self {
+        self.dependencies = edges
+            .into_iter()
+            .map(crate::workflow::Dependency::from)
+            .collect();
+        self
+    }
+
+    /// The tasks this one was enqueued to run after
+    /// ([`crate::Enqueue::after`], a [`crate::Workflow`] step), in id
+    /// order, with how each ended and what it returned. Empty for a task
+    /// that waited for nothing, and for an inline run.
+    pub fn dependencies(&self) -> &[crate::workflow::Dependency] {
+        &self.dependencies
+    }
+
+    /// What dependency `task_id` returned, decoded as `T` (its task's
+    /// `Output`). An error when this task did not run after `task_id`,
+    /// when `task_id` did not succeed (a step that runs anyway), or when
+    /// the stored result does not decode as `T`; each is permanent, as
+    /// retrying cannot change it.
+    pub fn dependency_result<T: serde::de::DeserializeOwned>(
+        &self,
+        task_id: i32,
+    ) -> Result<T, TaskError> {
+        let Some(dep) = self.dependencies.iter().find(|dep| dep.task_id == task_id) else {
+            return Err(TaskError::invalid(format!(
+                "task {:?} reads the result of task {task_id}, but it was not enqueued to run                  after it (its dependencies: {:?})",
+                self.task_name,
+                self.dependencies
+                    .iter()
+                    .map(|dep| dep.task_id)
+                    .collect::<Vec<_>>()
+            )));
+        };
+        dep.result()
     }
 
     /// Id of the task's row; `None` for an inline run.

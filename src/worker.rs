@@ -151,9 +151,23 @@ pub(crate) fn spawn_execution(queue: &Queue, task: &task::Model) -> Spawned {
     );
     #[cfg(feature = "otel")]
     crate::telemetry::link(&span, task.trace_context.as_deref());
-    Spawned::Running(tokio::task::spawn(
-        handler.run(&task.task_params, ctx).instrument(span),
-    ))
+    let body = if crate::policy::Overrides::of(task).step {
+        // A step reads how its dependencies ended before its body starts.
+        let (db, id, params) = (queue.db().clone(), task.id, task.task_params.clone());
+        Box::pin(async move {
+            let edges = crate::store::steps::edges_of(&db, id)
+                .await
+                .map_err(|err| {
+                    TaskError::retryable(format!(
+                        "reading the outcomes of the tasks this one runs after failed: {err}"
+                    ))
+                })?;
+            handler.run(&params, ctx.with_dependencies(edges)).await
+        })
+    } else {
+        handler.run(&task.task_params, ctx)
+    };
+    Spawned::Running(tokio::task::spawn(body.instrument(span)))
 }
 
 /// How long one execution of `task` may run: its enqueue's or its
@@ -566,8 +580,8 @@ pub(crate) async fn apply_batch(queue: &Queue, batch: &[(task::Model, Execution)
         now,
     )
     .await;
-    let applied = match applied {
-        Ok(applied) => applied,
+    let (applied, settlement) = match applied {
+        Ok(recorded) => recorded,
         Err(err) => {
             queue.metrics().database_error("outcome", &err);
             return Err(err);
@@ -580,7 +594,34 @@ pub(crate) async fn apply_batch(queue: &Queue, batch: &[(task::Model, Execution)
         queue.untrack_running(task.id);
         announce(queue, task, applied, now);
     }
+    announce_settlement(queue, settlement);
     Ok(())
+}
+
+/// Logs and emits what an outcome batch did to the tasks waiting for its
+/// tasks, and wakes this process's runner for the released ones.
+fn announce_settlement(queue: &Queue, settlement: crate::store::steps::Settlement) {
+    let events = queue.events();
+    for completed in settlement.cancelled {
+        let task_id = completed.task_id.unwrap_or_default();
+        tracing::info!(
+            task.id = task_id,
+            "Cancelled {completed}: {}",
+            completed.last_error
+        );
+        events.emit(Event::Cancelled { task_id, completed });
+    }
+    if settlement.released.is_empty() {
+        return;
+    }
+    for task_id in settlement.released {
+        tracing::debug!(
+            task.id = task_id,
+            "Released task {task_id}: what it runs after succeeded"
+        );
+        events.emit(Event::Released { task_id });
+    }
+    queue.wake_handle().notify_one();
 }
 
 /// Gives up recording the outcome of `task` (the database stayed away at

@@ -29,6 +29,7 @@ mod m20261202_000009_unsigned_creator_object_id;
 mod m20261202_000010_add_queue_controls;
 mod m20261202_000011_add_trace_context;
 mod m20261203_000012_lean_indexes;
+mod m20261203_000013_add_dependencies;
 
 /// `(column, index name)` of Django's single-column indexes on
 /// `background_task` and on `background_task_completedtask`: what
@@ -50,6 +51,11 @@ pub use m20261202_000010_add_queue_controls::QUEUE_PAUSES;
 pub use m20261203_000012_lean_indexes::{
     FAILED_INDEX, HISTORY_FAILED_INDEX, LOCKED_INDEX, django_indexes, lean_history_columns,
     lean_task_columns, partial_indexes,
+};
+/// The tables of steps and their dependencies, the history's index on the
+/// id a task had, and the `run_at` of a step that waits.
+pub use m20261203_000013_add_dependencies::{
+    DEPENDENCIES, HELD_UNTIL, HISTORY_TASK_ID_INDEX, STEPS,
 };
 
 /// Every migration of the queue's schema, in order.
@@ -76,6 +82,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000010_add_queue_controls::Migration),
             Box::new(m20261202_000011_add_trace_context::Migration),
             Box::new(m20261203_000012_lean_indexes::Migration),
+            Box::new(m20261203_000013_add_dependencies::Migration),
         ]
     }
 

@@ -60,6 +60,10 @@ pub struct Model {
     /// ran); such a row also has `failed_at`, so Django's admin lists it as
     /// failed. This crate's column (migration 8), nullable.
     pub cancelled_at: Option<DateTimeUtc>,
+    /// The id the task had in `background_task`, so that a task enqueued
+    /// to run after it can tell how it ended. This crate's column
+    /// (migration 13), nullable: `None` in rows Django wrote.
+    pub task_id: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

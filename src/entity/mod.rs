@@ -13,8 +13,10 @@
 //! stored value of the same day.
 
 pub mod completed_task;
+pub mod dependency;
 pub mod queue_limit;
 pub mod queue_pause;
 pub mod runner;
 pub mod schedule;
+pub mod step;
 pub mod task;

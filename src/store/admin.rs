@@ -183,7 +183,9 @@ pub(crate) async fn run_now<C: ConnectionTrait>(
             // A set-aside row goes back in the queue.
             .col_expr(task::Column::FailedAt, Expr::value(None::<DateTime<Utc>>))
             .filter(task::Column::Id.is_in(chunk.iter().copied()))
-            .filter(task::Column::LockedBy.is_null());
+            .filter(task::Column::LockedBy.is_null())
+            // A step waiting for others stays held: its release is theirs.
+            .filter(super::steps::not_held());
         changed += super::execute(conn, update).await?.rows_affected();
     }
     Ok(changed)
@@ -365,6 +367,7 @@ where
             .filter(task::Column::LockedBy.is_null())
             .exec(&txn)
             .await?;
+        let mut finished = Vec::with_capacity(waiting.len());
         for row in waiting {
             // The row a permanent failure writes: the task's fields, run_at
             // and failed_at now, the reason as its error; marked cancelled.
@@ -372,7 +375,17 @@ where
             history.cancelled_at = Set(Some(now));
             let completed = super::insert_returning(&txn, history).await?;
             cancelled.push(completed);
+            finished.push(super::steps::Finished {
+                id: row.id,
+                ended: super::steps::Ended::Cancelled,
+                result: None,
+                was_step: crate::policy::Overrides::of(&row).step,
+            });
         }
+        // The tasks waiting for them are cancelled too (or released, when
+        // they run anyway).
+        let settlement = super::steps::settle(&txn, finished, now).await?;
+        cancelled.extend(settlement.cancelled);
     }
     txn.commit().await?;
     Ok((cancelled, stopping))

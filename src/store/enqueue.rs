@@ -57,7 +57,8 @@ pub(crate) async fn delete_waiting_with_hash<C: ConnectionTrait>(
 ) -> Result<u64> {
     let delete = task::Entity::delete_many()
         .filter(task::Column::TaskHash.eq(hash))
-        .filter(task::Column::LockedAt.is_null());
+        .filter(task::Column::LockedAt.is_null())
+        .filter(super::steps::not_held());
     Ok(execute(conn, delete).await?.rows_affected())
 }
 
@@ -68,7 +69,8 @@ pub(crate) async fn delete_waiting_with_hashes<C: ConnectionTrait>(
 ) -> Result<u64> {
     let delete = task::Entity::delete_many()
         .filter(task::Column::TaskHash.is_in(hashes.iter().map(String::as_str)))
-        .filter(task::Column::LockedAt.is_null());
+        .filter(task::Column::LockedAt.is_null())
+        .filter(super::steps::not_held());
     Ok(execute(conn, delete).await?.rows_affected())
 }
 
@@ -82,7 +84,8 @@ fn existing(
 ) -> Condition {
     let mut condition = Condition::all()
         .add(task::Column::TaskHash.eq(hash))
-        .add(unlocked(now, max_run_time));
+        .add(unlocked(now, max_run_time))
+        .add(super::steps::not_held());
     if let Some(queue) = queue {
         condition = condition.add(task::Column::Queue.eq(queue));
     }

@@ -32,6 +32,7 @@ pub(crate) mod retention;
 pub(crate) mod rows;
 pub(crate) mod runners;
 pub(crate) mod schedules;
+pub(crate) mod steps;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Alias;

@@ -29,6 +29,7 @@ use sea_orm::{
 };
 
 use super::Sql;
+use super::steps::{Ended, Finished, Settlement};
 use crate::entity::{completed_task, task};
 use crate::error::Result;
 
@@ -223,14 +224,15 @@ fn plan(task: &task::Model, ending: Ending<'_>, max_attempts: u32, now: DateTime
 
 /// Writes the outcomes of `endings` (tasks as claimed by `runner`),
 /// completed at `now`, in one transaction; returns what was written for
-/// each, in order. On MySQL a deadlock retries the whole batch.
+/// each, in order, and what it did to the tasks waiting for them. On
+/// MySQL a deadlock retries the whole batch.
 pub(crate) async fn record(
     db: &DatabaseConnection,
     runner: &str,
     endings: &[(&task::Model, Ending<'_>)],
     max_attempts: u32,
     now: DateTime<Utc>,
-) -> Result<Vec<Applied>> {
+) -> Result<(Vec<Applied>, Settlement)> {
     let mut attempt = 0;
     let mut fence = Fence::Delete;
     loop {
@@ -262,7 +264,7 @@ async fn record_once(
     max_attempts: u32,
     now: DateTime<Utc>,
     fence: Fence,
-) -> Result<Vec<Applied>> {
+) -> Result<(Vec<Applied>, Settlement)> {
     let plans: Vec<Plan> = endings
         .iter()
         .map(|(task, ending)| plan(task, *ending, max_attempts, now))
@@ -304,6 +306,37 @@ async fn record_once(
         }
     }
     let completed = insert_history(&txn, history).await?;
+    // Tasks that wait for these: released, or cancelled, in this
+    // transaction (see `super::steps`).
+    let finished: Vec<Finished> = endings
+        .iter()
+        .zip(&plans)
+        .filter_map(|((task, _), plan)| match plan {
+            Plan::Leave {
+                failure,
+                result,
+                cancelled,
+                ..
+            } if held.contains(&task.id) => Some(Finished {
+                id: task.id,
+                ended: if *cancelled {
+                    Ended::Cancelled
+                } else if failure.is_some() {
+                    Ended::Failed
+                } else {
+                    Ended::Succeeded
+                },
+                result: result.clone(),
+                was_step: crate::policy::Overrides::of(task).step,
+            }),
+            _ => None,
+        })
+        .collect();
+    let settlement = if finished.is_empty() {
+        Settlement::default()
+    } else {
+        super::steps::settle(&txn, finished, now).await?
+    };
     for chunk in repetitions.chunks(ROWS_PER_INSERT) {
         super::execute(&txn, task::Entity::insert_many(chunk.to_vec())).await?;
     }
@@ -373,7 +406,7 @@ async fn record_once(
             Plan::Release => Applied::Released,
         })
         .collect();
-    Ok(applied)
+    Ok((applied, settlement))
 }
 
 /// The next repetition a success creates: when the task repeats, its
@@ -554,6 +587,7 @@ pub(crate) fn history_row(
         creator_object_id: Set(task.creator_object_id),
         result: Set(None),
         cancelled_at: Set(None),
+        task_id: Set(Some(task.id)),
     }
 }
 

@@ -54,7 +54,15 @@ pub async fn create_ledger(db: &DatabaseConnection) {
             "CREATE TABLE bgt_ledger (id BIGINT AUTO_INCREMENT PRIMARY KEY, job BIGINT NOT NULL, \
              runner VARCHAR(64) NOT NULL, INDEX (job))"
         }
-        _ => "CREATE TABLE bgt_ledger (job BIGINT NOT NULL, runner VARCHAR(64) NOT NULL)",
+        // An id in insert order: which body ran first.
+        DbBackend::Postgres => {
+            "CREATE TABLE bgt_ledger (id BIGSERIAL PRIMARY KEY, job BIGINT NOT NULL, \
+             runner VARCHAR(64) NOT NULL)"
+        }
+        _ => {
+            "CREATE TABLE bgt_ledger (id INTEGER PRIMARY KEY AUTOINCREMENT, job BIGINT NOT NULL, \
+             runner VARCHAR(64) NOT NULL)"
+        }
     };
     db.execute_unprepared(sql).await.unwrap();
 }

@@ -34,6 +34,7 @@ on_django_backends!(
     a_project_without_time_zones_and_rust_agree_on_due_times,
     wide_integers_and_lone_surrogates_cross_languages,
     a_django_app_attaches_to_tables_bgtasks_created,
+    django_never_runs_a_step_before_what_it_waits_for_succeeded,
 );
 
 /// The Python side, on the test's database.
@@ -1029,5 +1030,91 @@ async fn a_django_app_attaches_to_tables_bgtasks_created(t: TestDb) -> TestDb {
     let queue = Queue::with_parts(t.db.clone(), registry, Config::default());
     assert!(queue.run_next_task().await, "the task Django enqueued runs");
     assert!(!queue.run_next_task().await);
+    t
+}
+
+/// A task only Rust runs.
+struct RustFirst;
+
+impl Task for RustFirst {
+    type Params = (i64,);
+    type Output = i64;
+    fn name() -> &'static str {
+        "rust.first"
+    }
+    async fn run(&self, (n,): (i64,), _: TaskContext) -> Result<i64, TaskError> {
+        Ok(n)
+    }
+}
+
+/// A step that waits is held where Django's `process_tasks` does not look
+/// (its `run_at` is the far future): Django runs it only once the Rust
+/// runner recorded what it waits for, which released it.
+async fn django_never_runs_a_step_before_what_it_waits_for_succeeded(t: TestDb) -> TestDb {
+    let Some(django) = Django::new(&t) else {
+        return t;
+    };
+    attach(&t, &django).await;
+    let queue = Queue::new(t.db.clone());
+    let first = queue
+        .enqueue::<RustFirst>(&(7,))
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    let step = queue
+        .enqueue_call("interop.record", &json!(["after"]), &json!({}))
+        .after([first.id])
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    raw_times_are_djangos(&django, t.backend);
+    django.run(&["process", "--duration", "3"]);
+    assert!(
+        django.recorded().is_empty(),
+        "Django ran nothing: the step is held, and rust.first is not Django's: {:?}",
+        django.recorded()
+    );
+
+    let registry = Registry::new();
+    registry.register(RustFirst);
+    let config = Config::builder()
+        .sleep(std::time::Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let runner = Runner::start(t.queue(registry, config)).unwrap();
+    let db = t.db.clone();
+    wait_for(
+        "the Rust runner to run rust.first",
+        std::time::Duration::from_secs(30),
+        || {
+            let db = db.clone();
+            async move {
+                completed_task::Entity::find()
+                    .filter(completed_task::Column::TaskId.eq(first.id))
+                    .one(&db)
+                    .await
+                    .unwrap()
+                    .is_some()
+            }
+        },
+    )
+    .await;
+    runner.shutdown(std::time::Duration::from_secs(5)).await;
+    let released = task_row::Entity::find_by_id(step.id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(released.run_at <= chrono::Utc::now(), "{released:?}");
+    raw_times_are_djangos(&django, t.backend);
+
+    django.run(&["process", "--duration", "3"]);
+    assert_eq!(
+        django.recorded(),
+        vec![json!({"task": "interop.record", "args": ["after"], "kwargs": {}})],
+        "released, the step runs under Django"
+    );
     t
 }

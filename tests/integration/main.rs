@@ -35,3 +35,4 @@ mod schema;
 mod state;
 mod traces;
 mod web;
+mod workflows;

@@ -151,6 +151,7 @@ async fn insert_history(t: &TestDb, finished: DateTime<Utc>, failed: bool) -> i3
         creator_object_id: Set(None),
         result: Set(None),
         cancelled_at: Set(None),
+        task_id: Set(None),
     };
     write(t, completed_task::Entity::insert(row)).await;
     completed_task::Entity::find()

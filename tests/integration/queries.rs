@@ -63,6 +63,7 @@ fn history_row(
         creator_object_id: creator.map(|c| c.object_id),
         result: None,
         cancelled_at: None,
+        task_id: None,
     }
     .into_active_model();
     row.id = NotSet;

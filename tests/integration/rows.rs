@@ -67,6 +67,7 @@ impl History {
             creator_object_id: Set(self.creator.map(|c| c.1)),
             result: Set(None),
             cancelled_at: Set(None),
+            task_id: Set(None),
         })
         .exec(&t.db)
         .await

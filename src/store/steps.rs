@@ -1,0 +1,467 @@
+//! Tasks that wait for other tasks: holding a step at enqueue, and
+//! settling its dependencies as they finish, in the transaction that
+//! records how they finished.
+//!
+//! A waiting step is a `background_task` row with `run_at` = [`held`] (the
+//! year 9999), so no claim takes it, Django's `process_tasks` included; its
+//! `background_task_step` row counts the dependencies still `pending`, and
+//! one `background_task_dependency` row per edge receives the dependency's
+//! outcome and result.
+//!
+//! Exactly once: a dependency's outcome is written by the one transaction
+//! that deletes its task row (fenced by the runner's identity, see
+//! [`super::outcome`]), and that transaction decrements the step's counter
+//! with an `UPDATE`, which takes the step row's lock. Two dependencies
+//! finishing at once on two runners take turns on that lock; each sees the
+//! other's decrement, and only the one that brings it to zero releases the
+//! step. An enqueue that adds an edge locks the dependency's task row
+//! first (`FOR SHARE`), so the dependency's outcome either sees the new
+//! edge or has committed before the enqueue looks, in which case the
+//! enqueue reads the outcome from the history (`task_id`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DbBackend, DbErr, EntityTrait};
+
+use super::Sql;
+use crate::entity::{completed_task, dependency, step, task};
+use crate::error::Result;
+
+/// Ids per `IN` list.
+const IDS_PER_STATEMENT: usize = 1_000;
+/// Edges per multi-row `INSERT`.
+const ROWS_PER_INSERT: usize = 500;
+
+/// How a dependency ended, as its edges record it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl Ended {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Ended::Succeeded => "succeeded",
+            Ended::Failed => "failed",
+            Ended::Cancelled => "cancelled",
+        }
+    }
+
+    /// How a history row says its task ended.
+    pub(crate) fn of(completed: &completed_task::Model) -> Self {
+        if completed.cancelled_at.is_some() {
+            Ended::Cancelled
+        } else if completed.failed_at.is_some() {
+            Ended::Failed
+        } else {
+            Ended::Succeeded
+        }
+    }
+}
+
+/// A task that left the queue in the transaction being written.
+#[derive(Clone, Debug)]
+pub(crate) struct Finished {
+    pub id: i32,
+    pub ended: Ended,
+    pub result: Option<String>,
+    /// It waited for others itself: its step row and edges go.
+    pub was_step: bool,
+}
+
+/// What settling the finished tasks' dependents did.
+#[derive(Debug, Default)]
+pub(crate) struct Settlement {
+    /// Steps whose last dependency finished: now due.
+    pub released: Vec<i32>,
+    /// Steps cancelled because a dependency failed or was cancelled, with
+    /// their history rows.
+    pub cancelled: Vec<completed_task::Model>,
+}
+
+/// The `run_at` of a held step.
+pub(crate) fn held() -> DateTime<Utc> {
+    chrono::NaiveDateTime::parse_from_str(migration::HELD_UNTIL, "%Y-%m-%d %H:%M:%S")
+        .expect("HELD_UNTIL is a timestamp")
+        .and_utc()
+}
+
+/// Rows that are not held steps: what operations that move or delete
+/// waiting rows by other criteria (remove-existing, reschedule-existing,
+/// "run now") leave out.
+pub(crate) fn not_held() -> sea_orm::sea_query::SimpleExpr {
+    use sea_orm::ColumnTrait;
+    task::Column::RunAt.ne(held())
+}
+
+/// ` FOR UPDATE` on the backends that lock rows (SQLite has one writer).
+fn for_update(sql: &mut Sql) {
+    if sql.backend() != DbBackend::Sqlite {
+        sql.push(" FOR UPDATE");
+    }
+}
+
+/// Settles the dependents of `finished` (tasks whose rows this
+/// transaction deleted): records each outcome on its edges, releases the
+/// steps whose last dependency finished, and cancels (with a history row)
+/// those a failure or a cancellation leaves unable to run, and then their
+/// own dependents, and so on. Also forgets the step rows and edges of the
+/// finished tasks themselves. Costs one `SELECT` when no task of the batch
+/// has dependents.
+pub(crate) async fn settle<C: ConnectionTrait>(
+    txn: &C,
+    finished: Vec<Finished>,
+    now: DateTime<Utc>,
+) -> Result<Settlement> {
+    let backend = txn.get_database_backend();
+    let mut settlement = Settlement::default();
+    let mut finished = finished;
+    while !finished.is_empty() {
+        let ids: Vec<i32> = finished.iter().map(|done| done.id).collect();
+        let steps: Vec<i32> = finished
+            .iter()
+            .filter(|done| done.was_step)
+            .map(|done| done.id)
+            .collect();
+        if !steps.is_empty() {
+            forget(txn, &steps).await?;
+        }
+        let mut edges = Sql::new(backend);
+        edges
+            .push("SELECT task_id, depends_on FROM background_task_dependency WHERE depends_on")
+            .is_in(ids.iter().copied());
+        for_update(&mut edges);
+        let edges: Vec<(i32, i32)> = txn
+            .query_all_raw(edges.build())
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?)))
+            .collect::<Result<_, DbErr>>()?;
+        if edges.is_empty() {
+            break;
+        }
+
+        // Each outcome onto its edges.
+        let by_id: BTreeMap<i32, &Finished> = finished.iter().map(|done| (done.id, done)).collect();
+        let with_dependents: BTreeSet<i32> = edges.iter().map(|(_, dep)| *dep).collect();
+        for id in &with_dependents {
+            let done = by_id[id];
+            let mut record = Sql::new(backend);
+            record
+                .push("UPDATE background_task_dependency SET state = ")
+                .bind(done.ended.as_str())
+                .push(", result = ")
+                .bind(done.result.clone())
+                .push(" WHERE depends_on = ")
+                .bind(*id);
+            txn.execute_raw(record.build()).await?;
+        }
+
+        // Count down each dependent by the edges that just finished.
+        let mut counts: BTreeMap<i32, i32> = BTreeMap::new();
+        let mut broken: BTreeMap<i32, i32> = BTreeMap::new();
+        for (step, dep) in &edges {
+            *counts.entry(*step).or_default() += 1;
+            if by_id[dep].ended != Ended::Succeeded {
+                broken.entry(*step).or_insert(*dep);
+            }
+        }
+        let mut by_count: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        for (step, count) in &counts {
+            by_count.entry(*count).or_default().push(*step);
+        }
+        for (count, steps) in &by_count {
+            let mut down = Sql::new(backend);
+            down.push("UPDATE background_task_step SET pending = pending - ")
+                .bind(*count)
+                .push(" WHERE task_id")
+                .is_in(steps.iter().copied());
+            txn.execute_raw(down.build()).await?;
+        }
+        let mut read = Sql::new(backend);
+        read.push("SELECT * FROM background_task_step WHERE released_at IS NULL AND task_id")
+            .is_in(counts.keys().copied());
+        for_update(&mut read);
+        let mut ready: BTreeMap<DateTime<Utc>, Vec<i32>> = BTreeMap::new();
+        let mut doomed = Vec::new();
+        for waiting in super::rows::all::<step::Entity, C>(txn, read.build()).await? {
+            if let Some(dep) = broken.get(&waiting.task_id)
+                && !waiting.run_anyway
+            {
+                doomed.push((waiting.task_id, *dep));
+            } else if waiting.pending <= 0 {
+                ready
+                    .entry(waiting.run_at.max(now))
+                    .or_default()
+                    .push(waiting.task_id);
+            }
+        }
+        for (run_at, steps) in ready {
+            release(txn, &steps, run_at, now).await?;
+            settlement.released.extend(steps);
+        }
+        finished = Vec::new();
+        for (step, dep) in doomed {
+            if let Some(completed) = cancel_held(txn, step, dep, now).await? {
+                finished.push(Finished {
+                    id: step,
+                    ended: Ended::Cancelled,
+                    result: None,
+                    was_step: true,
+                });
+                settlement.cancelled.push(completed);
+            }
+        }
+    }
+    if !settlement.released.is_empty() && backend == DbBackend::Postgres {
+        // Released rows are updates, which the insert trigger does not
+        // announce: wake the listening runners here.
+        txn.execute_unprepared(&format!(
+            "SELECT pg_notify('{}', '')",
+            migration::NOTIFY_CHANNEL
+        ))
+        .await?;
+    }
+    Ok(settlement)
+}
+
+/// Deletes the step rows and edges of tasks that left the queue.
+async fn forget<C: ConnectionTrait>(txn: &C, ids: &[i32]) -> Result<(), DbErr> {
+    let backend = txn.get_database_backend();
+    for table in ["background_task_step", "background_task_dependency"] {
+        let mut delete = Sql::new(backend);
+        delete
+            .push("DELETE FROM ")
+            .push(table)
+            .push(" WHERE task_id")
+            .is_in(ids.iter().copied());
+        txn.execute_raw(delete.build()).await?;
+    }
+    Ok(())
+}
+
+/// Makes held `steps` due at `run_at`.
+async fn release<C: ConnectionTrait>(
+    txn: &C,
+    steps: &[i32],
+    run_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let backend = txn.get_database_backend();
+    let mut due = Sql::new(backend);
+    due.push("UPDATE ")
+        .tasks_by_id()
+        .push(" SET run_at = ")
+        .bind(run_at)
+        .push(" WHERE run_at = ")
+        .bind(held())
+        .push(" AND id")
+        .is_in(steps.iter().copied());
+    txn.execute_raw(due.build()).await?;
+    let mut mark = Sql::new(backend);
+    mark.push("UPDATE background_task_step SET released_at = ")
+        .bind(now)
+        .push(" WHERE task_id")
+        .is_in(steps.iter().copied());
+    txn.execute_raw(mark.build()).await?;
+    Ok(())
+}
+
+/// Cancels the held step `step`, which can no longer run because `dep`
+/// failed or was cancelled: its row leaves the queue with a history row
+/// marked cancelled. `None` when the row is gone (an operator deleted it).
+async fn cancel_held<C: ConnectionTrait>(
+    txn: &C,
+    step: i32,
+    dep: i32,
+    now: DateTime<Utc>,
+) -> Result<Option<completed_task::Model>> {
+    let backend = txn.get_database_backend();
+    let mut select = Sql::new(backend);
+    select
+        .push("SELECT * FROM ")
+        .tasks_by_id()
+        .push(" WHERE id = ")
+        .bind(step);
+    for_update(&mut select);
+    let Some(row) = super::rows::one::<task::Entity, C>(txn, select.build()).await? else {
+        return Ok(None);
+    };
+    let mut delete = Sql::new(backend);
+    // By primary key; MariaDB takes no index hint in a DELETE.
+    delete
+        .push("DELETE FROM background_task WHERE id = ")
+        .bind(step)
+        .push(" AND locked_by IS NULL");
+    if txn.execute_raw(delete.build()).await?.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let reason = format!(
+        "cancelled: task {dep}, which this task runs after, did not succeed \
+         (enqueue it with run_anyway to run it regardless)"
+    );
+    let mut history = super::outcome::history_row(&row, row.attempts, Some(&reason), now);
+    history.cancelled_at = Set(Some(now));
+    super::insert_returning(txn, history).await.map(Some)
+}
+
+/// One dependency of a step being enqueued, as found.
+#[derive(Clone, Debug)]
+pub(crate) struct Dependency {
+    pub id: i32,
+    /// `None` while it has not finished.
+    pub ended: Option<Ended>,
+    pub result: Option<String>,
+}
+
+/// How a step waits: what [`hold`] writes besides the task row.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StepOptions {
+    pub run_anyway: bool,
+    pub workflow: Option<String>,
+    pub name: Option<String>,
+}
+
+/// Looks up the tasks `after` (distinct ids) a new step is to wait for,
+/// inside the enqueue's transaction: those waiting or running are locked
+/// (`FOR SHARE`), so none of them can finish until the step's edges are
+/// committed; the others are looked up in the history by the id they had.
+/// An id found nowhere, or a dependency that already failed or was
+/// cancelled (unless `run_anyway`), is an error, and nothing is written.
+pub(crate) async fn dependencies<C: ConnectionTrait>(
+    txn: &C,
+    after: &[i32],
+    run_anyway: bool,
+) -> Result<Vec<Dependency>> {
+    let backend = txn.get_database_backend();
+    let mut found = Vec::with_capacity(after.len());
+    let mut live = BTreeSet::new();
+    for chunk in after.chunks(IDS_PER_STATEMENT) {
+        let mut lock = Sql::new(backend);
+        lock.push("SELECT id FROM ")
+            .tasks_by_id()
+            .push(" WHERE id")
+            .is_in(chunk.iter().copied());
+        match backend {
+            DbBackend::Postgres => lock.push(" FOR SHARE"),
+            DbBackend::MySql => lock.push(" LOCK IN SHARE MODE"),
+            _ => &mut lock,
+        };
+        for row in txn.query_all_raw(lock.build()).await? {
+            live.insert(row.try_get_by_index::<i32>(0)?);
+        }
+    }
+    let gone: Vec<i32> = after
+        .iter()
+        .copied()
+        .filter(|id| !live.contains(id))
+        .collect();
+    let mut ended: BTreeMap<i32, completed_task::Model> = BTreeMap::new();
+    for chunk in gone.chunks(IDS_PER_STATEMENT) {
+        let mut history = Sql::new(backend);
+        history
+            .push("SELECT * FROM background_task_completedtask WHERE task_id")
+            .is_in(chunk.iter().copied());
+        for row in super::rows::all::<completed_task::Entity, C>(txn, history.build()).await? {
+            if let Some(id) = row.task_id {
+                ended.insert(id, row);
+            }
+        }
+    }
+    for id in after {
+        if live.contains(id) {
+            found.push(Dependency {
+                id: *id,
+                ended: None,
+                result: None,
+            });
+            continue;
+        }
+        let Some(completed) = ended.remove(id) else {
+            return Err(crate::Error::invalid(
+                "after",
+                format!(
+                    "task {id} is not waiting or running, and no history row says how it \
+                     ended (it never existed, or its history was not kept or was pruned): \
+                     a task after it could never be released; check the id"
+                ),
+            ));
+        };
+        let how = Ended::of(&completed);
+        if how != Ended::Succeeded && !run_anyway {
+            return Err(crate::Error::invalid(
+                "after",
+                format!(
+                    "task {id} already {} ({}): a task after it would never run; enqueue it \
+                     with run_anyway to run it regardless",
+                    how.as_str(),
+                    completed.last_error.lines().next().unwrap_or_default()
+                ),
+            ));
+        }
+        found.push(Dependency {
+            id: *id,
+            ended: Some(how),
+            result: completed.result,
+        });
+    }
+    Ok(found)
+}
+
+/// Writes the step row and the edges of `task_id`, which waits for
+/// `dependencies` (as [`dependencies`] found them) and runs at `run_at`
+/// once they finished. The task row itself was inserted held when any of
+/// them is unfinished, due at `run_at` otherwise.
+pub(crate) async fn hold<C: ConnectionTrait>(
+    txn: &C,
+    task_id: i32,
+    run_at: DateTime<Utc>,
+    dependencies: &[Dependency],
+    options: &StepOptions,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let pending = dependencies
+        .iter()
+        .filter(|dep| dep.ended.is_none())
+        .count();
+    let waiting = step::ActiveModel {
+        task_id: Set(task_id),
+        pending: Set(i32::try_from(pending).unwrap_or(i32::MAX)),
+        run_at: Set(run_at),
+        run_anyway: Set(options.run_anyway),
+        workflow: Set(options.workflow.clone()),
+        name: Set(options.name.clone()),
+        released_at: Set((pending == 0).then_some(now)),
+    };
+    super::execute(txn, step::Entity::insert(waiting)).await?;
+    let edges: Vec<dependency::ActiveModel> = dependencies
+        .iter()
+        .map(|dep| dependency::ActiveModel {
+            task_id: Set(task_id),
+            depends_on: Set(dep.id),
+            state: Set(dep.ended.map(|ended| ended.as_str().to_owned())),
+            result: Set(dep.result.clone()),
+        })
+        .collect();
+    for chunk in edges.chunks(ROWS_PER_INSERT) {
+        super::execute(txn, dependency::Entity::insert_many(chunk.to_vec())).await?;
+    }
+    Ok(())
+}
+
+/// The edges of step `task_id`: its dependencies, how each ended and what
+/// it returned, in id order.
+pub(crate) async fn edges_of<C: ConnectionTrait>(
+    conn: &C,
+    task_id: i32,
+) -> Result<Vec<dependency::Model>> {
+    let mut select = Sql::new(conn.get_database_backend());
+    select
+        .push("SELECT * FROM background_task_dependency WHERE task_id = ")
+        .bind(task_id)
+        .push(" ORDER BY depends_on");
+    super::rows::all::<dependency::Entity, C>(conn, select.build()).await
+}

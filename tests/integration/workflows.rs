@@ -1,0 +1,445 @@
+//! Tasks that run after other tasks (issue 20): `.after(ids)` and
+//! workflows of named steps; release exactly once, cancellation of what a
+//! failure leaves unable to run, results read by the step, bad graphs
+//! refused with nothing written, and 3 runner processes executing a
+//! 1,000-step workflow.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use background_tasks::{
+    Config, DependencyState, Enqueued, Error, Event, Queue, Registry, Runner, Task, TaskContext,
+    TaskError, TaskSpec, Workflow, admin, completed_task, task_row,
+};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    Statement,
+};
+
+use crate::child::{ChildRunner, Ledger, create_ledger};
+use crate::fixture::{TestDb, wait_for};
+use crate::tasks::{Add, Fail};
+
+on_all_backends!(
+    a_task_after_others_waits_for_them_and_reads_their_results,
+    a_failure_cancels_what_waits_for_it_unless_it_runs_anyway,
+    a_dependency_that_already_succeeded_is_already_done,
+    cancelling_a_waiting_dependency_cancels_its_dependents,
+    bad_dependencies_are_refused_and_nothing_is_written,
+    operators_cannot_move_a_held_step,
+    three_runner_processes_run_a_1000_step_workflow_in_order,
+);
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Sums the results of the tasks it ran after, and says how each ended.
+#[derive(Clone, Default)]
+struct Sum {
+    seen: Arc<Mutex<Vec<(i32, DependencyState)>>>,
+}
+
+impl Task for Sum {
+    type Params = ();
+    type Output = i64;
+    fn name() -> &'static str {
+        "workflows.sum"
+    }
+    async fn run(&self, (): (), ctx: TaskContext) -> Result<i64, TaskError> {
+        let mut total = 0;
+        for dep in ctx.dependencies() {
+            self.seen.lock().unwrap().push((dep.task_id, dep.state));
+            if dep.state == DependencyState::Succeeded {
+                total += ctx.dependency_result::<i64>(dep.task_id)?;
+            }
+        }
+        Ok(total)
+    }
+}
+
+fn config() -> Config {
+    Config::builder()
+        .run_async(true)
+        .async_threads(2)
+        .sleep(Duration::from_millis(100))
+        .max_attempts(1)
+        .build()
+        .unwrap()
+}
+
+fn registry(sum: &Sum) -> Registry {
+    let registry = Registry::new();
+    registry.register(Add).register(Fail).register(sum.clone());
+    registry
+}
+
+fn created(enqueued: Enqueued) -> task_row::Model {
+    enqueued.into_task().expect("a row was created")
+}
+
+/// A `Sum` enqueued after task `id`.
+async fn sum_after(queue: &Queue, id: i32, run_anyway: bool) -> task_row::Model {
+    created(
+        queue
+            .enqueue::<Sum>(&())
+            .after([id])
+            .run_anyway(run_anyway)
+            .await
+            .unwrap(),
+    )
+}
+
+async fn history(db: &DatabaseConnection) -> HashMap<i32, completed_task::Model> {
+    completed_task::Entity::find()
+        .all(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.task_id.expect("this crate writes task_id"), row))
+        .collect()
+}
+
+async fn wait_history(t: &TestDb, count: u64) {
+    let db = t.db.clone();
+    wait_for(&format!("{count} history rows"), WAIT, || {
+        let db = db.clone();
+        async move { completed_task::Entity::find().count(&db).await.unwrap() >= count }
+    })
+    .await;
+}
+
+async fn count(db: &DatabaseConnection, table: &str) -> i64 {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT COUNT(*) FROM {table}"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+/// Nothing of the steps is left once everything ran.
+async fn no_step_left(db: &DatabaseConnection) {
+    assert_eq!(count(db, "background_task").await, 0);
+    assert_eq!(count(db, "background_task_step").await, 0);
+    assert_eq!(count(db, "background_task_dependency").await, 0);
+}
+
+async fn a_task_after_others_waits_for_them_and_reads_their_results(t: TestDb) -> TestDb {
+    let sum = Sum::default();
+    let queue = t.queue(registry(&sum), config());
+    let a = created(queue.enqueue::<Add>(&(2, 3)).await.unwrap());
+    let b = created(queue.enqueue::<Add>(&(4, 5)).await.unwrap());
+    let c = created(
+        queue
+            .enqueue::<Sum>(&())
+            .after([b.id, a.id, a.id])
+            .await
+            .unwrap(),
+    );
+    // Held: not due for any runner, Django's included.
+    assert_eq!(c.run_at.format("%Y").to_string(), "9999");
+    let released = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&released);
+    queue.events().subscribe(move |event| {
+        if let Event::Released { task_id } = event {
+            seen.lock().unwrap().push(*task_id);
+        }
+    });
+
+    let runner = Runner::start(queue.clone()).unwrap();
+    wait_history(&t, 3).await;
+    runner.shutdown(Duration::from_secs(5)).await;
+
+    let done = history(&t.db).await;
+    let step = &done[&c.id];
+    assert_eq!(step.failed_at, None, "{step:?}");
+    assert_eq!(step.result.as_deref(), Some("14"), "5 + 9");
+    assert!(
+        step.run_at >= done[&a.id].run_at && step.run_at >= done[&b.id].run_at,
+        "the step finished after both"
+    );
+    let mut seen = sum.seen.lock().unwrap().clone();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        [
+            (a.id, DependencyState::Succeeded),
+            (b.id, DependencyState::Succeeded)
+        ]
+    );
+    assert_eq!(*released.lock().unwrap(), [c.id], "released once");
+    no_step_left(&t.db).await;
+    t
+}
+
+async fn a_failure_cancels_what_waits_for_it_unless_it_runs_anyway(t: TestDb) -> TestDb {
+    let sum = Sum::default();
+    let queue = t.queue(registry(&sum), config());
+    let fails = created(queue.enqueue::<Fail>(&(1,)).await.unwrap());
+    let after = sum_after(&queue, fails.id, false).await;
+    let after_after = sum_after(&queue, after.id, false).await;
+    let anyway = sum_after(&queue, fails.id, true).await;
+    let cancelled_events = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&cancelled_events);
+    queue.events().subscribe(move |event| {
+        if let Event::Cancelled { task_id, .. } = event {
+            seen.lock().unwrap().push(*task_id);
+        }
+    });
+
+    let runner = Runner::start(queue.clone()).unwrap();
+    wait_history(&t, 4).await;
+    runner.shutdown(Duration::from_secs(5)).await;
+
+    let done = history(&t.db).await;
+    assert!(done[&fails.id].failed_at.is_some());
+    for id in [after.id, after_after.id] {
+        let row = &done[&id];
+        assert!(row.cancelled_at.is_some(), "{row:?}");
+        assert!(
+            row.last_error.contains("did not succeed") && row.last_error.contains("run_anyway"),
+            "{}",
+            row.last_error
+        );
+        assert_eq!(row.attempts, 0, "it never ran");
+    }
+    assert!(done[&after.id].last_error.contains(&fails.id.to_string()));
+    assert!(
+        done[&after_after.id]
+            .last_error
+            .contains(&after.id.to_string())
+    );
+    assert_eq!(done[&anyway.id].failed_at, None);
+    assert_eq!(
+        *sum.seen.lock().unwrap(),
+        [(fails.id, DependencyState::Failed)],
+        "only the step that runs anyway ran, and saw the failure"
+    );
+    let mut events = cancelled_events.lock().unwrap().clone();
+    events.sort_unstable();
+    assert_eq!(events, [after.id, after_after.id]);
+    no_step_left(&t.db).await;
+    t
+}
+
+async fn a_dependency_that_already_succeeded_is_already_done(t: TestDb) -> TestDb {
+    let sum = Sum::default();
+    let queue = t.queue(registry(&sum), config());
+    let a = created(queue.enqueue::<Add>(&(20, 22)).await.unwrap());
+    let runner = Runner::start(queue.clone()).unwrap();
+    wait_history(&t, 1).await;
+    // `a` finished before this enqueue: its history row says how.
+    let b = sum_after(&queue, a.id, false).await;
+    assert!(
+        b.run_at.format("%Y").to_string() != "9999",
+        "not held: {b:?}"
+    );
+    wait_history(&t, 2).await;
+    runner.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(history(&t.db).await[&b.id].result.as_deref(), Some("42"));
+    no_step_left(&t.db).await;
+    t
+}
+
+async fn cancelling_a_waiting_dependency_cancels_its_dependents(t: TestDb) -> TestDb {
+    let sum = Sum::default();
+    let queue = t.queue(registry(&sum), config());
+    let later = created(queue.enqueue::<Add>(&(1, 1)).schedule(3_600).await.unwrap());
+    let step = sum_after(&queue, later.id, false).await;
+    let anyway = sum_after(&queue, later.id, true).await;
+    let now = chrono::Utc::now();
+    let cancellation = admin::cancel(&t.db, &[later.id], now).await.unwrap();
+    let mut ids: Vec<i32> = cancellation
+        .cancelled
+        .iter()
+        .map(|row| row.task_id.unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [later.id, step.id], "the dependent went with it");
+    // The one that runs anyway is due now.
+    let released = task_row::Entity::find_by_id(anyway.id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(released.run_at <= chrono::Utc::now(), "{released:?}");
+    let runner = Runner::start(queue.clone()).unwrap();
+    wait_history(&t, 3).await;
+    runner.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        *sum.seen.lock().unwrap(),
+        [(later.id, DependencyState::Cancelled)]
+    );
+    no_step_left(&t.db).await;
+    t
+}
+
+fn refused(result: background_tasks::Result<impl std::fmt::Debug>, says: &str) {
+    match result {
+        Err(Error::InvalidOption { ref reason, .. }) if reason.contains(says) => {}
+        other => panic!("expected a refusal saying {says:?}, got {other:?}"),
+    }
+}
+
+async fn bad_dependencies_are_refused_and_nothing_is_written(t: TestDb) -> TestDb {
+    let sum = Sum::default();
+    let queue = t.queue(registry(&sum), config());
+    refused(
+        queue.enqueue::<Sum>(&()).after([987_654]).await,
+        "task 987654 is not waiting or running",
+    );
+    refused(
+        queue.enqueue::<Sum>(&()).after([1]).repeat(60).await,
+        "cannot repeat",
+    );
+    let cycle = Workflow::new("loop")
+        .step("start", TaskSpec::new::<Add>(&(1, 2)))
+        .step_after("a", TaskSpec::new::<Sum>(&()), ["start", "b"])
+        .step_after("b", TaskSpec::new::<Sum>(&()), ["a"]);
+    refused(queue.enqueue_workflow(cycle).await, "has a cycle");
+    let unknown = Workflow::new("typo")
+        .step("start", TaskSpec::new::<Add>(&(1, 2)))
+        .step_after("end", TaskSpec::new::<Sum>(&()), ["strat"]);
+    refused(queue.enqueue_workflow(unknown).await, "\"strat\"");
+    // A workflow whose last step is refused writes none of its steps.
+    let late = Workflow::new("late")
+        .step("start", TaskSpec::new::<Add>(&(1, 2)))
+        .step_after("end", TaskSpec::new::<Sum>(&()).after([555_555]), ["start"]);
+    refused(queue.enqueue_workflow(late).await, "task 555555");
+    assert_eq!(count(&t.db, "background_task").await, 0);
+
+    // A dependency that already failed.
+    let fails = created(queue.enqueue::<Fail>(&(1,)).await.unwrap());
+    let runner = Runner::start(queue.clone()).unwrap();
+    wait_history(&t, 1).await;
+    runner.shutdown(Duration::from_secs(5)).await;
+    refused(
+        queue.enqueue::<Sum>(&()).after([fails.id]).await,
+        "already failed",
+    );
+    assert_eq!(count(&t.db, "background_task").await, 0);
+    // ... unless the step runs anyway: then it is due at once.
+    let anyway = sum_after(&queue, fails.id, true).await;
+    assert!(anyway.run_at <= chrono::Utc::now());
+    assert_eq!(count(&t.db, "background_task_step").await, 1);
+    t
+}
+
+async fn operators_cannot_move_a_held_step(t: TestDb) -> TestDb {
+    let sum = Sum::default();
+    let queue = t.queue(registry(&sum), config());
+    let later = created(queue.enqueue::<Add>(&(1, 1)).schedule(3_600).await.unwrap());
+    let step = sum_after(&queue, later.id, false).await;
+    let moved = admin::run_now(&t.db, &[step.id], chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(moved, 0, "run now leaves a held step held");
+    // remove_existing_tasks of an identical task leaves it too.
+    queue
+        .enqueue::<Sum>(&())
+        .remove_existing_tasks(true)
+        .await
+        .unwrap();
+    let still = task_row::Entity::find_by_id(step.id)
+        .one(&t.db)
+        .await
+        .unwrap()
+        .expect("the held step stays");
+    assert_eq!(still.run_at, step.run_at);
+    t
+}
+
+/// Steps: a start, then 10 rounds of a fan-out of 98 and their fan-in,
+/// then 9 after the last fan-in: 1 + 10 * 99 + 9 = 1,000.
+fn big_workflow() -> (Workflow, Vec<(String, Vec<String>)>) {
+    let mut graph: Vec<(String, Vec<String>)> = vec![("start".into(), Vec::new())];
+    let mut last = "start".to_owned();
+    for round in 0..10 {
+        let fans: Vec<String> = (0..98).map(|i| format!("r{round}-fan{i}")).collect();
+        for fan in &fans {
+            graph.push((fan.clone(), vec![last.clone()]));
+        }
+        let join = format!("r{round}-join");
+        graph.push((join.clone(), fans));
+        last = join;
+    }
+    for i in 0..9 {
+        graph.push((format!("tail{i}"), vec![last.clone()]));
+    }
+    assert_eq!(graph.len(), 1_000);
+    let mut workflow = Workflow::new("thousand");
+    for (job, (name, after)) in graph.iter().enumerate() {
+        let spec = TaskSpec::new::<Ledger>(&(i64::try_from(job).unwrap(), 0));
+        workflow = workflow.step_after(name.clone(), spec, after.clone());
+    }
+    (workflow, graph)
+}
+
+async fn three_runner_processes_run_a_1000_step_workflow_in_order(t: TestDb) -> TestDb {
+    create_ledger(&t.db).await;
+    let queue = Queue::new(t.db.clone());
+    let (workflow, graph) = big_workflow();
+    let ids = queue.enqueue_workflow(workflow).await.unwrap();
+    assert_eq!(ids.len(), 1_000);
+    assert_eq!(
+        count(&t.db, "background_task_dependency").await,
+        10 * 98 * 2 + 9
+    );
+    let children: Vec<ChildRunner> = (0..3)
+        .map(|_| ChildRunner::spawn(&t.url, 4, Duration::from_secs(10)))
+        .collect();
+    let db = t.db.clone();
+    wait_for(
+        "3 runners to run the 1,000 steps",
+        Duration::from_secs(300),
+        || {
+            let db = db.clone();
+            async move { completed_task::Entity::find().count(&db).await.unwrap() == 1_000 }
+        },
+    )
+    .await;
+    for child in children {
+        child.stop();
+    }
+    // The ledger's ids are in the order the bodies ran.
+    let rows =
+        t.db.query_all_raw(Statement::from_string(
+            t.db.get_database_backend(),
+            "SELECT id, job FROM bgt_ledger",
+        ))
+        .await
+        .unwrap();
+    let mut ran_at: HashMap<i64, i64> = HashMap::new();
+    for row in rows {
+        let (id, job): (i64, i64) = (
+            row.try_get_by_index(0).unwrap(),
+            row.try_get_by_index(1).unwrap(),
+        );
+        assert!(ran_at.insert(job, id).is_none(), "step {job} ran twice");
+    }
+    assert_eq!(ran_at.len(), 1_000, "every step ran");
+    let index: HashMap<&str, i64> = graph
+        .iter()
+        .enumerate()
+        .map(|(job, (name, _))| (name.as_str(), i64::try_from(job).unwrap()))
+        .collect();
+    for (job, (name, after)) in graph.iter().enumerate() {
+        for dep in after {
+            assert!(
+                ran_at[&index[dep.as_str()]] < ran_at[&i64::try_from(job).unwrap()],
+                "{name} ran before {dep}, which it runs after"
+            );
+        }
+    }
+    let failed = completed_task::Entity::find()
+        .filter(completed_task::Column::FailedAt.is_not_null())
+        .count(&t.db)
+        .await
+        .unwrap();
+    assert_eq!(failed, 0);
+    no_step_left(&t.db).await;
+    t
+}
