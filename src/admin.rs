@@ -197,6 +197,86 @@ pub async fn queue_limits<C: ConnectionTrait>(
     crate::store::limits::list(conn).await
 }
 
+/// Longest period a rate limit may have: 30 days.
+pub const MAX_RATE_PERIOD: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// Sets the rate limit of `queue`: at most `max_starts` of its tasks start
+/// in any window of `period`, across every runner sharing the database
+/// (a retry is a start). Enforced in each runner's claim, which locks the
+/// limit's row and counts the starts recorded in the window; runners
+/// learn of a new limit at their next heartbeat, as of a concurrency
+/// limit, and both can be set on one queue. Refused: a limit of 0 starts
+/// (pause the queue instead), a period of 0 or over [`MAX_RATE_PERIOD`],
+/// a period under a millisecond.
+pub async fn set_rate_limit<C: ConnectionTrait>(
+    conn: &C,
+    queue: &str,
+    max_starts: u32,
+    period: std::time::Duration,
+) -> Result<()> {
+    crate::config::validate_queue_name(queue)?;
+    if max_starts == 0 {
+        return Err(crate::Error::invalid(
+            "max_starts",
+            "a rate limit of 0 starts would stop the queue for good; give at least 1 (to stop a \
+             queue for a while, pause it)",
+        ));
+    }
+    let max_starts = i32::try_from(max_starts).map_err(|_| {
+        crate::Error::invalid(
+            "max_starts",
+            format!("{max_starts} is more than {} starts", i32::MAX),
+        )
+    })?;
+    if period < std::time::Duration::from_millis(1) || period > MAX_RATE_PERIOD {
+        return Err(crate::Error::invalid(
+            "period",
+            format!(
+                "{period:?}; a rate limit's period is 1 ms to {} days",
+                MAX_RATE_PERIOD.as_secs() / 86_400
+            ),
+        ));
+    }
+    let period_ms = i64::try_from(period.as_millis()).unwrap_or(i64::MAX);
+    crate::store::limits::set_rate(conn, queue, max_starts, period_ms).await
+}
+
+/// Removes the rate limit of `queue`; false when it had none.
+pub async fn remove_rate_limit<C: ConnectionTrait>(conn: &C, queue: &str) -> Result<bool> {
+    crate::store::limits::remove_rate(conn, queue).await
+}
+
+/// Every rate limit, with the starts of its current window (the one that
+/// ends at `now`): its current use.
+pub async fn rate_limits<C: ConnectionTrait>(
+    conn: &C,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<RateLimitUse>> {
+    Ok(crate::store::limits::list_rates(conn, now)
+        .await?
+        .into_iter()
+        .map(|(limit, used)| RateLimitUse {
+            queue: limit.queue,
+            max_starts: limit.max_starts,
+            period: std::time::Duration::from_millis(u64::try_from(limit.period_ms).unwrap_or(0)),
+            started_in_window: used,
+        })
+        .collect())
+}
+
+/// A rate limit and its current use.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RateLimitUse {
+    /// The queue.
+    pub queue: String,
+    /// Most starts in one window.
+    pub max_starts: i32,
+    /// The window.
+    pub period: std::time::Duration,
+    /// Starts in the window that ends now.
+    pub started_in_window: i64,
+}
+
 /// Due tasks per name that no handler in `registry` can run: they wait for
 /// a runner that knows them (for example a Django `process_tasks`).
 pub async fn unhandled_due<C: ConnectionTrait>(

@@ -494,12 +494,21 @@ pub(crate) async fn heartbeat(queue: &Queue) -> Result<()> {
     beat
 }
 
-/// Reads which queues have a global concurrency limit and which are
-/// paused; wakes the runner when a queue was resumed.
+/// Reads which queues have a global concurrency or rate limit and which
+/// are paused; wakes the runner when a queue was resumed.
 pub(crate) async fn read_controls(queue: &Queue) -> Result<()> {
-    let limits = crate::store::limits::list(queue.db()).await?;
+    // Queues with a global concurrency limit or a rate limit: each is
+    // claimed on its own, its limits checked in the claim.
+    let mut limited: Vec<String> = crate::store::limits::list(queue.db())
+        .await?
+        .into_iter()
+        .map(|limit| limit.queue)
+        .collect();
+    limited.extend(crate::store::limits::rate_limited(queue.db()).await?);
+    limited.sort_unstable();
+    limited.dedup();
     let controls = queue.controls();
-    controls.set_globally_limited(limits.into_iter().map(|limit| limit.queue).collect());
+    controls.set_globally_limited(limited);
     let paused = crate::store::controls::paused(queue.db()).await?;
     let paused: Vec<String> = paused.into_iter().map(|row| row.queue).collect();
     let before = controls.paused();

@@ -30,6 +30,7 @@ mod m20261202_000010_add_queue_controls;
 mod m20261202_000011_add_trace_context;
 mod m20261203_000012_lean_indexes;
 mod m20261203_000013_add_dependencies;
+mod m20261203_000014_add_rate_limits;
 
 /// `(column, index name)` of Django's single-column indexes on
 /// `background_task` and on `background_task_completedtask`: what
@@ -57,6 +58,8 @@ pub use m20261203_000012_lean_indexes::{
 pub use m20261203_000013_add_dependencies::{
     DEPENDENCIES, HELD_UNTIL, HISTORY_TASK_ID_INDEX, STEPS,
 };
+/// The tables of rate limits and of the starts they count.
+pub use m20261203_000014_add_rate_limits::{RATE_LIMITS, STARTS};
 
 /// Every migration of the queue's schema, in order.
 pub struct Migrator;
@@ -83,6 +86,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000011_add_trace_context::Migration),
             Box::new(m20261203_000012_lean_indexes::Migration),
             Box::new(m20261203_000013_add_dependencies::Migration),
+            Box::new(m20261203_000014_add_rate_limits::Migration),
         ]
     }
 

@@ -137,7 +137,8 @@ enum Command {
     /// Ask a runner to drain: at its next heartbeat it stops claiming,
     /// finishes the tasks it holds and exits (as SIGQUIT does).
     Drain(controls::DrainArgs),
-    /// Global per-queue concurrency limits: set, remove, list.
+    /// Global per-queue concurrency and rate limits: set, remove, rate,
+    /// remove-rate, list.
     Limit {
         #[command(subcommand)]
         command: schedules::LimitCommand,

@@ -16,6 +16,7 @@ pub mod completed_task;
 pub mod dependency;
 pub mod queue_limit;
 pub mod queue_pause;
+pub mod rate_limit;
 pub mod runner;
 pub mod schedule;
 pub mod step;

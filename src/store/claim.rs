@@ -20,10 +20,12 @@
 //!   certification failure of two nodes' claims of one row) and lock wait
 //!   timeout (1205).
 //!
-//! A queue with a global concurrency limit is claimed on its own, and its
-//! claim first locks the queue's limit row and counts the queue's running
-//! tasks in the same transaction ([`super::limits::room`]), so claims of
-//! that queue by any number of runners take turns and never exceed it.
+//! A queue with a global concurrency limit or a rate limit is claimed on
+//! its own, and its claim first locks the queue's limit rows and counts
+//! the queue's running tasks and its starts in the window, in the same
+//! transaction ([`super::limits::room`]), so claims of that queue by any
+//! number of runners take turns and never exceed either; a claim of a
+//! rate-limited queue writes its starts to the ledger before it commits.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr};
@@ -100,12 +102,14 @@ async fn claim_once(
 ) -> Result<Claimed, DbErr> {
     let backend = db.get_database_backend();
     let txn = super::begin_runner_write(db).await?;
-    let limit = match (global_limit, filter.queues) {
-        (true, Queues::Only(queue)) => super::limits::room(&txn, queue)
-            .await?
-            .map_or(limit, |room| room.min(limit)),
-        _ => limit,
+    let room = match (global_limit, filter.queues) {
+        (true, Queues::Only(queue)) => Some((queue, super::limits::room(&txn, queue, now).await?)),
+        _ => None,
     };
+    let limit = room
+        .as_ref()
+        .and_then(|(_, room)| room.room)
+        .map_or(limit, |room| room.min(limit));
     if limit == 0 {
         txn.commit().await?;
         return Ok(Claimed::default());
@@ -191,6 +195,12 @@ async fn claim_once(
     }
     for unreadable in &set_aside {
         set_aside_row(&txn, unreadable, now).await?;
+    }
+    if let Some((queue, room)) = room
+        && room.rate_limited
+        && !tasks.is_empty()
+    {
+        super::limits::record_starts(&txn, queue, tasks.len(), now).await?;
     }
     txn.commit().await?;
     Ok(Claimed { tasks, set_aside })

@@ -739,6 +739,34 @@ async fn cron_limit_and_policy_commands_change_the_database(t: TestDb) -> TestDb
     run_json(&t, &["limit", "remove", "mail"]);
     assert_eq!(code(&run(&t, &["limit", "remove", "mail"])), Some(3));
 
+    // limit rate / list / remove-rate; bad values refused, nothing written.
+    assert_eq!(code(&run(&t, &["limit", "rate", "api", "0", "1"])), Some(2));
+    assert_eq!(
+        code(&run(&t, &["limit", "rate", "api", "5", "-1"])),
+        Some(2)
+    );
+    assert_eq!(code(&run(&t, &["limit", "rate", "api", "5", "0"])), Some(2));
+    assert_eq!(
+        code(&run(&t, &["limit", "rate", "api", "-5", "1"])),
+        Some(2)
+    );
+    assert!(
+        run_json(&t, &["limit", "list"])["rate_limits"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        run_json(&t, &["limit", "rate", "api", "5", "0.5"])["period_ms"],
+        500
+    );
+    let listed = run_json(&t, &["limit", "list"]);
+    assert_eq!(listed["rate_limits"][0]["queue"], "api");
+    assert_eq!(listed["rate_limits"][0]["max_starts"], 5);
+    assert_eq!(listed["rate_limits"][0]["started_in_window"], 0);
+    run_json(&t, &["limit", "remove-rate", "api"]);
+    assert_eq!(code(&run(&t, &["limit", "remove-rate", "api"])), Some(3));
+
     // Per-enqueue policies.
     let out = run_json(
         &t,
