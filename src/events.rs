@@ -82,6 +82,17 @@ pub enum Event {
         /// Id of the released task.
         task_id: i32,
     },
+    /// A batch's tasks have all finished and its callback is released, or
+    /// (a batch whose callback runs only on success) one failed and its
+    /// callback is cancelled ([`crate::Batch`]); no seed counterpart.
+    BatchFinished {
+        /// The batch's name.
+        batch: String,
+        /// Id of its callback task.
+        callback_id: i32,
+        /// Whether the callback runs.
+        callback_runs: bool,
+    },
     /// A task body finished, whatever the outcome (`task_finished`).
     Finished {
         /// Id of the task.

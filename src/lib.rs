@@ -107,7 +107,9 @@ pub use runner::{DEFAULT_SHUTDOWN_GRACE, Pace, Runner, RunnerHandle};
 pub use schedule::{Action, RunAt, Schedule, repeat};
 pub use state::{MissingState, Requires};
 pub use task::{Backoff, KeepHistory, Task, TaskContext, TaskDefaults, TaskError};
-pub use workflow::{Dependency, DependencyState, Workflow, WorkflowIds};
+pub use workflow::{
+    Batch, BatchIds, Dependency, DependencyCounts, DependencyState, Workflow, WorkflowIds,
+};
 
 /// The README's Rust examples, compiled and run as doc tests so they stay
 /// true.

@@ -490,6 +490,13 @@ impl TaskContext {
         &self.dependencies
     }
 
+    /// How the tasks this one ran after ended, counted (a batch's callback
+    /// reads how many of the batch's tasks succeeded, failed or were
+    /// cancelled).
+    pub fn dependency_counts(&self) -> crate::workflow::DependencyCounts {
+        crate::workflow::DependencyCounts::of(&self.dependencies)
+    }
+
     /// What dependency `task_id` returned, decoded as `T` (its task's
     /// `Output`). An error when this task did not run after `task_id`,
     /// when `task_id` did not succeed (a step that runs anyway), or when

@@ -620,6 +620,22 @@ fn announce_settlement(queue: &Queue, settlement: crate::store::steps::Settlemen
         );
         events.emit(Event::Cancelled { task_id, completed });
     }
+    for (batch, callback_id, callback_runs) in settlement.batches {
+        tracing::info!(
+            task.id = callback_id,
+            "Batch {batch} finished: its callback {}",
+            if callback_runs {
+                "runs"
+            } else {
+                "is cancelled"
+            }
+        );
+        events.emit(Event::BatchFinished {
+            batch,
+            callback_id,
+            callback_runs,
+        });
+    }
     if settlement.released.is_empty() {
         return;
     }

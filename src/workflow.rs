@@ -34,6 +34,7 @@ use serde::de::DeserializeOwned;
 use crate::entity::dependency;
 use crate::error::{Error, Result};
 use crate::queue::TaskSpec;
+use crate::store::steps::{BATCH_CALLBACK, BATCH_PREFIX};
 use crate::task::TaskError;
 
 /// How a dependency of a running step ended.
@@ -88,6 +89,33 @@ impl Dependency {
     }
 }
 
+/// How the tasks a step ran after ended, counted: what a batch's
+/// callback reads ([`crate::TaskContext::dependency_counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DependencyCounts {
+    /// Succeeded.
+    pub succeeded: usize,
+    /// Failed permanently.
+    pub failed: usize,
+    /// Cancelled.
+    pub cancelled: usize,
+}
+
+impl DependencyCounts {
+    pub(crate) fn of(dependencies: &[Dependency]) -> Self {
+        let mut counts = Self::default();
+        for dep in dependencies {
+            match dep.state {
+                DependencyState::Succeeded => counts.succeeded += 1,
+                DependencyState::Failed => counts.failed += 1,
+                DependencyState::Cancelled => counts.cancelled += 1,
+                DependencyState::Pending => {}
+            }
+        }
+        counts
+    }
+}
+
 impl From<dependency::Model> for Dependency {
     fn from(edge: dependency::Model) -> Self {
         let state = match edge.state.as_deref() {
@@ -129,6 +157,8 @@ impl From<dependency::Model> for Dependency {
 pub struct Workflow {
     name: String,
     steps: Vec<(String, TaskSpec, Vec<String>)>,
+    /// Built by [`Batch`]: its name carries [`BATCH_PREFIX`].
+    batch: bool,
 }
 
 /// The ids of a workflow's tasks, by step name.
@@ -141,6 +171,7 @@ impl Workflow {
         Self {
             name: name.into(),
             steps: Vec::new(),
+            batch: false,
         }
     }
 
@@ -185,6 +216,13 @@ impl Workflow {
         }
         if self.steps.is_empty() {
             return Err(invalid(format!("workflow {:?} has no step", self.name)));
+        }
+        if self.name.starts_with(BATCH_PREFIX) && !self.batch {
+            return Err(invalid(format!(
+                "workflow names starting with {BATCH_PREFIX:?} are the batches' own; name \
+                 workflow {:?} otherwise",
+                self.name
+            )));
         }
         let mut index = BTreeMap::new();
         for (i, (step, _, _)) in self.steps.iter().enumerate() {
@@ -272,6 +310,118 @@ impl Workflow {
     }
 }
 
+/// A group of tasks enqueued together, with a callback task that runs
+/// once when all of them have finished ([`Batch::on_finish`]: whatever
+/// their outcomes, which it counts with
+/// [`crate::TaskContext::dependency_counts`]) or only when all succeeded
+/// ([`Batch::on_success`]: cancelled at the first permanent failure).
+/// Enqueued in one transaction by [`crate::Queue::enqueue_batch`]; built
+/// on [`Workflow`] (the batch is a workflow named `batch:NAME` whose
+/// callback waits for every task), so the callback is released exactly
+/// once with any number of runners. [`crate::Event::BatchFinished`] fires
+/// where its callback is released or cancelled.
+///
+/// ```no_run
+/// # use background_tasks::{Batch, Queue, Task, TaskContext, TaskError, TaskSpec};
+/// # struct Send; impl Task for Send { type Params = u32; type Output = ();
+/// #   fn name() -> &'static str { "send" }
+/// #   async fn run(&self, _: u32, _: TaskContext) -> Result<(), TaskError> { Ok(()) } }
+/// # struct Report; impl Task for Report { type Params = (); type Output = ();
+/// #   fn name() -> &'static str { "report" }
+/// #   async fn run(&self, _: (), ctx: TaskContext) -> Result<(), TaskError> {
+/// #     let counts = ctx.dependency_counts(); println!("{} sent, {} failed", counts.succeeded, counts.failed); Ok(()) } }
+/// # async fn demo(queue: Queue) -> background_tasks::Result<()> {
+/// let batch = Batch::new("newsletter-42")
+///     .tasks((0..100).map(|user| TaskSpec::new::<Send>(&user)))
+///     .on_finish(TaskSpec::new::<Report>(&()));
+/// let ids = queue.enqueue_batch(batch).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Batch {
+    name: String,
+    tasks: Vec<TaskSpec>,
+    callback: Option<(TaskSpec, bool)>,
+}
+
+/// The ids of a batch's tasks, in the order given, and of its callback.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchIds {
+    /// The tasks.
+    pub tasks: Vec<i32>,
+    /// The callback, when the batch has one.
+    pub callback: Option<i32>,
+}
+
+impl Batch {
+    /// An empty batch; `name` labels it (at most 184 characters).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            tasks: Vec::new(),
+            callback: None,
+        }
+    }
+
+    /// Adds a task.
+    #[must_use]
+    pub fn task(mut self, spec: TaskSpec) -> Self {
+        self.tasks.push(spec);
+        self
+    }
+
+    /// Adds tasks.
+    #[must_use]
+    pub fn tasks(mut self, specs: impl IntoIterator<Item = TaskSpec>) -> Self {
+        self.tasks.extend(specs);
+        self
+    }
+
+    /// The callback runs once every task has finished, however each ended.
+    #[must_use]
+    pub fn on_finish(mut self, callback: TaskSpec) -> Self {
+        self.callback = Some((callback.run_anyway(true), true));
+        self
+    }
+
+    /// The callback runs only if every task succeeded; it is cancelled at
+    /// the first task that fails permanently or is cancelled.
+    #[must_use]
+    pub fn on_success(mut self, callback: TaskSpec) -> Self {
+        self.callback = Some((callback.run_anyway(false), false));
+        self
+    }
+
+    /// The batch as the workflow that runs it.
+    fn into_workflow(self) -> Result<(Workflow, usize, bool)> {
+        let name_len = self.name.chars().count();
+        if name_len == 0 || name_len > 184 {
+            return Err(Error::invalid(
+                "batch",
+                format!("the batch's name has {name_len} characters; give 1 to 184"),
+            ));
+        }
+        if self.tasks.is_empty() {
+            return Err(Error::invalid(
+                "batch",
+                format!("batch {:?} has no task", self.name),
+            ));
+        }
+        let count = self.tasks.len();
+        let mut workflow = Workflow::new(format!("{BATCH_PREFIX}{}", self.name));
+        workflow.batch = true;
+        let names: Vec<String> = (0..count).map(|i| format!("task-{i}")).collect();
+        for (name, spec) in names.iter().zip(self.tasks) {
+            workflow = workflow.step(name.clone(), spec);
+        }
+        let has_callback = self.callback.is_some();
+        if let Some((callback, _)) = self.callback {
+            workflow = workflow.step_after(BATCH_CALLBACK, callback, names);
+        }
+        Ok((workflow, count, has_callback))
+    }
+}
+
 /// A step in enqueue order.
 #[derive(Debug)]
 pub(crate) struct Ordered {
@@ -283,6 +433,28 @@ pub(crate) struct Ordered {
 }
 
 impl crate::Queue {
+    /// Enqueues `batch` in one transaction: its tasks (due at once, or at
+    /// their schedules) and its callback, held until they have finished.
+    pub async fn enqueue_batch(&self, batch: Batch) -> Result<BatchIds> {
+        crate::db::outside_own_transaction(self.db(), self.enqueue_batch_with(self.db(), batch))
+            .await
+    }
+
+    /// Like [`crate::Queue::enqueue_batch`], on `conn` (a connection, or a
+    /// transaction of the caller's).
+    pub async fn enqueue_batch_with<C>(&self, conn: &C, batch: Batch) -> Result<BatchIds>
+    where
+        C: sea_orm::ConnectionTrait + sea_orm::TransactionTrait,
+        C::Transaction: sea_orm::ConnectionTrait + sea_orm::TransactionSession,
+    {
+        let (workflow, count, has_callback) = batch.into_workflow()?;
+        let ids = self.enqueue_workflow_with(conn, workflow).await?;
+        Ok(BatchIds {
+            tasks: (0..count).map(|i| ids[&format!("task-{i}")]).collect(),
+            callback: has_callback.then(|| ids[BATCH_CALLBACK]),
+        })
+    }
+
     /// Enqueues every step of `workflow` in one transaction and returns
     /// their task ids by step name. The steps that wait for nothing are
     /// due at once (or at their schedule); the others are held until the

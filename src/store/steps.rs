@@ -80,6 +80,20 @@ pub(crate) struct Settlement {
     /// Steps cancelled because a dependency failed or was cancelled, with
     /// their history rows.
     pub cancelled: Vec<completed_task::Model>,
+    /// Batches settled: (batch name, callback id, whether the callback
+    /// runs). See [`crate::workflow::Batch`].
+    pub batches: Vec<(String, i32, bool)>,
+}
+
+/// What a batch's workflow name starts with.
+pub(crate) const BATCH_PREFIX: &str = "batch:";
+/// The step name of a batch's callback.
+pub(crate) const BATCH_CALLBACK: &str = "callback";
+
+/// The batch `waiting` is the callback of, if it is one.
+fn batch_of(waiting: &step::Model) -> Option<String> {
+    let batch = waiting.workflow.as_deref()?.strip_prefix(BATCH_PREFIX)?;
+    (waiting.name.as_deref() == Some(BATCH_CALLBACK)).then(|| batch.to_owned())
 }
 
 /// The `run_at` of a held step.
@@ -191,8 +205,11 @@ pub(crate) async fn settle<C: ConnectionTrait>(
             if let Some(dep) = broken.get(&waiting.task_id)
                 && !waiting.run_anyway
             {
-                doomed.push((waiting.task_id, *dep));
+                doomed.push((waiting.task_id, *dep, batch_of(&waiting)));
             } else if waiting.pending <= 0 {
+                if let Some(batch) = batch_of(&waiting) {
+                    settlement.batches.push((batch, waiting.task_id, true));
+                }
                 ready
                     .entry(waiting.run_at.max(now))
                     .or_default()
@@ -204,8 +221,11 @@ pub(crate) async fn settle<C: ConnectionTrait>(
             settlement.released.extend(steps);
         }
         finished = Vec::new();
-        for (step, dep) in doomed {
+        for (step, dep, batch) in doomed {
             if let Some(completed) = cancel_held(txn, step, dep, now).await? {
+                if let Some(batch) = batch {
+                    settlement.batches.push((batch, step, false));
+                }
                 finished.push(Finished {
                     id: step,
                     ended: Ended::Cancelled,

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use background_tasks::{
-    Config, DependencyState, Enqueued, Error, Event, Queue, Registry, Runner, Task, TaskContext,
-    TaskError, TaskSpec, Workflow, admin, completed_task, task_row,
+    Batch, Config, DependencyCounts, DependencyState, Enqueued, Error, Event, Queue, Registry,
+    Runner, Task, TaskContext, TaskError, TaskSpec, Workflow, admin, completed_task, task_row,
 };
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
@@ -28,6 +28,8 @@ on_all_backends!(
     cancelling_a_waiting_dependency_cancels_its_dependents,
     bad_dependencies_are_refused_and_nothing_is_written,
     operators_cannot_move_a_held_step,
+    a_batch_callback_runs_once_all_finished_and_counts_them,
+    an_on_success_batch_cancels_its_callback_at_a_failure,
     three_runner_processes_run_a_1000_step_workflow_in_order,
 );
 
@@ -440,6 +442,128 @@ async fn three_runner_processes_run_a_1000_step_workflow_in_order(t: TestDb) -> 
         .await
         .unwrap();
     assert_eq!(failed, 0);
+    no_step_left(&t.db).await;
+    t
+}
+
+/// A batch's callback: records the counts it read.
+#[derive(Clone, Default)]
+struct Tally {
+    seen: Arc<Mutex<Vec<DependencyCounts>>>,
+}
+
+impl Task for Tally {
+    type Params = ();
+    type Output = ();
+    fn name() -> &'static str {
+        "workflows.tally"
+    }
+    async fn run(&self, (): (), ctx: TaskContext) -> Result<(), TaskError> {
+        self.seen.lock().unwrap().push(ctx.dependency_counts());
+        Ok(())
+    }
+}
+
+/// The `BatchFinished` events `queue` fires, as (batch, callback, runs).
+fn batch_events(queue: &Queue) -> Arc<Mutex<Vec<(String, i32, bool)>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let events = Arc::clone(&seen);
+    queue.events().subscribe(move |event| {
+        if let Event::BatchFinished {
+            batch,
+            callback_id,
+            callback_runs,
+        } = event
+        {
+            events
+                .lock()
+                .unwrap()
+                .push((batch.clone(), *callback_id, *callback_runs));
+        }
+    });
+    seen
+}
+
+async fn a_batch_callback_runs_once_all_finished_and_counts_them(t: TestDb) -> TestDb {
+    let sum = Sum::default();
+    let tally = Tally::default();
+    let registry = registry(&sum);
+    registry.register(tally.clone());
+    let queue = t.queue(registry, config());
+    let events = batch_events(&queue);
+    let batch = Batch::new("mixed")
+        .tasks((0..3).map(|i| TaskSpec::new::<Add>(&(i, i))))
+        .tasks((0..2).map(|i| TaskSpec::new::<Fail>(&(i,))))
+        .on_finish(TaskSpec::new::<Tally>(&()));
+    let ids = queue.enqueue_batch(batch).await.unwrap();
+    assert_eq!(ids.tasks.len(), 5);
+    let callback = ids.callback.unwrap();
+    let runner = Runner::start(queue.clone()).unwrap();
+    wait_history(&t, 6).await;
+    runner.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        *tally.seen.lock().unwrap(),
+        [DependencyCounts {
+            succeeded: 3,
+            failed: 2,
+            cancelled: 0
+        }],
+        "the callback ran once, after all five, and counted them"
+    );
+    assert_eq!(history(&t.db).await[&callback].failed_at, None);
+    assert_eq!(
+        *events.lock().unwrap(),
+        [("mixed".to_owned(), callback, true)]
+    );
+    no_step_left(&t.db).await;
+    // Bad batches are refused, nothing written.
+    refused(
+        queue.enqueue_batch(Batch::new("empty")).await,
+        "has no task",
+    );
+    refused(
+        queue
+            .enqueue_batch(Batch::new("").task(TaskSpec::new::<Add>(&(1, 1))))
+            .await,
+        "give 1 to 184",
+    );
+    refused(
+        queue
+            .enqueue_workflow(Workflow::new("batch:mine").step("a", TaskSpec::new::<Add>(&(1, 1))))
+            .await,
+        "batches' own",
+    );
+    assert_eq!(count(&t.db, "background_task").await, 0);
+    t
+}
+
+async fn an_on_success_batch_cancels_its_callback_at_a_failure(t: TestDb) -> TestDb {
+    let sum = Sum::default();
+    let queue = t.queue(registry(&sum), config());
+    let events = batch_events(&queue);
+    let batch = Batch::new("strict")
+        .tasks((0..2).map(|i| TaskSpec::new::<Add>(&(i, i))))
+        .task(TaskSpec::new::<Fail>(&(1,)))
+        .on_success(TaskSpec::new::<Sum>(&()));
+    let ids = queue.enqueue_batch(batch).await.unwrap();
+    let callback = ids.callback.unwrap();
+    let runner = Runner::start(queue.clone()).unwrap();
+    wait_history(&t, 4).await;
+    runner.shutdown(Duration::from_secs(5)).await;
+    let done = history(&t.db).await;
+    assert!(
+        done[&callback].cancelled_at.is_some(),
+        "{:?}",
+        done[&callback]
+    );
+    assert!(
+        sum.seen.lock().unwrap().is_empty(),
+        "the callback never ran"
+    );
+    assert_eq!(
+        *events.lock().unwrap(),
+        [("strict".to_owned(), callback, false)]
+    );
     no_step_left(&t.db).await;
     t
 }
