@@ -47,13 +47,6 @@ pub(crate) async fn room<C: ConnectionTrait>(
     })
 }
 
-/// ` FOR UPDATE` where rows are locked (SQLite has one writer).
-fn locking(sql: &mut Sql) {
-    if sql.backend() != DbBackend::Sqlite {
-        sql.push(" FOR UPDATE");
-    }
-}
-
 async fn concurrency_room<C: ConnectionTrait>(
     txn: &C,
     queue: &str,
@@ -63,7 +56,7 @@ async fn concurrency_room<C: ConnectionTrait>(
     limit
         .push("SELECT max_running FROM background_task_queue_limit WHERE queue = ")
         .bind(queue);
-    locking(&mut limit);
+    limit.for_update();
     let Some(row) = txn.query_one_raw(limit.build()).await? else {
         return Ok(None);
     };
@@ -98,7 +91,7 @@ async fn rate_room<C: ConnectionTrait>(
     limit
         .push("SELECT max_starts, period_ms FROM background_task_rate_limit WHERE queue = ")
         .bind(queue);
-    locking(&mut limit);
+    limit.for_update();
     let Some(row) = txn.query_one_raw(limit.build()).await? else {
         return Ok(None);
     };

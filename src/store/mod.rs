@@ -611,6 +611,16 @@ impl Sql {
         self.push(" IN ").bind_list(values)
     }
 
+    /// Appends ` FOR UPDATE` where rows are locked: PostgreSQL and
+    /// MySQL (SQLite's write transaction already excludes every other
+    /// writer, and has no such clause).
+    pub(crate) fn for_update(&mut self) -> &mut Self {
+        if self.backend != DbBackend::Sqlite {
+            self.push(" FOR UPDATE");
+        }
+        self
+    }
+
     /// Appends ` LIMIT ?`, bound, so claims of every size share one
     /// prepared statement.
     pub(crate) fn limit(&mut self, limit: usize) -> &mut Self {

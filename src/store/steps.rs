@@ -111,13 +111,6 @@ pub(crate) fn not_held() -> sea_orm::sea_query::SimpleExpr {
     task::Column::RunAt.ne(held())
 }
 
-/// ` FOR UPDATE` on the backends that lock rows (SQLite has one writer).
-fn for_update(sql: &mut Sql) {
-    if sql.backend() != DbBackend::Sqlite {
-        sql.push(" FOR UPDATE");
-    }
-}
-
 /// Settles the dependents of `finished` (tasks whose rows this
 /// transaction deleted): records each outcome on its edges, releases the
 /// steps whose last dependency finished, and cancels (with a history row)
@@ -143,17 +136,19 @@ pub(crate) async fn settle<C: ConnectionTrait>(
         if !steps.is_empty() {
             forget(txn, &steps).await?;
         }
-        let mut edges = Sql::new(backend);
-        edges
-            .push("SELECT task_id, depends_on FROM background_task_dependency WHERE depends_on")
-            .is_in(ids.iter().copied());
-        for_update(&mut edges);
-        let edges: Vec<(i32, i32)> = txn
-            .query_all_raw(edges.build())
-            .await?
-            .iter()
-            .map(|row| Ok((row.try_get_by_index(0)?, row.try_get_by_index(1)?)))
-            .collect::<Result<_, DbErr>>()?;
+        // Lists go in chunks: a task can have any number of dependents,
+        // and SQLite binds at most 32,766 values a statement.
+        let mut edges: Vec<(i32, i32)> = Vec::new();
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let mut select = Sql::new(backend);
+            select
+                .push("SELECT task_id, depends_on FROM background_task_dependency WHERE depends_on")
+                .is_in(chunk.iter().copied())
+                .for_update();
+            for row in txn.query_all_raw(select.build()).await? {
+                edges.push((row.try_get_by_index(0)?, row.try_get_by_index(1)?));
+            }
+        }
         if edges.is_empty() {
             break;
         }
@@ -188,20 +183,27 @@ pub(crate) async fn settle<C: ConnectionTrait>(
             by_count.entry(*count).or_default().push(*step);
         }
         for (count, steps) in &by_count {
-            let mut down = Sql::new(backend);
-            down.push("UPDATE background_task_step SET pending = pending - ")
-                .bind(*count)
-                .push(" WHERE task_id")
-                .is_in(steps.iter().copied());
-            txn.execute_raw(down.build()).await?;
+            for chunk in steps.chunks(IDS_PER_STATEMENT) {
+                let mut down = Sql::new(backend);
+                down.push("UPDATE background_task_step SET pending = pending - ")
+                    .bind(*count)
+                    .push(" WHERE task_id")
+                    .is_in(chunk.iter().copied());
+                txn.execute_raw(down.build()).await?;
+            }
         }
-        let mut read = Sql::new(backend);
-        read.push("SELECT * FROM background_task_step WHERE released_at IS NULL AND task_id")
-            .is_in(counts.keys().copied());
-        for_update(&mut read);
+        let dependents: Vec<i32> = counts.keys().copied().collect();
+        let mut waiting_steps = Vec::with_capacity(dependents.len());
+        for chunk in dependents.chunks(IDS_PER_STATEMENT) {
+            let mut read = Sql::new(backend);
+            read.push("SELECT * FROM background_task_step WHERE released_at IS NULL AND task_id")
+                .is_in(chunk.iter().copied())
+                .for_update();
+            waiting_steps.extend(super::rows::all::<step::Entity, C>(txn, read.build()).await?);
+        }
         let mut ready: BTreeMap<DateTime<Utc>, Vec<i32>> = BTreeMap::new();
         let mut doomed = Vec::new();
-        for waiting in super::rows::all::<step::Entity, C>(txn, read.build()).await? {
+        for waiting in waiting_steps {
             if let Some(dep) = broken.get(&waiting.task_id)
                 && !waiting.run_anyway
             {
@@ -252,19 +254,33 @@ pub(crate) async fn settle<C: ConnectionTrait>(
 async fn forget<C: ConnectionTrait>(txn: &C, ids: &[i32]) -> Result<(), DbErr> {
     let backend = txn.get_database_backend();
     for table in ["background_task_step", "background_task_dependency"] {
-        let mut delete = Sql::new(backend);
-        delete
-            .push("DELETE FROM ")
-            .push(table)
-            .push(" WHERE task_id")
-            .is_in(ids.iter().copied());
-        txn.execute_raw(delete.build()).await?;
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            let mut delete = Sql::new(backend);
+            delete
+                .push("DELETE FROM ")
+                .push(table)
+                .push(" WHERE task_id")
+                .is_in(chunk.iter().copied());
+            txn.execute_raw(delete.build()).await?;
+        }
     }
     Ok(())
 }
 
 /// Makes held `steps` due at `run_at`.
 async fn release<C: ConnectionTrait>(
+    txn: &C,
+    steps: &[i32],
+    run_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    for chunk in steps.chunks(IDS_PER_STATEMENT) {
+        release_chunk(txn, chunk, run_at, now).await?;
+    }
+    Ok(())
+}
+
+async fn release_chunk<C: ConnectionTrait>(
     txn: &C,
     steps: &[i32],
     run_at: DateTime<Utc>,
@@ -306,7 +322,7 @@ async fn cancel_held<C: ConnectionTrait>(
         .tasks_by_id()
         .push(" WHERE id = ")
         .bind(step);
-    for_update(&mut select);
+    select.for_update();
     let Some(row) = super::rows::one::<task::Entity, C>(txn, select.build()).await? else {
         return Ok(None);
     };

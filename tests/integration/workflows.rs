@@ -31,6 +31,7 @@ on_all_backends!(
     a_batch_callback_runs_once_all_finished_and_counts_them,
     an_on_success_batch_cancels_its_callback_at_a_failure,
     three_runner_processes_run_a_1000_step_workflow_in_order,
+    a_task_with_17000_dependents_releases_them_all,
 );
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -565,5 +566,42 @@ async fn an_on_success_batch_cancels_its_callback_at_a_failure(t: TestDb) -> Tes
         [("strict".to_owned(), callback, false)]
     );
     no_step_left(&t.db).await;
+    t
+}
+
+/// More dependents than one statement may bind on SQLite (32,766 values;
+/// an id list is padded to a power of two, 32,768 for 17,000): the outcome
+/// that releases them goes in chunks, so it neither fails nor retries for
+/// ever.
+async fn a_task_with_17000_dependents_releases_them_all(t: TestDb) -> TestDb {
+    const DEPENDENTS: i64 = 17_000;
+    let registry = Registry::new();
+    registry.register(Add);
+    let queue = t.queue(registry, config());
+    let mut workflow = Workflow::new("wide").step("root", TaskSpec::new::<Add>(&(1, 2)));
+    for i in 0..DEPENDENTS {
+        workflow = workflow.step_after(format!("leaf{i}"), TaskSpec::new::<Sum>(&()), ["root"]);
+    }
+    let ids = queue.enqueue_workflow(workflow).await.unwrap();
+    // Only the root has a handler here: the leaves are released, not run.
+    let runner = Runner::start(queue.clone()).unwrap();
+    wait_history(&t, 1).await;
+    runner.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(history(&t.db).await[&ids["root"]].failed_at, None);
+    let row =
+        t.db.query_one_raw(Statement::from_string(
+            t.db.get_database_backend(),
+            "SELECT COUNT(*) FROM background_task_step WHERE released_at IS NOT NULL",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), DEPENDENTS);
+    let due = task_row::Entity::find()
+        .filter(task_row::Column::RunAt.lte(chrono::Utc::now().naive_utc()))
+        .count(&t.db)
+        .await
+        .unwrap();
+    assert_eq!(i64::try_from(due).unwrap(), DEPENDENTS, "every leaf is due");
     t
 }
