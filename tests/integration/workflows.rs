@@ -76,6 +76,14 @@ fn registry(sum: &Sum) -> Registry {
     registry
 }
 
+/// A queue on a pool of its own: the runner's threads open connections
+/// in their own runtimes, which end with the runner, so the test reads
+/// the outcome through `t.db`, a pool they never touched.
+async fn own_queue(t: &TestDb, registry: Registry) -> Queue {
+    let db = background_tasks::db::connect(Some(&t.url)).await.unwrap();
+    Queue::with_parts(db, registry, config())
+}
+
 fn created(enqueued: Enqueued) -> task_row::Model {
     enqueued.into_task().expect("a row was created")
 }
@@ -132,7 +140,7 @@ async fn no_step_left(db: &DatabaseConnection) {
 
 async fn a_task_after_others_waits_for_them_and_reads_their_results(t: TestDb) -> TestDb {
     let sum = Sum::default();
-    let queue = t.queue(registry(&sum), config());
+    let queue = own_queue(&t, registry(&sum)).await;
     let a = created(queue.enqueue::<Add>(&(2, 3)).await.unwrap());
     let b = created(queue.enqueue::<Add>(&(4, 5)).await.unwrap());
     let c = created(
@@ -180,7 +188,7 @@ async fn a_task_after_others_waits_for_them_and_reads_their_results(t: TestDb) -
 
 async fn a_failure_cancels_what_waits_for_it_unless_it_runs_anyway(t: TestDb) -> TestDb {
     let sum = Sum::default();
-    let queue = t.queue(registry(&sum), config());
+    let queue = own_queue(&t, registry(&sum)).await;
     let fails = created(queue.enqueue::<Fail>(&(1,)).await.unwrap());
     let after = sum_after(&queue, fails.id, false).await;
     let after_after = sum_after(&queue, after.id, false).await;
@@ -230,7 +238,7 @@ async fn a_failure_cancels_what_waits_for_it_unless_it_runs_anyway(t: TestDb) ->
 
 async fn a_dependency_that_already_succeeded_is_already_done(t: TestDb) -> TestDb {
     let sum = Sum::default();
-    let queue = t.queue(registry(&sum), config());
+    let queue = own_queue(&t, registry(&sum)).await;
     let a = created(queue.enqueue::<Add>(&(20, 22)).await.unwrap());
     let runner = Runner::start(queue.clone()).unwrap();
     wait_history(&t, 1).await;
@@ -249,7 +257,7 @@ async fn a_dependency_that_already_succeeded_is_already_done(t: TestDb) -> TestD
 
 async fn cancelling_a_waiting_dependency_cancels_its_dependents(t: TestDb) -> TestDb {
     let sum = Sum::default();
-    let queue = t.queue(registry(&sum), config());
+    let queue = own_queue(&t, registry(&sum)).await;
     let later = created(queue.enqueue::<Add>(&(1, 1)).schedule(3_600).await.unwrap());
     let step = sum_after(&queue, later.id, false).await;
     let anyway = sum_after(&queue, later.id, true).await;
@@ -289,7 +297,7 @@ fn refused(result: background_tasks::Result<impl std::fmt::Debug>, says: &str) {
 
 async fn bad_dependencies_are_refused_and_nothing_is_written(t: TestDb) -> TestDb {
     let sum = Sum::default();
-    let queue = t.queue(registry(&sum), config());
+    let queue = own_queue(&t, registry(&sum)).await;
     refused(
         queue.enqueue::<Sum>(&()).after([987_654]).await,
         "task 987654 is not waiting or running",
@@ -333,7 +341,7 @@ async fn bad_dependencies_are_refused_and_nothing_is_written(t: TestDb) -> TestD
 
 async fn operators_cannot_move_a_held_step(t: TestDb) -> TestDb {
     let sum = Sum::default();
-    let queue = t.queue(registry(&sum), config());
+    let queue = own_queue(&t, registry(&sum)).await;
     let later = created(queue.enqueue::<Add>(&(1, 1)).schedule(3_600).await.unwrap());
     let step = sum_after(&queue, later.id, false).await;
     let moved = admin::run_now(&t.db, &[step.id], chrono::Utc::now())
@@ -490,7 +498,7 @@ async fn a_batch_callback_runs_once_all_finished_and_counts_them(t: TestDb) -> T
     let tally = Tally::default();
     let registry = registry(&sum);
     registry.register(tally.clone());
-    let queue = t.queue(registry, config());
+    let queue = own_queue(&t, registry).await;
     let events = batch_events(&queue);
     let batch = Batch::new("mixed")
         .tasks((0..3).map(|i| TaskSpec::new::<Add>(&(i, i))))
@@ -540,7 +548,7 @@ async fn a_batch_callback_runs_once_all_finished_and_counts_them(t: TestDb) -> T
 
 async fn an_on_success_batch_cancels_its_callback_at_a_failure(t: TestDb) -> TestDb {
     let sum = Sum::default();
-    let queue = t.queue(registry(&sum), config());
+    let queue = own_queue(&t, registry(&sum)).await;
     let events = batch_events(&queue);
     let batch = Batch::new("strict")
         .tasks((0..2).map(|i| TaskSpec::new::<Add>(&(i, i))))
@@ -577,7 +585,7 @@ async fn a_task_with_17000_dependents_releases_them_all(t: TestDb) -> TestDb {
     const DEPENDENTS: i64 = 17_000;
     let registry = Registry::new();
     registry.register(Add);
-    let queue = t.queue(registry, config());
+    let queue = own_queue(&t, registry).await;
     let mut workflow = Workflow::new("wide").step("root", TaskSpec::new::<Add>(&(1, 2)));
     for i in 0..DEPENDENTS {
         workflow = workflow.step_after(format!("leaf{i}"), TaskSpec::new::<Sum>(&()), ["root"]);
