@@ -13,6 +13,10 @@
 //!   rss --n N                              a child runner's memory while it drains N tasks
 //!   idle --secs S                          queries/s of an idle child runner
 //!   floor --n N [--runs R]                 bare-SQL floor on MariaDB/MySQL
+//!   fairness --n N [--b B] [--plain]       a key enqueued after another key's backlog of
+//!                                          N: when its B tasks finish, and how much of
+//!                                          the backlog is left then (--plain: no key
+//!                                          policy, plain claim order, to compare)
 //! ```
 //!
 //! `--url` is a SeaORM URL (`sqlite://FILE?mode=rwc`, `postgres://...`,
@@ -203,6 +207,7 @@ async fn run(opts: Opts) -> AnyResult<()> {
         "latency" => latency(&opts, conn, &backend, &url).await,
         "rss" => rss(&opts, conn, &backend, &url).await,
         "idle" => idle(&opts, conn, &backend, &url).await,
+        "fairness" => fairness(&opts, conn, &backend).await,
         other => Err(format!("unknown command {other:?}").into()),
     }
 }
@@ -374,6 +379,124 @@ async fn process(opts: &Opts, conn: DatabaseConnection, backend: &str) -> AnyRes
     }
     handle.shutdown(Duration::from_secs(10)).await;
     outcome
+}
+
+// ---------------------------------------------------------------- fairness
+
+/// Key A's backlog of `--n` tasks in queue `fair`; once the runner has
+/// finished 1,000 of them, `--b` tasks of key B are enqueued. Prints when
+/// the last of B finished (from B's enqueue), how many of A were left
+/// then, and when A's backlog was done. With a key policy (the default)
+/// B's tasks share every claim with A's; with `--plain` the queue has no
+/// policy and B waits behind A in claim order.
+async fn fairness(opts: &Opts, conn: DatabaseConnection, backend: &str) -> AnyResult<()> {
+    let n = opts.num("n", 100_000)?;
+    let b = opts.num("b", 100)?;
+    let plain = opts.flags.iter().any(|flag| flag == "plain");
+    let threads = num_cpus::get().max(1);
+    let config = Config::builder()
+        .run_async(true)
+        .async_threads(threads)
+        .tasks_per_thread(64)
+        .build()?;
+    let registry = Registry::new();
+    registry.register(Noop);
+    let queue = Queue::with_parts(conn, registry, config);
+    if plain {
+        background_tasks::admin::remove_key_limit(queue.db(), "fair").await?;
+    } else {
+        background_tasks::admin::set_key_limit(
+            queue.db(),
+            "fair",
+            background_tasks::admin::KeyLimit::fair(),
+        )
+        .await?;
+    }
+    fill(&queue, n, |i| {
+        TaskSpec::new::<Noop>(&(i,)).queue("fair").key("tenant-a")
+    })
+    .await?;
+    let max_id = match queue.db().get_database_backend() {
+        DbBackend::MySql => "SELECT CAST(COALESCE(MAX(id), 0) AS SIGNED) FROM background_task",
+        _ => "SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM background_task",
+    };
+    // Key B's tasks are enqueued after every one of A's: higher ids.
+    let last_a: i64 = query_scalar(queue.db(), max_id).await?;
+    let finished_a = Arc::new(AtomicU64::new(0));
+    let finished_b = Arc::new(AtomicU64::new(0));
+    let notify = Arc::new(tokio::sync::Notify::new());
+    {
+        let (finished_a, finished_b, notify) =
+            (finished_a.clone(), finished_b.clone(), notify.clone());
+        queue.events().subscribe(move |event| {
+            if let Event::Finished { task_id } = event {
+                if i64::from(*task_id) > last_a {
+                    finished_b.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    finished_a.fetch_add(1, Ordering::Relaxed);
+                }
+                notify.notify_one();
+            }
+        });
+    }
+    let start = Instant::now();
+    let handle = Runner::start(queue.clone()).unwrap();
+    let tick = || {
+        let notify = notify.clone();
+        async move {
+            let _ = tokio::time::timeout(Duration::from_millis(200), notify.notified()).await;
+        }
+    };
+    let mut outcome: AnyResult<()> = Ok(());
+    let stalled = |since: Instant| since.elapsed() > STALL;
+    let began = Instant::now();
+    while finished_a.load(Ordering::Relaxed) < 1_000.min(n) {
+        tick().await;
+        if stalled(began) {
+            outcome = Err("stalled before key B was enqueued".into());
+            break;
+        }
+    }
+    let mut b_secs = None;
+    let mut a_left_then = None;
+    if outcome.is_ok() {
+        let enqueued_at = Instant::now();
+        queue
+            .enqueue_many((0..b).map(|i| {
+                TaskSpec::new::<Noop>(&(1_000_000_000 + i,))
+                    .queue("fair")
+                    .key("tenant-b")
+            }))
+            .await?;
+        while finished_b.load(Ordering::Relaxed) < b {
+            tick().await;
+            if stalled(enqueued_at) {
+                outcome = Err("stalled before key B finished".into());
+                break;
+            }
+        }
+        b_secs = Some(enqueued_at.elapsed().as_secs_f64());
+        a_left_then = Some(n - finished_a.load(Ordering::Relaxed).min(n));
+    }
+    let mut last = (finished_a.load(Ordering::Relaxed), Instant::now());
+    while outcome.is_ok() && finished_a.load(Ordering::Relaxed) < n {
+        tick().await;
+        let done = finished_a.load(Ordering::Relaxed);
+        if done != last.0 {
+            last = (done, Instant::now());
+        } else if stalled(last.1) {
+            outcome = Err("stalled draining key A".into());
+        }
+    }
+    let a_secs = start.elapsed().as_secs_f64();
+    handle.shutdown(Duration::from_secs(10)).await;
+    outcome?;
+    emit(
+        json!({"backend": backend, "metric": "fairness", "policy": if plain { "none" } else { "fair" },
+        "n": n, "b": b, "b_finished_secs": b_secs.map(|secs| round(secs, 3)),
+        "a_left_when_b_finished": a_left_then, "a_drained_secs": round(a_secs, 3)}),
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------- latency

@@ -584,6 +584,7 @@ fn occurrence_row(schedule: &schedule::Model, at: DateTime<Utc>) -> task::Model 
         policy: None,
         cancel_requested_at: None,
         trace_context: None,
+        limit_key: None,
     }
 }
 

@@ -661,6 +661,7 @@ mod tests {
             policy: None,
             cancel_requested_at: None,
             trace_context: None,
+            limit_key: None,
         }
     }
 

@@ -119,6 +119,9 @@ pub struct TaskSpec {
     run_anyway: bool,
     /// Its workflow and step name, when a [`crate::Workflow`] enqueues it.
     step: Option<(String, String)>,
+    /// Its key ([`crate::Task::key`] or [`Enqueue::key`]), or why the key
+    /// function failed.
+    key: std::result::Result<Option<String>, String>,
 }
 
 /// The setters shared by [`TaskSpec`] and [`Enqueue`].
@@ -228,6 +231,16 @@ macro_rules! option_setters {
             self
         }
 
+        /// The task's key for this enqueue (a tenant, an API account; 1 to
+        /// 190 characters), instead of what its task's
+        /// [`crate::Task::key`] computes: in a queue with a key policy
+        /// ([`crate::admin::set_key_limit`]) claims share out by key and
+        /// keep each key within its limits.
+        pub fn key(mut self, key: impl Into<String>) -> Self {
+            self.spec_mut().key = Ok(Some(key.into()));
+            self
+        }
+
         /// With [`after`](Self::after) or in a [`crate::Workflow`]: run once
         /// the dependencies have finished, however they ended, instead of
         /// being cancelled when one does not succeed.
@@ -241,7 +254,9 @@ macro_rules! option_setters {
 impl TaskSpec {
     /// A call of task `T` with `params`.
     pub fn new<T: Task>(params: &T::Params) -> Self {
-        Self::with_params(T::name(), T::encode(params), T::defaults())
+        let mut spec = Self::with_params(T::name(), T::encode(params), T::defaults());
+        spec.key = crate::task::key_of::<T>(params);
+        spec
     }
 
     /// A call of the task named `name` with explicit positional and keyword
@@ -254,11 +269,15 @@ impl TaskSpec {
         A: Serialize + ?Sized,
         K: Serialize + ?Sized,
     {
-        Self::with_params(
+        let mut spec = Self::with_params(
             name,
             params::encode_call(args, kwargs),
             registry.defaults(name).unwrap_or_default(),
-        )
+        );
+        if let Ok(task_params) = &spec.params {
+            spec.key = registry.key(name, task_params);
+        }
+        spec
     }
 
     fn with_params(
@@ -286,6 +305,7 @@ impl TaskSpec {
             after: Vec::new(),
             run_anyway: false,
             step: None,
+            key: Ok(None),
         }
     }
 
@@ -406,6 +426,22 @@ impl TaskSpec {
             keep_history: self.keep_history,
             step: step.is_some(),
         };
+        let limit_key = match self.key {
+            Ok(key) => key,
+            Err(why) => {
+                return Err(Error::invalid(
+                    "key",
+                    format!(
+                        "the key function of task {:?} failed: {why}; fix the params or the \
+                         key function (nothing was written)",
+                        self.name
+                    ),
+                ));
+            }
+        };
+        if let Some(key) = &limit_key {
+            crate::admin::validate_key(key)?;
+        }
         let task_hash = params::task_hash(&self.name, &task_params);
         // A unique task's key: its name and params, as the hash says them.
         let unique_key = self
@@ -434,6 +470,7 @@ impl TaskSpec {
             policy: overrides.to_column(),
             cancel_requested_at: None,
             trace_context: trace_context(),
+            limit_key,
         };
         Ok(Resolved {
             row,

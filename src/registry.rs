@@ -40,6 +40,9 @@ pub(crate) trait Handler: Send + Sync {
     /// exactly, such as a lone surrogate) are an invalid-task error: retrying
     /// the same text cannot succeed.
     fn run(&self, task_params: &str, ctx: TaskContext) -> RunFuture;
+    /// [`Task::key`] of the params `task_params` holds; `Ok(None)` when
+    /// they do not decode (the run refuses them with the reason).
+    fn key(&self, task_params: &str) -> Result<Option<String>, String>;
 }
 
 struct TypedHandler<T: Task> {
@@ -56,6 +59,13 @@ impl<T: Task> Handler for TypedHandler<T> {
 
     fn requires(&self) -> &Requires {
         &self.requires
+    }
+
+    fn key(&self, task_params: &str) -> Result<Option<String>, String> {
+        match T::decode(task_params) {
+            Ok(params) => crate::task::key_of::<T>(&params),
+            Err(_) => Ok(None),
+        }
     }
 
     fn run(&self, task_params: &str, ctx: TaskContext) -> RunFuture {
@@ -202,6 +212,13 @@ impl Registry {
     /// Definition-time defaults of the task registered under `name`.
     pub fn defaults(&self, name: &str) -> Option<TaskDefaults> {
         self.read().get(name).map(|h| h.defaults().clone())
+    }
+
+    /// The key ([`Task::key`]) of a task of `name` with `task_params`;
+    /// `Ok(None)` when `name` is not registered here.
+    pub(crate) fn key(&self, name: &str, task_params: &str) -> Result<Option<String>, String> {
+        let handler = self.read().get(name).cloned();
+        handler.map_or(Ok(None), |handler| handler.key(task_params))
     }
 
     /// `f` of the defaults of `name`, read in place: the runner asks for

@@ -145,6 +145,42 @@ pub trait Task: Send + Sync + 'static {
         Requires::new()
     }
 
+    /// The task's key: a tenant, an API account, whatever its per-key
+    /// limits and fair claims count by (default: none). A queue with a key
+    /// policy ([`crate::admin::set_key_limit`]) claims its tasks key by key,
+    /// a fair share each, and keeps every key within the policy's per-key
+    /// concurrency and rate limits. Computed once at enqueue from the
+    /// params and stored with the row (at most 190 characters); an error
+    /// (or a panic) refuses the enqueue, and nothing is written.
+    /// [`crate::Enqueue::key`] sets a key for one enqueue instead.
+    ///
+    /// ```
+    /// # use background_tasks::{Task, TaskContext, TaskError};
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Export { tenant: String }
+    /// struct ExportReport;
+    ///
+    /// impl Task for ExportReport {
+    ///     type Params = Export;
+    ///     type Output = ();
+    ///     fn name() -> &'static str { "reports.export" }
+    ///     fn key(params: &Export) -> Result<Option<String>, String> {
+    ///         if params.tenant.is_empty() {
+    ///             return Err("an export names its tenant".into());
+    ///         }
+    ///         Ok(Some(format!("tenant:{}", params.tenant)))
+    ///     }
+    ///     async fn run(&self, _: Export, _: TaskContext) -> Result<(), TaskError> { Ok(()) }
+    /// }
+    /// ```
+    fn key(params: &Self::Params) -> Result<Option<String>, String>
+    where
+        Self: Sized,
+    {
+        let _ = params;
+        Ok(None)
+    }
+
     /// Encodes params into the stored `task_params` text.
     fn encode(params: &Self::Params) -> Result<String, ParamsError>
     where
@@ -716,6 +752,25 @@ impl fmt::Debug for TaskError {
             .field("error", &self.error)
             .finish()
     }
+}
+
+/// [`Task::key`] of `params`, a panic in it reported as its error: the
+/// enqueue is refused either way.
+pub(crate) fn key_of<T: Task>(params: &T::Params) -> Result<Option<String>, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::key(params))).unwrap_or_else(
+        |payload| {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| {
+                    payload
+                        .downcast_ref::<&str>()
+                        .map(|text| (*text).to_owned())
+                })
+                .unwrap_or_else(|| "(a non-text panic payload)".to_owned());
+            Err(format!("it panicked: {message}"))
+        },
+    )
 }
 
 #[cfg(test)]

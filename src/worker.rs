@@ -497,14 +497,15 @@ pub(crate) async fn heartbeat(queue: &Queue) -> Result<()> {
 /// Reads which queues have a global concurrency or rate limit and which
 /// are paused; wakes the runner when a queue was resumed.
 pub(crate) async fn read_controls(queue: &Queue) -> Result<()> {
-    // Queues with a global concurrency limit or a rate limit: each is
-    // claimed on its own, its limits checked in the claim.
+    // Queues with a global concurrency limit, a rate limit or a key
+    // policy: each is claimed on its own, its limits checked in the claim.
     let mut limited: Vec<String> = crate::store::limits::list(queue.db())
         .await?
         .into_iter()
         .map(|limit| limit.queue)
         .collect();
     limited.extend(crate::store::limits::rate_limited(queue.db()).await?);
+    limited.extend(crate::store::keys::keyed_queues(queue.db()).await?);
     limited.sort_unstable();
     limited.dedup();
     let controls = queue.controls();

@@ -40,7 +40,7 @@ const EXAMPLE: &str =
 /// The keys a line may have.
 const KEYS: &str = "name, args, kwargs, schedule, priority, queue, verbose_name, repeat, \
                     repeat_until, remove_existing, unique, allow_unknown, max_attempts, \
-                    max_run_time, keep_history, creator";
+                    max_run_time, keep_history, creator, key";
 
 #[derive(Debug, Args)]
 pub(super) struct EnqueueArgs {
@@ -136,6 +136,11 @@ struct OptionArgs {
     /// in Django, a content type id and an object id).
     #[arg(long)]
     creator: Option<String>,
+    /// The task's key (a tenant, an API account; 1 to 190 characters),
+    /// instead of what its task's key function computes: a queue with a
+    /// key policy (`bgtasks limit key`) shares its claims out by key.
+    #[arg(long)]
+    key: Option<String>,
 }
 
 /// Enqueue options, read and checked: what the flags or a line set.
@@ -154,6 +159,7 @@ struct Options {
     max_run_time: Option<std::time::Duration>,
     keep_history: Option<KeepHistory>,
     creator: Option<Creator>,
+    key: Option<String>,
 }
 
 impl OptionArgs {
@@ -187,6 +193,11 @@ impl OptionArgs {
                 max_run_time: map(&self.max_run_time, |t| max_run_time("--max-run-time", t))?,
                 keep_history: map(&self.keep_history, |t| keep_history("--keep-history", t))?,
                 creator: map(&self.creator, |t| creator("--creator", t))?,
+                key: map(&self.key, |key| {
+                    crate::admin::validate_key(key)
+                        .map(|()| key.to_owned())
+                        .map_err(|err| format!("--key: {err}"))
+                })?,
             })
         };
         read().map_err(Failure::BadInput)
@@ -217,6 +228,7 @@ impl Options {
             max_run_time: self.max_run_time.or(defaults.max_run_time),
             keep_history: self.keep_history.or(defaults.keep_history),
             creator: self.creator.or(defaults.creator),
+            key: self.key.or_else(|| defaults.key.clone()),
         }
     }
 
@@ -257,6 +269,9 @@ impl Options {
         }
         if let Some(creator) = self.creator {
             spec = spec.creator(creator);
+        }
+        if let Some(key) = self.key {
+            spec = spec.key(key);
         }
         spec
     }
@@ -578,6 +593,7 @@ fn read_line(text: &str, now: DateTime<Utc>) -> Result<Line, String> {
                     .transpose()?;
             }
             "creator" => options.creator = creator_value(key, &value)?,
+            "key" => options.key = typed(key, &value)?,
             other => return Err(format!("unknown key {other:?}; a line takes {KEYS}")),
         }
     }

@@ -57,6 +57,7 @@ mod dashboard;
 mod demo;
 mod doctor;
 mod enqueue;
+mod limits;
 mod logging;
 mod migrate;
 mod operate;
@@ -137,11 +138,11 @@ enum Command {
     /// Ask a runner to drain: at its next heartbeat it stops claiming,
     /// finishes the tasks it holds and exits (as SIGQUIT does).
     Drain(controls::DrainArgs),
-    /// Global per-queue concurrency and rate limits: set, remove, rate,
-    /// remove-rate, list.
+    /// Limits every runner keeps: a queue's concurrency (set, remove), its
+    /// rate (rate, remove-rate), its key policy (key, remove-key); list.
     Limit {
         #[command(subcommand)]
-        command: schedules::LimitCommand,
+        command: limits::LimitCommand,
     },
     /// Delete waiting tasks (or history rows) for good. Running tasks are
     /// refused: cancel them instead.
@@ -373,7 +374,7 @@ async fn run_command(ctx: &Context, command: Command) -> Result<(), Failure> {
         Command::Retry(args) => operate::retry(ctx, args).await,
         Command::Cancel(args) => operate::cancel(ctx, args).await,
         Command::Cron { command } => schedules::cron(ctx, command).await,
-        Command::Limit { command } => schedules::limit(ctx, command).await,
+        Command::Limit { command } => limits::limit(ctx, command).await,
         Command::Pause(args) => controls::pause(ctx, args).await,
         Command::Resume(args) => controls::resume(ctx, args).await,
         Command::Paused => controls::paused(ctx).await,

@@ -1,5 +1,4 @@
-//! `bgtasks cron ...` (cron schedules) and `bgtasks limit ...` (global
-//! per-queue concurrency limits and rate limits).
+//! `bgtasks cron ...`: cron schedules.
 
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -8,7 +7,7 @@ use super::enqueue::json_arg;
 use super::output::{self, Table};
 use super::{Context, Failure};
 use crate::cron::{self, Missed, NewSchedule};
-use crate::{admin, entity::schedule};
+use crate::entity::schedule;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum CronCommand {
@@ -185,156 +184,4 @@ fn changed(ctx: &Context, action: &str, name: &str, found: bool) -> Result<(), F
         println!("{action} schedule {name}");
     }
     Ok(())
-}
-
-#[derive(Debug, Subcommand)]
-pub(super) enum LimitCommand {
-    /// Set a queue's global limit: at most N of its tasks run at once,
-    /// across every runner sharing the database.
-    Set {
-        /// The queue's name.
-        queue: String,
-        /// Most tasks of the queue running at once.
-        max_running: u32,
-    },
-    /// Remove a queue's global limit.
-    Remove {
-        /// The queue's name.
-        queue: String,
-    },
-    /// Set a queue's rate limit: at most N of its tasks start in any
-    /// window of PERIOD seconds, across every runner sharing the database.
-    Rate {
-        /// The queue's name.
-        queue: String,
-        /// Most starts in one window (at least 1).
-        max_starts: u32,
-        /// The window, in seconds (0.001 to 30 days; a fraction is fine).
-        #[arg(value_parser = crate::config::parse::seconds)]
-        period: std::time::Duration,
-    },
-    /// Remove a queue's rate limit.
-    RemoveRate {
-        /// The queue's name.
-        queue: String,
-    },
-    /// List the global limits and the rate limits, with each rate limit's
-    /// starts in its current window.
-    List,
-}
-
-pub(super) async fn limit(ctx: &Context, command: LimitCommand) -> Result<(), Failure> {
-    let conn = ctx.migrated_db().await?;
-    match command {
-        LimitCommand::Set { queue, max_running } => {
-            if max_running == 0 {
-                return Err(Failure::BadInput(
-                    "a limit of 0 would stop the queue for good; give at least 1 (pause its \
-                     runners, or cancel its tasks, to stop it)"
-                        .into(),
-                ));
-            }
-            admin::set_queue_limit(&conn, &queue, max_running).await?;
-            if ctx.json {
-                output::json(&json!({"action": "set", "queue": queue, "max_running": max_running}));
-            } else {
-                println!(
-                    "queue {queue}: at most {max_running} task(s) at once across all runners (runners \
-                     apply it at their next heartbeat)"
-                );
-            }
-            Ok(())
-        }
-        LimitCommand::Remove { queue } => {
-            if !admin::remove_queue_limit(&conn, &queue).await? {
-                return Err(Failure::NothingMatched(format!(
-                    "queue {queue:?} has no global limit; nothing was changed"
-                )));
-            }
-            if ctx.json {
-                output::json(&json!({"action": "removed", "queue": queue}));
-            } else {
-                println!("queue {queue}: no global limit any more");
-            }
-            Ok(())
-        }
-        LimitCommand::Rate {
-            queue,
-            max_starts,
-            period,
-        } => {
-            admin::set_rate_limit(&conn, &queue, max_starts, period).await?;
-            if ctx.json {
-                output::json(&json!({
-                    "action": "set",
-                    "queue": queue,
-                    "max_starts": max_starts,
-                    "period_ms": period.as_millis(),
-                }));
-            } else {
-                println!(
-                    "queue {queue}: at most {max_starts} start(s) in any {} s across all runners \
-                     (runners apply it at their next heartbeat)",
-                    period.as_secs_f64()
-                );
-            }
-            Ok(())
-        }
-        LimitCommand::RemoveRate { queue } => {
-            if !admin::remove_rate_limit(&conn, &queue).await? {
-                return Err(Failure::NothingMatched(format!(
-                    "queue {queue:?} has no rate limit; nothing was changed"
-                )));
-            }
-            if ctx.json {
-                output::json(&json!({"action": "removed", "queue": queue, "kind": "rate"}));
-            } else {
-                println!("queue {queue}: no rate limit any more");
-            }
-            Ok(())
-        }
-        LimitCommand::List => {
-            let limits = admin::queue_limits(&conn).await?;
-            let rates = admin::rate_limits(&conn, chrono::Utc::now()).await?;
-            if ctx.json {
-                let rates: Vec<_> = rates
-                    .iter()
-                    .map(|rate| {
-                        json!({
-                            "queue": rate.queue,
-                            "max_starts": rate.max_starts,
-                            "period_ms": rate.period.as_millis(),
-                            "started_in_window": rate.started_in_window,
-                        })
-                    })
-                    .collect();
-                output::json(&json!({"limits": limits, "rate_limits": rates}));
-                return Ok(());
-            }
-            if limits.is_empty() {
-                println!("no queue has a global limit");
-            } else {
-                let mut table = Table::new(&["queue", "max running"]);
-                for limit in limits {
-                    table.row(vec![limit.queue, limit.max_running.to_string()]);
-                }
-                table.print();
-            }
-            if rates.is_empty() {
-                println!("no queue has a rate limit");
-            } else {
-                let mut table = Table::new(&["queue", "max starts", "per (s)", "started now"]);
-                for rate in rates {
-                    table.row(vec![
-                        rate.queue,
-                        rate.max_starts.to_string(),
-                        rate.period.as_secs_f64().to_string(),
-                        rate.started_in_window.to_string(),
-                    ]);
-                }
-                table.print();
-            }
-            Ok(())
-        }
-    }
 }

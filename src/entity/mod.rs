@@ -14,6 +14,7 @@
 
 pub mod completed_task;
 pub mod dependency;
+pub mod key_limit;
 pub mod queue_limit;
 pub mod queue_pause;
 pub mod rate_limit;

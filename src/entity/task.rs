@@ -67,6 +67,11 @@ pub struct Model {
     /// task, when it ran in an OpenTelemetry trace; each execution's span
     /// links to it (feature `otel`).
     pub trace_context: Option<String>,
+    /// This crate's: the task's key (a tenant, an API account), from its
+    /// task's [`crate::Task::key`] or the enqueue's `key`; in a queue with a
+    /// key policy, claims share out by key and count the per-key limits
+    /// (migration 15). Nullable; Django's inserts leave it empty.
+    pub limit_key: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

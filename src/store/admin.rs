@@ -303,6 +303,7 @@ where
                     policy: Set(None),
                     cancel_requested_at: Set(None),
                     trace_context: Set(None),
+                    limit_key: Set(None),
                 },
             )
             .await?;

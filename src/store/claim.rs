@@ -26,6 +26,7 @@
 //! transaction ([`super::limits::room`]), so claims of that queue by any
 //! number of runners take turns and never exceed either; a claim of a
 //! rate-limited queue writes its starts to the ledger before it commits.
+//! A queue with a key policy is claimed key by key ([`super::keys`]).
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr};
@@ -114,75 +115,89 @@ async fn claim_once(
         txn.commit().await?;
         return Ok(Claimed::default());
     }
+    let policy = match (global_limit, filter.queues) {
+        (true, Queues::Only(queue)) => super::keys::policy_for_update(&txn, queue).await?,
+        _ => None,
+    };
     // Whether `rows` were read before the update that marked them.
     let mut marked_by_update = false;
-    let rows = match backend {
-        DbBackend::Postgres => {
-            // The locking select must run exactly once: as a plain `IN
-            // (subquery)` the planner may re-run it per row (a semi join),
-            // and each run locks and returns other rows, so one claim
-            // could lock more than `limit` rows. In `ARRAY(...)` it is an
-            // InitPlan, evaluated once; and `id = ANY(...)` finds the rows
-            // by primary key (joined to a CTE, the planner hashed the CTE
-            // and scanned the whole table for its rows).
-            let mut sql = Sql::new(backend);
-            lock_rows(&mut sql, runner, now);
-            sql.push(" WHERE id = ANY(ARRAY(");
-            due_ids(&mut sql, now, limit, filter);
-            sql.push(" FOR UPDATE SKIP LOCKED)) RETURNING *");
-            txn.query_all_raw(sql.build()).await?
+    let rows = match (policy, filter.queues) {
+        (Some(policy), Queues::Only(queue)) => {
+            let keyed = super::keys::KeyedFilter {
+                queue,
+                names: filter.names,
+                ordering: filter.ordering,
+            };
+            super::keys::claim(&txn, runner, now, limit, &keyed, &policy).await?
         }
-        DbBackend::MySql => {
-            // No `LIMIT` in an `IN` subquery: select and lock, then update.
-            let mut select = Sql::new(backend);
-            due_rows(&mut select, "*", now, limit, filter);
-            select.push(" FOR UPDATE SKIP LOCKED");
-            let rows = txn.query_all_raw(select.build()).await?;
-            let ids: Vec<i64> = rows
-                .iter()
-                .map(|row| read_id_at(row, "id"))
-                .collect::<Result<_, _>>()?;
-            if ids.is_empty() {
-                Vec::new()
-            } else {
-                // Only rows still unlocked, and only the ones this update
-                // took: on Galera the locking read is node-local, and a
-                // claim another node committed may be applied here between
-                // the read and the update (the row then reads as locked by
-                // that runner). Certification catches the rest: two nodes
-                // updating the same row, the later fails at commit (1213).
-                let mut update = Sql::new(backend);
-                update.push("UPDATE ").tasks_by_id();
-                lock_columns(&mut update, runner, now);
-                update
-                    .push(" WHERE locked_by IS NULL AND id")
-                    .is_in(ids.iter().copied());
-                let taken = txn.execute_raw(update.build()).await?.rows_affected();
-                if taken == ids.len() as u64 {
-                    // Every row read is now this runner's: the locking read
-                    // has the rest of each row, without reading it back.
-                    marked_by_update = true;
-                    rows
+        _ => match backend {
+            DbBackend::Postgres => {
+                // The locking select must run exactly once: as a plain `IN
+                // (subquery)` the planner may re-run it per row (a semi join),
+                // and each run locks and returns other rows, so one claim
+                // could lock more than `limit` rows. In `ARRAY(...)` it is an
+                // InitPlan, evaluated once; and `id = ANY(...)` finds the rows
+                // by primary key (joined to a CTE, the planner hashed the CTE
+                // and scanned the whole table for its rows).
+                let mut sql = Sql::new(backend);
+                lock_rows(&mut sql, runner, now);
+                sql.push(" WHERE id = ANY(ARRAY(");
+                due_ids(&mut sql, now, limit, filter);
+                sql.push(" FOR UPDATE SKIP LOCKED)) RETURNING *");
+                txn.query_all_raw(sql.build()).await?
+            }
+            DbBackend::MySql => {
+                // No `LIMIT` in an `IN` subquery: select and lock, then update.
+                let mut select = Sql::new(backend);
+                due_rows(&mut select, "*", now, limit, filter);
+                select.push(" FOR UPDATE SKIP LOCKED");
+                let rows = txn.query_all_raw(select.build()).await?;
+                let ids: Vec<i64> = rows
+                    .iter()
+                    .map(|row| read_id_at(row, "id"))
+                    .collect::<Result<_, _>>()?;
+                if ids.is_empty() {
+                    Vec::new()
                 } else {
-                    let mut read = Sql::new(backend);
-                    read.push("SELECT * FROM ")
-                        .tasks_by_id()
-                        .push(" WHERE locked_by = ")
-                        .bind(runner)
-                        .push(" AND id")
+                    // Only rows still unlocked, and only the ones this update
+                    // took: on Galera the locking read is node-local, and a
+                    // claim another node committed may be applied here between
+                    // the read and the update (the row then reads as locked by
+                    // that runner). Certification catches the rest: two nodes
+                    // updating the same row, the later fails at commit (1213).
+                    let mut update = Sql::new(backend);
+                    update.push("UPDATE ").tasks_by_id();
+                    lock_columns(&mut update, runner, now);
+                    update
+                        .push(" WHERE locked_by IS NULL AND id")
                         .is_in(ids.iter().copied());
-                    txn.query_all_raw(read.build()).await?
+                    let taken = txn.execute_raw(update.build()).await?.rows_affected();
+                    if taken == ids.len() as u64 {
+                        // Every row read is now this runner's: the locking read
+                        // has the rest of each row, without reading it back.
+                        marked_by_update = true;
+                        rows
+                    } else {
+                        let mut read = Sql::new(backend);
+                        read.push("SELECT * FROM ")
+                            .tasks_by_id()
+                            .push(" WHERE locked_by = ")
+                            .bind(runner)
+                            .push(" AND id")
+                            .is_in(ids.iter().copied());
+                        txn.query_all_raw(read.build()).await?
+                    }
                 }
             }
-        }
-        _ => {
-            let mut sql = Sql::new(backend);
-            lock_rows(&mut sql, runner, now);
-            sql.push(" WHERE locked_by IS NULL AND id IN (");
-            due_ids(&mut sql, now, limit, filter);
-            sql.push(") RETURNING *");
-            txn.query_all_raw(sql.build()).await?
-        }
+            _ => {
+                let mut sql = Sql::new(backend);
+                lock_rows(&mut sql, runner, now);
+                sql.push(" WHERE locked_by IS NULL AND id IN (");
+                due_ids(&mut sql, now, limit, filter);
+                sql.push(") RETURNING *");
+                txn.query_all_raw(sql.build()).await?
+            }
+        },
     };
     let (mut tasks, set_aside) = super::rows::split::<task::Entity>(&rows, backend);
     if marked_by_update {
@@ -283,7 +298,7 @@ fn lock_rows(sql: &mut Sql, runner: &str, now: DateTime<Utc>) {
 }
 
 /// ` SET locked_by = <runner>, locked_at = <now>`.
-fn lock_columns(sql: &mut Sql, runner: &str, now: DateTime<Utc>) {
+pub(super) fn lock_columns(sql: &mut Sql, runner: &str, now: DateTime<Utc>) {
     sql.push(" SET locked_by = ")
         .bind(runner)
         .push(", locked_at = ")

@@ -288,5 +288,6 @@ fn new_row(row: task::Model) -> task::ActiveModel {
         policy: Set(row.policy),
         cancel_requested_at: Set(None),
         trace_context: Set(row.trace_context),
+        limit_key: Set(row.limit_key),
     }
 }

@@ -25,6 +25,7 @@ pub(crate) mod controls;
 pub(crate) mod doctor;
 pub(crate) mod enqueue;
 pub(crate) mod inspect;
+pub(crate) mod keys;
 pub(crate) mod limits;
 pub(crate) mod outcome;
 pub(crate) mod pg_array;

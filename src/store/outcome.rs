@@ -620,6 +620,8 @@ fn repetition_row(task: &task::Model, next: DateTime<Utc>) -> task::ActiveModel 
         cancel_requested_at: Set(None),
         // Every occurrence links to the trace that enqueued the chain.
         trace_context: Set(task.trace_context.clone()),
+        // Every occurrence counts under the chain's key.
+        limit_key: Set(task.limit_key.clone()),
     }
 }
 

@@ -172,6 +172,7 @@ async fn rows_match_the_python_vectors_column_for_column(t: TestDb) -> TestDb {
             policy: None,
             cancel_requested_at: None,
             trace_context: None,
+            limit_key: None,
         };
         assert_eq!(read, expected, "vector {name}");
         assert_eq!(stored, expected, "returned row of vector {name}");

@@ -20,7 +20,7 @@ on_all_backends!(
 );
 
 /// When each execution of a queue ran: (queue, start, end).
-type Ledger = Arc<Mutex<Vec<(String, Instant, Instant)>>>;
+pub(crate) type Ledger = Arc<Mutex<Vec<(String, Instant, Instant)>>>;
 
 /// Works a little, and writes when it ran into the ledger.
 #[derive(Clone, Default)]
@@ -45,11 +45,12 @@ impl Task for Ledgered {
     }
 }
 
-/// Most executions of `queue` that overlapped at any instant.
-fn most_at_once(ledger: &Ledger, queue: &str) -> usize {
+/// Most executions of `label` (a queue, a key; `None`: of all) that
+/// overlapped at any instant.
+pub(crate) fn most_at_once(ledger: &Ledger, label: Option<&str>) -> usize {
     let mut edges: Vec<(Instant, i32)> = Vec::new();
     for (q, start, end) in ledger.lock().unwrap().iter() {
-        if q == queue {
+        if label.is_none_or(|label| label == q) {
             edges.push((*start, 1));
             edges.push((*end, -1));
         }
@@ -118,12 +119,12 @@ async fn a_global_limit_is_never_exceeded_by_several_runners(t: TestDb) -> TestD
     for runner in runners {
         runner.shutdown(Duration::from_secs(5)).await;
     }
-    let scarce = most_at_once(&ledgered.ledger, "scarce");
+    let scarce = most_at_once(&ledgered.ledger, Some("scarce"));
     assert!(
         (1..=2).contains(&scarce),
         "at most 2 of the limited queue at once across 3 runners of 6 slots: {scarce}"
     );
-    let plenty = most_at_once(&ledgered.ledger, "plenty");
+    let plenty = most_at_once(&ledgered.ledger, Some("plenty"));
     assert!(
         plenty > 2,
         "the other queue is not held back: {plenty} at once"
@@ -150,8 +151,8 @@ async fn a_runner_limit_caps_its_own_queue_only(t: TestDb) -> TestDb {
     let runner = Runner::start(queue.clone()).unwrap();
     wait_done(&t, 30).await;
     runner.shutdown(Duration::from_secs(5)).await;
-    assert_eq!(most_at_once(&ledgered.ledger, "scarce"), 1);
-    let plenty = most_at_once(&ledgered.ledger, "plenty");
+    assert_eq!(most_at_once(&ledgered.ledger, Some("scarce")), 1);
+    let plenty = most_at_once(&ledgered.ledger, Some("plenty"));
     assert!(
         plenty > 1,
         "the other queue uses the free slots: {plenty} at once"
@@ -164,7 +165,10 @@ async fn a_runner_limit_caps_its_own_queue_only(t: TestDb) -> TestDb {
 }
 
 /// Most of `starts` (sorted) in any half-open window `[t, t + period)`.
-fn most_in_a_window(starts: &[chrono::DateTime<chrono::Utc>], period: Duration) -> usize {
+pub(crate) fn most_in_a_window(
+    starts: &[chrono::DateTime<chrono::Utc>],
+    period: Duration,
+) -> usize {
     let period = chrono::TimeDelta::from_std(period).unwrap();
     let mut most = 0;
     for (i, start) in starts.iter().enumerate() {

@@ -19,6 +19,7 @@ mod embedded;
 mod enqueue;
 mod features;
 mod fleet;
+mod keys;
 mod limits;
 mod maintenance;
 mod operate;

@@ -140,6 +140,7 @@ async fn both_tables_have_the_seeds_columns(t: TestDb) -> TestDb {
                 "policy",
                 "cancel_requested_at",
                 "trace_context",
+                "limit_key",
             ]
         } else {
             &["result", "cancelled_at", "task_id"]
@@ -259,6 +260,20 @@ async fn our_tables_carry_the_lean_index_set(t: TestDb) -> TestDb {
                 Some(("background_task_locked_by_db7779e3", "locked_by"))
             })
             .chain(partial.then_some(("background_task_failed_idx", "failed_at")))
+            // Migration 15: claims of a queue with a key policy walk it key
+            // by key (on MySQL, which has no partial index, the claim
+            // index's columns follow).
+            .chain(Some(if partial {
+                (
+                    "background_task_key_idx",
+                    "queue,limit_key,priority,run_at,id",
+                )
+            } else {
+                (
+                    "background_task_key_idx",
+                    "queue,limit_key,locked_by,failed_at,priority,run_at,id",
+                )
+            }))
             .collect(),
         ),
         (
@@ -417,6 +432,29 @@ async fn every_lookup_of_the_queue_has_an_index(t: TestDb) -> TestDb {
             "running count of a limited queue",
             "SELECT COUNT(*) FROM background_task WHERE locked_by IS NOT NULL AND queue = 'q'"
                 .to_owned(),
+        ),
+        (
+            "a keyed claim: the next key with due tasks",
+            format!(
+                "SELECT limit_key FROM background_task WHERE locked_by IS NULL AND failed_at IS \
+                 NULL AND run_at <= {at} AND queue = 'q' AND limit_key > 'k' ORDER BY limit_key \
+                 LIMIT 1"
+            ),
+        ),
+        (
+            "a keyed claim: one key's due tasks",
+            format!(
+                "SELECT id FROM background_task WHERE locked_by IS NULL AND failed_at IS NULL \
+                 AND run_at <= {at} AND queue = 'q' AND limit_key = 'k' ORDER BY priority \
+                 DESC, run_at, id LIMIT 10"
+            ),
+        ),
+        (
+            "a keyed claim: the due tasks without a key",
+            format!(
+                "SELECT id FROM background_task WHERE locked_by IS NULL AND failed_at IS NULL \
+                 AND run_at <= {at} AND queue = 'q' AND limit_key IS NULL LIMIT 1"
+            ),
         ),
         (
             "set-aside tasks",
