@@ -31,6 +31,7 @@ mod m20261202_000011_add_trace_context;
 mod m20261203_000012_lean_indexes;
 mod m20261203_000013_add_dependencies;
 mod m20261203_000014_add_rate_limits;
+mod m20261203_000016_index_step_workflow;
 
 /// `(column, index name)` of Django's single-column indexes on
 /// `background_task` and on `background_task_completedtask`: what
@@ -60,6 +61,8 @@ pub use m20261203_000013_add_dependencies::{
 };
 /// The tables of rate limits and of the starts they count.
 pub use m20261203_000014_add_rate_limits::{RATE_LIMITS, STARTS};
+/// The index over the steps of a workflow.
+pub use m20261203_000016_index_step_workflow::STEP_WORKFLOW_INDEX;
 
 /// Every migration of the queue's schema, in order.
 pub struct Migrator;
@@ -87,6 +90,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000012_lean_indexes::Migration),
             Box::new(m20261203_000013_add_dependencies::Migration),
             Box::new(m20261203_000014_add_rate_limits::Migration),
+            // Last: the steps' workflow index (15 is another change's).
+            Box::new(m20261203_000016_index_step_workflow::Migration),
         ]
     }
 

@@ -244,7 +244,7 @@ const SEED_INDEXES: [(&str, &str, &str); 20] = [
 /// locked and the failed rows.
 async fn our_tables_carry_the_lean_index_set(t: TestDb) -> TestDb {
     let partial = t.backend != Backend::MySql;
-    let expected: [(&str, Vec<(&str, &str)>); 2] = [
+    let expected: [(&str, Vec<(&str, &str)>); 3] = [
         (
             "background_task",
             [
@@ -283,6 +283,11 @@ async fn our_tables_carry_the_lean_index_set(t: TestDb) -> TestDb {
                 ))
             })
             .collect(),
+        ),
+        (
+            // Migration 16: the steps of a workflow, and workflows by name.
+            "background_task_step",
+            vec![("background_task_step_workflow_idx", "workflow,task_id")],
         ),
     ];
     for (table, wanted) in &expected {
@@ -416,6 +421,12 @@ async fn every_lookup_of_the_queue_has_an_index(t: TestDb) -> TestDb {
         (
             "running count of a limited queue",
             "SELECT COUNT(*) FROM background_task WHERE locked_by IS NOT NULL AND queue = 'q'"
+                .to_owned(),
+        ),
+        (
+            "steps of a workflow",
+            "SELECT task_id FROM background_task_step WHERE workflow = 'w' AND task_id > 0 \
+             ORDER BY task_id LIMIT 100"
                 .to_owned(),
         ),
         (
