@@ -27,6 +27,9 @@
 //!
 //! [`run_anyway`]: crate::Enqueue::run_anyway
 
+pub mod request;
+pub mod view;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::DeserializeOwned;

@@ -32,6 +32,7 @@ mod m20261203_000012_lean_indexes;
 mod m20261203_000013_add_dependencies;
 mod m20261203_000014_add_rate_limits;
 mod m20261203_000015_add_task_keys;
+mod m20261203_000016_index_step_workflow;
 
 /// `(column, index name)` of Django's single-column indexes on
 /// `background_task` and on `background_task_completedtask`: what
@@ -64,6 +65,8 @@ pub use m20261203_000014_add_rate_limits::{RATE_LIMITS, STARTS};
 /// The task key column, the index keyed claims walk, the key policies and
 /// the per-key start ledger.
 pub use m20261203_000015_add_task_keys::{KEY_COLUMN, KEY_INDEX, KEY_LIMITS, KEY_STARTS};
+/// The index over the steps of a workflow.
+pub use m20261203_000016_index_step_workflow::STEP_WORKFLOW_INDEX;
 
 /// Every migration of the queue's schema, in order.
 pub struct Migrator;
@@ -92,6 +95,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000013_add_dependencies::Migration),
             Box::new(m20261203_000014_add_rate_limits::Migration),
             Box::new(m20261203_000015_add_task_keys::Migration),
+            Box::new(m20261203_000016_index_step_workflow::Migration),
         ]
     }
 

@@ -27,7 +27,7 @@
 //!
 //! Commands: `process` (run tasks), `enqueue`, `list`, `show`, `stats`,
 //! `retry`, `cancel`, `delete`, `cron` (schedules), `limit` (global queue
-//! limits), `prune`, `doctor`, `demo`, `migrate` and `dashboard`; `bgtasks help COMMAND` explains each. Every command prints a
+//! limits), `workflow` and `batch` (list, show, create from JSON), `prune`, `doctor`, `demo`, `migrate` and `dashboard`; `bgtasks help COMMAND` explains each. Every command prints a
 //! table for people, or JSON with `--json`.
 //!
 //! Exit codes: 0 done; 1 the command failed (the database is unreachable, a
@@ -65,6 +65,7 @@ mod output;
 mod process;
 mod prune;
 mod schedules;
+mod workflows;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -146,6 +147,16 @@ enum Command {
     },
     /// Delete waiting tasks (or history rows) for good. Running tasks are
     /// refused: cancel them instead.
+    /// Workflows: list, show one, create one from a JSON file.
+    Workflow {
+        #[command(subcommand)]
+        command: workflows::WorkflowCommand,
+    },
+    /// Batches: show one's progress, create one from a JSON file.
+    Batch {
+        #[command(subcommand)]
+        command: workflows::BatchCommand,
+    },
     Delete(operate::DeleteArgs),
     /// Delete old history rows by a retention policy, in bounded batches.
     Prune(prune::PruneArgs),
@@ -375,6 +386,8 @@ async fn run_command(ctx: &Context, command: Command) -> Result<(), Failure> {
         Command::Cancel(args) => operate::cancel(ctx, args).await,
         Command::Cron { command } => schedules::cron(ctx, command).await,
         Command::Limit { command } => limits::limit(ctx, command).await,
+        Command::Workflow { command } => workflows::workflow(ctx, command).await,
+        Command::Batch { command } => workflows::batch(ctx, command).await,
         Command::Pause(args) => controls::pause(ctx, args).await,
         Command::Resume(args) => controls::resume(ctx, args).await,
         Command::Paused => controls::paused(ctx).await,

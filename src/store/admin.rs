@@ -133,6 +133,8 @@ pub(crate) async fn running_among<C: ConnectionTrait>(conn: &C, ids: &[i32]) -> 
 
 /// Deletes the history rows `ids`; returns rows deleted.
 pub(crate) async fn delete_completed<C: ConnectionTrait>(conn: &C, ids: &[i32]) -> Result<u64> {
+    // The workflow steps these rows record go with them.
+    super::workflows::forget_with_history(conn, ids).await?;
     let mut deleted = 0;
     for chunk in ids.chunks(IDS_PER_STATEMENT) {
         deleted += completed_task::Entity::delete_many()
@@ -380,7 +382,8 @@ where
                 id: row.id,
                 ended: super::steps::Ended::Cancelled,
                 result: None,
-                was_step: crate::policy::Overrides::of(&row).step,
+                // Its history row says it was cancelled.
+                forget: false,
             });
         }
         // The tasks waiting for them are cancelled too (or released, when

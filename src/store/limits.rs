@@ -193,6 +193,20 @@ pub(crate) async fn list<C: ConnectionTrait>(conn: &C) -> Result<Vec<queue_limit
     super::rows::select_all(conn, select).await
 }
 
+/// Tasks of `queue` a runner holds now, across runners: a concurrency
+/// limit's current use (through the `locked_by` index).
+pub(crate) async fn running<C: ConnectionTrait>(conn: &C, queue: &str) -> Result<i64> {
+    let mut count = Sql::new(conn.get_database_backend());
+    count
+        .push("SELECT COUNT(*) FROM background_task WHERE locked_by IS NOT NULL AND queue = ")
+        .bind(queue.to_owned());
+    let row = conn.query_one_raw(count.build()).await?;
+    Ok(match row {
+        Some(row) => row.try_get_by_index::<i64>(0)?,
+        None => 0,
+    })
+}
+
 /// Sets (or replaces) the rate limit of `queue`.
 pub(crate) async fn set_rate<C: ConnectionTrait>(
     conn: &C,

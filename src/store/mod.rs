@@ -34,6 +34,7 @@ pub(crate) mod rows;
 pub(crate) mod runners;
 pub(crate) mod schedules;
 pub(crate) mod steps;
+pub(crate) mod workflows;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Alias;

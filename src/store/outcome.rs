@@ -316,6 +316,7 @@ async fn record_once(
                 failure,
                 result,
                 cancelled,
+                keep,
                 ..
             } if held.contains(&task.id) => Some(Finished {
                 id: task.id,
@@ -327,7 +328,7 @@ async fn record_once(
                     Ended::Succeeded
                 },
                 result: result.clone(),
-                was_step: crate::policy::Overrides::of(task).step,
+                forget: crate::policy::Overrides::of(task).step && !*keep,
             }),
             _ => None,
         })

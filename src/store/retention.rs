@@ -110,6 +110,8 @@ pub(crate) async fn delete<C: ConnectionTrait>(
     if ids.is_empty() {
         return Ok(0);
     }
+    // The workflow steps these rows record go with them.
+    super::workflows::forget_with_history(conn, ids).await?;
     let delete = Entity::delete_many()
         .filter(Column::Id.is_in(ids.iter().copied()))
         .filter(doomed.condition());

@@ -68,8 +68,11 @@ pub(crate) struct Finished {
     pub id: i32,
     pub ended: Ended,
     pub result: Option<String>,
-    /// It waited for others itself: its step row and edges go.
-    pub was_step: bool,
+    /// It waited for others itself and leaves no history row: its step
+    /// row and edges go. With a history row they stay, as the record of
+    /// its workflow ([`crate::workflow_view`]), until that row is deleted
+    /// ([`super::workflows::forget_with_history`]).
+    pub forget: bool,
 }
 
 /// What settling the finished tasks' dependents did.
@@ -116,7 +119,8 @@ pub(crate) fn not_held() -> sea_orm::sea_query::SimpleExpr {
 /// steps whose last dependency finished, and cancels (with a history row)
 /// those a failure or a cancellation leaves unable to run, and then their
 /// own dependents, and so on. Also forgets the step rows and edges of the
-/// finished tasks themselves. Costs one `SELECT` when no task of the batch
+/// finished tasks that leave no history row (the others stay, the record
+/// of their workflow). Costs one `SELECT` when no task of the batch
 /// has dependents.
 pub(crate) async fn settle<C: ConnectionTrait>(
     txn: &C,
@@ -130,7 +134,7 @@ pub(crate) async fn settle<C: ConnectionTrait>(
         let ids: Vec<i32> = finished.iter().map(|done| done.id).collect();
         let steps: Vec<i32> = finished
             .iter()
-            .filter(|done| done.was_step)
+            .filter(|done| done.forget)
             .map(|done| done.id)
             .collect();
         if !steps.is_empty() {
@@ -232,7 +236,8 @@ pub(crate) async fn settle<C: ConnectionTrait>(
                     id: step,
                     ended: Ended::Cancelled,
                     result: None,
-                    was_step: true,
+                    // Its history row says it was cancelled.
+                    forget: false,
                 });
                 settlement.cancelled.push(completed);
             }
@@ -251,7 +256,7 @@ pub(crate) async fn settle<C: ConnectionTrait>(
 }
 
 /// Deletes the step rows and edges of tasks that left the queue.
-async fn forget<C: ConnectionTrait>(txn: &C, ids: &[i32]) -> Result<(), DbErr> {
+pub(crate) async fn forget<C: ConnectionTrait>(txn: &C, ids: &[i32]) -> Result<(), DbErr> {
     let backend = txn.get_database_backend();
     for table in ["background_task_step", "background_task_dependency"] {
         for chunk in ids.chunks(IDS_PER_STATEMENT) {

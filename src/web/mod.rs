@@ -40,6 +40,10 @@
 //! | POST | `/actions` | an action over a selection (HTML form, CSRF-checked) |
 //! | POST | `/controls` | pause or resume a queue, drain a runner (HTML form, CSRF-checked) |
 //! | GET | `/schedules` | the cron schedules ([`crate::cron`]) |
+//! | GET | `/workflows` | workflows by name, with their steps per state ([`crate::workflow::view`]) |
+//! | GET | `/workflows/{name}` | a workflow's steps: state, what each waits for, run_at, attempts, last error |
+//! | GET | `/batches/{name}` | a batch's progress: counts, a bar, its callback |
+//! | GET | `/limits` | each queue's concurrency limit with its running tasks, each rate limit with its starts in the current window |
 //! | GET | `/metrics` | Prometheus metrics ([`crate::metrics`]) |
 //! | GET | `/api/…` | the JSON API, see [`api`](self#json-api) |
 //!
@@ -74,6 +78,12 @@
 //! | POST | `/api/schedules` | body `{name, cron, task, args?, kwargs?, timezone?, queue?, priority?, verbose_name?, missed?}`; answers 201 and the schedule |
 //! | POST | `/api/schedules/{name}/pause`, `…/resume` | pauses or resumes it |
 //! | DELETE | `/api/schedules/{name}` | removes it |
+//! | GET | `/api/workflows?after=&limit=` | `{workflows: [{name, batch, steps, counts: {waiting, queued, running, succeeded, failed, cancelled, unknown}, first_task_id, newest_task_id, newest_activity}], next}`: by name, 50 a page (at most 500); pass `next` as `after` |
+//! | GET | `/api/workflows/{name}?after=&limit=` | `{name, batch, counts, total, steps: [{step, task_id, task_name, state, waiting_on, after: [{task_id, step, ended}], run_anyway, run_at, finished_at, queue, attempts, last_error}], next}`: 200 steps a page (at most 1,000); 404 for no such workflow |
+//! | POST | `/api/workflows` | body `{name, steps: [{name, task, params?, args?, kwargs?, after?, run_anyway?, queue?, priority?, schedule?, verbose_name?, max_attempts?, allow_unknown?}]}` ([`crate::workflow::request`]); answers 201 `{workflow, ids: {step: id}}`; a bad graph or value answers 400 and writes nothing |
+//! | GET | `/api/batches/{name}` | `{name, total, succeeded, failed, cancelled, pending, running, unknown, callback: step or null, callback_kind: "on_finish" or "on_success" or null}` |
+//! | POST | `/api/batches` | body `{name, tasks: [{task, params?, ...}], on_finish? or on_success?: {task, ...}}`; answers 201 `{batch, tasks: [ids], callback}` |
+//! | GET | `/api/limits` | `{concurrency: [{queue, max_running, running}], rate: [{queue, max_starts, period_seconds, started_in_window}]}` |
 //! | GET | `/api/queues/paused` | `{paused: [{queue, paused_at}]}` |
 //! | POST | `/api/queues/pause` | body `{"queue": "mail", "new": false}` (`null`: the default queue; `new`: pause a queue nothing names yet); answers `{queue, paused, already}`; an unknown queue answers 400 |
 //! | POST | `/api/queues/resume` | body `{"queue": "mail"}`; answers `{queue, resumed}`, or 404 when it was not paused |
@@ -127,6 +137,8 @@ mod exporter;
 mod host;
 mod pages;
 mod standalone;
+mod workflow_pages;
+mod workflows;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -275,6 +287,16 @@ impl Dashboard {
             .route("/api/queues/pause", web::post().to(controls::pause))
             .route("/api/queues/resume", web::post().to(controls::resume))
             .route("/api/runners/drain", web::post().to(controls::drain))
+            .route("/workflows", web::get().to(workflow_pages::list))
+            .route("/workflows/{name}", web::get().to(workflow_pages::show))
+            .route("/batches/{name}", web::get().to(workflow_pages::batch))
+            .route("/limits", web::get().to(workflow_pages::limits))
+            .route("/api/workflows", web::get().to(workflows::list))
+            .route("/api/workflows", web::post().to(workflows::create))
+            .route("/api/workflows/{name}", web::get().to(workflows::show))
+            .route("/api/batches", web::post().to(workflows::create_batch))
+            .route("/api/batches/{name}", web::get().to(workflows::show_batch))
+            .route("/api/limits", web::get().to(workflows::limits))
             .route("/api/schedules", web::get().to(api::schedules))
             .route("/api/schedules", web::post().to(api::create_schedule))
             .route(

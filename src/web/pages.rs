@@ -35,13 +35,13 @@ const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-
 
 /// What a page needs besides its data: the request's context and the
 /// token its forms carry.
-struct View<'a> {
-    ctx: &'a Ctx,
+pub(super) struct View<'a> {
+    pub(super) ctx: &'a Ctx,
     token: String,
 }
 
 /// Renders `body` in the layout, setting the CSRF cookie when it is new.
-async fn respond(
+pub(super) async fn respond(
     req: &HttpRequest,
     ctx: &Ctx,
     title: &str,
@@ -83,10 +83,12 @@ struct ControlNotice {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Nav {
+pub(super) enum Nav {
     Overview,
     State(State),
     Schedules,
+    Workflows,
+    Limits,
     Runners,
 }
 
@@ -145,6 +147,8 @@ fn layout(view: &View<'_>, title: &str, nav: Nav, counts: &NavCounts, body: Mark
                         a href=(ctx.link("schedules")) class=[(nav == Nav::Schedules).then_some("current")] {
                             "Schedules " span.n { (counts.schedules) }
                         }
+                        a href=(ctx.link("workflows")) class=[(nav == Nav::Workflows).then_some("current")] { "Workflows" }
+                        a href=(ctx.link("limits")) class=[(nav == Nav::Limits).then_some("current")] { "Limits" }
                         a href=(ctx.link("runners")) class=[(nav == Nav::Runners).then_some("current")]
                             title="runners alive" {
                             "Runners " span.n { (counts.runners_alive) }
@@ -170,7 +174,7 @@ fn title_case(text: &str) -> String {
 }
 
 /// A time as "3 min ago" / "in 2 h", with the exact UTC time on hover.
-fn when(at: DateTime<Utc>, now: DateTime<Utc>) -> Markup {
+pub(super) fn when(at: DateTime<Utc>, now: DateTime<Utc>) -> Markup {
     html! {
         time datetime=(at.to_rfc3339()) title=(at.format("%Y-%m-%d %H:%M:%S%.6f UTC")) {
             (relative(at - now))
@@ -178,7 +182,7 @@ fn when(at: DateTime<Utc>, now: DateTime<Utc>) -> Markup {
     }
 }
 
-fn maybe_when(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Markup {
+pub(super) fn maybe_when(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Markup {
     match at {
         Some(at) => when(at, now),
         None => html! { span.muted { "—" } },
@@ -207,7 +211,7 @@ fn duration(delta: TimeDelta) -> String {
     relative(delta).trim_start_matches("in ").to_owned()
 }
 
-fn queue_name(queue: Option<&str>) -> Markup {
+pub(super) fn queue_name(queue: Option<&str>) -> Markup {
     match queue {
         Some(queue) => html! { span.value { (queue) } },
         None => html! { span.muted { "(default)" } },

@@ -36,4 +36,5 @@ mod schema;
 mod state;
 mod traces;
 mod web;
+mod workflow_surface;
 mod workflows;

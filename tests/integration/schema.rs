@@ -245,7 +245,7 @@ const SEED_INDEXES: [(&str, &str, &str); 20] = [
 /// locked and the failed rows.
 async fn our_tables_carry_the_lean_index_set(t: TestDb) -> TestDb {
     let partial = t.backend != Backend::MySql;
-    let expected: [(&str, Vec<(&str, &str)>); 2] = [
+    let expected: [(&str, Vec<(&str, &str)>); 3] = [
         (
             "background_task",
             [
@@ -298,6 +298,11 @@ async fn our_tables_carry_the_lean_index_set(t: TestDb) -> TestDb {
                 ))
             })
             .collect(),
+        ),
+        (
+            // Migration 16: the steps of a workflow, and workflows by name.
+            "background_task_step",
+            vec![("background_task_step_workflow_idx", "workflow,task_id")],
         ),
     ];
     for (table, wanted) in &expected {
@@ -455,6 +460,12 @@ async fn every_lookup_of_the_queue_has_an_index(t: TestDb) -> TestDb {
                 "SELECT id FROM background_task WHERE locked_by IS NULL AND failed_at IS NULL \
                  AND run_at <= {at} AND queue = 'q' AND limit_key IS NULL LIMIT 1"
             ),
+        ),
+        (
+            "steps of a workflow",
+            "SELECT task_id FROM background_task_step WHERE workflow = 'w' AND task_id > 0 \
+             ORDER BY task_id LIMIT 100"
+                .to_owned(),
         ),
         (
             "set-aside tasks",

@@ -131,11 +131,25 @@ async fn count(db: &DatabaseConnection, table: &str) -> i64 {
     row.try_get_by_index::<i64>(0).unwrap()
 }
 
-/// Nothing of the steps is left once everything ran.
+/// Nothing waits once everything ran: no task is left, and the step rows
+/// and edges that stay are those of tasks with a history row (the record
+/// of their workflow, deleted with it).
 async fn no_step_left(db: &DatabaseConnection) {
     assert_eq!(count(db, "background_task").await, 0);
-    assert_eq!(count(db, "background_task_step").await, 0);
-    assert_eq!(count(db, "background_task_dependency").await, 0);
+    for table in ["background_task_step", "background_task_dependency"] {
+        assert_eq!(
+            count(
+                db,
+                &format!(
+                    "{table} x WHERE NOT EXISTS (SELECT 1 FROM background_task_completedtask h \
+                     WHERE h.task_id = x.task_id)"
+                )
+            )
+            .await,
+            0,
+            "{table}: rows of tasks without history"
+        );
+    }
 }
 
 async fn a_task_after_others_waits_for_them_and_reads_their_results(t: TestDb) -> TestDb {
@@ -599,7 +613,9 @@ async fn a_task_with_17000_dependents_releases_them_all(t: TestDb) -> TestDb {
     let row =
         t.db.query_one_raw(Statement::from_string(
             t.db.get_database_backend(),
-            "SELECT COUNT(*) FROM background_task_step WHERE released_at IS NOT NULL",
+            // The root's own row stays with its history row.
+            "SELECT COUNT(*) FROM background_task_step WHERE released_at IS NOT NULL \
+             AND name <> 'root'",
         ))
         .await
         .unwrap()
