@@ -255,6 +255,9 @@ async fn due_keys<C: ConnectionTrait>(
     if max == 0 {
         return Ok(Vec::new());
     }
+    if txn.get_database_backend() == DbBackend::MySql {
+        return due_keys_one_by_one(txn, now, filter, after, upto, max).await;
+    }
     let mut sql = Sql::new(txn.get_database_backend());
     sql.push("WITH RECURSIVE k(limit_key, n) AS (SELECT (SELECT limit_key FROM background_task");
     due_in_queue(&mut sql, "", now, filter);
@@ -281,6 +284,38 @@ async fn due_keys<C: ConnectionTrait>(
         .iter()
         .map(|row| row.try_get_by_index::<String>(0))
         .collect()
+}
+
+/// [`due_keys`] on MySQL/MariaDB: one statement per key. MariaDB runs the
+/// recursive walk's inner probe as a scan of the queue's rows (120 ms over
+/// 100,000 rows of one key, where each probe alone takes 0.2 ms).
+async fn due_keys_one_by_one<C: ConnectionTrait>(
+    txn: &C,
+    now: DateTime<Utc>,
+    filter: &KeyedFilter<'_>,
+    after: Option<&str>,
+    upto: Option<&str>,
+    max: usize,
+) -> Result<Vec<String>, DbErr> {
+    let mut keys: Vec<String> = Vec::new();
+    while keys.len() < max {
+        let mut sql = Sql::new(txn.get_database_backend());
+        sql.push("SELECT limit_key FROM background_task");
+        due_in_queue(&mut sql, "", now, filter);
+        match keys.last().map(String::as_str).or(after) {
+            Some(after) => sql.push(" AND limit_key > ").bind(after.to_owned()),
+            None => sql.push(" AND limit_key IS NOT NULL"),
+        };
+        if let Some(upto) = upto {
+            sql.push(" AND limit_key <= ").bind(upto.to_owned());
+        }
+        sql.push(" ORDER BY limit_key LIMIT 1");
+        match txn.query_one_raw(sql.build()).await? {
+            Some(row) => keys.push(row.try_get_by_index::<String>(0)?),
+            None => break,
+        }
+    }
+    Ok(keys)
 }
 
 /// Whether the queue has due tasks without a key.
@@ -435,7 +470,18 @@ async fn due_ids<C: ConnectionTrait>(
         if i > 0 {
             sql.push(" UNION ALL ");
         }
-        sql.push("SELECT id FROM (SELECT id FROM background_task");
+        // Walked in claim order within the key; left to itself MariaDB
+        // walks the claim index instead, past every earlier key's rows.
+        sql.push(match sql.backend() {
+            DbBackend::Sqlite => {
+                "SELECT id FROM (SELECT id FROM background_task INDEXED BY background_task_key_idx"
+            }
+            DbBackend::MySql => {
+                "SELECT id FROM (SELECT id FROM background_task FORCE INDEX \
+                 (background_task_key_idx)"
+            }
+            _ => "SELECT id FROM (SELECT id FROM background_task",
+        });
         due_in_queue(&mut sql, "", now, filter);
         match &groups[*at] {
             Group::Key(key) => sql.push(" AND limit_key = ").bind(key.clone()),

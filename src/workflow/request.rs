@@ -22,7 +22,7 @@
 //! `[args, kwargs]`), or `args` (an array) and `kwargs` (an object), as
 //! `bgtasks enqueue` takes them. Options: `queue`, `priority`, `schedule`
 //! (seconds from now, or a time in UTC: `2026-12-03 18:00` or RFC 3339),
-//! `verbose_name`, `max_attempts`. A task name this process has not
+//! `verbose_name`, `max_attempts`, `key`. A task name this process has not
 //! registered is refused unless the task says `"allow_unknown": true` (it
 //! is then for a runner that has it). Anything else is refused with what
 //! to fix, and nothing is written.
@@ -84,6 +84,9 @@ pub struct StepRequest {
     /// Attempts before it fails permanently.
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// The task's key, instead of what its key function computes.
+    #[serde(default)]
+    pub key: Option<String>,
     /// Enqueue a task name this process has not registered.
     #[serde(default)]
     pub allow_unknown: bool,
@@ -119,6 +122,9 @@ pub struct TaskRequest {
     /// Attempts before it fails permanently.
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// The task's key, instead of what its key function computes.
+    #[serde(default)]
+    pub key: Option<String>,
     /// Enqueue a task name this process has not registered.
     #[serde(default)]
     pub allow_unknown: bool,
@@ -184,6 +190,7 @@ impl WorkflowRequest {
                 schedule: step.schedule,
                 verbose_name: step.verbose_name,
                 max_attempts: step.max_attempts,
+                key: step.key,
                 allow_unknown: step.allow_unknown,
             };
             let spec = call
@@ -296,6 +303,10 @@ impl TaskRequest {
                 return Err("max_attempts must be at least 1".into());
             }
             spec = spec.max_attempts(attempts);
+        }
+        if let Some(key) = self.key {
+            crate::admin::validate_key(&key).map_err(|err| err.to_string())?;
+            spec = spec.key(key);
         }
         match self.schedule {
             None | Some(Value::Null) => {}

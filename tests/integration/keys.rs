@@ -358,6 +358,35 @@ async fn keys_come_from_the_key_function_the_enqueue_and_the_command_line(t: Tes
         String::from_utf8_lossy(&refused.stderr)
     );
 
+    // A workflow's steps take a key from the same JSON as the API.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flow.json");
+    let flow = |key: &str| {
+        serde_json::json!({"name": "keyed", "steps": [
+            {"name": "a", "task": "bgtasks.noop", "queue": "tenants", "key": key},
+            {"name": "b", "task": "bgtasks.noop", "after": ["a"]},
+        ]})
+        .to_string()
+    };
+    std::fs::write(&file, flow("")).unwrap();
+    let before = task_row::Entity::find().count(&t.db).await.unwrap();
+    let refused = run(&t, &["workflow", "create", file.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(
+        task_row::Entity::find().count(&t.db).await.unwrap(),
+        before,
+        "a bad key writes nothing"
+    );
+    std::fs::write(&file, flow("tenant:umbrella")).unwrap();
+    let created = run_json(&t, &["workflow", "create", file.to_str().unwrap()]);
+    let step =
+        task_row::Entity::find_by_id(i32::try_from(created["ids"]["a"].as_i64().unwrap()).unwrap())
+            .one(&t.db)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(step.limit_key.as_deref(), Some("tenant:umbrella"));
+
     // Policies from the command line, listed with each key's use.
     let set = run_json(
         &t,
@@ -380,8 +409,22 @@ async fn keys_come_from_the_key_function_the_enqueue_and_the_command_line(t: Tes
     assert_eq!(policy["queue"], "tenants");
     assert_eq!(policy["max_running"], 2);
     assert_eq!(policy["max_starts"], 5);
-    assert_eq!(policy["keys"][0]["key"], "tenant:initech");
-    assert_eq!(policy["keys"][0]["waiting"], 1);
+    let listed_keys: Vec<(&str, i64)> = policy["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| {
+            (
+                key["key"].as_str().unwrap(),
+                key["waiting"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        listed_keys.contains(&("tenant:initech", 1))
+            && listed_keys.contains(&("tenant:umbrella", 1)),
+        "{listed_keys:?}"
+    );
     for bad in [
         vec!["limit", "key", "tenants", "--running", "0"],
         vec!["limit", "key", "tenants", "--rate", "0", "--per", "1"],
