@@ -30,6 +30,7 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryOrder, QueryResult};
 
 use super::Sql;
+use super::limits::window_start;
 use crate::config::PriorityOrdering;
 use crate::entity::key_limit;
 use crate::error::Result;
@@ -448,12 +449,6 @@ async fn counts<C: ConnectionTrait>(conn: &C, sql: Sql) -> Result<BTreeMap<Strin
         }
     }
     Ok(counts)
-}
-
-/// The start of the window that ends at `now`.
-fn window_start(now: DateTime<Utc>, period_ms: i64) -> DateTime<Utc> {
-    now.checked_sub_signed(chrono::TimeDelta::milliseconds(period_ms))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// The ids of each wanted group's first due tasks in claim order, at most

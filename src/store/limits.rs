@@ -61,16 +61,7 @@ async fn concurrency_room<C: ConnectionTrait>(
         return Ok(None);
     };
     let max_running = row.try_get_by_index::<i32>(0)?;
-    let mut running = Sql::new(backend);
-    running
-        .push("SELECT COUNT(*) FROM background_task WHERE locked_by IS NOT NULL AND queue = ")
-        .bind(queue);
-    let running = txn
-        .query_one_raw(running.build())
-        .await?
-        .map(|row| row.try_get_by_index::<i64>(0))
-        .transpose()?
-        .unwrap_or_default();
+    let running = running(txn, queue).await?;
     Ok(Some(
         usize::try_from(i64::from(max_running).saturating_sub(running).max(0)).unwrap_or(0),
     ))
@@ -138,7 +129,7 @@ async fn starts_since<C: ConnectionTrait>(
 }
 
 /// The start of the window that ends at `now`.
-fn window_start(now: DateTime<Utc>, period_ms: i64) -> DateTime<Utc> {
+pub(super) fn window_start(now: DateTime<Utc>, period_ms: i64) -> DateTime<Utc> {
     now.checked_sub_signed(chrono::TimeDelta::milliseconds(period_ms))
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
@@ -195,7 +186,7 @@ pub(crate) async fn list<C: ConnectionTrait>(conn: &C) -> Result<Vec<queue_limit
 
 /// Tasks of `queue` a runner holds now, across runners: a concurrency
 /// limit's current use (through the `locked_by` index).
-pub(crate) async fn running<C: ConnectionTrait>(conn: &C, queue: &str) -> Result<i64> {
+pub(crate) async fn running<C: ConnectionTrait>(conn: &C, queue: &str) -> Result<i64, DbErr> {
     let mut count = Sql::new(conn.get_database_backend());
     count
         .push("SELECT COUNT(*) FROM background_task WHERE locked_by IS NOT NULL AND queue = ")
