@@ -116,8 +116,16 @@ pub(crate) enum Spawned {
     Ended(Execution),
 }
 
-/// Starts the body of `task` on the current runtime.
-pub(crate) fn spawn_execution(queue: &Queue, task: &task::Model) -> Spawned {
+/// Starts the body of `task` on the current runtime. What the body needs
+/// from the database (a step's dependencies) is read on `home`, the
+/// runtime the runner was started on: a pool connection opened on an
+/// executor's runtime would break when that runtime ends with the runner,
+/// and the pool is the application's, which lives on.
+pub(crate) fn spawn_execution(
+    queue: &Queue,
+    task: &task::Model,
+    home: &tokio::runtime::Handle,
+) -> Spawned {
     if task.cancel_requested_at.is_some() {
         queue.metrics().not_run();
         // Cancelled while it ran, then handed back (its runner stopped):
@@ -154,9 +162,12 @@ pub(crate) fn spawn_execution(queue: &Queue, task: &task::Model) -> Spawned {
     let body = if crate::policy::Overrides::of(task).step {
         // A step reads how its dependencies ended before its body starts.
         let (db, id, params) = (queue.db().clone(), task.id, task.task_params.clone());
+        let read = home.spawn(async move { crate::store::steps::edges_of(&db, id).await });
         Box::pin(async move {
-            let edges = crate::store::steps::edges_of(&db, id)
+            let edges = read
                 .await
+                .map_err(|err| err.to_string())
+                .and_then(|read| read.map_err(|err| err.to_string()))
                 .map_err(|err| {
                     TaskError::retryable(format!(
                         "reading the outcomes of the tasks this one runs after failed: {err}"
@@ -458,6 +469,30 @@ pub(crate) async fn unlock_expired(queue: &Queue) -> Result<u64> {
     Ok(unlocked)
 }
 
+/// Settles the dependents of tasks that left the queue without an outcome
+/// (deleted, or run by Django's `process_tasks`): see
+/// [`crate::store::steps::settle_vanished`]. Returns how many dependents
+/// it cancelled or released.
+pub(crate) async fn settle_vanished(queue: &Queue) -> Result<usize> {
+    let now = queue.config().clock().now();
+    let settlement = crate::store::retry_conflicts("settling vanished dependencies", || {
+        crate::store::steps::settle_vanished(queue.db(), now)
+    })
+    .await?;
+    let settled = settlement.cancelled.len() + settlement.released.len();
+    if settled > 0 {
+        tracing::warn!(
+            cancelled = settlement.cancelled.len(),
+            released = settlement.released.len(),
+            "tasks that steps waited for left the queue without an outcome (deleted, or run by \
+             a runner that does not settle dependencies): their steps were cancelled, or \
+             released when they run anyway"
+        );
+    }
+    announce_settlement(queue, settlement);
+    Ok(settled)
+}
+
 /// Renews the locks of the tasks this runner is running, and its registry
 /// row. Registers the runner again if its row was removed. Reads the
 /// controls: the queues under a global concurrency limit, the paused
@@ -739,7 +774,8 @@ fn announce(queue: &Queue, task: &task::Model, applied: Applied, now: DateTime<U
 /// Runs `task` (already claimed) to the end: events, body, outcome.
 pub(crate) async fn run_claimed(queue: &Queue, task: task::Model) -> Result<()> {
     started(queue, &task);
-    let execution = match spawn_execution(queue, &task) {
+    let home = tokio::runtime::Handle::current();
+    let execution = match spawn_execution(queue, &task, &home) {
         Spawned::Running(handle) => {
             // Renew the lock while the body runs, so no other runner takes
             // the task for abandoned.

@@ -80,6 +80,9 @@ impl Outcomes {
 
 pub(crate) struct Executor {
     queue: Queue,
+    /// The runtime the runner was started on, where the database is read
+    /// (see [`worker::spawn_execution`]).
+    home: tokio::runtime::Handle,
     scheduler: Recipient<Completed>,
     outcomes: Outcomes,
     slots: usize,
@@ -92,12 +95,14 @@ pub(crate) struct Executor {
 impl Executor {
     pub(crate) fn new(
         queue: Queue,
+        home: tokio::runtime::Handle,
         scheduler: Recipient<Completed>,
         outcomes: Outcomes,
         slots: usize,
     ) -> Self {
         Self {
             queue,
+            home,
             scheduler,
             outcomes,
             slots: slots.max(1),
@@ -112,7 +117,7 @@ impl Executor {
         let began = Instant::now();
         worker::started(&self.queue, &task);
         let id = task.id;
-        let spawned = worker::spawn_execution(&self.queue, &task);
+        let spawned = worker::spawn_execution(&self.queue, &task, &self.home);
         if let worker::Spawned::Running(handle) = &spawned {
             self.running.insert(id, handle.abort_handle());
         }

@@ -59,6 +59,7 @@ pub(crate) fn start(queue: Queue) -> Running {
     let count = queue.config().executors();
     let slots = queue.config().concurrency().div_ceil(count.max(1));
     let outcomes = Outcomes::new(&queue);
+    let home = tokio::runtime::Handle::current();
     let mut arbiters = Vec::with_capacity(count);
     let mut executors = Vec::with_capacity(count);
     for _ in 0..count {
@@ -66,8 +67,9 @@ pub(crate) fn start(queue: Queue) -> Running {
         let recipient = scheduler.clone().recipient();
         let queue = queue.clone();
         let outcomes = outcomes.clone();
+        let home = home.clone();
         executors.push(Executor::start_in_arbiter(&arbiter.handle(), move |_| {
-            Executor::new(queue, recipient, outcomes, slots)
+            Executor::new(queue, home, recipient, outcomes, slots)
         }));
         arbiters.push(arbiter);
     }

@@ -28,7 +28,8 @@
 //! holds and its registry row, unlocks tasks whose runner stopped renewing
 //! (their lease ran out: it died or hung); every few beats it reports due
 //! tasks whose name has no handler here (they wait for a runner that knows
-//! them).
+//! them), and settles the steps whose dependency left the queue without
+//! an outcome (deleted, or run by Django's `process_tasks`).
 //!
 //! With a retention setting it prunes the history: a second after start,
 //! then every retention interval (60 s by default), at most
@@ -58,7 +59,8 @@ const CANCEL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// read; the database is read only when one is).
 const CRON_TICK: Duration = Duration::from_secs(1);
 
-/// Due tasks without a handler here are counted every this many heartbeats.
+/// Due tasks without a handler here are counted, and vanished dependencies
+/// looked for, every this many heartbeats.
 const UNHANDLED_REPORT_EVERY: u32 = 6;
 
 /// First pause before writing an outcome again after a database error.
@@ -238,8 +240,9 @@ impl Scheduler {
     /// tasks nobody here can run (once per change, to keep the log quiet).
     fn beat(&mut self, ctx: &mut Context<Self>) {
         let queue = self.queue.clone();
-        // Counting due tasks per name reads every due row: do it at start
-        // and then every few beats only, so an idle runner stays cheap.
+        // Counting due tasks per name reads every due row, and looking for
+        // vanished dependencies every pending edge: do it at start and then
+        // every few beats only, so an idle runner stays cheap.
         let report = self.beats.is_multiple_of(UNHANDLED_REPORT_EVERY);
         self.beats = self.beats.wrapping_add(1);
         let sweep = async move {
@@ -248,6 +251,7 @@ impl Scheduler {
             if !report {
                 return Ok(None);
             }
+            worker::settle_vanished(&queue).await?;
             let now = queue.config().clock().now();
             admin::unhandled_due(queue.db(), queue.registry(), now)
                 .await

@@ -26,7 +26,8 @@ pub struct Model {
     pub workflow: Option<String>,
     /// The step's name in its workflow.
     pub name: Option<String>,
-    /// When its last dependency finished and it became due.
+    /// When it was settled: its last dependency finished and it became
+    /// due, or a dependency's failure cancelled it. Never settled twice.
     pub released_at: Option<DateTimeUtc>,
 }
 

@@ -99,7 +99,10 @@ pub(crate) async fn shift_priority<C: ConnectionTrait>(
 
 /// Deletes the tasks `ids` that no runner holds; returns rows deleted.
 /// The `locked_by IS NULL` in the statement itself keeps a task claimed
-/// a moment before from being deleted under its runner.
+/// a moment before from being deleted under its runner. A deleted step's
+/// own rows go with it; the steps that waited for a deleted task are
+/// settled by the runners' sweep
+/// ([`super::steps::settle_vanished`]).
 pub(crate) async fn delete_tasks<C: ConnectionTrait>(conn: &C, ids: &[i32]) -> Result<u64> {
     let mut deleted = 0;
     for chunk in ids.chunks(IDS_PER_STATEMENT) {
@@ -109,6 +112,7 @@ pub(crate) async fn delete_tasks<C: ConnectionTrait>(conn: &C, ids: &[i32]) -> R
             .exec(conn)
             .await?
             .rows_affected;
+        super::steps::forget_deleted(conn, chunk).await?;
     }
     Ok(deleted)
 }
@@ -370,6 +374,10 @@ where
             .filter(task::Column::LockedBy.is_null())
             .exec(&txn)
             .await?;
+        // A held step cancelled by hand is settled: the dependencies it
+        // waited for no longer release it when they finish.
+        let ids: Vec<i32> = waiting.iter().map(|row| row.id).collect();
+        super::steps::mark_settled(&txn, &ids, now).await?;
         let mut finished = Vec::with_capacity(waiting.len());
         for row in waiting {
             // The row a permanent failure writes: the task's fields, run_at

@@ -22,7 +22,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DbBackend, DbErr, EntityTrait};
+use sea_orm::{
+    ActiveValue::Set, ConnectionTrait, DbBackend, DbErr, EntityTrait, TransactionSession,
+    TransactionTrait,
+};
 
 use super::Sql;
 use crate::entity::{completed_task, dependency, step, task};
@@ -39,6 +42,9 @@ pub(crate) enum Ended {
     Succeeded,
     Failed,
     Cancelled,
+    /// It left the queue without an outcome (see [`settle_vanished`]); its
+    /// edges say `cancelled`.
+    Vanished,
 }
 
 impl Ended {
@@ -46,7 +52,7 @@ impl Ended {
         match self {
             Ended::Succeeded => "succeeded",
             Ended::Failed => "failed",
-            Ended::Cancelled => "cancelled",
+            Ended::Cancelled | Ended::Vanished => "cancelled",
         }
     }
 
@@ -200,7 +206,11 @@ pub(crate) async fn settle<C: ConnectionTrait>(
         let mut waiting_steps = Vec::with_capacity(dependents.len());
         for chunk in dependents.chunks(IDS_PER_STATEMENT) {
             let mut read = Sql::new(backend);
-            read.push("SELECT * FROM background_task_step WHERE released_at IS NULL AND task_id")
+            // A step whose task row is gone (deleted while it waited) is
+            // neither released nor cancelled: the sweep forgets it.
+            read.push("SELECT * FROM background_task_step s WHERE s.released_at IS NULL")
+                .push(" AND EXISTS (SELECT 1 FROM background_task t WHERE t.id = s.task_id)")
+                .push(" AND s.task_id")
                 .is_in(chunk.iter().copied())
                 .for_update();
             waiting_steps.extend(super::rows::all::<step::Entity, C>(txn, read.build()).await?);
@@ -211,7 +221,7 @@ pub(crate) async fn settle<C: ConnectionTrait>(
             if let Some(dep) = broken.get(&waiting.task_id)
                 && !waiting.run_anyway
             {
-                doomed.push((waiting.task_id, *dep, batch_of(&waiting)));
+                doomed.push((waiting.task_id, *dep, by_id[dep].ended, batch_of(&waiting)));
             } else if waiting.pending <= 0 {
                 if let Some(batch) = batch_of(&waiting) {
                     settlement.batches.push((batch, waiting.task_id, true));
@@ -227,8 +237,8 @@ pub(crate) async fn settle<C: ConnectionTrait>(
             settlement.released.extend(steps);
         }
         finished = Vec::new();
-        for (step, dep, batch) in doomed {
-            if let Some(completed) = cancel_held(txn, step, dep, now).await? {
+        for (step, dep, ended, batch) in doomed {
+            if let Some(completed) = cancel_held(txn, step, dep, ended, now).await? {
                 if let Some(batch) = batch {
                     settlement.batches.push((batch, step, false));
                 }
@@ -257,7 +267,23 @@ pub(crate) async fn settle<C: ConnectionTrait>(
 
 /// Deletes the step rows and edges of tasks that left the queue.
 pub(crate) async fn forget<C: ConnectionTrait>(txn: &C, ids: &[i32]) -> Result<(), DbErr> {
-    let backend = txn.get_database_backend();
+    delete_step_rows(txn, ids, false).await
+}
+
+/// Deletes the step rows and edges of those of `ids` whose task row is
+/// gone without a history row: steps an operator deleted while they
+/// waited, which nothing releases or cancels. (Their dependents, if any,
+/// are settled by [`settle_vanished`].)
+pub(crate) async fn forget_deleted<C: ConnectionTrait>(conn: &C, ids: &[i32]) -> Result<(), DbErr> {
+    delete_step_rows(conn, ids, true).await
+}
+
+async fn delete_step_rows<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[i32],
+    only_deleted: bool,
+) -> Result<(), DbErr> {
+    let backend = conn.get_database_backend();
     for table in ["background_task_step", "background_task_dependency"] {
         for chunk in ids.chunks(IDS_PER_STATEMENT) {
             let mut delete = Sql::new(backend);
@@ -266,7 +292,24 @@ pub(crate) async fn forget<C: ConnectionTrait>(txn: &C, ids: &[i32]) -> Result<(
                 .push(table)
                 .push(" WHERE task_id")
                 .is_in(chunk.iter().copied());
-            txn.execute_raw(delete.build()).await?;
+            if only_deleted {
+                // Still queued, or finished (its rows stay with its
+                // history row): kept.
+                for (other, column) in [
+                    ("background_task", "id"),
+                    ("background_task_completedtask", "task_id"),
+                ] {
+                    delete
+                        .push(" AND NOT EXISTS (SELECT 1 FROM ")
+                        .push(other)
+                        .push(" o WHERE o.")
+                        .push(column)
+                        .push(" = ")
+                        .push(table)
+                        .push(".task_id)");
+                }
+            }
+            conn.execute_raw(delete.build()).await?;
         }
     }
     Ok(())
@@ -302,25 +345,43 @@ async fn release_chunk<C: ConnectionTrait>(
         .push(" AND id")
         .is_in(steps.iter().copied());
     txn.execute_raw(due.build()).await?;
-    let mut mark = Sql::new(backend);
-    mark.push("UPDATE background_task_step SET released_at = ")
-        .bind(now)
-        .push(" WHERE task_id")
-        .is_in(steps.iter().copied());
-    txn.execute_raw(mark.build()).await?;
+    mark_settled(txn, steps, now).await
+}
+
+/// Marks the step rows of `tasks` (those that have one) settled at `now`:
+/// released, or cancelled with their task. A settled step is never
+/// released, nor its batch finished, again.
+pub(crate) async fn mark_settled<C: ConnectionTrait>(
+    txn: &C,
+    tasks: &[i32],
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    for chunk in tasks.chunks(IDS_PER_STATEMENT) {
+        let mut mark = Sql::new(txn.get_database_backend());
+        mark.push("UPDATE background_task_step SET released_at = ")
+            .bind(now)
+            .push(" WHERE released_at IS NULL AND task_id")
+            .is_in(chunk.iter().copied());
+        txn.execute_raw(mark.build()).await?;
+    }
     Ok(())
 }
 
 /// Cancels the held step `step`, which can no longer run because `dep`
-/// failed or was cancelled: its row leaves the queue with a history row
-/// marked cancelled. `None` when the row is gone (an operator deleted it).
+/// ended as `ended` (not a success): its row leaves the queue with a
+/// history row marked cancelled. `None` when the row is gone (an operator
+/// deleted it).
 async fn cancel_held<C: ConnectionTrait>(
     txn: &C,
     step: i32,
     dep: i32,
+    ended: Ended,
     now: DateTime<Utc>,
 ) -> Result<Option<completed_task::Model>> {
     let backend = txn.get_database_backend();
+    // Settled either way: a dependency that finishes later neither
+    // releases it nor finishes its batch a second time.
+    mark_settled(txn, &[step], now).await?;
     let mut select = Sql::new(backend);
     select
         .push("SELECT * FROM ")
@@ -340,13 +401,89 @@ async fn cancel_held<C: ConnectionTrait>(
     if txn.execute_raw(delete.build()).await?.rows_affected() == 0 {
         return Ok(None);
     }
-    let reason = format!(
-        "cancelled: task {dep}, which this task runs after, did not succeed \
-         (enqueue it with run_anyway to run it regardless)"
-    );
+    let reason = if ended == Ended::Vanished {
+        format!(
+            "cancelled: task {dep}, which this task runs after, left the queue without an \
+             outcome (it was deleted, or run by a runner that does not settle dependencies, \
+             such as Django's process_tasks); retry this task to run it anyway"
+        )
+    } else {
+        format!(
+            "cancelled: task {dep}, which this task runs after, did not succeed \
+             (enqueue it with run_anyway to run it regardless)"
+        )
+    };
     let mut history = super::outcome::history_row(&row, row.attempts, Some(&reason), now);
     history.cancelled_at = Set(Some(now));
     super::insert_returning(txn, history).await.map(Some)
+}
+
+/// Vanished dependencies settled per sweep.
+const VANISHED_PER_SWEEP: usize = 1_000;
+
+/// Settles the dependents of tasks that left the queue without an outcome:
+/// deleted (`bgtasks delete`, the dashboard, remove-existing, by hand), or
+/// run by a runner that does not settle dependencies (Django's
+/// `process_tasks`, a version of this crate before workflows). Their
+/// dependents would wait for ever; they are cancelled instead (or
+/// released, those that run anyway), as after a cancelled dependency.
+///
+/// Found with one read: an edge still pending whose dependency has no
+/// task row. An outcome deletes the row and settles its edges in one
+/// transaction, so that state only arises without one. Any number of
+/// runners may sweep at once: the edges are locked and read again, and
+/// one settled by another sweep (or an outcome) is no longer pending.
+pub(crate) async fn settle_vanished<C>(conn: &C, now: DateTime<Utc>) -> Result<Settlement>
+where
+    C: TransactionTrait + ConnectionTrait,
+    C::Transaction: ConnectionTrait,
+{
+    let backend = conn.get_database_backend();
+    let mut find = Sql::new(backend);
+    // From the held rows (the `run_at` index) to their pending edges (the
+    // edge table's key): the cost follows what waits, not the history.
+    find.push(
+        "SELECT DISTINCT d.depends_on FROM background_task t \
+         JOIN background_task_dependency d ON d.task_id = t.id \
+         WHERE t.run_at = ",
+    )
+    .bind(held())
+    .push(
+        " AND d.state IS NULL AND NOT EXISTS \
+         (SELECT 1 FROM background_task g WHERE g.id = d.depends_on)",
+    )
+    .push(&format!(" LIMIT {VANISHED_PER_SWEEP}"));
+    let mut candidates = Vec::new();
+    for row in conn.query_all_raw(find.build()).await? {
+        candidates.push(row.try_get_by_index::<i32>(0)?);
+    }
+    if candidates.is_empty() {
+        return Ok(Settlement::default());
+    }
+    let txn = super::begin_write(conn).await?;
+    let mut lock = Sql::new(backend);
+    lock.push(
+        "SELECT depends_on FROM background_task_dependency WHERE state IS NULL AND depends_on",
+    )
+    .is_in(candidates.iter().copied())
+    .for_update();
+    let mut vanished = BTreeSet::new();
+    for row in txn.query_all_raw(lock.build()).await? {
+        vanished.insert(row.try_get_by_index::<i32>(0)?);
+    }
+    let finished = vanished
+        .into_iter()
+        .map(|id| Finished {
+            id,
+            ended: Ended::Vanished,
+            result: None,
+            // No history row of ours records it.
+            forget: true,
+        })
+        .collect();
+    let settlement = settle(&txn, finished, now).await?;
+    txn.commit().await?;
+    Ok(settlement)
 }
 
 /// One dependency of a step being enqueued, as found.

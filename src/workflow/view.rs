@@ -522,7 +522,7 @@ fn view(
         view.state = match Ended::of(done) {
             Ended::Succeeded => StepState::Succeeded,
             Ended::Failed => StepState::Failed,
-            Ended::Cancelled => StepState::Cancelled,
+            Ended::Cancelled | Ended::Vanished => StepState::Cancelled,
         };
     }
     view

@@ -35,6 +35,7 @@ on_django_backends!(
     wide_integers_and_lone_surrogates_cross_languages,
     a_django_app_attaches_to_tables_bgtasks_created,
     django_never_runs_a_step_before_what_it_waits_for_succeeded,
+    a_step_after_a_task_django_ran_is_cancelled_not_held_for_ever,
 );
 
 /// The Python side, on the test's database.
@@ -1047,6 +1048,33 @@ impl Task for RustFirst {
     }
 }
 
+/// Runs a Rust runner that knows `rust.first` until task `id` has its
+/// history row, and returns that row.
+async fn rust_runner_until_recorded(t: &TestDb, id: i32) -> completed_task::Model {
+    let registry = Registry::new();
+    registry.register(RustFirst);
+    let config = Config::builder()
+        .sleep(std::time::Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let runner = Runner::start(t.queue(registry, config)).unwrap();
+    let recorded = || async {
+        completed_task::Entity::find()
+            .filter(completed_task::Column::TaskId.eq(id))
+            .one(&t.db)
+            .await
+            .unwrap()
+    };
+    wait_for(
+        &format!("the Rust runner to record task {id}"),
+        std::time::Duration::from_secs(30),
+        || async { recorded().await.is_some() },
+    )
+    .await;
+    runner.shutdown(std::time::Duration::from_secs(5)).await;
+    recorded().await.unwrap()
+}
+
 /// A step that waits is held where Django's `process_tasks` does not look
 /// (its `run_at` is the far future): Django runs it only once the Rust
 /// runner recorded what it waits for, which released it.
@@ -1077,31 +1105,7 @@ async fn django_never_runs_a_step_before_what_it_waits_for_succeeded(t: TestDb) 
         django.recorded()
     );
 
-    let registry = Registry::new();
-    registry.register(RustFirst);
-    let config = Config::builder()
-        .sleep(std::time::Duration::from_millis(100))
-        .build()
-        .unwrap();
-    let runner = Runner::start(t.queue(registry, config)).unwrap();
-    let db = t.db.clone();
-    wait_for(
-        "the Rust runner to run rust.first",
-        std::time::Duration::from_secs(30),
-        || {
-            let db = db.clone();
-            async move {
-                completed_task::Entity::find()
-                    .filter(completed_task::Column::TaskId.eq(first.id))
-                    .one(&db)
-                    .await
-                    .unwrap()
-                    .is_some()
-            }
-        },
-    )
-    .await;
-    runner.shutdown(std::time::Duration::from_secs(5)).await;
+    rust_runner_until_recorded(&t, first.id).await;
     let released = task_row::Entity::find_by_id(step.id)
         .one(&t.db)
         .await
@@ -1115,6 +1119,58 @@ async fn django_never_runs_a_step_before_what_it_waits_for_succeeded(t: TestDb) 
         django.recorded(),
         vec![json!({"task": "interop.record", "args": ["after"], "kwargs": {}})],
         "released, the step runs under Django"
+    );
+    t
+}
+
+/// Django's `process_tasks` runs a task a step waits for and writes its
+/// history without settling the step (it knows nothing of steps): the
+/// Rust runner's sweep cancels the step, saying why, instead of leaving it
+/// held for ever.
+async fn a_step_after_a_task_django_ran_is_cancelled_not_held_for_ever(t: TestDb) -> TestDb {
+    let Some(django) = Django::new(&t) else {
+        return t;
+    };
+    attach(&t, &django).await;
+    let queue = Queue::new(t.db.clone());
+    let first = queue
+        .enqueue_call("interop.record", &json!(["first"]), &json!({}))
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    let step = queue
+        .enqueue::<RustFirst>(&(7,))
+        .after([first.id])
+        .await
+        .unwrap()
+        .into_task()
+        .unwrap();
+    raw_times_are_djangos(&django, t.backend);
+    django.run(&["process", "--duration", "3"]);
+    assert_eq!(
+        django.recorded(),
+        vec![json!({"task": "interop.record", "args": ["first"], "kwargs": {}})],
+        "Django ran the dependency, not the held step"
+    );
+
+    let settled = rust_runner_until_recorded(&t, step.id).await;
+    assert!(settled.cancelled_at.is_some(), "{settled:?}");
+    assert_eq!(settled.attempts, 0, "it never ran");
+    assert!(
+        settled
+            .last_error
+            .contains("left the queue without an outcome")
+            && settled.last_error.contains("process_tasks"),
+        "{}",
+        settled.last_error
+    );
+    assert!(
+        task_row::Entity::find_by_id(step.id)
+            .one(&t.db)
+            .await
+            .unwrap()
+            .is_none()
     );
     t
 }

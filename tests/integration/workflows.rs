@@ -30,6 +30,9 @@ on_all_backends!(
     operators_cannot_move_a_held_step,
     a_batch_callback_runs_once_all_finished_and_counts_them,
     an_on_success_batch_cancels_its_callback_at_a_failure,
+    a_cancelled_step_stays_settled_when_its_other_dependencies_finish,
+    a_deleted_dependency_cancels_its_steps_and_a_deleted_step_is_forgotten,
+    steps_leave_the_apps_pool_working_after_the_runner_stops,
     three_runner_processes_run_a_1000_step_workflow_in_order,
     a_task_with_17000_dependents_releases_them_all,
 );
@@ -76,9 +79,9 @@ fn registry(sum: &Sum) -> Registry {
     registry
 }
 
-/// A queue on a pool of its own: the runner's threads open connections
-/// in their own runtimes, which end with the runner, so the test reads
-/// the outcome through `t.db`, a pool they never touched.
+/// A queue on a pool of its own, so each test's runners start from a
+/// pool of their own (`steps_leave_the_apps_pool_working_after_the_runner_stops`
+/// runs one on the test's pool).
 async fn own_queue(t: &TestDb, registry: Registry) -> Queue {
     let db = background_tasks::db::connect(Some(&t.url)).await.unwrap();
     Queue::with_parts(db, registry, config())
@@ -588,6 +591,160 @@ async fn an_on_success_batch_cancels_its_callback_at_a_failure(t: TestDb) -> Tes
         [("strict".to_owned(), callback, false)]
     );
     no_step_left(&t.db).await;
+    t
+}
+
+/// Records the settlements an event bus reports: batches finished and
+/// steps released.
+fn settlements(queues: &[&Queue]) -> Arc<Mutex<Vec<String>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    for queue in queues {
+        let seen = Arc::clone(&seen);
+        queue.events().subscribe(move |event| match event {
+            Event::BatchFinished {
+                batch,
+                callback_id,
+                callback_runs,
+            } => seen
+                .lock()
+                .unwrap()
+                .push(format!("batch {batch} {callback_id} runs={callback_runs}")),
+            Event::Released { task_id } => {
+                seen.lock().unwrap().push(format!("released {task_id}"));
+            }
+            _ => {}
+        });
+    }
+    seen
+}
+
+/// The failure first, the success later (on a runner started only once
+/// the failure was written): the callback is cancelled by the failure,
+/// and the success that finishes its count later neither releases it nor
+/// finishes the batch again.
+async fn a_cancelled_step_stays_settled_when_its_other_dependencies_finish(t: TestDb) -> TestDb {
+    let sum = Sum::default();
+    let on = |queue: &str| {
+        Config::builder()
+            .run_async(true)
+            .sleep(Duration::from_millis(100))
+            .max_attempts(1)
+            .queue(queue)
+            .build()
+            .unwrap()
+    };
+    let pool = || background_tasks::db::connect(Some(&t.url));
+    let first = Queue::with_parts(pool().await.unwrap(), registry(&sum), on("first"));
+    let second = Queue::with_parts(pool().await.unwrap(), registry(&sum), on("second"));
+    let seen = settlements(&[&first, &second]);
+    let batch = Batch::new("apart")
+        .task(TaskSpec::new::<Fail>(&(1,)).queue("first"))
+        .task(TaskSpec::new::<Add>(&(2, 3)).queue("second"))
+        .on_success(TaskSpec::new::<Sum>(&()));
+    let callback = first.enqueue_batch(batch).await.unwrap().callback.unwrap();
+
+    let runner = Runner::start(first).unwrap();
+    wait_history(&t, 2).await;
+    runner.shutdown(Duration::from_secs(5)).await;
+    assert!(history(&t.db).await[&callback].cancelled_at.is_some());
+    let runner = Runner::start(second).unwrap();
+    wait_history(&t, 3).await;
+    runner.shutdown(Duration::from_secs(5)).await;
+
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [format!("batch apart {callback} runs=false")],
+        "settled once, by the failure"
+    );
+    assert!(
+        sum.seen.lock().unwrap().is_empty(),
+        "the callback never ran"
+    );
+    assert_eq!(history(&t.db).await.len(), 3);
+    no_step_left(&t.db).await;
+    t
+}
+
+/// A dependency deleted while it waited leaves no outcome: the runners'
+/// sweep cancels the steps after it (with a reason that says so) and
+/// releases those that run anyway. A step deleted while it waited is not
+/// released when its dependency finishes, and its rows are forgotten.
+async fn a_deleted_dependency_cancels_its_steps_and_a_deleted_step_is_forgotten(
+    t: TestDb,
+) -> TestDb {
+    let sum = Sum::default();
+    let queue = own_queue(&t, registry(&sum)).await;
+    let seen = settlements(&[&queue]);
+    let gone = created(queue.enqueue::<Add>(&(1, 2)).await.unwrap());
+    let after = sum_after(&queue, gone.id, false).await;
+    let anyway = sum_after(&queue, gone.id, true).await;
+    let kept = created(queue.enqueue::<Add>(&(3, 4)).await.unwrap());
+    let deleted_step = sum_after(&queue, kept.id, false).await;
+    assert_eq!(
+        admin::delete_tasks(&t.db, &[gone.id, deleted_step.id])
+            .await
+            .unwrap(),
+        2
+    );
+
+    let runner = Runner::start(queue.clone()).unwrap();
+    wait_history(&t, 3).await;
+    runner.shutdown(Duration::from_secs(5)).await;
+
+    let done = history(&t.db).await;
+    let cancelled = &done[&after.id];
+    assert!(cancelled.cancelled_at.is_some(), "{cancelled:?}");
+    assert!(
+        cancelled
+            .last_error
+            .contains("left the queue without an outcome")
+            && cancelled.last_error.contains(&gone.id.to_string()),
+        "{}",
+        cancelled.last_error
+    );
+    assert_eq!(done[&anyway.id].failed_at, None);
+    assert_eq!(
+        *sum.seen.lock().unwrap(),
+        [(gone.id, DependencyState::Cancelled)],
+        "only the step that runs anyway ran, and saw its dependency cancelled"
+    );
+    assert!(done.contains_key(&kept.id));
+    assert!(!done.contains_key(&deleted_step.id));
+    assert_eq!(done.len(), 3);
+    assert_eq!(*seen.lock().unwrap(), [format!("released {}", anyway.id)]);
+    no_step_left(&t.db).await;
+    t
+}
+
+/// An application that embeds a runner on its own pool, stops the runner
+/// and goes on: the steps read their dependencies on the runtime the
+/// runner was started on, not on the executors' threads, whose runtimes
+/// end with the runner (a connection opened there would fail the
+/// application's next query).
+async fn steps_leave_the_apps_pool_working_after_the_runner_stops(t: TestDb) -> TestDb {
+    const STEPS: usize = 40;
+    let sum = Sum::default();
+    let config = Config::builder()
+        .run_async(true)
+        .async_threads(2)
+        .tasks_per_thread(STEPS / 2)
+        .sleep(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let queue = t.queue(registry(&sum), config);
+    let root = created(queue.enqueue::<Add>(&(1, 1)).await.unwrap());
+    for _ in 0..STEPS {
+        sum_after(&queue, root.id, false).await;
+    }
+    let runner = Runner::start(queue.clone()).unwrap();
+    wait_history(&t, 1 + STEPS as u64).await;
+    runner.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(sum.seen.lock().unwrap().len(), STEPS);
+    // Every connection the pool holds serves the application again.
+    let reads = (0..STEPS).map(|_| count(&t.db, "background_task_completedtask"));
+    for read in futures_util::future::join_all(reads).await {
+        assert_eq!(read, 1 + STEPS as i64);
+    }
     t
 }
 
