@@ -99,6 +99,17 @@ pub(crate) async fn claim<C: ConnectionTrait>(
     filter: &KeyedFilter<'_>,
     policy: &Policy,
 ) -> Result<Vec<QueryResult>, DbErr> {
+    // Claims take the policy row's lock in turn, but each read its clock
+    // before waiting for it: a claim whose `now` is behind the last start
+    // recorded would count (and prune) the ledger's windows as of a moment
+    // already gone, and start a key's tasks in a window that is full.
+    // Its starts go at the last recorded start instead, so the ledger's
+    // times follow the order of the claims.
+    let now = if policy.rate.is_some() {
+        now.max(last_start(txn, filter.queue).await?.unwrap_or(now))
+    } else {
+        now
+    };
     let cap = KEYS_PER_CLAIM.min(limit).max(1);
     let mut keys = due_keys(txn, now, filter, policy.next_key.as_deref(), None, cap).await?;
     let walked_all = keys.len() < cap;
@@ -330,6 +341,27 @@ async fn has_unkeyed_due<C: ConnectionTrait>(
     due_in_queue(&mut sql, "", now, filter);
     sql.push(" AND limit_key IS NULL LIMIT 1");
     Ok(txn.query_one_raw(sql.build()).await?.is_some())
+}
+
+/// The latest start the ledger of `queue` records.
+async fn last_start<C: ConnectionTrait>(
+    txn: &C,
+    queue: &str,
+) -> Result<Option<DateTime<Utc>>, DbErr> {
+    let backend = txn.get_database_backend();
+    let mut select = Sql::new(backend);
+    select
+        .push("SELECT MAX(started_at) FROM background_task_key_start WHERE queue = ")
+        .bind(queue);
+    let Some(row) = txn.query_one_raw(select.build()).await? else {
+        return Ok(None);
+    };
+    Ok(match backend {
+        DbBackend::Postgres => row.try_get_by_index::<Option<DateTime<Utc>>>(0)?,
+        _ => row
+            .try_get_by_index::<Option<chrono::NaiveDateTime>>(0)?
+            .map(|naive| super::from_stored(backend, naive)),
+    })
 }
 
 /// How many more tasks of each group may start now under the policy's
